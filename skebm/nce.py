@@ -1,0 +1,387 @@
+"""Density estimation by noise-contrastive estimation (NCE)."""
+
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import DensityMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
+
+from ._base import TorchEstimator, make_generator
+from .nets import ACTIVATIONS, MLPEnergy
+from .noise import make_noise
+from .partition import importance_log_partition
+from .samplers import metropolis_adjusted_langevin, sampling_importance_resampling
+
+__all__ = ["NCEDensity"]
+
+
+class _NCEModel(nn.Module):
+    """The trainable model: log p(z) = -E(z) - c on the standardized data, with
+    its noise (whose buffers travel with it between devices)."""
+
+    def __init__(self, energy, noise, log_partition):
+        super().__init__()
+        self.energy = energy
+        self.noise = noise
+        self.log_partition = nn.Parameter(torch.as_tensor(log_partition, dtype=torch.float32))
+
+    def log_density(self, Z):
+        return -self.energy(Z) - self.log_partition
+
+    def unnormalized_log_density(self, Z):
+        return -self.energy(Z)
+
+    def nce_logit(self, Z, log_noise_ratio):
+        """log p(z) - log(nu q(z)): the classifier's logit that z is data."""
+        return self.log_density(Z) - self.noise.log_prob(Z) - log_noise_ratio
+
+
+class NCEDensity(DensityMixin, TorchEstimator):
+    """Normalized density estimation with a neural energy, trained by NCE.
+
+    The model is ``p(x) = exp(-E(x) - c)``, with ``E`` a multilayer perceptron
+    on the standardized inputs and ``c`` (log Z) a learned scalar. Training is
+    noise-contrastive estimation (Gutmann & Hyvarinen 2010): logistic regression
+    that tells data rows from ``noise_ratio`` times as many rows drawn from a
+    noise distribution ``q``, with logit ``log p(x) - log q(x) - log(noise_ratio)``.
+    Its optimum is the data density, ``c`` included, so no MCMC is needed to
+    fit. The default noise is a Gaussian with the data's mean and covariance.
+
+    Before the network, the inputs go through random Fourier features
+    (``fourier_features``): a plain MLP learns sharp structure (thin rings,
+    the edges of a checkerboard) slowly, and on such data trails a kernel
+    density estimate by 0.2-0.6 nats per point.
+
+    After training, log Z is re-estimated by importance sampling from the
+    noise (``n_importance_samples`` draws); ``score_samples`` uses that
+    estimate, ``log_partition_``, whose standard error is
+    ``log_partition_std_``. NCE's own estimate ``c`` is kept as
+    ``nce_log_partition_``. Both are estimates: in more than a handful of
+    dimensions a Gaussian proposal covers the model badly, and a warning says
+    so when the standard error passes 0.1 nats.
+
+    Read more in the :ref:`user guide <nce_density>`.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(128, 128, 128)
+        Widths of the hidden layers of the energy network.
+    activation : {"leaky_relu", "relu", "silu", "elu", "softplus", "tanh"}, \
+            default="leaky_relu"
+        Hidden-layer nonlinearity.
+    fourier_features : int, default=64
+        Number of random Fourier frequencies the standardized input is
+        expanded with before the network; 0 feeds the input as it is.
+    fourier_scale : float, default=2.0
+        Standard deviation of those frequencies (in units of the standardized
+        input): larger values resolve finer detail and overfit sooner.
+    noise : {"gaussian"}, default="gaussian"
+        Noise distribution ``q``: a Gaussian fitted to the training data.
+    noise_scale : float, default=1.0
+        Factor on the noise's standard deviations; above 1 widens it so that
+        it covers the tails of the data.
+    noise_ratio : int, default=4
+        Noise rows per data row (``nu``). More makes NCE statistically more
+        efficient and each epoch slower.
+    learning_rate : float, default=1e-3
+        Adam's initial step size; it then follows a cosine schedule to 0 over
+        ``max_iter`` epochs.
+    batch_size : int, default=256
+        Data rows per minibatch (each comes with ``noise_ratio`` times as many
+        noise rows).
+    max_iter : int, default=200
+        Number of epochs (passes over the training data).
+    weight_decay : float, default=0.0
+        L2 penalty (Adam's ``weight_decay``).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data and stop when its NCE
+        loss has not improved by ``tol`` for ``n_iter_no_change`` epochs; the
+        best epoch's parameters are kept.
+    validation_fraction : float, default=0.1
+        Share of the training rows held out for early stopping.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+    tol : float, default=1e-4
+        Smallest improvement of the validation score that counts.
+    warm_start : bool, default=False
+        Keep training the fitted model (same standardization and noise) at the
+        next ``fit`` instead of starting anew.
+    n_importance_samples : int, default=100_000
+        Noise draws for the importance-sampling estimate of log Z after fit.
+    verbose : int, default=0
+        Show a progress bar over epochs.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the private torch generator behind initialisation, minibatches,
+        noise and sampling. An int gives identical fits on the CPU.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Where torch runs; "auto" takes CUDA when available.
+    n_threads : int or None, default=None
+        torch threads on the CPU; None uses 1, fastest for models this small.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fitted energy network, noise and NCE log Z (standardized space).
+    log_partition_ : float
+        log Z used by ``score_samples``: the importance-sampling estimate.
+    log_partition_std_ : float
+        Standard error of ``log_partition_``.
+    nce_log_partition_ : float
+        log Z as learned by NCE.
+    mean_, scale_ : ndarray of shape (n_features_in_,)
+        Standardization of the inputs.
+    device_ : torch.device
+        Device the model was fitted on.
+    history_ : list of dict
+        Per epoch: ``"epoch"``, ``"loss"`` (mean NCE loss per data row) and,
+        with early stopping, ``"validation_score"`` (minus the validation loss).
+    n_iter_ : int
+        Epochs run, over all warm-started fits.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+
+    See Also
+    --------
+    sklearn.neighbors.KernelDensity : Kernel density estimation.
+    sklearn.mixture.GaussianMixture : Gaussian mixture density.
+
+    References
+    ----------
+    .. [1] Gutmann, M. and Hyvarinen, A. "Noise-contrastive estimation: A new
+       estimation principle for unnormalized statistical models." AISTATS 2010.
+    .. [2] Tancik, M. et al. "Fourier features let networks learn high
+       frequency functions in low dimensional domains." NeurIPS 2020.
+
+    Examples
+    --------
+    >>> from skebm import NCEDensity
+    >>> from skebm.datasets import make_toy_2d
+    >>> X = make_toy_2d("moons", 500, random_state=0)
+    >>> model = NCEDensity(max_iter=20, random_state=0).fit(X)
+    >>> model.score_samples(X[:3]).shape
+    (3,)
+    >>> model.sample(4, random_state=0).shape
+    (4, 2)
+    """
+
+    _parameter_constraints = {
+        **TorchEstimator._parameter_constraints,
+        "hidden_layer_sizes": ["array-like"],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "fourier_features": [Interval(numbers.Integral, 0, None, closed="left")],
+        "fourier_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "noise": [StrOptions({"gaussian"})],
+        "noise_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "noise_ratio": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_importance_samples": [Interval(numbers.Integral, 2, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        *,
+        hidden_layer_sizes=(128, 128, 128),
+        activation="leaky_relu",
+        fourier_features=64,
+        fourier_scale=2.0,
+        noise="gaussian",
+        noise_scale=1.0,
+        noise_ratio=4,
+        learning_rate=1e-3,
+        batch_size=256,
+        max_iter=200,
+        weight_decay=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        n_importance_samples=100_000,
+        verbose=0,
+        random_state=None,
+        device="auto",
+        n_threads=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.fourier_features = fourier_features
+        self.fourier_scale = fourier_scale
+        self.noise = noise
+        self.noise_scale = noise_scale
+        self.noise_ratio = noise_ratio
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.n_importance_samples = n_importance_samples
+        self.verbose = verbose
+        self.random_state = random_state
+        self.device = device
+        self.n_threads = n_threads
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the density to X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, at least 2 rows, all finite.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : NCEDensity
+            The fitted estimator.
+        """
+        return self._fit_module(X)
+
+    # -- the pieces the shared training loop calls --------------------------
+    def _build(self, Z, generator):
+        sizes = tuple(int(size) for size in np.atleast_1d(self.hidden_layer_sizes))
+        if any(size < 1 for size in sizes):
+            raise ValueError(f"hidden_layer_sizes must be positive, got {self.hidden_layer_sizes}.")
+        energy = MLPEnergy(
+            Z.shape[1], sizes, self.activation, generator,
+            fourier_features=self.fourier_features, fourier_scale=self.fourier_scale,
+        )
+        noise = make_noise(self.noise, Z, scale=self.noise_scale)
+        # Start normalized: c = log Z of the initial energy, by importance sampling.
+        with torch.no_grad():
+            draws = noise.sample(4096, generator)
+            log_z, _ = importance_log_partition(-energy(draws) - noise.log_prob(draws))
+        return _NCEModel(energy, noise, log_z)
+
+    def _training_loss(self, model, batch, generator):
+        """NCE loss per data row: -log h(data) - nu * E_q[log(1 - h(noise))]."""
+        log_ratio = math.log(self.noise_ratio)
+        noise_rows = model.noise.sample(len(batch) * self.noise_ratio, generator)
+        data_term = nn.functional.logsigmoid(model.nce_logit(batch, log_ratio)).sum()
+        noise_term = nn.functional.logsigmoid(-model.nce_logit(noise_rows, log_ratio)).sum()
+        return -(data_term + noise_term) / len(batch)
+
+    def _after_training(self, model, Z, generator):
+        log_z, log_z_std = self._importance_log_partition(model, generator)
+        if not math.isfinite(log_z):
+            raise ValueError(
+                "NCEDensity: the importance-sampling estimate of log Z is not finite; the "
+                "energy is degenerate. Lower learning_rate or fourier_scale."
+            )
+        if log_z_std > 0.1:
+            import warnings
+
+            warnings.warn(
+                f"NCEDensity: log Z is uncertain (standard error {log_z_std:.2g} nats from "
+                f"{self.n_importance_samples} noise draws), so are the log-likelihoods. Raise "
+                "n_importance_samples or noise_scale.",
+                RuntimeWarning,
+            )
+        return {
+            "log_partition_": log_z,
+            "log_partition_std_": log_z_std,
+            "nce_log_partition_": float(model.log_partition),
+        }
+
+    def _importance_log_partition(self, model, generator):
+        """log Z of exp(-E) by importance sampling from the noise, in chunks."""
+        log_weights = []
+        chunk = 65536
+        with torch.no_grad():
+            for start in range(0, self.n_importance_samples, chunk):
+                n = min(chunk, self.n_importance_samples - start)
+                draws = model.noise.sample(n, generator)
+                log_weights.append(
+                    model.unnormalized_log_density(draws).double() - model.noise.log_prob(draws).double()
+                )
+        return importance_log_partition(torch.cat(log_weights))
+
+    # -- inference -----------------------------------------------------------
+    def score_samples(self, X):
+        """Log-density of each row of X, normalized, in nats.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,), float64
+            ``log p(x)`` of the raw (unstandardized) rows: the standardization's
+            log-Jacobian and ``log_partition_`` are included.
+        """
+        self._check_fitted()
+        Z = self._standardized(X)
+        model = self._inference_module()
+        offset = self._log_scale_jacobian() - self.log_partition_
+        return self._apply_in_chunks(lambda chunk: model.unnormalized_log_density(chunk) + offset, Z)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the rows of X (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw rows from the fitted density.
+
+        Sampling-importance-resampling from the noise (the best of 32 noise
+        draws per row, weighted by ``p / q``) gives starting points close to
+        the model; 20 Metropolis-adjusted Langevin steps then move each row so
+        that, in the limit, the draw is exactly from the model and no two rows
+        coincide.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of rows.
+        random_state : int, RandomState instance or None, default=None
+            Seeds this draw.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            The draw, in the units of the training data.
+        """
+        self._check_fitted()
+        if int(n_samples) != n_samples or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        generator = make_generator(check_random_state(random_state), self.device_)
+        model = self._inference_module()
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, int(n_samples), 8192):
+                n = min(8192, int(n_samples) - start)
+                start_points = sampling_importance_resampling(
+                    model.unnormalized_log_density, model.noise, n, 32, generator
+                )
+                with torch.enable_grad():
+                    draw, _ = metropolis_adjusted_langevin(
+                        model.unnormalized_log_density, start_points, 20, 0.1, generator
+                    )
+                chunks.append(draw.cpu().numpy())
+        return np.concatenate(chunks) * self.scale_ + self.mean_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

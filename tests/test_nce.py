@@ -1,0 +1,249 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import skebm._base
+from skebm import ConvergenceDivergedError, NCEDensity
+from skebm.datasets import make_toy_2d
+from skebm.partition import grid_log_integral
+
+# Small and quick: the checks fit dozens of times on tiny data.
+QUICK = dict(hidden_layer_sizes=(32, 32), fourier_features=16, max_iter=20,
+             n_importance_samples=4096, random_state=0)
+
+
+@parametrize_with_checks([NCEDensity(**QUICK)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def eight_gaussians():
+    X = make_toy_2d("8gaussians", 4000, random_state=0)
+    return X[:2000], X[2000:]
+
+
+@pytest.fixture(scope="module")
+def fitted(eight_gaussians):
+    X_train, _ = eight_gaussians
+    return NCEDensity(max_iter=60, random_state=0).fit(X_train)
+
+
+BOUNDS = ((-5.0, 5.0), (-5.0, 5.0))  # 8gaussians lives in radius ~3.5
+
+
+def test_density_integrates_to_one(fitted):
+    log_integral = grid_log_integral(fitted.score_samples, BOUNDS, n_points=300)
+    assert abs(np.exp(log_integral) - 1) < 0.05
+
+
+def test_learns_the_density(fitted, eight_gaussians):
+    _, X_test = eight_gaussians
+    from skebm.datasets import eight_gaussians_log_density
+
+    # A model that did not learn (the initial Gaussian) scores about -4.0.
+    assert fitted.score(X_test) > eight_gaussians_log_density(X_test).mean() - 0.15
+    assert fitted.log_partition_std_ < 0.05
+    assert fitted.history_[-1]["loss"] < fitted.history_[0]["loss"]
+
+
+def test_samples_come_from_the_model(fitted):
+    """Histogram of sample() against the model's mass in the same 2-D bins."""
+    samples = fitted.sample(20000, random_state=1)
+    edges = np.linspace(-5, 5, 21)
+    counts, _, _ = np.histogram2d(samples[:, 0], samples[:, 1], bins=[edges, edges])
+    empirical = counts / len(samples)
+    # Model mass per bin: fine midpoint grid inside each bin.
+    fine = 10
+    xs = np.linspace(-5, 5, 20 * fine, endpoint=False) + 5 / (20 * fine)
+    grid = np.stack(np.meshgrid(xs, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+    density = np.exp(fitted.score_samples(grid)).reshape(20 * fine, 20 * fine)
+    mass = density.reshape(20, fine, 20, fine).sum(axis=(1, 3)) * (10 / (20 * fine)) ** 2
+    total_variation = 0.5 * np.abs(empirical - mass / mass.sum()).sum()
+    assert total_variation < 0.06
+    # The noise alone (a broad Gaussian) is far from the model: the test can fail.
+    noise = fitted.module_.noise.sample(20000, torch.Generator().manual_seed(0)).numpy()
+    noise = noise * fitted.scale_ + fitted.mean_
+    noise_counts, _, _ = np.histogram2d(noise[:, 0], noise[:, 1], bins=[edges, edges])
+    assert 0.5 * np.abs(noise_counts / len(noise) - mass / mass.sum()).sum() > 0.3
+
+
+def test_same_seed_same_model(eight_gaussians):
+    X, X_test = eight_gaussians
+    a = NCEDensity(**QUICK).fit(X).score_samples(X_test)
+    b = NCEDensity(**QUICK).fit(X).score_samples(X_test)
+    c = NCEDensity(**{**QUICK, "random_state": 1}).fit(X).score_samples(X_test)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_fit_leaves_global_torch_state_alone(eight_gaussians):
+    X, _ = eight_gaussians
+    rng_state = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    NCEDensity(**QUICK).fit(X).sample(5, random_state=0)
+    assert torch.equal(rng_state, torch.get_rng_state())
+    assert torch.get_num_threads() == threads
+
+
+def test_score_is_mean_of_score_samples(fitted, eight_gaussians):
+    _, X_test = eight_gaussians
+    scores = fitted.score_samples(X_test)
+    assert scores.dtype == np.float64
+    assert fitted.score(X_test) == pytest.approx(scores.mean())
+
+
+def test_chunked_inference_matches(fitted, eight_gaussians, monkeypatch):
+    _, X_test = eight_gaussians
+    whole = fitted.score_samples(X_test)
+    monkeypatch.setattr(skebm._base, "INFERENCE_CHUNK_SIZE", 7)
+    np.testing.assert_allclose(fitted.score_samples(X_test), whole, rtol=1e-12)
+
+
+def test_pickle_round_trip(fitted, eight_gaussians):
+    _, X_test = eight_gaussians
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.score_samples(X_test), fitted.score_samples(X_test))
+
+
+def test_gpu_pickle_loads_on_cpu_only_machine(fitted, eight_gaussians, monkeypatch):
+    """A model whose device_ is CUDA unpickles onto the CPU where CUDA is absent."""
+    _, X_test = eight_gaussians
+    state = fitted.__getstate__()
+    assert all(
+        value.device.type == "cpu"
+        for value in state.values()
+        if isinstance(value, (torch.Tensor, torch.nn.Module)) and not isinstance(value, torch.nn.Module)
+    )
+    assert all(p.device.type == "cpu" for p in state["module_"].parameters())
+    state["device_"] = "cuda:0"  # as written by a GPU-fitted model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    restored = NCEDensity.__new__(NCEDensity)
+    restored.__setstate__(state)
+    assert restored.device_ == torch.device("cpu")
+    np.testing.assert_allclose(restored.score_samples(X_test), fitted.score_samples(X_test))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_gpu_score_on_cpu(eight_gaussians):
+    X, X_test = eight_gaussians
+    model = NCEDensity(**{**QUICK, "device": "cuda"}).fit(X)
+    assert model.device_.type == "cuda"
+    assert next(model.module_.parameters()).is_cuda
+    state = pickle.dumps(model)
+    restored = pickle.loads(state)
+    np.testing.assert_allclose(restored.score_samples(X_test), model.score_samples(X_test), rtol=1e-6)
+    assert model.sample(3, random_state=0).shape == (3, 2)
+
+
+def test_explicit_cuda_without_cuda_is_a_clear_error(eight_gaussians, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        NCEDensity(**{**QUICK, "device": "cuda"}).fit(eight_gaussians[0])
+
+
+def test_sklearn_tools(eight_gaussians):
+    X, X_test = eight_gaussians
+    X, X_test = X[:600], X_test[:600]
+    quick = NCEDensity(**QUICK)
+    assert clone(quick).get_params() == quick.get_params()
+    pipe = make_pipeline(StandardScaler(), NCEDensity(**QUICK)).fit(X)
+    assert np.isfinite(pipe.score(X_test))
+    scores = cross_val_score(NCEDensity(**QUICK), X, cv=3)
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    search = GridSearchCV(
+        NCEDensity(**QUICK), {"hidden_layer_sizes": [(4,), (32, 32)]}, cv=2
+    ).fit(X)
+    # Selection is by held-out log-likelihood: the bigger network wins here.
+    assert search.best_params_["hidden_layer_sizes"] == (32, 32)
+    assert search.best_score_ == pytest.approx(
+        max(search.cv_results_["mean_test_score"])
+    )
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 1.0]]), "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 1.0]]), "infinity"),
+        (np.array([[0.0, 1.0]]), "1 sample"),
+        (np.array([["a", "b"], ["c", "d"]], dtype=object), "could not convert|numeric"),
+        (np.zeros((0, 2)), "0 sample"),
+    ],
+)
+def test_bad_training_input(bad, message):
+    with pytest.raises(ValueError, match=message):
+        NCEDensity(**QUICK).fit(bad)
+
+
+def test_bad_scoring_input(fitted):
+    with pytest.raises(ValueError, match="features"):
+        fitted.score_samples(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.score_samples(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(0)
+
+
+def test_divergence_is_an_error_and_loses_nothing(eight_gaussians):
+    X, X_test = eight_gaussians
+    model = NCEDensity(**QUICK).fit(X)
+    before = model.score_samples(X_test)
+    model.set_params(learning_rate=1e8, warm_start=False)
+    with pytest.raises(ConvergenceDivergedError, match=r"NCEDensity diverged in epoch \d+.*learning_rate"):
+        model.fit(X)
+    np.testing.assert_array_equal(model.score_samples(X_test), before)
+    with pytest.raises(ValueError, match="diverged"):
+        NCEDensity(**{**QUICK, "learning_rate": 1e8}).fit(X)
+
+
+def test_warm_start_continues(eight_gaussians):
+    X, _ = eight_gaussians
+    model = NCEDensity(**{**QUICK, "max_iter": 5, "warm_start": True}).fit(X)
+    first_module = model.module_
+    model.fit(X)
+    assert model.n_iter_ == 10 and len(model.history_) == 10
+    assert model.module_ is not first_module  # trained on a copy, swapped in at the end
+    cold = NCEDensity(**{**QUICK, "max_iter": 5}).fit(X)
+    cold.fit(X)
+    assert cold.n_iter_ == 5
+
+
+def test_early_stopping(eight_gaussians):
+    X, _ = eight_gaussians
+    model = NCEDensity(
+        **{**QUICK, "max_iter": 300, "early_stopping": True, "n_iter_no_change": 3, "tol": 0.01}
+    ).fit(X)
+    assert model.n_iter_ < 300
+    assert all("validation_score" in record for record in model.history_)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        NCEDensity(**{**QUICK, "early_stopping": True, "validation_fraction": 0.9}).fit(X[:2])
+
+
+def test_any_number_of_features():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 5)) @ rng.standard_normal((5, 5)) + 3.0
+    model = NCEDensity(**{**QUICK, "max_iter": 40}).fit(X)
+    assert model.sample(7, random_state=0).shape == (7, 5)
+    # On Gaussian data the model should be near the true Gaussian log-likelihood.
+    from scipy.stats import multivariate_normal
+
+    truth = multivariate_normal(X.mean(0), np.cov(X.T)).logpdf(X).mean()
+    assert model.score(X) > truth - 0.3
+
+
+def test_jacobian_of_the_standardization(fitted, eight_gaussians):
+    """Scaling the data by 10 shifts the log-density by -2 log 10."""
+    X, X_test = eight_gaussians
+    scaled = NCEDensity(max_iter=60, random_state=0).fit(X * 10)
+    np.testing.assert_allclose(
+        scaled.score_samples(X_test * 10), fitted.score_samples(X_test) - 2 * np.log(10),
+        atol=1e-3,
+    )
