@@ -66,13 +66,14 @@ def test_samples_come_from_the_model(fitted):
     grid = np.stack(np.meshgrid(xs, xs, indexing="ij"), axis=-1).reshape(-1, 2)
     density = np.exp(fitted.score_samples(grid)).reshape(20 * fine, 20 * fine)
     mass = density.reshape(20, fine, 20, fine).sum(axis=(1, 3)) * (10 / (20 * fine)) ** 2
-    total_variation = 0.5 * np.abs(empirical - mass / mass.sum()).sum()
-    assert total_variation < 0.06
-    # The noise alone (a broad Gaussian) is far from the model: the test can fail.
+    model_mass = mass / mass.sum()
+    # 20000 exact draws give a total variation of about 0.03 from binning noise.
+    assert 0.5 * np.abs(empirical - model_mass).sum() < 0.05
+    # A sampler that returned the noise's draws (the starting points) fails:
     noise = fitted.module_.noise.sample(20000, torch.Generator().manual_seed(0)).numpy()
     noise = noise * fitted.scale_ + fitted.mean_
     noise_counts, _, _ = np.histogram2d(noise[:, 0], noise[:, 1], bins=[edges, edges])
-    assert 0.5 * np.abs(noise_counts / len(noise) - mass / mass.sum()).sum() > 0.3
+    assert 0.5 * np.abs(noise_counts / len(noise) - model_mass).sum() > 0.08
 
 
 def test_same_seed_same_model(eight_gaussians):
