@@ -186,15 +186,11 @@ class TorchEstimator(BaseEstimator):
         return 1 if device.type == "cpu" else None
 
     def _split_validation(self, Z, generator):
-        if not self.early_stopping:
-            return Z, None
+        """(training rows, validation rows or None). Data too small to leave two
+        training rows and one validation row is trained on whole."""
         n_val = int(math.ceil(self.validation_fraction * len(Z)))
-        if n_val < 1 or len(Z) - n_val < 2:
-            raise ValueError(
-                f"{type(self).__name__}: validation_fraction={self.validation_fraction} leaves "
-                f"too few rows to train and validate on {len(Z)} samples; lower it or set "
-                "early_stopping=False."
-            )
+        if not self.early_stopping or len(Z) - n_val < 2:
+            return Z, None
         order = torch.randperm(len(Z), generator=generator, device=generator.device)
         return Z[order[n_val:]], Z[order[:n_val]]
 
@@ -217,7 +213,7 @@ class TorchEstimator(BaseEstimator):
 
             epochs = tqdm(epochs, desc=name, unit="epoch")
         module.train()
-        epoch = -1
+        epoch, first_loss = -1, None
         for epoch in epochs:
             order = torch.randperm(len(Z_train), generator=generator, device=generator.device)
             epoch_loss = torch.zeros((), device=Z_train.device)
@@ -229,8 +225,10 @@ class TorchEstimator(BaseEstimator):
                 optimizer.step()
                 scheduler.step()
                 epoch_loss += loss.detach()
+                if first_loss is None:
+                    first_loss = loss.item()
             record = {"epoch": epoch + 1, "loss": epoch_loss.item() / n_batches}
-            self._check_finite(module, record["loss"], epoch + 1)
+            self._check_divergence(module, record["loss"], first_loss, epoch + 1)
             if Z_val is not None:
                 module.eval()
                 with torch.no_grad():
@@ -241,23 +239,30 @@ class TorchEstimator(BaseEstimator):
                 epochs.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
             if Z_val is None:
                 continue
-            if record["validation_score"] > best_score + self.tol:
-                best_score, epochs_since_best = record["validation_score"], 0
-                best_state = copy.deepcopy(module.state_dict())
-            else:
-                epochs_since_best += 1
-                if epochs_since_best >= self.n_iter_no_change:
-                    break
+            # As scikit-learn's MLP: patience counts epochs that do not beat the
+            # best by tol; the kept parameters are the best epoch's, whatever tol.
+            score = record["validation_score"]
+            epochs_since_best = 0 if score > best_score + self.tol else epochs_since_best + 1
+            if score > best_score:
+                best_score, best_state = score, copy.deepcopy(module.state_dict())
+            if epochs_since_best >= self.n_iter_no_change:
+                break
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
         return epoch + 1, history
 
-    def _check_finite(self, module, loss, epoch):
-        """The divergence guard: a clear error instead of a silently NaN model."""
+    #: A training loss this many times its first value (and above it by more
+    #: than 1) means the optimizer has blown the model up.
+    DIVERGENCE_FACTOR = 100.0
+
+    def _check_divergence(self, module, loss, first_loss, epoch):
+        """The divergence guard: a clear error instead of a NaN or exploded model."""
         bad = None
         if not math.isfinite(loss):
             bad = f"the training loss is {loss}"
+        elif loss > first_loss + max(1.0, (self.DIVERGENCE_FACTOR - 1) * abs(first_loss)):
+            bad = f"the training loss grew from {first_loss:.4g} to {loss:.4g}"
         else:
             for param_name, param in module.named_parameters():
                 if not torch.isfinite(param).all():
@@ -320,7 +325,7 @@ class TorchEstimator(BaseEstimator):
     # -------------------------------------------------------------- pickle
     def __getstate__(self):
         """Store every torch object on the CPU, whatever device it lives on."""
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # object's is self.__dict__ itself
         for key, value in state.items():
             if isinstance(value, (torch.nn.Module, torch.Tensor)):
                 state[key] = copy.deepcopy(value).cpu()
@@ -338,6 +343,6 @@ class TorchEstimator(BaseEstimator):
         if device.type == "cuda" and not torch.cuda.is_available():
             device = torch.device("cpu")
         self.device_ = device
-        for key, value in vars(self).items():
+        for key, value in list(vars(self).items()):
             if isinstance(value, (torch.nn.Module, torch.Tensor)):
                 setattr(self, key, value.to(device))

@@ -100,7 +100,7 @@ class NCEDensity(DensityMixin, TorchEstimator):
         Factor on the noise's standard deviations; above 1 widens it so that
         it covers the tails of the data, where the model is otherwise left
         unchecked.
-    noise_ratio : int, default=4
+    noise_ratio : int, default=8
         Noise rows per data row (``nu``). More makes NCE statistically more
         efficient and each epoch slower.
     learning_rate : float, default=1e-3
@@ -109,20 +109,24 @@ class NCEDensity(DensityMixin, TorchEstimator):
     batch_size : int, default=256
         Data rows per minibatch (each comes with ``noise_ratio`` times as many
         noise rows).
-    max_iter : int, default=200
-        Number of epochs (passes over the training data).
+    max_iter : int, default=100
+        Most epochs (passes over the training data).
     weight_decay : float, default=0.0
         L2 penalty (Adam's ``weight_decay``).
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data and stop when its NCE
-        loss has not improved by ``tol`` for ``n_iter_no_change`` epochs; the
-        best epoch's parameters are kept.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the rows and, after each epoch,
+        compute their log-likelihood (log Z from a fixed set of noise draws);
+        stop when it has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and keep the best epoch's parameters. This is what keeps the
+        Fourier features from fitting noise on smooth data. False trains on
+        every row for ``max_iter`` epochs.
     validation_fraction : float, default=0.1
         Share of the training rows held out for early stopping.
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int, default=20
         Patience of early stopping, in epochs.
     tol : float, default=1e-4
-        Smallest improvement of the validation score that counts.
+        Smallest improvement of the validation log-likelihood (nats per row)
+        that counts.
     warm_start : bool, default=False
         Keep training the fitted model (same standardization and noise) at the
         next ``fit`` instead of starting anew.
@@ -155,7 +159,8 @@ class NCEDensity(DensityMixin, TorchEstimator):
         Device the model was fitted on.
     history_ : list of dict
         Per epoch: ``"epoch"``, ``"loss"`` (mean NCE loss per data row) and,
-        with early stopping, ``"validation_score"`` (minus the validation loss).
+        with early stopping, ``"validation_score"`` (mean log-likelihood of the
+        held-out rows, standardized space).
     n_iter_ : int
         Epochs run, over all warm-started fits.
     n_features_in_ : int
@@ -210,14 +215,14 @@ class NCEDensity(DensityMixin, TorchEstimator):
         noise="gaussian_mixture",
         noise_components=16,
         noise_scale=1.2,
-        noise_ratio=4,
+        noise_ratio=8,
         learning_rate=1e-3,
         batch_size=256,
-        max_iter=200,
+        max_iter=100,
         weight_decay=0.0,
-        early_stopping=False,
+        early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change=20,
         tol=1e-4,
         warm_start=False,
         n_importance_samples=100_000,

@@ -11,6 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skebm._base
 from skebm import ConvergenceDivergedError, NCEDensity
+from skebm._base import make_generator
 from skebm.datasets import make_toy_2d
 from skebm.partition import grid_log_integral
 
@@ -110,8 +111,12 @@ def test_chunked_inference_matches(fitted, eight_gaussians, monkeypatch):
 
 def test_pickle_round_trip(fitted, eight_gaussians):
     _, X_test = eight_gaussians
+    before = fitted.score_samples(X_test)
     restored = pickle.loads(pickle.dumps(fitted))
-    np.testing.assert_array_equal(restored.score_samples(X_test), fitted.score_samples(X_test))
+    np.testing.assert_array_equal(restored.score_samples(X_test), before)
+    # Pickling does not change the pickled estimator.
+    assert isinstance(fitted.device_, torch.device)
+    np.testing.assert_array_equal(fitted.score_samples(X_test), before)
 
 
 def test_gpu_pickle_loads_on_cpu_only_machine(fitted, eight_gaussians, monkeypatch):
@@ -220,12 +225,24 @@ def test_warm_start_continues(eight_gaussians):
 def test_early_stopping(eight_gaussians):
     X, _ = eight_gaussians
     model = NCEDensity(
-        **{**QUICK, "max_iter": 300, "early_stopping": True, "n_iter_no_change": 3, "tol": 0.01}
+        **{**QUICK, "max_iter": 300, "early_stopping": True, "n_iter_no_change": 3, "tol": 0.0}
     ).fit(X)
     assert model.n_iter_ < 300
     assert all("validation_score" in record for record in model.history_)
-    with pytest.raises(ValueError, match="validation_fraction"):
-        NCEDensity(**{**QUICK, "early_stopping": True, "validation_fraction": 0.9}).fit(X[:2])
+    # The kept parameters are those of the best validation epoch, not the last:
+    # rebuild the held-out rows (the split is the generator's first draw).
+    best = max(record["validation_score"] for record in model.history_)
+    assert model.history_[-1]["validation_score"] < best
+    order = torch.randperm(len(X), generator=make_generator(QUICK["random_state"], "cpu"))
+    Z = torch.as_tensor((X - model.mean_) / model.scale_, dtype=torch.float32)
+    Z_val = Z[order[: int(np.ceil(0.1 * len(X)))]]
+    with torch.no_grad():
+        assert model._validation_score(model.module_, Z_val) == pytest.approx(best, abs=1e-5)
+    # Too few rows to hold any out: trained on all of them, no validation.
+    tiny = NCEDensity(**{**QUICK, "validation_fraction": 0.9}).fit(X[:3])
+    assert "validation_score" not in tiny.history_[0]
+    full = NCEDensity(**{**QUICK, "early_stopping": False}).fit(X)
+    assert full.n_iter_ == QUICK["max_iter"] and "validation_score" not in full.history_[0]
 
 
 def test_any_number_of_features():

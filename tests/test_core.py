@@ -1,0 +1,144 @@
+"""The shared pieces: samplers, log Z estimators, noises, device and seeding."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from skebm._base import make_generator, resolve_device, torch_threads
+from skebm.nets import MLPEnergy
+from skebm.noise import make_noise
+from skebm.partition import grid_log_integral, importance_log_partition
+from skebm.samplers import metropolis_adjusted_langevin, sampling_importance_resampling
+
+# A correlated 2-D Gaussian target, known exactly.
+MEAN = torch.tensor([1.0, -2.0], dtype=torch.float64)
+COV = torch.tensor([[1.0, 0.8], [0.8, 2.0]], dtype=torch.float64)
+TARGET = torch.distributions.MultivariateNormal(MEAN, COV)
+
+
+def test_mala_samples_the_target():
+    generator = torch.Generator().manual_seed(0)
+    start = torch.zeros(4000, 2, dtype=torch.float64) + 5.0  # far from the target
+    draws, acceptance = metropolis_adjusted_langevin(TARGET.log_prob, start, 200, 0.5, generator)
+    assert 0.3 < acceptance < 0.8
+    np.testing.assert_allclose(draws.mean(0), MEAN, atol=0.08)
+    np.testing.assert_allclose(torch.cov(draws.T), COV, atol=0.12)
+
+
+def test_mala_leaves_the_target_invariant_exactly():
+    """Started at exact draws, a few large steps keep the distribution: the
+    Metropolis correction is what makes this hold (plain Langevin with a step
+    this large would inflate the variance)."""
+    generator = torch.Generator().manual_seed(1)
+    start = TARGET.sample((20000,))
+    draws, _ = metropolis_adjusted_langevin(TARGET.log_prob, start, 6, 1.2, generator)
+    np.testing.assert_allclose(torch.cov(draws.T), COV, atol=0.07)
+    unadjusted = start + 0.5 * 1.2**2 * torch.linalg.solve(COV, (MEAN - start).T).T
+    unadjusted = unadjusted + 1.2 * torch.randn(start.shape, generator=generator, dtype=torch.float64)
+    assert torch.cov(unadjusted.T)[1, 1] > COV[1, 1] + 0.3
+
+
+def test_sampling_importance_resampling_reweights_the_proposal():
+    generator = torch.Generator().manual_seed(0)
+    proposal = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=torch.float64),
+                                                      4 * torch.eye(2, dtype=torch.float64))
+
+    class Proposal:
+        sample = staticmethod(lambda n, g: proposal.mean + 2 * torch.randn(n, 2, generator=g, dtype=torch.float64))
+        log_prob = staticmethod(proposal.log_prob)
+
+    draws = sampling_importance_resampling(TARGET.log_prob, Proposal, 5000, 64, generator)
+    np.testing.assert_allclose(draws.mean(0), MEAN, atol=0.1)
+    np.testing.assert_allclose(torch.cov(draws.T), COV, atol=0.2)
+
+
+def test_importance_log_partition_and_its_error():
+    generator = torch.Generator().manual_seed(0)
+    # exp(-E) = 3.5 * N(x; MEAN, COV): log Z = log 3.5. Proposal: wider Gaussian.
+    proposal = torch.distributions.MultivariateNormal(MEAN, 2 * COV)
+    estimates, errors = [], []
+    for _ in range(40):
+        x = proposal.sample((2000,))
+        log_weights = math.log(3.5) + TARGET.log_prob(x) - proposal.log_prob(x)
+        log_z, error = importance_log_partition(log_weights)
+        estimates.append(log_z)
+        errors.append(error)
+    estimates = np.array(estimates)
+    assert estimates.mean() == pytest.approx(math.log(3.5), abs=0.01)
+    # The reported standard error matches the spread across repetitions.
+    assert np.mean(errors) == pytest.approx(estimates.std(), rel=0.35)
+
+
+def test_grid_log_integral_of_a_gaussian():
+    log_density = lambda X: TARGET.log_prob(torch.as_tensor(X)).numpy()
+    assert abs(grid_log_integral(log_density, ((-8, 10), (-10, 6)), 300)) < 1e-4
+    # Half the plane holds half the mass.
+    half = grid_log_integral(log_density, ((1, 10), (-10, 6)), 300)
+    assert half == pytest.approx(math.log(0.5), abs=1e-3)
+
+
+@pytest.mark.parametrize("name, n_components", [("gaussian", 1), ("gaussian_mixture", 3)])
+def test_noise_density_and_samples(name, n_components):
+    generator = torch.Generator().manual_seed(0)
+    data = torch.cat([torch.randn(300, 2, generator=generator) + 4, torch.randn(300, 2, generator=generator) * 0.5])
+    noise = make_noise(name, data, n_components=n_components, scale=1.5, generator=generator)
+    assert noise.n_components == (1 if name == "gaussian" else n_components)
+    x = torch.randn(50, 2, generator=generator) * 3
+    expected = np.log(sum(
+        np.exp(noise.log_weights[k].item())
+        * multivariate_normal(noise.means[k].numpy(), (noise.cholesky[k] @ noise.cholesky[k].T).numpy()).pdf(x.numpy())
+        for k in range(noise.n_components)
+    ))
+    np.testing.assert_allclose(noise.log_prob(x).numpy(), expected, rtol=1e-5)
+    # Samples have the mixture's mean and covariance.
+    draws = noise.sample(40000, generator).double()
+    weights = noise.log_weights.exp().double()
+    mean = (weights[:, None] * noise.means.double()).sum(0)
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.05)
+    if name == "gaussian":
+        # One Gaussian: the data's covariance, widened by scale**2.
+        np.testing.assert_allclose(
+            (noise.cholesky[0] @ noise.cholesky[0].T).numpy(), 2.25 * np.cov(data.numpy().T), rtol=1e-4
+        )
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu-of-dreams")
+
+
+def test_generators_are_private_and_seeded():
+    state = torch.get_rng_state()
+    a = torch.rand(3, generator=make_generator(7, "cpu"))
+    b = torch.rand(3, generator=make_generator(7, "cpu"))
+    c = torch.rand(3, generator=make_generator(np.random.RandomState(7), "cpu"))
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_network_init_uses_only_its_generator():
+    state = torch.get_rng_state()
+    first = MLPEnergy(2, (8, 8), "relu", torch.Generator().manual_seed(0), fourier_features=4)
+    second = MLPEnergy(2, (8, 8), "relu", torch.Generator().manual_seed(0), fourier_features=4)
+    assert torch.equal(state, torch.get_rng_state())
+    for p, q in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(p, q)
+    zero = MLPEnergy(2, (8,), "silu", torch.Generator().manual_seed(0), zero_output=True)
+    assert torch.equal(zero(torch.randn(5, 2)), torch.zeros(5))
+
+
+def test_torch_threads_restores():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
