@@ -2,21 +2,26 @@
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
 from sklearn.base import DensityMixin, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._base import TorchEstimator, make_generator
+from ._base import TorchEstimator, make_generator, torch_threads
 from .nets import ACTIVATIONS, MLPEnergy
 from .noise import make_noise
 from .partition import importance_log_partition
 from .samplers import metropolis_adjusted_langevin, sampling_importance_resampling
 
 __all__ = ["NCEDensity"]
+
+# sample(): rows per chunk, noise candidates per row, Langevin steps per row.
+_SAMPLE_CHUNK = 1024
+_SIR_CANDIDATES = 32
+_MALA_STEPS = 20
 
 
 class _NCEModel(nn.Module):
@@ -315,8 +320,6 @@ class NCEDensity(DensityMixin, TorchEstimator):
                 "energy is degenerate. Lower learning_rate or fourier_scale."
             )
         if log_z_std > 0.1:
-            import warnings
-
             warnings.warn(
                 f"NCEDensity: log Z is uncertain (standard error {log_z_std:.2g} nats from "
                 f"{self.n_importance_samples} noise draws), so are the log-likelihoods. Raise "
@@ -378,11 +381,12 @@ class NCEDensity(DensityMixin, TorchEstimator):
     def sample(self, n_samples=1, random_state=None):
         """Draw rows from the fitted density.
 
-        Sampling-importance-resampling from the noise (the best of 32 noise
-        draws per row, weighted by ``p / q``) gives starting points close to
-        the model; 20 Metropolis-adjusted Langevin steps then move each row so
-        that, in the limit, the draw is exactly from the model and no two rows
-        coincide.
+        Sampling-importance-resampling from the noise (for each row, one of 32
+        noise draws, picked with probability proportional to ``p / q``) gives
+        starting points close to the model; 20 Metropolis-adjusted Langevin
+        steps, which leave the model's distribution exactly invariant, then
+        correct what resampling from 32 candidates leaves of the noise and
+        separate rows that resampling made identical.
 
         Parameters
         ----------
@@ -399,23 +403,18 @@ class NCEDensity(DensityMixin, TorchEstimator):
         self._check_fitted()
         if int(n_samples) != n_samples or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        generator = make_generator(check_random_state(random_state), self.device_)
+        generator = make_generator(random_state, self.device_)
         model = self._inference_module()
         chunks = []
-        with torch.no_grad():
-            for start in range(0, int(n_samples), 1024):
-                n = min(1024, int(n_samples) - start)
-                start_points = sampling_importance_resampling(
-                    model.unnormalized_log_density, model.noise, n, 32, generator
-                )
-                with torch.enable_grad():
-                    draw, _ = metropolis_adjusted_langevin(
-                        model.unnormalized_log_density, start_points, 20, 0.1, generator
+        with torch_threads(self._n_threads_for(self.device_)):
+            for start in range(0, int(n_samples), _SAMPLE_CHUNK):
+                n = min(_SAMPLE_CHUNK, int(n_samples) - start)
+                with torch.no_grad():
+                    start_points = sampling_importance_resampling(
+                        model.unnormalized_log_density, model.noise, n, _SIR_CANDIDATES, generator
                     )
+                draw, _ = metropolis_adjusted_langevin(
+                    model.unnormalized_log_density, start_points, _MALA_STEPS, 0.1, generator
+                )
                 chunks.append(draw.cpu().numpy())
         return np.concatenate(chunks) * self.scale_ + self.mean_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
