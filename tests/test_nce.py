@@ -265,3 +265,10 @@ def test_jacobian_of_the_standardization(fitted, eight_gaussians):
         scaled.score_samples(X_test * 10), fitted.score_samples(X_test) - 2 * np.log(10),
         atol=1e-3,
     )
+
+
+def test_verbose_shows_progress(eight_gaussians, capsys):
+    X, _ = eight_gaussians
+    NCEDensity(**{**QUICK, "max_iter": 3, "early_stopping": False, "verbose": 1}).fit(X[:300])
+    err = capsys.readouterr().err
+    assert "NCEDensity" in err and "3/3" in err and "loss" in err
