@@ -6,7 +6,8 @@ loss, how to sample.  This module says *how* it is run, once for all of them:
 - ``device="auto"`` resolved into ``device_``, a private ``torch.Generator``
   seeded from ``random_state`` (never the global torch seed);
 - a thread policy, so torch does not fight joblib for two cores;
-- the minibatch training loop: Adam, a progress bar when ``verbose``,
+- the minibatch training loop: Adam (or an estimator's own update rule), a
+  progress bar when ``verbose``,
   ``history_``, ``n_iter_``, early stopping on a validation fraction,
   ``warm_start``, and a divergence guard;
 - chunked inference with bounded memory, in float64;
@@ -98,6 +99,7 @@ def torch_threads(n_threads):
 
 def _standardization(X):
     """Mean and scale of each column; constant columns get scale 1."""
+    X = X.astype(np.float64, copy=False)
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
     scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0
@@ -116,11 +118,20 @@ class TorchEstimator(BaseEstimator):
       score used for early stopping (default: minus the mean training loss);
     - optionally ``_after_training(module, Z, generator)``: work done once
       after the loop (an estimate of log Z, say); returns a dict of fitted
-      attributes.
+      attributes;
+    - optionally, where gradient descent on a loss is not how the model
+      learns (an RBM's contrastive-divergence update, say):
+      ``_make_optimizer(module, n_steps)``, ``_training_step(module, batch,
+      generator, optimizer, scheduler)`` (return None when the step computes
+      no loss) and ``_epoch_loss(module, Z)`` (the loss reported per epoch
+      when the steps return None);
+    - optionally ``_input_standardization(X)`` (default: each column's mean
+      and standard deviation) and ``_n_epochs()`` (default: ``max_iter``).
 
-    and calls ``self._fit_module(X)`` from ``fit``.  Every fitted attribute is
-    set at the very end of a successful fit, so a failed fit leaves the
-    estimator as it was.
+    and calls ``self._fit_module(X)`` from ``fit`` (``partial=True`` from
+    ``partial_fit``: one epoch, continuing the fitted model).  Every fitted
+    attribute is set at the very end of a successful fit, so a failed fit
+    leaves the estimator as it was.
     """
 
     _parameter_constraints = {
@@ -140,26 +151,36 @@ class TorchEstimator(BaseEstimator):
     }
 
     # ------------------------------------------------------------------ fit
-    def _fit_module(self, X):
-        """Validate X, train (or keep training) the module, set fitted state."""
-        warm = self.warm_start and hasattr(self, "module_")
+    def _fit_module(self, X, *, partial=False):
+        """Validate X, train (or keep training) the module, set fitted state.
+
+        ``partial=True`` (``partial_fit``) runs one epoch and continues the
+        fitted model, whatever ``warm_start`` says.
+        """
+        fitted = hasattr(self, "module_")
+        warm = fitted and (partial or getattr(self, "warm_start", False))
         X = validate_data(
             self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
         )
         device = resolve_device(self.device)
         generator = make_generator(self.random_state, device)
+        if partial and warm:
+            # Each partial_fit call draws a stream of its own, still reproducible.
+            generator.manual_seed(generator.initial_seed() + self.n_iter_)
         with torch_threads(self._n_threads_for(device)):
             if warm:
                 mean, scale = self.mean_, self.scale_
             else:
-                mean, scale = _standardization(X.astype(np.float64))
-            Z = self._to_tensor((X - mean) / scale, device, torch.float32)
+                mean, scale = self._input_standardization(X)
+            identity = not mean.any() and (scale == 1).all()
+            Z = self._to_tensor(X if identity else (X - mean) / scale, device, torch.float32)
             Z_train, Z_val = self._split_validation(Z, generator)
             if warm:
                 module = copy.deepcopy(self.module_).to(device)
             else:
                 module = self._build(Z_train, generator).to(device)
-            epochs_run, history = self._train(module, Z_train, Z_val, generator)
+            n_epochs = 1 if partial else self._n_epochs()
+            epochs_run, history = self._train(module, Z_train, Z_val, generator, n_epochs)
             extra = self._after_training(module, Z_train, generator)
 
         # Success: only now does the estimator change.
@@ -185,29 +206,57 @@ class TorchEstimator(BaseEstimator):
             return self.n_threads
         return 1 if device.type == "cpu" else None
 
+    def _input_standardization(self, X):
+        """(mean, scale) that the inputs are standardized with before torch."""
+        return _standardization(X)
+
+    def _n_epochs(self):
+        """Epochs a full fit runs (at most, with early stopping)."""
+        return self.max_iter
+
     def _split_validation(self, Z, generator):
         """(training rows, validation rows or None). Data too small to leave two
         training rows and one validation row is trained on whole."""
+        if not getattr(self, "early_stopping", False):
+            return Z, None
         n_val = int(math.ceil(self.validation_fraction * len(Z)))
-        if not self.early_stopping or len(Z) - n_val < 2:
+        if len(Z) - n_val < 2:
             return Z, None
         order = torch.randperm(len(Z), generator=generator, device=generator.device)
         return Z[order[n_val:]], Z[order[:n_val]]
 
-    def _train(self, module, Z_train, Z_val, generator):
-        """The minibatch loop. Returns (epochs run, per-epoch history)."""
-        name = type(self).__name__
+    def _make_optimizer(self, module, n_steps):
+        """(optimizer, scheduler or None) for ``n_steps`` minibatch steps:
+        Adam with a cosine schedule to 0."""
         optimizer = torch.optim.Adam(
             module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
+
+    def _training_step(self, module, batch, generator, optimizer, scheduler):
+        """One minibatch update; returns the detached loss (or None)."""
+        loss = self._training_loss(module, batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return loss.detach()
+
+    def _epoch_loss(self, module, Z_train):
+        raise NotImplementedError(
+            f"{type(self).__name__}._training_step returned no loss: define _epoch_loss."
+        )
+
+    def _train(self, module, Z_train, Z_val, generator, n_epochs):
+        """The minibatch loop. Returns (epochs run, per-epoch history)."""
+        name = type(self).__name__
         batch_size = min(self.batch_size, len(Z_train))
         n_batches = len(Z_train) // batch_size  # drop the ragged last batch
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=self.max_iter * n_batches
-        )
+        optimizer, scheduler = self._make_optimizer(module, n_epochs * n_batches)
         history = []
         best_score, best_state, epochs_since_best = -math.inf, None, 0
-        epochs = range(self.max_iter)
+        epochs = range(n_epochs)
         if self.verbose:
             from tqdm.auto import tqdm
 
@@ -219,15 +268,18 @@ class TorchEstimator(BaseEstimator):
             epoch_loss = torch.zeros((), device=Z_train.device)
             for start in range(0, n_batches * batch_size, batch_size):
                 batch = Z_train[order[start : start + batch_size]]
-                loss = self._training_loss(module, batch, generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                epoch_loss += loss.detach()
+                loss = self._training_step(module, batch, generator, optimizer, scheduler)
+                if loss is None:
+                    continue
+                epoch_loss += loss
                 if first_loss is None:
                     first_loss = loss.item()
-            record = {"epoch": epoch + 1, "loss": epoch_loss.item() / n_batches}
+            if loss is None:
+                mean_loss = float(self._epoch_loss(module, Z_train))
+                first_loss = mean_loss if first_loss is None else first_loss
+            else:
+                mean_loss = epoch_loss.item() / n_batches
+            record = {"epoch": epoch + 1, "loss": mean_loss}
             self._check_divergence(module, record["loss"], first_loss, epoch + 1)
             if Z_val is not None:
                 module.eval()
@@ -317,7 +369,10 @@ class TorchEstimator(BaseEstimator):
 
     @staticmethod
     def _to_tensor(array, device, dtype=torch.float64):
-        return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # torch warns about read-only memory
+            array = array.copy()
+        return torch.as_tensor(array, dtype=dtype, device=device)
 
     def _check_fitted(self):
         check_is_fitted(self, "module_")
