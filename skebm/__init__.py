@@ -2,6 +2,7 @@
 
 from ._base import ConvergenceDivergedError
 from .nce import NCEDensity
+from .rbm import PCDRestrictedBoltzmann
 
-__all__ = ["ConvergenceDivergedError", "NCEDensity"]
+__all__ = ["ConvergenceDivergedError", "NCEDensity", "PCDRestrictedBoltzmann"]
 __version__ = "0.1.0"

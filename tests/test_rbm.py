@@ -1,0 +1,444 @@
+import itertools
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_moons
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import BernoulliRBM
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import skebm._base
+from skebm import ConvergenceDivergedError, PCDRestrictedBoltzmann
+from skebm.partition import (
+    grid_log_integral,
+    rbm_ais_log_partition,
+    rbm_exact_log_partition,
+    rbm_free_energy,
+)
+from skebm.rbm import _ContrastiveDivergence, rbm_pseudo_likelihood
+from skebm.samplers import bernoulli, block_gibbs, rbm_sample_visible
+
+QUICK = dict(n_components=8, n_iter=5, random_state=0)
+
+
+@parametrize_with_checks([
+    PCDRestrictedBoltzmann(**QUICK),
+    PCDRestrictedBoltzmann(**QUICK, persistent=False, n_gibbs_steps=2, momentum=0.5,
+                           weight_decay=1e-3),
+    PCDRestrictedBoltzmann(**QUICK, visible_units="gaussian", learning_rate=0.01),
+])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# -- helpers ------------------------------------------------------------------------
+def random_rbm(n_visible, n_hidden, scale, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(
+        scale * torch.randn(*shape, generator=generator, dtype=torch.float64)
+        for shape in ((n_visible, n_hidden), (n_visible,), (n_hidden,))
+    )
+
+
+def all_states(n):
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=torch.float64)
+
+
+def brute_force_log_partition(weights, visible_bias, hidden_bias):
+    """log sum over every (v, h) of exp(v.W.h + b.v + c.h), Bernoulli units."""
+    v, h = all_states(len(visible_bias)), all_states(len(hidden_bias))
+    minus_energy = (v @ weights @ h.T) + (v @ visible_bias)[:, None] + (h @ hidden_bias)[None, :]
+    return torch.logsumexp(minus_energy.flatten(), 0).item()
+
+
+def total_variation(draws, probabilities):
+    """TV between the empirical distribution of binary rows and exact
+    probabilities of all_states (same order)."""
+    n = draws.shape[1]
+    codes = (draws.astype(int) * (2 ** np.arange(n - 1, -1, -1))).sum(1)
+    empirical = np.bincount(codes, minlength=2**n) / len(draws)
+    return 0.5 * np.abs(empirical - probabilities).sum()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X = load_digits().data / 16.0
+    return train_test_split(X, test_size=0.25, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def two_prototypes():
+    """Binary data with strong correlations: two prototypes, 10% of bits flipped."""
+    rng = np.random.RandomState(0)
+    prototypes = np.array([[1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1]], dtype=float)
+    X = prototypes[rng.randint(2, size=3000)]
+    flips = rng.uniform(size=X.shape) < 0.1
+    return np.abs(X - flips)
+
+
+@pytest.fixture(scope="module")
+def small_fitted(two_prototypes):
+    return PCDRestrictedBoltzmann(n_components=4, learning_rate=0.05, n_iter=20,
+                                  momentum=0.5, random_state=0).fit(two_prototypes)
+
+
+# -- log Z --------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(5, 4), (3, 6)])  # enumerates hidden, then visible
+def test_exact_log_partition_matches_brute_force(shape):
+    params = random_rbm(*shape, scale=1.5)
+    assert rbm_exact_log_partition(*params) == pytest.approx(
+        brute_force_log_partition(*params), abs=1e-10)
+
+
+def test_exact_log_partition_gaussian_matches_numerical_integral():
+    weights, visible_bias, hidden_bias = random_rbm(2, 3, scale=0.8)
+    log_density = lambda V: -rbm_free_energy(
+        torch.as_tensor(V), weights, visible_bias, hidden_bias, "gaussian").numpy()
+    numerical = grid_log_integral(log_density, ((-12, 12), (-12, 12)), n_points=600)
+    exact = rbm_exact_log_partition(weights, visible_bias, hidden_bias, "gaussian")
+    assert exact == pytest.approx(numerical, abs=1e-6)
+
+
+def test_exact_log_partition_refuses_too_many_units():
+    with pytest.raises(ValueError, match="at most 20"):
+        rbm_exact_log_partition(*random_rbm(21, 22, scale=0.1))
+
+
+@pytest.fixture(scope="module")
+def twelve_hidden(digits):
+    X_train, _ = digits
+    return PCDRestrictedBoltzmann(n_components=12, learning_rate=0.05, n_iter=10,
+                                  random_state=0).fit(X_train)
+
+
+def test_ais_matches_exact_log_partition(twelve_hidden):
+    module = twelve_hidden.module_
+    params = (module.weights, module.visible_bias, module.hidden_bias)
+    exact = rbm_exact_log_partition(*params)
+    assert twelve_hidden.log_partition_ == exact and twelve_hidden.log_partition_method_ == "exact"
+    estimate, std = rbm_ais_log_partition(
+        *params, base_visible_bias=module.base_visible_bias, n_chains=100,
+        n_temperatures=1000, generator=torch.Generator().manual_seed(0))
+    assert abs(estimate - exact) < 0.1
+    assert 0 < std < 0.1
+    # Without annealing (3 temperatures: plain importance sampling) it misses 0.1.
+    crude, _ = rbm_ais_log_partition(
+        *params, base_visible_bias=module.base_visible_bias, n_chains=100,
+        n_temperatures=3, generator=torch.Generator().manual_seed(0))
+    assert abs(crude - exact) > 0.1
+
+
+def test_ais_is_finite_with_large_weights_and_steps():
+    """Pre-activations of hundreds and big temperature steps: the increments
+    (differences of softplus) must neither overflow nor round to infinity."""
+    weights, visible_bias, hidden_bias = random_rbm(100, 15, scale=3.0, seed=2)
+    exact = rbm_exact_log_partition(weights, visible_bias, hidden_bias)
+    for n_temperatures in (3, 30):
+        estimate, std = rbm_ais_log_partition(
+            weights, visible_bias, hidden_bias, n_temperatures=n_temperatures,
+            generator=torch.Generator().manual_seed(0))
+        assert math.isfinite(estimate) and math.isfinite(std)
+        assert estimate < exact + 3 * std  # AIS errs low, not high
+
+
+def test_ais_gaussian_matches_exact():
+    weights, visible_bias, hidden_bias = random_rbm(30, 10, scale=0.3, seed=3)
+    exact = rbm_exact_log_partition(weights, visible_bias, hidden_bias, "gaussian")
+    estimate, _ = rbm_ais_log_partition(
+        weights, visible_bias, hidden_bias, "gaussian", base_visible_bias=torch.zeros(30),
+        n_temperatures=1000, generator=torch.Generator().manual_seed(0))
+    assert abs(estimate - exact) < 0.1
+
+
+def test_fit_uses_ais_for_large_layers(digits):
+    X_train, X_test = digits
+    model = PCDRestrictedBoltzmann(n_components=32, n_iter=2, n_ais_temperatures=500,
+                                   random_state=0).fit(X_train)
+    assert model.log_partition_method_ == "ais"
+    assert 0 < model.log_partition_std_ < 0.2
+    assert np.all(model.score_samples(X_test) < 0)
+
+
+# -- sampling -----------------------------------------------------------------------
+def test_block_gibbs_samples_the_exact_distribution():
+    """A tiny RBM with strong weights, enumerated: 20000 chains of 100 steps
+    match p(v) to binning noise; the starting distribution does not."""
+    weights, visible_bias, hidden_bias = random_rbm(4, 3, scale=2.0, seed=1)
+    states = all_states(4)
+    log_p = -rbm_free_energy(states, weights, visible_bias, hidden_bias) - \
+        rbm_exact_log_partition(weights, visible_bias, hidden_bias)
+    probabilities = log_p.exp().numpy()
+    assert probabilities.sum() == pytest.approx(1.0)
+    generator = torch.Generator().manual_seed(0)
+    start = bernoulli(torch.full((20000, 4), 0.5, dtype=torch.float64), generator)
+    draws = block_gibbs(start, weights, visible_bias, hidden_bias, 100, generator).numpy()
+    # 20000 exact draws over 16 states: TV of about 0.01 from sampling noise.
+    assert total_variation(draws, probabilities) < 0.025
+    assert total_variation(start.numpy(), probabilities) > 0.2
+    one_step = block_gibbs(start, weights, visible_bias, hidden_bias, 1, generator).numpy()
+    assert total_variation(one_step, probabilities) > 0.05
+
+
+def test_sample_matches_the_fitted_distribution(small_fitted):
+    states = all_states(6).numpy()
+    probabilities = np.exp(small_fitted.score_samples(states))
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-9)  # exact log Z
+    draws = small_fitted.sample(20000, n_steps=200, random_state=0)
+    assert set(np.unique(draws)) <= {0.0, 1.0}
+    assert total_variation(draws, probabilities) < 0.03
+    # Without Gibbs steps sample() returns its independent starting points.
+    start = small_fitted.sample(20000, n_steps=0, random_state=0)
+    assert total_variation(start, probabilities) > 0.2
+
+
+def test_gibbs_is_one_step(small_fitted, two_prototypes):
+    v = two_prototypes[:5]
+    once = small_fitted.gibbs(v, random_state=3)
+    assert once.shape == v.shape and set(np.unique(once)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(once, small_fitted.gibbs(v, random_state=3))
+    # Against the module's own step with the same stream.
+    generator = skebm._base.make_generator(np.random.RandomState(3), "cpu")
+    module = small_fitted._inference_module()
+    expected = block_gibbs(torch.as_tensor(v), module.weights, module.visible_bias,
+                           module.hidden_bias, 1, generator)
+    np.testing.assert_array_equal(once, expected.numpy())
+
+
+# -- free energy, gradient, likelihoods ----------------------------------------------
+def test_free_energy_matches_brute_force(small_fitted):
+    states = all_states(6)
+    module = small_fitted._inference_module()
+    hidden = all_states(4)
+    minus_energy = (states @ module.weights @ hidden.T + (states @ module.visible_bias)[:, None]
+                    + (hidden @ module.hidden_bias)[None, :])
+    brute = -torch.logsumexp(minus_energy, 1).numpy()
+    np.testing.assert_allclose(small_fitted.free_energy(states.numpy()), brute, rtol=1e-12)
+
+
+@pytest.mark.parametrize("persistent, momentum, weight_decay",
+                         [(True, 0.0, 0.0), (False, 0.0, 0.0), (True, 0.7, 0.01)])
+def test_hand_written_update_is_the_likelihood_gradient(persistent, momentum, weight_decay):
+    """Two (P)CD steps against autograd on mean F(data) - mean F(negatives)
+    (whose gradient is the CD estimate of minus the log-likelihood's)."""
+    torch.manual_seed(0)  # only for this test's data
+    estimator = PCDRestrictedBoltzmann(n_components=5, learning_rate=0.3, persistent=persistent,
+                                       momentum=momentum, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(0)
+    data = bernoulli(torch.full((12, 7), 0.4), generator)
+    module = estimator._build(data, generator)
+    with torch.no_grad():
+        module.weights.normal_(0, 0.5, generator=generator)
+        module.chain_hidden.uniform_(generator=generator)
+    update = _ContrastiveDivergence(estimator, module)
+    params = [p.detach().clone() for p in (module.weights, module.visible_bias, module.hidden_bias)]
+    velocity = [torch.zeros_like(p) for p in params]
+    chain = module.chain_hidden.clone()
+    for batch in (data[:6], data[6:]):
+        replay = generator.get_state()
+        update.step(batch, generator)
+        # Replay the negatives with the same random numbers.
+        draw = torch.Generator().manual_seed(0)
+        draw.set_state(replay)
+        W, b, c = params
+        start = chain if persistent else torch.sigmoid(c + batch @ W)
+        negatives = rbm_sample_visible(bernoulli(start, draw), W, b, "bernoulli", draw)
+        leaves = [p.clone().requires_grad_(True) for p in params]
+        loss = (rbm_free_energy(batch, *leaves).mean() - rbm_free_energy(negatives, *leaves).mean())
+        grads = torch.autograd.grad(loss, leaves)
+        grads = [grads[0] + weight_decay * params[0], grads[1], grads[2]]
+        velocity = [momentum * vel - 0.3 * g for vel, g in zip(velocity, grads)]
+        params = [p + vel for p, vel in zip(params, velocity)]
+        chain = torch.sigmoid(c + negatives @ W)  # P(h | negatives) at the weights before the step
+        for expected, actual in zip(params, (module.weights, module.visible_bias, module.hidden_bias)):
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+        if persistent:
+            torch.testing.assert_close(module.chain_hidden, chain, rtol=1e-5, atol=1e-6)
+
+
+def test_score_samples_is_normalized_and_score_is_mean(small_fitted, two_prototypes):
+    scores = small_fitted.score_samples(two_prototypes[:50])
+    assert scores.dtype == np.float64
+    assert small_fitted.score(two_prototypes[:50]) == pytest.approx(scores.mean())
+    np.testing.assert_allclose(
+        scores, -small_fitted.free_energy(two_prototypes[:50]) - small_fitted.log_partition_)
+    # It learned: better than the independent (base-rate) model on its own data.
+    rates = two_prototypes.mean(0)
+    independent = (two_prototypes * np.log(rates) + (1 - two_prototypes) * np.log(1 - rates)).sum(1)
+    assert small_fitted.score(two_prototypes) > independent.mean() + 0.5
+
+
+def test_gaussian_visible_units_give_a_normalized_density():
+    X, _ = make_moons(1000, noise=0.1, random_state=0)
+    X = X * 3 + 10  # the standardization's Jacobian must be accounted for
+    model = PCDRestrictedBoltzmann(n_components=10, visible_units="gaussian", learning_rate=0.01,
+                                   n_iter=20, momentum=0.5, random_state=0).fit(X)
+    assert model.log_partition_method_ == "exact"
+    bounds = ((X[:, 0].min() - 8, X[:, 0].max() + 8), (X[:, 1].min() - 8, X[:, 1].max() + 8))
+    assert abs(grid_log_integral(model.score_samples, bounds, n_points=300)) < 1e-3
+    draws = model.sample(2000, n_steps=50, random_state=0)
+    np.testing.assert_allclose(draws.mean(0), X.mean(0), atol=0.5)
+
+
+def test_pseudo_likelihood_is_sklearns_without_randomness(small_fitted, two_prototypes):
+    v = two_prototypes[:20]
+    ours = small_fitted.pseudo_likelihood(v)
+    # The definition, flip by flip, through the public free energy.
+    F = small_fitted.free_energy(v)
+    terms = []
+    for i in range(v.shape[1]):
+        flipped = v.copy()
+        flipped[:, i] = 1 - flipped[:, i]
+        terms.append(-np.logaddexp(0, -(small_fitted.free_energy(flipped) - F)))
+    np.testing.assert_allclose(ours, np.sum(terms, axis=0), rtol=1e-10)
+    # BernoulliRBM with the same weights estimates the same thing at random.
+    sk = BernoulliRBM(n_components=4, random_state=0).fit(v)
+    sk.components_ = small_fitted.components_
+    sk.intercept_hidden_ = small_fitted.intercept_hidden_
+    sk.intercept_visible_ = small_fitted.intercept_visible_
+    repeated = sk.score_samples(np.repeat(v[:1], 20000, axis=0))
+    assert repeated.mean() == pytest.approx(ours[0], abs=4 * repeated.std() / np.sqrt(20000))
+    with pytest.raises(ValueError, match="Bernoulli"):
+        PCDRestrictedBoltzmann(**QUICK, visible_units="gaussian").fit(v).pseudo_likelihood(v)
+
+
+def test_pseudo_likelihood_in_float32_agrees(digits):
+    X_train, X_test = digits
+    params = random_rbm(64, 50, scale=0.3)
+    exact = rbm_pseudo_likelihood(torch.as_tensor(X_test[:50]), *params)
+    fast = rbm_pseudo_likelihood(torch.as_tensor(X_test[:50], dtype=torch.float32),
+                                 *(p.float() for p in params))
+    np.testing.assert_allclose(fast.double(), exact, rtol=1e-5)
+
+
+# -- the scikit-learn side ---------------------------------------------------------
+def test_pipeline_features_as_good_as_bernoulli_rbm(digits):
+    """scikit-learn's example "Restricted Boltzmann Machine features for digit
+    classification", both RBMs with the same parameters, in the same run; ours
+    adds momentum 0.5 (Hinton's 2010 guide). Without it the two are level
+    within seed noise (0.907 and 0.911 averaged over 4 seeds)."""
+    X_train, X_test = digits
+    y = load_digits().target
+    y_train, y_test = train_test_split(y, test_size=0.25, random_state=0)
+    params = dict(n_components=100, learning_rate=0.06, n_iter=10, random_state=0)
+    scores = {}
+    for rbm in (BernoulliRBM(**params), PCDRestrictedBoltzmann(**params, momentum=0.5)):
+        pipe = Pipeline([("rbm", rbm), ("logistic", LogisticRegression(C=100, max_iter=2000))])
+        scores[type(rbm).__name__] = pipe.fit(X_train, y_train).score(X_test, y_test)
+    assert scores["PCDRestrictedBoltzmann"] >= scores["BernoulliRBM"], scores
+    assert scores["PCDRestrictedBoltzmann"] > 0.9, scores
+
+
+def test_transform_is_hidden_probabilities(small_fitted, two_prototypes):
+    v = two_prototypes[:10]
+    expected = 1 / (1 + np.exp(-(v @ small_fitted.components_.T + small_fitted.intercept_hidden_)))
+    np.testing.assert_allclose(small_fitted.transform(v), expected, rtol=1e-12)
+    assert small_fitted.transform(v.astype(np.float32)).dtype == np.float32
+    assert small_fitted.get_feature_names_out()[0] == "pcdrestrictedboltzmann0"
+
+
+def test_history_and_progress_bar(two_prototypes, capsys):
+    model = PCDRestrictedBoltzmann(**{**QUICK, "n_iter": 8, "verbose": 1}).fit(two_prototypes)
+    assert [record["epoch"] for record in model.history_] == list(range(1, 9))
+    assert model.n_iter_ == 8
+    # Reconstruction error: 0.25 for a model that reconstructs every bit as
+    # 1/2, about 0.09 for one that knows the prototypes (10% of bits flipped).
+    assert model.history_[-1]["loss"] <= model.history_[0]["loss"]
+    assert model.history_[-1]["loss"] < 0.1
+    assert "PCDRestrictedBoltzmann" in capsys.readouterr().err
+
+
+def test_partial_fit(two_prototypes):
+    model = PCDRestrictedBoltzmann(n_components=4, batch_size=10, random_state=0)
+    assert model.partial_fit(two_prototypes[:10]) is model
+    first = model.components_.copy()
+    model.partial_fit(two_prototypes[10:20])
+    assert model.n_iter_ == 2 and not np.array_equal(model.components_, first)
+    with pytest.raises(ValueError, match="features"):
+        model.partial_fit(two_prototypes[:10, :3])
+    # A fit after partial fits starts over.
+    model.fit(two_prototypes)
+    assert model.n_iter_ == model.n_iter
+
+
+def test_persistent_chains_travel_with_the_model(small_fitted, two_prototypes):
+    assert small_fitted.module_.chain_hidden.shape == (small_fitted.batch_size, 4)
+    restored = pickle.loads(pickle.dumps(small_fitted))
+    torch.testing.assert_close(restored.module_.chain_hidden, small_fitted.module_.chain_hidden)
+    np.testing.assert_array_equal(restored.score_samples(two_prototypes[:30]),
+                                  small_fitted.score_samples(two_prototypes[:30]))
+    assert restored.log_partition_ == small_fitted.log_partition_
+    assert clone(small_fitted).get_params() == small_fitted.get_params()
+    assert not hasattr(clone(small_fitted), "module_")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_gpu_score_on_cpu(two_prototypes):
+    model = PCDRestrictedBoltzmann(**QUICK, device="cuda").fit(two_prototypes)
+    assert model.device_.type == "cuda" and model.module_.chain_hidden.is_cuda
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(restored.score_samples(two_prototypes),
+                               model.score_samples(two_prototypes), rtol=1e-6)
+    assert model.sample(3, random_state=0).shape == (3, 6)
+    cpu = PCDRestrictedBoltzmann(**QUICK, device="cpu").fit(two_prototypes)
+    # Different random streams, same algorithm: close likelihoods.
+    assert abs(cpu.score(two_prototypes) - model.score(two_prototypes)) < 0.2
+
+
+def test_same_seed_same_model_and_global_state_untouched(two_prototypes):
+    rng_state = torch.get_rng_state()
+    a = PCDRestrictedBoltzmann(**QUICK).fit(two_prototypes)
+    b = PCDRestrictedBoltzmann(**QUICK).fit(two_prototypes)
+    c = PCDRestrictedBoltzmann(**{**QUICK, "random_state": 1}).fit(two_prototypes)
+    np.testing.assert_array_equal(a.components_, b.components_)
+    assert not np.allclose(a.components_, c.components_)
+    a.sample(3, random_state=0)
+    assert torch.equal(rng_state, torch.get_rng_state())
+
+
+def test_chunked_inference_matches(small_fitted, two_prototypes, monkeypatch):
+    whole = small_fitted.score_samples(two_prototypes)
+    pseudo = small_fitted.pseudo_likelihood(two_prototypes)
+    monkeypatch.setattr(skebm._base, "INFERENCE_CHUNK_SIZE", 7)
+    np.testing.assert_allclose(small_fitted.score_samples(two_prototypes), whole, rtol=1e-12)
+    np.testing.assert_allclose(small_fitted.pseudo_likelihood(two_prototypes), pseudo, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([[0.0, np.nan], [1.0, 0.0], [1.0, 1.0]]), "NaN"),
+    (np.array([[0.0, np.inf], [1.0, 0.0], [1.0, 1.0]]), "infinity"),
+    (np.array([[0.0, 1.0]]), "1 sample"),
+])
+def test_bad_input(bad, message, small_fitted):
+    with pytest.raises(ValueError, match=message):
+        PCDRestrictedBoltzmann(**QUICK).fit(bad)
+    if len(bad) > 1:
+        with pytest.raises(ValueError, match=message):
+            small_fitted.score_samples(np.c_[bad, bad, bad])
+    with pytest.raises(ValueError, match="n_samples"):
+        small_fitted.sample(0)
+
+
+def test_values_outside_unit_interval_are_accepted(two_prototypes):
+    """As BernoulliRBM: any finite real goes in, the formulas are applied as they are."""
+    X = two_prototypes[:200] * 3 - 1
+    model = PCDRestrictedBoltzmann(**QUICK).fit(X)
+    assert np.isfinite(model.score_samples(X)).all()
+    assert np.isfinite(model.transform(X)).all()
+
+
+def test_divergence_is_an_error_and_loses_nothing():
+    X, _ = make_moons(300, noise=0.1, random_state=0)
+    model = PCDRestrictedBoltzmann(**QUICK, visible_units="gaussian", learning_rate=0.01).fit(X)
+    before = model.score_samples(X)
+    model.set_params(learning_rate=1e4)
+    with pytest.raises(ConvergenceDivergedError,
+                       match=r"PCDRestrictedBoltzmann diverged in epoch \d+.*learning_rate"):
+        model.fit(X)
+    np.testing.assert_array_equal(model.score_samples(X), before)
+    assert model.learning_rate == 1e4 and math.isfinite(model.log_partition_)
