@@ -164,8 +164,8 @@ class TorchEstimator(BaseEstimator):
         )
         device = resolve_device(self.device)
         generator = make_generator(self.random_state, device)
-        if partial and warm:
-            # Each partial_fit call draws a stream of its own, still reproducible.
+        if warm:
+            # Each continued fit draws a stream of its own, still reproducible.
             generator.manual_seed(generator.initial_seed() + self.n_iter_)
         with torch_threads(self._n_threads_for(device)):
             if warm:
@@ -197,10 +197,11 @@ class TorchEstimator(BaseEstimator):
     def _n_threads_for(self, device):
         """torch intra-op threads for this fit: ``n_threads``, or 1 on the CPU.
 
-        The skebm models are small: a step is dozens of tiny kernels whose cost
-        is launch overhead, and a second thread only adds synchronisation (and
-        fights joblib workers under ``GridSearchCV(n_jobs=...)``). Measured on
-        2 cores: see ``benchmarks/threads.py``.
+        Measured on 2 cores (``benchmarks/threads.py``): a second thread makes a
+        lone NCEDensity fit 2.3x faster on an idle machine, but two parallel
+        fits (``GridSearchCV(n_jobs=2)``) 10x slower, and a fit beside a busy
+        process 18x slower: torch's threads wait actively for each other. One
+        thread is never far from the best and never a disaster.
         """
         if self.n_threads is not None:
             return self.n_threads
