@@ -100,7 +100,9 @@ class NCEDensity(DensityMixin, TorchEstimator):
         Noise distribution ``q``: a Gaussian mixture fitted to the training
         data by EM, or a single Gaussian with the data's mean and covariance.
     noise_components : int, default=16
-        Components of the mixture noise (at most one per 10 training rows).
+        Components of the mixture noise, at most one per ``10 * (n_features
+        + 1)`` training rows (fewer rows: fewer components, down to one
+        Gaussian).
     noise_scale : float, default=1.2
         Factor on the noise's standard deviations; above 1 widens it so that
         it covers the tails of the data, where the model is otherwise left

@@ -48,10 +48,14 @@ class GaussianMixtureNoise(nn.Module):
 
         Every covariance is then multiplied by ``scale**2``; ``scale > 1``
         widens the noise so that it covers the tails of the data. The number of
-        components is capped at one per 10 rows.
+        components is capped so that each has at least 10 rows per dimension
+        plus one: with fewer, full covariances collapse onto the training rows
+        (on 64-D digits, 16 components on 900 rows made a noise, and so a
+        model, 490 nats per row worse than one Gaussian).
         """
         data = Z.detach().cpu().to(torch.float64).numpy()
-        n_components = max(1, min(n_components, len(data) // 10))
+        rows_per_component = 10 * (data.shape[1] + 1)
+        n_components = max(1, min(n_components, len(data) // rows_per_component))
         if n_components == 1:
             means = data.mean(axis=0, keepdims=True)
             centred = data - means

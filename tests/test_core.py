@@ -33,7 +33,7 @@ def test_mala_leaves_the_target_invariant_exactly():
     Metropolis correction is what makes this hold (plain Langevin with a step
     this large would inflate the variance)."""
     generator = torch.Generator().manual_seed(1)
-    start = TARGET.sample((20000,))
+    start = MEAN + torch.randn(20000, 2, generator=generator, dtype=torch.float64) @ torch.linalg.cholesky(COV).T
     draws, _ = metropolis_adjusted_langevin(TARGET.log_prob, start, 6, 1.2, generator)
     np.testing.assert_allclose(torch.cov(draws.T), COV, atol=0.07)
     unadjusted = start + 0.5 * 1.2**2 * torch.linalg.solve(COV, (MEAN - start).T).T
@@ -59,9 +59,10 @@ def test_importance_log_partition_and_its_error():
     generator = torch.Generator().manual_seed(0)
     # exp(-E) = 3.5 * N(x; MEAN, COV): log Z = log 3.5. Proposal: wider Gaussian.
     proposal = torch.distributions.MultivariateNormal(MEAN, 2 * COV)
+    cholesky = torch.linalg.cholesky(2 * COV)
     estimates, errors = [], []
     for _ in range(40):
-        x = proposal.sample((2000,))
+        x = MEAN + torch.randn(2000, 2, generator=generator, dtype=torch.float64) @ cholesky.T
         log_weights = math.log(3.5) + TARGET.log_prob(x) - proposal.log_prob(x)
         log_z, error = importance_log_partition(log_weights)
         estimates.append(log_z)
