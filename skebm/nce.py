@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import DensityMixin, _fit_context
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._base import TorchEstimator, make_generator, torch_threads
+from ._base import LikelihoodDensityMixin, TorchEstimator, make_generator, torch_threads
 from .nets import ACTIVATIONS, MLPEnergy
 from .noise import make_noise
 from .partition import importance_log_partition
@@ -44,7 +44,7 @@ class _NCEModel(nn.Module):
         return -self.energy(Z) - self.log_partition - log_noise_ratio
 
 
-class NCEDensity(DensityMixin, TorchEstimator):
+class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     """Normalized density estimation with a neural energy, trained by NCE.
 
     The model is ``p(x) = q(x) exp(-E(x) - c)``: a noise density ``q`` fitted
@@ -365,20 +365,6 @@ class NCEDensity(DensityMixin, TorchEstimator):
         offset = self._log_scale_jacobian() - self.log_partition_
         return self._apply_in_chunks(lambda chunk: model.unnormalized_log_density(chunk) + offset, Z)
 
-    def score(self, X, y=None):
-        """Mean log-likelihood of the rows of X (higher is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        score : float
-        """
-        return float(np.mean(self.score_samples(X)))
 
     def sample(self, n_samples=1, random_state=None):
         """Draw rows from the fitted density.

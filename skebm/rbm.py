@@ -7,16 +7,14 @@ import numpy as np
 import torch
 from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
-    DensityMixin,
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 from torch import nn
 
-from ._base import TorchEstimator, make_generator
+from ._base import LikelihoodDensityMixin, TorchEstimator, make_generator
 from .partition import (
     MAX_EXACT_UNITS,
     rbm_ais_log_partition,
@@ -148,7 +146,7 @@ class _ContrastiveDivergence:
 
 
 class PCDRestrictedBoltzmann(
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, DensityMixin, TorchEstimator
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, LikelihoodDensityMixin, TorchEstimator
 ):
     """Restricted Boltzmann machine trained by persistent contrastive divergence.
 
@@ -543,20 +541,6 @@ class PCDRestrictedBoltzmann(
             lambda chunk: offset - model.free_energy(chunk, self.visible_units), Z
         )
 
-    def score(self, X, y=None):
-        """Mean log-probability of the rows of X (higher is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        score : float
-        """
-        return float(np.mean(self.score_samples(X)))
 
     def pseudo_likelihood(self, X):
         """Log pseudo-likelihood of each row, over all features (Besag 1975).
@@ -630,7 +614,7 @@ class PCDRestrictedBoltzmann(
         for name, value, low in (("n_samples", n_samples, 1), ("n_steps", n_steps, 0)):
             if not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-        generator = make_generator(check_random_state(random_state), self.device_)
+        generator = make_generator(random_state, self.device_)
         base = self.module_.base_visible_bias.to(torch.float64)
         if self.visible_units == "bernoulli":
             start = bernoulli(torch.sigmoid(base).expand(int(n_samples), -1), generator)
@@ -643,7 +627,7 @@ class PCDRestrictedBoltzmann(
         """Block Gibbs chains from the rows of ``start`` (standardized), in
         chunks; returns them in the units of the data."""
         generator = (random_state if isinstance(random_state, torch.Generator)
-                     else make_generator(check_random_state(random_state), self.device_))
+                     else make_generator(random_state, self.device_))
         model = self._inference_module()
         if isinstance(start, torch.Tensor):
             start = start.cpu().numpy()
@@ -657,7 +641,6 @@ class PCDRestrictedBoltzmann(
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
