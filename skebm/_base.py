@@ -5,12 +5,16 @@ loss, how to sample.  This module says *how* it is run, once for all of them:
 
 - ``device="auto"`` resolved into ``device_``, a private ``torch.Generator``
   seeded from ``random_state`` (never the global torch seed);
-- a thread policy, so torch does not fight joblib for two cores;
-- the minibatch training loop: Adam (or an estimator's own update rule), a
-  progress bar when ``verbose``,
+- the thread policy (:meth:`TorchEstimator._cpu_threads`), so torch uses the
+  cores that are free and does not fight joblib for them;
+- the minibatch training loop over dense or sparse rows: Adam (or an
+  estimator's own update rule), a progress bar when ``verbose``,
   ``history_``, ``n_iter_``, early stopping on a validation fraction,
   ``warm_start``, and a divergence guard;
-- chunked inference with bounded memory, in float64;
+- chunked inference in float64, chunks sized by scikit-learn's
+  ``working_memory``;
+- a normalized ``score_samples`` over an estimator's unnormalized
+  log-density, with log Z estimated on first use (:class:`LikelihoodDensityMixin`);
 - input standardization with its log-Jacobian;
 - pickling that moves every tensor to the CPU, so that a model fitted on a GPU
   unpickles and predicts on a machine without one.
@@ -20,12 +24,16 @@ import contextlib
 import copy
 import math
 import numbers
+import os
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from sklearn import get_config
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.sparsefuncs import mean_variance_axis
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = [
@@ -36,8 +44,12 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Rows per forward pass in inference; keeps memory bounded for any n_samples.
-INFERENCE_CHUNK_SIZE = 65536
+#: Multiply-adds per training step (or per inference chunk) below which a
+#: second torch thread costs more in synchronisation than it gains: measured
+#: in ``benchmarks/threads.py`` (an RBM step at batch 10, 64 x 256, is 0.8
+#: million and runs 1.6x slower on two threads; one of NCEDensity's default
+#: steps, ~300 million, runs 2.3x faster).
+PARALLEL_WORK = 20_000_000
 
 
 class ConvergenceDivergedError(FloatingPointError, ValueError):
@@ -53,7 +65,8 @@ def resolve_device(device):
     """Turn the ``device`` parameter into a ``torch.device``.
 
     ``"auto"`` picks CUDA when it is available and the CPU otherwise. An
-    explicit CUDA device on a machine without one is an error, not a silent
+    explicit device this machine cannot use (``"cuda"`` without a GPU,
+    ``"mps"`` off Apple silicon, a typo) is a ``ValueError``, not a silent
     fall-back.
     """
     if isinstance(device, torch.device):
@@ -64,8 +77,16 @@ def resolve_device(device):
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a device torch knows.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here.")
+    if resolved.type == "cpu":
+        return resolved
+    try:  # each backend says in its own way that it is missing; ask it for a tensor
+        torch.empty(0, device=resolved)
+        torch.Generator(device=resolved)
+    except (RuntimeError, AssertionError, AttributeError) as exc:
+        raise ValueError(
+            f"device={device!r} was asked for, but torch {torch.__version__} cannot use "
+            f"{resolved.type.upper()} on this machine. Use device='auto' or 'cpu'."
+        ) from exc
     return resolved
 
 
@@ -81,13 +102,18 @@ def make_generator(random_state, device):
     return generator
 
 
+def draw_seed(generator):
+    """An int drawn from ``generator``, to seed a later, separate stream."""
+    return int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+
+
 @contextlib.contextmanager
 def torch_threads(n_threads):
     """Run the block with ``n_threads`` intra-op torch threads, then restore.
 
     ``n_threads=None`` leaves torch's setting alone.
     """
-    if n_threads is None:
+    if n_threads is None or n_threads == torch.get_num_threads():
         yield
         return
     previous = torch.get_num_threads()
@@ -98,19 +124,120 @@ def torch_threads(n_threads):
         torch.set_num_threads(previous)
 
 
+def idle_cores():
+    """Cores of this process not busy with other work at this moment.
+
+    The cores the process may run on, less the tasks the kernel has running
+    besides this one (``/proc/loadavg``; Linux). Elsewhere, or when that file
+    cannot be read, every core counts as idle.
+    """
+    n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return n_cores or 1
+    return max(1, (n_cores or 1) - max(0, running - 1))  # ``running`` counts this thread
+
+
 def _standardization(X):
-    """Mean and scale of each column; constant columns get scale 1."""
-    X = X.astype(np.float64, copy=False)
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
+    """Mean and scale of each column (dense or sparse X); constant columns get scale 1."""
+    if sp.issparse(X):
+        mean, variance = mean_variance_axis(X.astype(np.float64), axis=0)
+        scale = np.sqrt(variance)
+    else:
+        X = X.astype(np.float64, copy=False)
+        mean, scale = X.mean(axis=0), X.std(axis=0)
     scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0
     return mean, scale
 
 
+def _as_tensor(array, device, dtype):
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # torch warns about read-only memory
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype, device=device)
+
+
+def _dense_rows(X, rows, mean, scale, device, dtype):
+    """``X[rows]`` (numpy or scipy sparse), densified, standardized, as a tensor."""
+    block = X[rows]
+    block = block.toarray() if sp.issparse(block) else block
+    if mean is not None:
+        block = (block.astype(np.float64) - mean) / scale
+    return _as_tensor(block, device, dtype)
+
+
+class SparseRows:
+    """Sparse training rows kept as scipy CSR on the CPU.
+
+    Indexing gives a dense float32 tensor of those rows on the device,
+    standardized: only one minibatch is ever dense. ``subset`` keeps rows
+    sparse; ``mean(0)`` is the column means, as a tensor's.
+    """
+
+    def __init__(self, X, mean, scale, device):
+        self.X, self.mean_, self.scale_, self.device = X.tocsr(), mean, scale, device
+        self.shape = X.shape
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        return _dense_rows(self.X, index, self.mean_, self.scale_, self.device, torch.float32)
+
+    def subset(self, index):
+        return SparseRows(self.X[index.cpu().numpy()], self.mean_, self.scale_, self.device)
+
+    def mean(self, dim):
+        if dim != 0:
+            raise ValueError("SparseRows.mean takes dim=0 only.")
+        means = np.asarray(self.X.mean(axis=0)).ravel()
+        if self.mean_ is not None:
+            means = (means - self.mean_) / self.scale_
+        return torch.as_tensor(means, dtype=torch.float32, device=self.device)
+
+
 class LikelihoodDensityMixin(DensityMixin):
-    """scikit-learn's DensityMixin with a ``score`` that means something:
-    the mean of ``score_samples``, so model selection compares held-out
-    log-likelihoods. (DensityMixin's own ``score`` does nothing.)"""
+    """A normalized ``score_samples``, its mean as ``score``, and log Z on demand.
+
+    An estimator provides ``_unnormalized_log_density(module, Z)`` (of
+    standardized rows, a tensor) and ``_estimate_log_partition(module,
+    generator)``, which returns ``(log Z, standard error)`` of that density.
+
+    log Z is estimated the first time it is needed (``score_samples``,
+    ``score``, ``log_partition_``), not in ``fit``: a model used only for
+    ``transform`` or ``sample`` never pays for it, and ``partial_fit`` does not
+    redo it at every call. The estimate draws from a generator seeded at fit
+    time, so it does not depend on when it is made or how often it is asked
+    for; it is kept with the fitted model (and pickled with it) once made.
+    (scikit-learn's DensityMixin ``score`` does nothing; this one is the mean
+    log-likelihood, so model selection compares held-out likelihoods.)
+    """
+
+    def score_samples(self, X):
+        """Normalized log-likelihood of each row of X, in nats.
+
+        ``log p(x)`` of the rows in the units given, the standardization's
+        log-Jacobian included; log Z is estimated on first use (see
+        ``log_partition_`` and the class docstring for how).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_likelihood : ndarray of shape (n_samples,), float64
+        """
+        self._check_fitted()
+        X = self._validated(X)
+        log_z, _ = self._log_partition()
+        offset = self._log_scale_jacobian() - log_z
+        module = self._inference_module()
+        return self._map_rows(lambda Z: self._unnormalized_log_density(module, Z) + offset, X)
 
     def score(self, X, y=None):
         """Mean log-likelihood of the rows of X (higher is better).
@@ -127,6 +254,64 @@ class LikelihoodDensityMixin(DensityMixin):
         """
         return float(np.mean(self.score_samples(X)))
 
+    @property
+    def log_partition_(self):
+        """log Z that ``score_samples`` uses (estimated on first access)."""
+        return self._log_partition()[0]
+
+    @property
+    def log_partition_std_(self):
+        """Standard error of ``log_partition_`` (estimated on first access)."""
+        return self._log_partition()[1]
+
+    def _log_partition(self):
+        """(log Z, standard error), estimated once from the seed fit drew.
+
+        Two threads asking at once both compute the same value; no lock needed.
+        """
+        self._check_fitted()
+        memo = self._log_partition_memo
+        if "estimate" not in memo:
+            device = self._inference_device()
+            generator = make_generator(memo["seed"], device)
+            module = self._inference_module()
+            with torch_threads(self._cpu_threads(self._log_partition_multiply_adds(), device)):
+                with torch.no_grad():
+                    log_z, log_z_std = self._estimate_log_partition(module, generator)
+            if not math.isfinite(log_z):
+                raise ValueError(
+                    f"{type(self).__name__}: the estimate of log Z is not finite; the fitted "
+                    "model is degenerate. Refit with a lower learning_rate."
+                )
+            memo["estimate"] = (float(log_z), float(log_z_std))
+        return memo["estimate"]
+
+    def _log_partition_multiply_adds(self):
+        """Rough work of the log Z estimate, for the thread policy."""
+        return 10 * PARALLEL_WORK
+
+
+class _EarlyStopping:
+    """Patience over a higher-is-better validation score, as scikit-learn's
+    MLP: patience counts epochs that do not beat the best by ``tol``; the
+    parameters kept are the best epoch's, whatever ``tol``."""
+
+    def __init__(self, tol, patience):
+        self.tol, self.patience = tol, patience
+        self.best_score, self.best_state, self.best_epoch = -math.inf, None, None
+        self.epochs_since_best = 0
+
+    def should_stop(self, score, module, epoch):
+        self.epochs_since_best = 0 if score > self.best_score + self.tol else self.epochs_since_best + 1
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(module.state_dict())
+        return self.epochs_since_best >= self.patience
+
+    def restore_best(self, module):
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
 
 class TorchEstimator(BaseEstimator):
     """Base class of the skebm estimators: runs their torch work.
@@ -134,24 +319,34 @@ class TorchEstimator(BaseEstimator):
     A subclass provides
 
     - ``_build(Z, generator)``: the trainable ``torch.nn.Module`` for a new
-      fit, given the standardized training data as a float32 tensor;
-    - ``_training_loss(module, batch, generator)``: the minibatch loss;
-    - optionally ``_validation_score(module, Z_val)``: a higher-is-better
-      score used for early stopping (default: minus the mean training loss);
-    - optionally ``_after_training(module, Z, generator)``: work done once
-      after the loop (an estimate of log Z, say); returns a dict of fitted
-      attributes;
-    - optionally, where gradient descent on a loss is not how the model
-      learns (an RBM's contrastive-divergence update, say):
-      ``_make_optimizer(module, n_steps)``, ``_training_step(module, batch,
-      generator, optimizer, scheduler)`` (return None when the step computes
-      no loss) and ``_epoch_loss(module, Z)`` (the loss reported per epoch
-      when the steps return None);
-    - optionally ``_input_standardization(X)`` (default: each column's mean
-      and standard deviation) and ``_n_epochs()`` (default: ``max_iter``).
+      fit, given the standardized training rows (a float32 tensor, or
+      :class:`SparseRows` for sparse input);
+    - ``_training_loss(module, batch, generator)``: the minibatch loss (mean
+      over the rows of ``batch``);
+    - ``_multiply_adds_per_step(n_features)`` and
+      ``_multiply_adds_per_row(n_features)``: rough work of a training step
+      and of one row of inference, for the thread policy;
+    - ``_inference_row_bytes()``: working memory of one row of inference;
 
-    and calls ``self._fit_module(X)`` from ``fit`` (``partial=True`` from
-    ``partial_fit``: one epoch, continuing the fitted model).  Every fitted
+    and optionally
+
+    - ``_validation_score(module, Z_val)``: a higher-is-better score used for
+      early stopping (default: minus the training loss);
+    - ``_after_training(module, Z, generator)``: fitted attributes computed
+      once after the loop, as a dict;
+    - ``_divergence_reason(module, Z_train)``: what is wrong with a model
+      that has blown up without a non-finite value (None when nothing is);
+    - where gradient descent on a loss is not how the model learns (an RBM's
+      contrastive-divergence update, say): ``_make_update_rule(module,
+      n_steps)`` and ``_training_step(module, batch, generator, rule)``
+      (returns the step's loss, or None when it computes none), with
+      ``_epoch_loss(module, Z)`` for the loss reported per epoch then;
+    - ``_input_standardization(X)`` (default: each column's mean and standard
+      deviation), ``_check_input_values(X)`` (extra checks on valid X) and
+      ``_n_epochs()`` (default: ``max_iter``).
+
+    It calls ``self._fit_module(X)`` from ``fit`` (``partial=True`` from
+    ``partial_fit``: one epoch, continuing the fitted model). Every fitted
     attribute is set at the very end of a successful fit, so a failed fit
     leaves the estimator as it was.
     """
@@ -168,9 +363,17 @@ class TorchEstimator(BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
-        "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
+        "device": [StrOptions({"auto", "cpu", "cuda", "mps"}), str, torch.device],
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
     }
+
+    #: Whether a training loss far above its first value means divergence:
+    #: true for losses that stay positive and fall (NCE's); an estimator whose
+    #: loss hovers around 0 or is no loss at all leaves it off.
+    _loss_growth_is_divergence = False
+
+    #: Early stopping is offered by the estimator (it has the parameters).
+    _supports_early_stopping = False
 
     # ------------------------------------------------------------------ fit
     def _fit_module(self, X, *, partial=False):
@@ -181,21 +384,19 @@ class TorchEstimator(BaseEstimator):
         """
         fitted = hasattr(self, "module_")
         warm = fitted and (partial or getattr(self, "warm_start", False))
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
-        )
+        X = self._validated(X, reset=not warm, ensure_min_samples=2)
         device = resolve_device(self.device)
         generator = make_generator(self.random_state, device)
         if warm:
             # Each continued fit draws a stream of its own, still reproducible.
             generator.manual_seed(generator.initial_seed() + self.n_iter_)
-        with torch_threads(self._n_threads_for(device)):
+        work = self._multiply_adds_per_step(X.shape[1])
+        with torch_threads(self._cpu_threads(work, device)):
             if warm:
                 mean, scale = self.mean_, self.scale_
             else:
                 mean, scale = self._input_standardization(X)
-            identity = not mean.any() and (scale == 1).all()
-            Z = self._to_tensor(X if identity else (X - mean) / scale, device, torch.float32)
+            Z = self._training_rows(X, mean, scale, device)
             Z_train, Z_val = self._split_validation(Z, generator)
             if warm:
                 module = copy.deepcopy(self.module_).to(device)
@@ -204,6 +405,7 @@ class TorchEstimator(BaseEstimator):
             n_epochs = 1 if partial else self._n_epochs()
             epochs_run, history = self._train(module, Z_train, Z_val, generator, n_epochs)
             extra = self._after_training(module, Z_train, generator)
+            log_partition_seed = draw_seed(generator)
 
         # Success: only now does the estimator change.
         previous_history = self.history_ if warm else []
@@ -212,26 +414,71 @@ class TorchEstimator(BaseEstimator):
         self.device_ = device
         self.history_ = previous_history + history
         self.n_iter_ = (self.n_iter_ if warm else 0) + epochs_run
+        self._log_partition_memo = {"seed": log_partition_seed}
         for name, value in extra.items():
             setattr(self, name, value)
         return self
 
-    def _n_threads_for(self, device):
-        """torch intra-op threads for this fit: ``n_threads``, or 1 on the CPU.
+    def _cpu_threads(self, multiply_adds, device):
+        """torch intra-op threads for work of this size; None off the CPU.
 
-        Measured on 2 cores (``benchmarks/threads.py``): a second thread makes a
-        lone NCEDensity fit 2.3x faster on an idle machine, but two parallel
-        fits (``GridSearchCV(n_jobs=2)``) 10x slower, and a fit beside a busy
-        process 18x slower: torch's threads wait actively for each other. One
-        thread is never far from the best and never a disaster.
+        The policy (measured on 2 cores, ``benchmarks/threads.py``):
+
+        - ``n_threads``, when set, decides;
+        - never more threads than torch has at the call, which is the limit
+          the environment sets: ``OMP_NUM_THREADS``, a ``threadpoolctl``
+          limit, the one thread per worker that joblib's loky backend (as
+          under ``GridSearchCV(n_jobs=...)``) and dask's workers give each
+          process;
+        - one thread for small work (under :data:`PARALLEL_WORK`
+          multiply-adds a step): a second would cost more in synchronisation
+          than it saves;
+        - otherwise, as many as there are idle cores: torch's threads wait
+          actively for each other, so a thread on a core that another
+          process keeps busy slows every step down (a two-thread fit beside
+          a busy process ran 18x slower than a one-thread one).
         """
+        if device.type != "cpu":
+            return None
         if self.n_threads is not None:
             return self.n_threads
-        return 1 if device.type == "cpu" else None
+        allowed = torch.get_num_threads()
+        if allowed <= 1 or multiply_adds < PARALLEL_WORK:
+            return 1
+        return max(1, min(allowed, idle_cores()))
+
+    def _validated(self, X, *, reset=False, ensure_min_samples=1):
+        """scikit-learn's validation at the door, plus the estimator's own checks.
+
+        Sparse X is accepted where the estimator's tags say so (and kept
+        sparse); integers and float16 become float64, float32 stays float32.
+        """
+        sparse = self.__sklearn_tags__().input_tags.sparse
+        X = validate_data(
+            self, X, dtype=[np.float64, np.float32], accept_sparse="csr" if sparse else False,
+            ensure_min_samples=ensure_min_samples, reset=reset,
+        )
+        self._check_input_values(X)
+        return X
+
+    def _check_input_values(self, X):
+        """Estimator-specific checks of validated X (a range, say)."""
 
     def _input_standardization(self, X):
         """(mean, scale) that the inputs are standardized with before torch."""
         return _standardization(X)
+
+    def _is_identity(self, mean, scale):
+        return not np.any(mean) and np.all(scale == 1)
+
+    def _training_rows(self, X, mean, scale, device):
+        """The standardized training rows: a float32 tensor on ``device``, or
+        :class:`SparseRows` that densify one minibatch at a time."""
+        if self._is_identity(mean, scale):
+            mean = scale = None
+        if sp.issparse(X):
+            return SparseRows(X, mean, scale, device)
+        return _dense_rows(X, slice(None), mean, scale, device, torch.float32)
 
     def _n_epochs(self):
         """Epochs a full fit runs (at most, with early stopping)."""
@@ -240,30 +487,31 @@ class TorchEstimator(BaseEstimator):
     def _split_validation(self, Z, generator):
         """(training rows, validation rows or None). Data too small to leave two
         training rows and one validation row is trained on whole."""
-        if not getattr(self, "early_stopping", False):
+        if not (self._supports_early_stopping and self.early_stopping):
             return Z, None
         n_val = int(math.ceil(self.validation_fraction * len(Z)))
         if len(Z) - n_val < 2:
             return Z, None
         order = torch.randperm(len(Z), generator=generator, device=generator.device)
-        return Z[order[n_val:]], Z[order[:n_val]]
+        take = Z.subset if isinstance(Z, SparseRows) else Z.__getitem__
+        return take(order[n_val:]), take(order[:n_val])
 
-    def _make_optimizer(self, module, n_steps):
-        """(optimizer, scheduler or None) for ``n_steps`` minibatch steps:
-        Adam with a cosine schedule to 0."""
+    def _make_update_rule(self, module, n_steps):
+        """Adam with a cosine schedule to 0 over ``n_steps`` minibatch steps,
+        as ``(optimizer, scheduler)``."""
         optimizer = torch.optim.Adam(
             module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
         return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
 
-    def _training_step(self, module, batch, generator, optimizer, scheduler):
-        """One minibatch update; returns the detached loss (or None)."""
+    def _training_step(self, module, batch, generator, rule):
+        """One minibatch update by gradient descent; returns the detached loss."""
+        optimizer, scheduler = rule
         loss = self._training_loss(module, batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        scheduler.step()
         return loss.detach()
 
     def _epoch_loss(self, module, Z_train):
@@ -271,84 +519,105 @@ class TorchEstimator(BaseEstimator):
             f"{type(self).__name__}._training_step returned no loss: define _epoch_loss."
         )
 
+    def _run_epoch(self, module, Z_train, generator, rule, batch_size):
+        """One pass over the rows in a random order, the last minibatch
+        possibly smaller (every row is seen every epoch).
+
+        Returns (mean loss per row, loss of the first step or None).
+        """
+        n_rows = len(Z_train)
+        order = torch.randperm(n_rows, generator=generator, device=generator.device)
+        losses = []
+        for rows in gen_batches(n_rows, batch_size):
+            batch = Z_train[order[rows]]
+            loss = self._training_step(module, batch, generator, rule)
+            if loss is not None:
+                losses.append(loss * len(batch))
+        if not losses:
+            return float(self._epoch_loss(module, Z_train)), None
+        first_batch = min(batch_size, n_rows)
+        return torch.stack(losses).sum().item() / n_rows, losses[0].item() / first_batch
+
     def _train(self, module, Z_train, Z_val, generator, n_epochs):
         """The minibatch loop. Returns (epochs run, per-epoch history)."""
-        name = type(self).__name__
         batch_size = min(self.batch_size, len(Z_train))
-        n_batches = len(Z_train) // batch_size  # drop the ragged last batch
-        optimizer, scheduler = self._make_optimizer(module, n_epochs * n_batches)
-        history = []
-        best_score, best_state, epochs_since_best = -math.inf, None, 0
-        epochs = range(n_epochs)
+        n_steps = n_epochs * math.ceil(len(Z_train) / batch_size)
+        rule = self._make_update_rule(module, n_steps)
+        stopping = _EarlyStopping(self.tol, self.n_iter_no_change) if Z_val is not None else None
+        history, first_loss, epoch = [], None, 0
+        progress = None
         if self.verbose:
             from tqdm.auto import tqdm
 
-            epochs = tqdm(epochs, desc=name, unit="epoch")
+            progress = tqdm(total=n_epochs, desc=type(self).__name__, unit="epoch")
         module.train()
-        epoch, first_loss = -1, None
-        for epoch in epochs:
-            order = torch.randperm(len(Z_train), generator=generator, device=generator.device)
-            epoch_loss = torch.zeros((), device=Z_train.device)
-            for start in range(0, n_batches * batch_size, batch_size):
-                batch = Z_train[order[start : start + batch_size]]
-                loss = self._training_step(module, batch, generator, optimizer, scheduler)
-                if loss is None:
-                    continue
-                epoch_loss += loss
-                if first_loss is None:
-                    first_loss = loss.item()
-            if loss is None:
-                mean_loss = float(self._epoch_loss(module, Z_train))
-                first_loss = mean_loss if first_loss is None else first_loss
-            else:
-                mean_loss = epoch_loss.item() / n_batches
-            record = {"epoch": epoch + 1, "loss": mean_loss}
-            self._check_divergence(module, record["loss"], first_loss, epoch + 1)
-            if Z_val is not None:
-                module.eval()
-                with torch.no_grad():
-                    record["validation_score"] = float(self._validation_score(module, Z_val))
-                module.train()
-            history.append(record)
-            if self.verbose:
-                epochs.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
-            if Z_val is None:
-                continue
-            # As scikit-learn's MLP: patience counts epochs that do not beat the
-            # best by tol; the kept parameters are the best epoch's, whatever tol.
-            score = record["validation_score"]
-            epochs_since_best = 0 if score > best_score + self.tol else epochs_since_best + 1
-            if score > best_score:
-                best_score, best_state = score, copy.deepcopy(module.state_dict())
-            if epochs_since_best >= self.n_iter_no_change:
-                break
-        if best_state is not None:
-            module.load_state_dict(best_state)
+        try:
+            for epoch in range(1, n_epochs + 1):
+                loss, first_step_loss = self._run_epoch(
+                    module, Z_train, generator, rule, batch_size)
+                if first_loss is None:  # the reference of the growth check
+                    first_loss = loss if first_step_loss is None else first_step_loss
+                self._check_divergence(module, Z_train, loss, first_loss, epoch)
+                record = {"epoch": epoch, "loss": loss}
+                if Z_val is not None:
+                    module.eval()
+                    with torch.no_grad():
+                        record["validation_score"] = float(self._validation_score(module, Z_val))
+                    module.train()
+                history.append(record)
+                if progress is not None:
+                    progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
+                    progress.update()
+                if stopping is not None and stopping.should_stop(
+                    record["validation_score"], module, epoch
+                ):
+                    break
+            if stopping is not None:
+                stopping.restore_best(module)
+                if progress is not None and epoch < n_epochs:
+                    progress.set_description(f"{type(self).__name__} (stopped early)")
+                    progress.write(
+                        f"{type(self).__name__}: stopped early after epoch {epoch} of "
+                        f"{n_epochs}: the validation score did not improve by tol={self.tol} "
+                        f"for {self.n_iter_no_change} epochs. Kept the parameters of epoch "
+                        f"{stopping.best_epoch} (validation score {stopping.best_score:.4g})."
+                    )
+        finally:
+            if progress is not None:
+                progress.close()
         module.eval()
-        return epoch + 1, history
+        return epoch, history
 
     #: A training loss this many times its first value (and above it by more
-    #: than 1) means the optimizer has blown the model up.
+    #: than 1) means the optimizer has blown the model up (for estimators
+    #: with ``_loss_growth_is_divergence``).
     DIVERGENCE_FACTOR = 100.0
 
-    def _check_divergence(self, module, loss, first_loss, epoch):
+    def _check_divergence(self, module, Z_train, loss, first_loss, epoch):
         """The divergence guard: a clear error instead of a NaN or exploded model."""
         bad = None
         if not math.isfinite(loss):
             bad = f"the training loss is {loss}"
-        elif loss > first_loss + max(1.0, (self.DIVERGENCE_FACTOR - 1) * abs(first_loss)):
+        elif self._loss_growth_is_divergence and (
+            loss > first_loss + max(1.0, (self.DIVERGENCE_FACTOR - 1) * abs(first_loss))
+        ):
             bad = f"the training loss grew from {first_loss:.4g} to {loss:.4g}"
         else:
             for param_name, param in module.named_parameters():
                 if not torch.isfinite(param).all():
                     bad = f"parameter {param_name!r} is not finite"
                     break
+            else:
+                bad = self._divergence_reason(module, Z_train)
         if bad is not None:
             raise ConvergenceDivergedError(
                 f"{type(self).__name__} diverged in epoch {epoch}: {bad}. Lower "
                 f"learning_rate (now {self.learning_rate}) or raise batch_size (now "
                 f"{self.batch_size}). The estimator was left as it was before fit."
             )
+
+    def _divergence_reason(self, module, Z_train):
+        return None
 
     def _validation_score(self, module, Z_val):
         return -float(self._training_loss(module, Z_val, make_generator(0, Z_val.device)))
@@ -357,45 +626,68 @@ class TorchEstimator(BaseEstimator):
         return {}
 
     # ------------------------------------------------------------ inference
-    def _standardized(self, X, *, reset=False):
-        """Validate X at predict time and return it standardized, float64."""
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
-        return (X.astype(np.float64) - self.mean_) / self.scale_
-
     def _log_scale_jacobian(self):
         """log |dZ/dX| of the standardization, added to log-densities of Z."""
         return -float(np.log(self.scale_).sum())
 
+    def _inference_device(self):
+        """Where inference runs: ``device_``, except that MPS (no float64)
+        hands inference to the CPU."""
+        return torch.device("cpu") if self.device_.type == "mps" else self.device_
+
     def _inference_module(self):
-        """A float64 copy of the fitted module on ``device_``, in eval mode.
+        """A float64 copy of the fitted module on the inference device, in eval mode.
 
         Inference runs in float64: results do not depend on how rows are
         batched (float32 differs by ~1e-7 between batch sizes), and a
         log-likelihood keeps its digits.
         """
-        return copy.deepcopy(self.module_).to(device=self.device_, dtype=torch.float64).eval()
+        return copy.deepcopy(self.module_).to(
+            device=self._inference_device(), dtype=torch.float64).eval()
 
-    def _apply_in_chunks(self, function, Z, *, grad=False):
-        """Apply ``function`` to float64 tensors of at most INFERENCE_CHUNK_SIZE
-        rows of the numpy array ``Z``; return the concatenated float64 numpy
-        result. Memory stays bounded whatever ``len(Z)``."""
+    def _chunk_rows(self, n_rows):
+        """Rows per inference chunk: what fits in scikit-learn's
+        ``working_memory`` (``sklearn.set_config``, 1 GiB by default)."""
+        budget = get_config()["working_memory"] * 2**20
+        return int(max(1, min(n_rows, budget // self._inference_row_bytes())))
+
+    def _inference_row_bytes(self):
+        """Working memory of one row in inference (float64 activations)."""
+        return 32 * self.n_features_in_
+
+    def _map_rows(self, function, X, *, grad=False):
+        """``function`` of the standardized rows of validated ``X`` (numpy or
+        sparse), a float64 tensor chunk at a time; the float64 numpy result.
+        Memory stays bounded by ``working_memory`` whatever ``len(X)``."""
+        device = self._inference_device()
+        mean, scale = (None, None) if self._is_identity(self.mean_, self.scale_) else (
+            self.mean_, self.scale_)
+        chunk = self._chunk_rows(X.shape[0])
+        work = chunk * self._multiply_adds_per_row(X.shape[1])
         outputs = []
-        with torch_threads(self._n_threads_for(self.device_)):
-            for start in range(0, len(Z), INFERENCE_CHUNK_SIZE):
-                chunk = self._to_tensor(Z[start : start + INFERENCE_CHUNK_SIZE], self.device_)
+        with torch_threads(self._cpu_threads(work, device)):
+            for rows in gen_batches(X.shape[0], chunk):
+                Z = _dense_rows(X, rows, mean, scale, device, torch.float64)
                 with torch.set_grad_enabled(grad):
-                    out = function(chunk)
-                outputs.append(out.detach().cpu().numpy())
+                    outputs.append(function(Z).detach().cpu().numpy())
         if not outputs:
             return np.zeros((0,), dtype=np.float64)
         return np.concatenate(outputs).astype(np.float64, copy=False)
 
-    @staticmethod
-    def _to_tensor(array, device, dtype=torch.float64):
-        array = np.ascontiguousarray(array)
-        if not array.flags.writeable:  # torch warns about read-only memory
-            array = array.copy()
-        return torch.as_tensor(array, dtype=dtype, device=device)
+    def _sample_rows(self, draw, n_samples, random_state, *, chunk_rows=1024):
+        """``n_samples`` rows from ``draw(n, generator)`` (standardized rows, a
+        tensor on the inference device), ``chunk_rows`` at a time, returned as
+        float64 numpy in the units of the data."""
+        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        device = self._inference_device()
+        generator = make_generator(random_state, device)
+        work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)
+        chunks = []
+        with torch_threads(self._cpu_threads(work, device)):
+            for rows in gen_batches(int(n_samples), chunk_rows):
+                chunks.append(draw(rows.stop - rows.start, generator).detach().cpu().numpy())
+        return np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
 
     def _check_fitted(self):
         check_is_fitted(self, "module_")
@@ -417,8 +709,9 @@ class TorchEstimator(BaseEstimator):
         super().__setstate__(state)
         if "device_" not in state:
             return
-        device = torch.device(state["device_"])
-        if device.type == "cuda" and not torch.cuda.is_available():
+        try:
+            device = resolve_device(state["device_"])
+        except ValueError:
             device = torch.device("cpu")
         self.device_ = device
         for key, value in list(vars(self).items()):

@@ -7,10 +7,11 @@ import warnings
 import numpy as np
 import torch
 from sklearn.base import _fit_context
+from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._base import LikelihoodDensityMixin, TorchEstimator, make_generator, torch_threads
+from ._base import LikelihoodDensityMixin, TorchEstimator, make_generator
 from .nets import ACTIVATIONS, MLPEnergy
 from .noise import make_noise
 from .partition import importance_log_partition
@@ -73,10 +74,13 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     structure (thin rings, the edges of a checkerboard) slowly and, on such
     data, trails a kernel density estimate by 0.2-0.6 nats per point.
 
-    After training, log Z is re-estimated by importance sampling from the
-    noise (``n_importance_samples`` draws); ``score_samples`` uses that
-    estimate, ``log_partition_``, whose standard error is
-    ``log_partition_std_``. NCE's own estimate ``c`` is kept as
+    log Z is re-estimated by importance sampling from the noise
+    (``n_importance_samples`` draws) the first time a likelihood is asked for
+    (``score_samples``, ``score``, ``log_partition_``), not in ``fit``; the
+    draws come from a generator seeded in ``fit``, so the estimate is the same
+    whenever it is made, and it is kept with the model once made.
+    ``score_samples`` uses that estimate, ``log_partition_``, whose standard
+    error is ``log_partition_std_``. NCE's own estimate ``c`` is kept as
     ``nce_log_partition_``. Both are estimates: where the noise covers the
     model badly (many dimensions, a model much sharper than the noise) the
     standard error grows, and a warning says so when it passes 0.1 nats.
@@ -85,10 +89,10 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
 
     Parameters
     ----------
-    hidden_layer_sizes : tuple of int, default=(128, 128, 128)
-        Widths of the hidden layers of the energy network.
-    activation : {"leaky_relu", "relu", "silu", "elu", "softplus", "tanh"}, \
-            default="leaky_relu"
+    hidden_layer_sizes : int or tuple of int, default=(128, 128, 128)
+        Widths of the hidden layers of the energy network; an int is one
+        layer, as in scikit-learn's MLP estimators.
+    activation : {"leaky_relu", "relu", "silu", "elu", "softplus", "tanh"}, default="leaky_relu"
         Hidden-layer nonlinearity.
     fourier_features : int, default=64
         Number of random Fourier frequencies the standardized input is
@@ -138,7 +142,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         Keep training the fitted model (same standardization and noise) at the
         next ``fit`` instead of starting anew.
     n_importance_samples : int, default=100_000
-        Noise draws for the importance-sampling estimate of log Z after fit.
+        Noise draws for the importance-sampling estimate of log Z (made on
+        first use).
     verbose : int, default=0
         Show a progress bar over epochs.
     random_state : int, RandomState instance or None, default=None
@@ -147,7 +152,9 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Where torch runs; "auto" takes CUDA when available.
     n_threads : int or None, default=None
-        torch threads on the CPU; None uses 1, fastest for models this small.
+        torch threads on the CPU; None lets skebm choose: one for small
+        steps, the idle cores the environment allows for large ones (see the
+        user guide, "Threads").
 
     Attributes
     ----------
@@ -155,7 +162,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         The fitted model in the standardized space: ``module_.energy`` (the
         network), ``module_.noise`` (``q``) and ``module_.log_partition`` (c).
     log_partition_ : float
-        log Z used by ``score_samples``: the importance-sampling estimate.
+        log Z used by ``score_samples``: the importance-sampling estimate
+        (computed on first access).
     log_partition_std_ : float
         Standard error of ``log_partition_``.
     nce_log_partition_ : float
@@ -201,7 +209,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
 
     _parameter_constraints = {
         **TorchEstimator._parameter_constraints,
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "fourier_features": [Interval(numbers.Integral, 0, None, closed="left")],
         "fourier_scale": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -211,6 +219,9 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         "noise_ratio": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_importance_samples": [Interval(numbers.Integral, 2, None, closed="left")],
     }
+
+    _loss_growth_is_divergence = True
+    _supports_early_stopping = True
 
     def __init__(
         self,
@@ -281,11 +292,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
 
     # -- the pieces the shared training loop calls --------------------------
     def _build(self, Z, generator):
-        sizes = tuple(int(size) for size in np.atleast_1d(self.hidden_layer_sizes))
-        if any(size < 1 for size in sizes):
-            raise ValueError(f"hidden_layer_sizes must be positive, got {self.hidden_layer_sizes}.")
         energy = MLPEnergy(
-            Z.shape[1], sizes, self.activation, generator,
+            Z.shape[1], self._hidden_sizes(), self.activation, generator,
             fourier_features=self.fourier_features, fourier_scale=self.fourier_scale,
             zero_output=True,
         )
@@ -295,6 +303,30 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         )
         # E starts at exactly 0, so the model starts as the noise: normalized, c = 0.
         return _NCEModel(energy, noise)
+
+    def _multiply_adds_per_row(self, n_features):
+        sizes = self._hidden_sizes()
+        widths = [n_features + 2 * self.fourier_features, *sizes, 1]
+        network = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+        noise = self.noise_components * n_features * n_features  # the mixture's log-density
+        return network + n_features * self.fourier_features + noise
+
+    def _multiply_adds_per_step(self, n_features):
+        # Forward and backward (about three forwards) over data and noise rows.
+        rows = self.batch_size * (1 + self.noise_ratio)
+        return 3 * rows * self._multiply_adds_per_row(n_features)
+
+    def _inference_row_bytes(self):
+        widths = [self.n_features_in_, 2 * self.fourier_features, *self._hidden_sizes()]
+        return 8 * 4 * (sum(widths) + self.noise_components)
+
+    def _hidden_sizes(self):
+        sizes = tuple(int(size) for size in np.atleast_1d(self.hidden_layer_sizes))
+        if not sizes or any(size < 1 for size in sizes):
+            raise ValueError(
+                f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}."
+            )
+        return sizes
 
     def _training_loss(self, model, batch, generator):
         """NCE loss per data row: -log h(data) - nu * E_q[log(1 - h(noise))]."""
@@ -315,12 +347,15 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         return float((model.unnormalized_log_density(Z_val) - log_z).mean())
 
     def _after_training(self, model, Z, generator):
-        log_z, log_z_std = self._importance_log_partition(model, generator)
-        if not math.isfinite(log_z):
-            raise ValueError(
-                "NCEDensity: the importance-sampling estimate of log Z is not finite; the "
-                "energy is degenerate. Lower learning_rate or fourier_scale."
-            )
+        return {"nce_log_partition_": model.log_partition.item()}
+
+    def _estimate_log_partition(self, model, generator):
+        """log Z = log E_q[exp(-E)] by importance sampling from the noise, in chunks."""
+        log_weights = []
+        for rows in gen_batches(self.n_importance_samples, 8192):
+            draws = model.noise.sample(rows.stop - rows.start, generator)
+            log_weights.append(-model.energy(draws))
+        log_z, log_z_std = importance_log_partition(torch.cat(log_weights))
         if log_z_std > 0.1:
             warnings.warn(
                 f"NCEDensity: log Z is uncertain (standard error {log_z_std:.2g} nats from "
@@ -328,44 +363,15 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
                 "n_importance_samples or noise_scale.",
                 RuntimeWarning,
             )
-        return {
-            "log_partition_": log_z,
-            "log_partition_std_": log_z_std,
-            "nce_log_partition_": model.log_partition.item(),
-        }
+        return log_z, log_z_std
 
-    def _importance_log_partition(self, model, generator):
-        """log Z = log E_q[exp(-E)] by importance sampling from the noise, in chunks."""
-        log_weights = []
-        chunk = 8192
-        with torch.no_grad():
-            for start in range(0, self.n_importance_samples, chunk):
-                n = min(chunk, self.n_importance_samples - start)
-                draws = model.noise.sample(n, generator)
-                log_weights.append(-model.energy(draws).double())
-        return importance_log_partition(torch.cat(log_weights))
+    def _log_partition_multiply_adds(self):
+        return self.n_importance_samples * self._multiply_adds_per_row(self.n_features_in_)
+
+    def _unnormalized_log_density(self, model, Z):
+        return model.unnormalized_log_density(Z)
 
     # -- inference -----------------------------------------------------------
-    def score_samples(self, X):
-        """Log-density of each row of X, normalized, in nats.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_density : ndarray of shape (n_samples,), float64
-            ``log p(x)`` of the raw (unstandardized) rows: the standardization's
-            log-Jacobian and ``log_partition_`` are included.
-        """
-        self._check_fitted()
-        Z = self._standardized(X)
-        model = self._inference_module()
-        offset = self._log_scale_jacobian() - self.log_partition_
-        return self._apply_in_chunks(lambda chunk: model.unnormalized_log_density(chunk) + offset, Z)
-
-
     def sample(self, n_samples=1, random_state=None):
         """Draw rows from the fitted density.
 
@@ -389,20 +395,16 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
             The draw, in the units of the training data.
         """
         self._check_fitted()
-        if int(n_samples) != n_samples or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        generator = make_generator(random_state, self.device_)
         model = self._inference_module()
-        chunks = []
-        with torch_threads(self._n_threads_for(self.device_)):
-            for start in range(0, int(n_samples), _SAMPLE_CHUNK):
-                n = min(_SAMPLE_CHUNK, int(n_samples) - start)
-                with torch.no_grad():
-                    start_points = sampling_importance_resampling(
-                        model.unnormalized_log_density, model.noise, n, _SIR_CANDIDATES, generator
-                    )
-                draw, _ = metropolis_adjusted_langevin(
-                    model.unnormalized_log_density, start_points, _MALA_STEPS, 0.1, generator
+
+        def draw(n, generator):
+            with torch.no_grad():
+                start = sampling_importance_resampling(
+                    model.unnormalized_log_density, model.noise, n, _SIR_CANDIDATES, generator
                 )
-                chunks.append(draw.cpu().numpy())
-        return np.concatenate(chunks) * self.scale_ + self.mean_
+            chains, _ = metropolis_adjusted_langevin(
+                model.unnormalized_log_density, start, _MALA_STEPS, 0.1, generator
+            )
+            return chains
+
+        return self._sample_rows(draw, n_samples, random_state, chunk_rows=_SAMPLE_CHUNK)

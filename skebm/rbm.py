@@ -1,9 +1,9 @@
 """Restricted Boltzmann machines trained by persistent contrastive divergence."""
 
-import math
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
@@ -11,7 +11,6 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import validate_data
 from torch import nn
 
 from ._base import LikelihoodDensityMixin, TorchEstimator, make_generator
@@ -28,8 +27,12 @@ __all__ = ["PCDRestrictedBoltzmann"]
 #: Column means are clipped to [EPS, 1 - EPS] before their logits are taken.
 _BASE_RATE_EPS = 1e-3
 
-#: Rows of training data whose reconstruction error is reported per epoch.
+#: Rows of training data whose reconstruction error is reported per epoch
+#: (and whose hidden inputs the divergence guard reads).
 _LOSS_ROWS = 1024
+
+#: A hidden unit's input beyond this means the weights have blown up.
+_SATURATED_INPUT = 1e3
 
 
 class _RBMModule(nn.Module):
@@ -177,34 +180,46 @@ class PCDRestrictedBoltzmann(
     means, as Hinton 2010 advises for binary data, gave held-out AIS
     log-likelihoods 9-24 nats worse, over two runs each). The persistent
     chains (``batch_size`` of them by default, as in BernoulliRBM) are kept
-    in ``module_`` and carry over to ``partial_fit``; the last incomplete
-    minibatch of an epoch is dropped.
+    in ``module_`` and carry over to ``partial_fit``. Every row is used in
+    every epoch: the last minibatch may be smaller, and its update is the
+    mean over its rows, as in BernoulliRBM (whose negative phase, summed over
+    all its ``batch_size`` chains but divided by the smaller count, weighs
+    the model's statistics more on that step; here both are means).
 
     ``score_samples`` is a normalized log-probability,
     ``log p(v) = -F(v) - log Z``, with ``F`` the free energy. log Z is exact
     when the smaller layer has at most 20 units (Gaussian visible units: when
     the hidden layer does), by enumerating its ``2**k`` states; otherwise it
-    is estimated once at the end of ``fit`` by annealed importance sampling
-    (AIS, Salakhutdinov & Murray 2008) with ``n_ais_chains`` runs over
-    ``n_ais_temperatures`` intermediate distributions, starting from the
-    data's marginals. The value used is ``log_partition_``, its standard
-    error ``log_partition_std_`` (0 when exact). AIS tends to underestimate
-    log Z, so estimated log-likelihoods lean optimistic; the standard error
-    measures the spread across chains, not that bias (raise
-    ``n_ais_temperatures`` and compare when it matters).
+    is estimated by annealed importance sampling (AIS, Salakhutdinov & Murray
+    2008) with ``n_ais_chains`` runs over ``n_ais_temperatures`` intermediate
+    distributions, starting from the data's marginals. Either is computed the
+    first time a likelihood is asked for (``score_samples``, ``score``,
+    ``log_partition_``), not in ``fit``: a model used for ``transform`` in a
+    pipeline never pays for it. The AIS runs draw from a generator seeded in
+    ``fit``, so the estimate is the same whenever it is made; once made it is
+    kept with the model (and pickled with it). ``log_partition_`` is the
+    value, ``log_partition_std_`` its standard error (0 when exact). AIS
+    tends to underestimate log Z, so estimated log-likelihoods lean
+    optimistic; the standard error measures the spread across chains, not
+    that bias (raise ``n_ais_temperatures`` and compare when it matters).
 
     ``pseudo_likelihood`` is scikit-learn's pseudo-likelihood (what
     ``BernoulliRBM.score_samples`` returns) without its randomness: the sum
     over all features of ``log p(v_i | v_-i)`` instead of ``n_features`` times
     one randomly chosen term (Besag 1975).
 
-    Values outside {0, 1} with Bernoulli visible units: like BernoulliRBM,
-    any finite real is accepted and used as it is in the formulas (grey
-    levels in [0, 1] act as probabilities in training; ``transform`` and the
-    free energy are defined for any real). ``score_samples`` is a normalized
-    log-probability for binary rows only; for other rows it is the same
-    formula, as BernoulliRBM's pseudo-likelihood is. ``sample`` draws binary
-    rows. NaN or infinite values are a ``ValueError``.
+    Input: with Bernoulli visible units, X must lie in [0, 1]: binary rows,
+    or grey levels (``load_digits().data / 16``), which training reads as
+    probabilities, as BernoulliRBM does. Values outside are a ``ValueError``
+    (scale with ``MinMaxScaler``, or use ``visible_units="gaussian"``):
+    unscaled data gives nonsense, such as a positive "log-probability". For a
+    binary row ``score_samples`` is the log-probability of that row; for a
+    row of grey levels it is the same formula, ``-F(v) - log Z``, at a
+    non-binary ``v``: a score that compares models and rows on the same
+    data, not the probability of any event. ``sample`` draws binary rows.
+    scipy sparse X is accepted everywhere and kept sparse (one minibatch,
+    or one inference chunk, is made dense at a time). NaN or infinite
+    values are a ``ValueError``.
 
     Parameters
     ----------
@@ -234,7 +249,8 @@ class PCDRestrictedBoltzmann(
         Binary (or [0, 1]) visible units, or unit-variance Gaussian ones for
         real-valued data (the features are then standardized first).
     n_ais_chains : int, default=100
-        AIS runs for the estimate of log Z after fit (when it is not exact).
+        AIS runs for the estimate of log Z (when it is not exact), made on
+        first use.
     n_ais_temperatures : int, default=1000
         Intermediate distributions of each AIS run; more is more precise and
         slower, linearly.
@@ -246,23 +262,26 @@ class PCDRestrictedBoltzmann(
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Where torch runs; "auto" takes CUDA when available.
     n_threads : int or None, default=None
-        torch threads on the CPU; None uses 1 (see ``benchmarks/threads.py``).
+        torch threads on the CPU; None lets skebm choose: one for small
+        steps, the idle cores the environment allows for large ones (see the
+        user guide, "Threads").
 
     Attributes
     ----------
     components_ : ndarray of shape (n_components, n_features_in_)
-        Weight matrix (BernoulliRBM's layout), float64.
+        Weight matrix (BernoulliRBM's layout), float64, read from
+        ``module_``.
     intercept_hidden_ : ndarray of shape (n_components,)
         Biases of the hidden units.
     intercept_visible_ : ndarray of shape (n_features_in_,)
         Biases of the visible units (of the standardized features with
         Gaussian visible units).
     log_partition_ : float
-        log Z used by ``score_samples``.
+        log Z used by ``score_samples`` (computed on first access).
     log_partition_std_ : float
         Standard error of ``log_partition_``: 0 when exact, AIS's otherwise.
     log_partition_method_ : {"exact", "ais"}
-        How ``log_partition_`` was obtained.
+        How ``log_partition_`` is obtained.
     module_ : torch.nn.Module
         The fitted model: parameters ``components`` (n_components,
         n_features; ``weights`` is its transpose), ``visible_bias``,
@@ -375,9 +394,10 @@ class PCDRestrictedBoltzmann(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data, at least 2 rows, all finite. For Bernoulli visible
-            units, values in [0, 1].
+            units, values in [0, 1]. Sparse X stays sparse; one minibatch at
+            a time is made dense.
         y : None
             Ignored.
 
@@ -394,11 +414,12 @@ class PCDRestrictedBoltzmann(
 
         The first call starts a model as ``fit`` does. With ``len(X) <=
         batch_size`` this is a single update, as BernoulliRBM's
-        ``partial_fit``. log Z is recomputed after each call.
+        ``partial_fit``. Cheap: log Z is only estimated when a likelihood is
+        asked for.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             At least 2 rows.
         y : None
             Ignored.
@@ -413,11 +434,35 @@ class PCDRestrictedBoltzmann(
     def _n_epochs(self):
         return self.n_iter
 
+    def _check_input_values(self, X):
+        if self.visible_units != "bernoulli":
+            return
+        values = X.data if sp.issparse(X) else X
+        if values.size and (values.min() < 0 or values.max() > 1):
+            raise ValueError(
+                f"{type(self).__name__} with visible_units='bernoulli' needs X in [0, 1] "
+                f"(binary data, or grey levels read as probabilities); X has values from "
+                f"{values.min():.4g} to {values.max():.4g}. Scale it, e.g. with "
+                "sklearn.preprocessing.MinMaxScaler() or X / X.max(), or use "
+                "visible_units='gaussian' for real-valued data."
+            )
+
     def _input_standardization(self, X):
         if self.visible_units == "gaussian":
             return super()._input_standardization(X)
         # Bernoulli units read the values themselves.
         return np.zeros(X.shape[1]), np.ones(X.shape[1])
+
+    def _multiply_adds_per_step(self, n_features):
+        # (P)CD-k: k products down and up for the chains, one up for the
+        # data, two for the gradient; rows = batch_size (data) and as many chains.
+        return (2 * self.n_gibbs_steps + 3) * self.batch_size * n_features * self.n_components
+
+    def _multiply_adds_per_row(self, n_features):
+        return n_features * self.n_components
+
+    def _inference_row_bytes(self):
+        return 8 * 4 * (self.n_features_in_ + self.n_components)
 
     def _build(self, Z, generator):
         if self.visible_units == "bernoulli":
@@ -428,18 +473,16 @@ class PCDRestrictedBoltzmann(
         n_chains = self.n_persistent_chains or self.batch_size
         return _RBMModule(Z.shape[1], self.n_components, n_chains, base, generator)
 
-    def _make_optimizer(self, module, n_steps):
-        # The "optimizer" is the (P)CD update rule itself, written by hand.
-        return _ContrastiveDivergence(self, module), None
+    def _make_update_rule(self, module, n_steps):
+        return _ContrastiveDivergence(self, module)
 
-    def _training_step(self, module, batch, generator, optimizer, scheduler):
-        optimizer.step(batch, generator)
+    def _training_step(self, module, batch, generator, rule):
+        rule.step(batch, generator)
         return None  # the reported loss is _epoch_loss's
 
     @torch.no_grad()
     def _epoch_loss(self, module, Z_train):
-        """Mean squared reconstruction error of the first rows: positive, so
-        the core's divergence guard reads it as it reads a loss."""
+        """Mean squared reconstruction error of the first rows."""
         visible = Z_train[:_LOSS_ROWS]
         activation = torch.addmm(module.visible_bias, module.hidden_probabilities(visible),
                                  module.weights.t())
@@ -447,34 +490,68 @@ class PCDRestrictedBoltzmann(
             activation = torch.sigmoid(activation)
         return float(((visible - activation) ** 2).mean())
 
-    def _after_training(self, module, Z, generator):
-        weights, visible_bias, hidden_bias = module.weights, module.visible_bias, module.hidden_bias
-        n_visible, n_hidden = weights.shape
-        smaller = n_hidden if self.visible_units == "gaussian" else min(n_visible, n_hidden)
-        if smaller <= MAX_EXACT_UNITS:
-            log_z, log_z_std, method = rbm_exact_log_partition(
-                weights, visible_bias, hidden_bias, self.visible_units), 0.0, "exact"
-        else:
-            log_z, log_z_std = rbm_ais_log_partition(
-                weights, visible_bias, hidden_bias, self.visible_units,
-                base_visible_bias=module.base_visible_bias, n_chains=self.n_ais_chains,
-                n_temperatures=self.n_ais_temperatures, generator=generator,
-            )
-            method = "ais"
-        if not math.isfinite(log_z):
-            raise ValueError(
-                f"{type(self).__name__}: log Z is not finite; the fitted weights are "
-                f"degenerate. Lower learning_rate (now {self.learning_rate})."
-            )
-        as_numpy = lambda t: t.detach().to(torch.float64).cpu().numpy()
-        return {
-            "log_partition_": log_z,
-            "log_partition_std_": log_z_std,
-            "log_partition_method_": method,
-            "components_": as_numpy(module.components),
-            "intercept_hidden_": as_numpy(hidden_bias),
-            "intercept_visible_": as_numpy(visible_bias),
-        }
+    @torch.no_grad()
+    def _divergence_reason(self, module, Z_train):
+        """Too large a learning rate blows the weights up without a NaN (the
+        updates move them by up to ``learning_rate``): then every hidden unit
+        is saturated, its input beyond any float's resolution of a sigmoid,
+        and learning has stopped. Sane fits keep those inputs under ~50."""
+        largest = torch.addmm(module.hidden_bias, Z_train[:_LOSS_ROWS], module.weights).abs().max()
+        if largest > _SATURATED_INPUT:
+            return (f"the inputs of the hidden units reach {float(largest):.3g} (above "
+                    f"{_SATURATED_INPUT:g}, every unit is saturated and learning has stopped)")
+        return None
+
+    # -- log Z ---------------------------------------------------------------------
+    @property
+    def _log_partition_is_exact(self):
+        smaller = (self.n_components if self.visible_units == "gaussian"
+                   else min(self.n_features_in_, self.n_components))
+        return smaller <= MAX_EXACT_UNITS
+
+    @property
+    def log_partition_method_(self):
+        """How ``log_partition_`` is obtained: ``"exact"`` or ``"ais"``."""
+        self._check_fitted()
+        return "exact" if self._log_partition_is_exact else "ais"
+
+    def _estimate_log_partition(self, module, generator):
+        args = (module.weights, module.visible_bias, module.hidden_bias, self.visible_units)
+        if self._log_partition_is_exact:
+            return rbm_exact_log_partition(*args), 0.0
+        return rbm_ais_log_partition(
+            *args, base_visible_bias=module.base_visible_bias, n_chains=self.n_ais_chains,
+            n_temperatures=self.n_ais_temperatures, generator=generator,
+        )
+
+    def _log_partition_multiply_adds(self):
+        if self._log_partition_is_exact:
+            return 2**MAX_EXACT_UNITS
+        return self.n_ais_chains * self.n_ais_temperatures * self._multiply_adds_per_row(
+            self.n_features_in_)
+
+    def _unnormalized_log_density(self, module, Z):
+        return -module.free_energy(Z, self.visible_units)
+
+    # -- fitted parameters, read from the model (one source of truth) ----------------
+    def _parameter(self, name):
+        self._check_fitted()
+        return getattr(self.module_, name).detach().to(torch.float64).cpu().numpy()
+
+    @property
+    def components_(self):
+        """Weight matrix, shape (n_components, n_features_in_), float64."""
+        return self._parameter("components")
+
+    @property
+    def intercept_hidden_(self):
+        """Biases of the hidden units, shape (n_components,)."""
+        return self._parameter("hidden_bias")
+
+    @property
+    def intercept_visible_(self):
+        """Biases of the visible units, shape (n_features_in_,)."""
+        return self._parameter("visible_bias")
 
     @property
     def _n_features_out(self):
@@ -486,7 +563,7 @@ class PCDRestrictedBoltzmann(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -494,10 +571,9 @@ class PCDRestrictedBoltzmann(
             float32 for float32 input, float64 otherwise.
         """
         self._check_fitted()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        Z = (X.astype(np.float64) - self.mean_) / self.scale_
-        model = self._inference_module()
-        return self._apply_in_chunks(model.hidden_probabilities, Z).astype(X.dtype, copy=False)
+        X = self._validated(X)
+        module = self._inference_module()
+        return self._map_rows(module.hidden_probabilities, X).astype(X.dtype, copy=False)
 
     def free_energy(self, X):
         """Free energy ``F(v) = -log sum_h exp(-E(v, h))`` of each row.
@@ -507,40 +583,16 @@ class PCDRestrictedBoltzmann(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
         F : ndarray of shape (n_samples,), float64
         """
         self._check_fitted()
-        Z = self._standardized(X)
-        model = self._inference_module()
-        return self._apply_in_chunks(lambda chunk: model.free_energy(chunk, self.visible_units), Z)
-
-    def score_samples(self, X):
-        """Log-probability of each row, normalized, in nats.
-
-        ``log p(v) = -F(v) - log_partition_`` (plus the standardization's
-        log-Jacobian for Gaussian visible units). ``log_partition_`` is exact
-        or an AIS estimate, see ``log_partition_method_``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_probability : ndarray of shape (n_samples,), float64
-        """
-        self._check_fitted()
-        Z = self._standardized(X)
-        model = self._inference_module()
-        offset = self._log_scale_jacobian() - self.log_partition_
-        return self._apply_in_chunks(
-            lambda chunk: offset - model.free_energy(chunk, self.visible_units), Z
-        )
-
+        X = self._validated(X)
+        module = self._inference_module()
+        return self._map_rows(lambda Z: module.free_energy(Z, self.visible_units), X)
 
     def pseudo_likelihood(self, X):
         """Log pseudo-likelihood of each row, over all features (Besag 1975).
@@ -553,7 +605,7 @@ class PCDRestrictedBoltzmann(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -562,12 +614,12 @@ class PCDRestrictedBoltzmann(
         self._check_fitted()
         if self.visible_units != "bernoulli":
             raise ValueError("pseudo_likelihood is defined for Bernoulli visible units only.")
-        Z = self._standardized(X)
-        model = self._inference_module()
-        return self._apply_in_chunks(
-            lambda chunk: rbm_pseudo_likelihood(
-                chunk, model.weights, model.visible_bias, model.hidden_bias),
-            Z,
+        X = self._validated(X)
+        module = self._inference_module()
+        return self._map_rows(
+            lambda Z: rbm_pseudo_likelihood(Z, module.weights, module.visible_bias,
+                                            module.hidden_bias),
+            X,
         )
 
     def gibbs(self, v, random_state=None):
@@ -576,7 +628,7 @@ class PCDRestrictedBoltzmann(
 
         Parameters
         ----------
-        v : array-like of shape (n_samples, n_features)
+        v : {array-like, sparse matrix} of shape (n_samples, n_features)
             Starting rows.
         random_state : int, RandomState instance or None, default=None
             Seeds this draw.
@@ -587,7 +639,11 @@ class PCDRestrictedBoltzmann(
             Binary for Bernoulli visible units.
         """
         self._check_fitted()
-        return self._run_chains(self._standardized(v), 1, random_state)
+        v = self._validated(v)
+        module = self._inference_module()
+        generator = make_generator(random_state, self._inference_device())
+        Z = self._map_rows(lambda Z: self._gibbs_chains(module, Z, 1, generator), v)
+        return Z.reshape(v.shape[0], -1) * self.scale_ + self.mean_
 
     def sample(self, n_samples=1, n_steps=1000, random_state=None):
         """Draw rows from the model by block Gibbs sampling.
@@ -611,36 +667,29 @@ class PCDRestrictedBoltzmann(
             training data for Gaussian ones.
         """
         self._check_fitted()
-        for name, value, low in (("n_samples", n_samples, 1), ("n_steps", n_steps, 0)):
-            if not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-        generator = make_generator(random_state, self.device_)
-        base = self.module_.base_visible_bias.to(torch.float64)
-        if self.visible_units == "bernoulli":
-            start = bernoulli(torch.sigmoid(base).expand(int(n_samples), -1), generator)
-        else:
-            start = base + torch.randn(int(n_samples), len(base), generator=generator,
-                                       dtype=torch.float64, device=self.device_)
-        return self._run_chains(start, n_steps, generator)
+        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
+            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+        module = self._inference_module()
+        base = module.base_visible_bias
 
-    def _run_chains(self, start, n_steps, random_state):
-        """Block Gibbs chains from the rows of ``start`` (standardized), in
-        chunks; returns them in the units of the data."""
-        generator = (random_state if isinstance(random_state, torch.Generator)
-                     else make_generator(random_state, self.device_))
-        model = self._inference_module()
-        if isinstance(start, torch.Tensor):
-            start = start.cpu().numpy()
+        def draw(n, generator):
+            if self.visible_units == "bernoulli":
+                start = bernoulli(torch.sigmoid(base).expand(n, -1), generator)
+            else:
+                start = base + torch.randn(n, len(base), generator=generator,
+                                           dtype=base.dtype, device=base.device)
+            return self._gibbs_chains(module, start, n_steps, generator)
 
-        def run(chunk):
-            return block_gibbs(chunk, model.weights, model.visible_bias, model.hidden_bias,
-                               n_steps, generator, visible_units=self.visible_units)
+        return self._sample_rows(draw, n_samples, random_state)
 
-        Z = self._apply_in_chunks(run, start).reshape(len(start), -1)
-        return Z * self.scale_ + self.mean_
+    def _gibbs_chains(self, module, start, n_steps, generator):
+        return block_gibbs(start, module.weights, module.visible_bias, module.hidden_bias,
+                           n_steps, generator, visible_units=self.visible_units)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = self.visible_units == "bernoulli"
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 

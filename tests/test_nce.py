@@ -9,7 +9,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import skebm._base
 from skebm import ConvergenceDivergedError, NCEDensity
 from skebm._base import make_generator
 from skebm.datasets import make_toy_2d
@@ -102,13 +101,6 @@ def test_score_is_mean_of_score_samples(fitted, eight_gaussians):
     assert fitted.score(X_test) == pytest.approx(scores.mean())
 
 
-def test_chunked_inference_matches(fitted, eight_gaussians, monkeypatch):
-    _, X_test = eight_gaussians
-    whole = fitted.score_samples(X_test)
-    monkeypatch.setattr(skebm._base, "INFERENCE_CHUNK_SIZE", 7)
-    np.testing.assert_allclose(fitted.score_samples(X_test), whole, rtol=1e-12)
-
-
 def test_pickle_round_trip(fitted, eight_gaussians):
     _, X_test = eight_gaussians
     before = fitted.score_samples(X_test)
@@ -151,7 +143,7 @@ def test_fit_on_gpu_score_on_cpu(eight_gaussians):
 
 def test_explicit_cuda_without_cuda_is_a_clear_error(eight_gaussians, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(ValueError, match="cannot use CUDA"):
         NCEDensity(**{**QUICK, "device": "cuda"}).fit(eight_gaussians[0])
 
 
@@ -272,3 +264,27 @@ def test_verbose_shows_progress(eight_gaussians, capsys):
     NCEDensity(**{**QUICK, "max_iter": 3, "early_stopping": False, "verbose": 1}).fit(X[:300])
     err = capsys.readouterr().err
     assert "NCEDensity" in err and "3/3" in err and "loss" in err
+    assert "stopped early" not in err
+
+
+def test_verbose_says_when_early_stopping_ended_the_fit(eight_gaussians, capsys):
+    """The bar used to stop at "36/100", which looks like an abort."""
+    X, _ = eight_gaussians
+    model = NCEDensity(**{**QUICK, "max_iter": 100, "n_iter_no_change": 2, "tol": 0.0,
+                          "verbose": 1}).fit(X[:300])
+    assert model.n_iter_ < 100
+    best = 1 + int(np.argmax([record["validation_score"] for record in model.history_]))
+    out = capsys.readouterr()
+    message = out.out + out.err
+    assert f"stopped early after epoch {model.n_iter_} of 100" in message
+    assert f"Kept the parameters of epoch {best} " in message
+
+
+def test_hidden_layer_sizes_may_be_an_int(eight_gaussians):
+    """As scikit-learn's MLP estimators: 64 means one layer of 64 units."""
+    model = NCEDensity(**{**QUICK, "hidden_layer_sizes": 64, "max_iter": 2}).fit(eight_gaussians[0])
+    widths = [layer.out_features for layer in model.module_.energy.layers
+              if isinstance(layer, torch.nn.Linear)]
+    assert widths == [64, 1]
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        NCEDensity(**{**QUICK, "hidden_layer_sizes": (8, 0)}).fit(eight_gaussians[0])

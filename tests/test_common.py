@@ -1,0 +1,153 @@
+"""Properties of the shared core, tested once over every estimator.
+
+Each case is an estimator with small settings and data it accepts.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn import config_context
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from threadpoolctl import threadpool_limits
+
+import skebm._base
+from skebm import NCEDensity, PCDRestrictedBoltzmann
+from skebm._base import PARALLEL_WORK, resolve_device
+from skebm.datasets import make_toy_2d
+
+
+def _binary_digits():
+    return (load_digits().data[:400] > 8).astype(np.float64)
+
+
+CASES = {
+    "nce": (lambda: NCEDensity(hidden_layer_sizes=(16, 16), fourier_features=8, max_iter=4,
+                               n_importance_samples=4096, random_state=0),
+            lambda: make_toy_2d("moons", 400, random_state=0)),
+    "rbm-exact": (lambda: PCDRestrictedBoltzmann(n_components=8, n_iter=3, random_state=0),
+                  _binary_digits),
+    "rbm-ais": (lambda: PCDRestrictedBoltzmann(n_components=32, n_iter=3,
+                                               n_ais_temperatures=200, random_state=0),
+                _binary_digits),
+}
+
+
+@pytest.fixture(params=sorted(CASES), scope="module")
+def case(request):
+    make_estimator, make_data = CASES[request.param]
+    X = make_data()
+    return make_estimator, X[:300], X[300:]
+
+
+def test_log_partition_is_estimated_on_first_use_and_does_not_depend_on_when(case):
+    make_estimator, X_train, X_test = case
+    first = make_estimator().fit(X_train)
+    assert "estimate" not in first._log_partition_memo  # fit did not pay for it
+    keys = set(vars(first))
+    scores = first.score_samples(X_test)
+    assert set(vars(first)) == keys  # memoized inside, no new state on the estimator
+    log_z, log_z_std = first.log_partition_, first.log_partition_std_
+    np.testing.assert_array_equal(first.score_samples(X_test), scores)
+    # A second fit with the same seed, sampled from and pickled before it is
+    # asked for log Z, estimates the same value.
+    second = make_estimator().fit(X_train)
+    second.sample(5, random_state=1)
+    second = pickle.loads(pickle.dumps(second))
+    assert (second.log_partition_, second.log_partition_std_) == (log_z, log_z_std)
+    # Once made, the estimate travels with the pickle.
+    third = pickle.loads(pickle.dumps(first))
+    assert third._log_partition_memo["estimate"] == (log_z, log_z_std)
+    # A refit draws a new seed from its own stream: a warm refit re-estimates.
+    assert not hasattr(clone(first), "_log_partition_memo")
+
+
+def test_score_samples_is_normalized_mean_is_score(case):
+    make_estimator, X_train, X_test = case
+    model = make_estimator().fit(X_train)
+    scores = model.score_samples(X_test)
+    assert scores.dtype == np.float64 and scores.shape == (len(X_test),)
+    assert model.score(X_test) == pytest.approx(scores.mean())
+    unnormalized = model._map_rows(
+        lambda Z: model._unnormalized_log_density(model._inference_module(), Z), X_test)
+    np.testing.assert_allclose(
+        scores, unnormalized + model._log_scale_jacobian() - model.log_partition_, rtol=1e-12)
+
+
+def test_inference_chunks_follow_working_memory(case):
+    """Chunks are sized by scikit-learn's working_memory; results do not depend on it."""
+    make_estimator, X_train, X_test = case
+    model = make_estimator().fit(X_train)
+    whole = model.score_samples(X_test)
+    features = model.transform(X_test) if hasattr(model, "transform") else None
+    assert model._chunk_rows(len(X_test)) == len(X_test)
+    with config_context(working_memory=2 * model._inference_row_bytes() / 2**20):
+        assert model._chunk_rows(len(X_test)) == 2
+        np.testing.assert_allclose(model.score_samples(X_test), whole, rtol=1e-12)
+        if features is not None:
+            np.testing.assert_allclose(model.transform(X_test), features, rtol=1e-12)
+
+
+def test_unavailable_devices_are_clear_value_errors(case):
+    make_estimator, X_train, _ = case
+    names = [name for name, available in (
+        ("cuda", torch.cuda.is_available()), ("mps", torch.backends.mps.is_available()))
+        if not available]
+    if not names:
+        pytest.skip("this machine has both CUDA and MPS")
+    for name in names:
+        with pytest.raises(ValueError, match=f"cannot use {name.upper()}"):
+            make_estimator().set_params(device=name).fit(X_train)
+    with pytest.raises(ValueError, match="not a device torch knows"):
+        resolve_device("tpu-of-dreams")
+
+
+def test_thread_policy(case, monkeypatch):
+    make_estimator, X_train, _ = case
+    model = make_estimator()
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(skebm._base, "idle_cores", lambda: 2)
+    with threadpool_limits(2):
+        assert model._cpu_threads(PARALLEL_WORK - 1, cpu) == 1  # small work
+        assert model._cpu_threads(PARALLEL_WORK, cpu) == 2  # large, two idle cores
+        monkeypatch.setattr(skebm._base, "idle_cores", lambda: 1)
+        assert model._cpu_threads(PARALLEL_WORK, cpu) == 1  # another process is busy
+        monkeypatch.setattr(skebm._base, "idle_cores", lambda: 8)
+        assert model._cpu_threads(PARALLEL_WORK, cpu) == 2  # never past the allowed 2
+    with threadpool_limits(1):  # OMP_NUM_THREADS, joblib's workers, threadpoolctl
+        assert model._cpu_threads(10 * PARALLEL_WORK, cpu) == 1
+    assert model._cpu_threads(10 * PARALLEL_WORK, torch.device("cuda")) is None
+    assert model.set_params(n_threads=3)._cpu_threads(1, cpu) == 3
+    # A fit leaves torch's thread count as it found it.
+    before = torch.get_num_threads()
+    model.set_params(n_threads=None).fit(X_train)
+    assert torch.get_num_threads() == before
+
+
+def test_idle_cores_counts_others_running_tasks(monkeypatch, tmp_path):
+    import builtins
+
+    n_cores = len(skebm._base.os.sched_getaffinity(0))
+    real_open = builtins.open
+
+    def fake_loadavg(running):
+        path = tmp_path / f"loadavg{running}"
+        path.write_text(f"0.50 0.40 0.30 {running}/300 12345\n")
+        monkeypatch.setattr(builtins, "open", lambda name, *a, **k: real_open(
+            path if name == "/proc/loadavg" else name, *a, **k))
+
+    fake_loadavg(1)  # only this process
+    assert skebm._base.idle_cores() == n_cores
+    fake_loadavg(1 + n_cores)  # every core busy elsewhere
+    assert skebm._base.idle_cores() == 1
+
+
+def test_same_seed_same_model_refit_is_idempotent(case):
+    make_estimator, X_train, X_test = case
+    a = make_estimator().fit(X_train)
+    b = make_estimator().fit(X_train)
+    np.testing.assert_array_equal(a.score_samples(X_test), b.score_samples(X_test))
+    np.testing.assert_array_equal(a.sample(4, random_state=0), b.sample(4, random_state=0))
+    assert a.sample(4, random_state=0).shape == (4, X_train.shape[1])
