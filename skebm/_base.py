@@ -44,11 +44,13 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Multiply-adds per training step (or per inference chunk) below which a
-#: second torch thread costs more in synchronisation than it gains: measured
-#: in ``benchmarks/threads.py`` (an RBM step at batch 10, 64 x 256, is 0.8
-#: million and runs 1.6x slower on two threads; one of NCEDensity's default
-#: steps, ~300 million, runs 2.3x faster).
+#: Multiply-adds per training step (or per inference chunk) from which skebm
+#: uses more than one torch thread. Measured on 2 idle cores, 2 threads
+#: against 1 (``benchmarks/threads.py``): NCEDensity's small autograd steps
+#: of 15 million run 0.82-0.86x as fast (many small ops, each synchronised),
+#: its default step of 344 million 1.31x; RBM steps, a few large products,
+#: gain from 4 million (1.17x) to 196 million (1.60x). Below this line one
+#: thread loses at most ~1.3x; above it, two threads never lost.
 PARALLEL_WORK = 20_000_000
 
 
@@ -125,19 +127,26 @@ def torch_threads(n_threads):
 
 
 def idle_cores():
-    """Cores of this process not busy with other work at this moment.
+    """Cores of this process not busy with other processes' work at this moment.
 
     The cores the process may run on, less the tasks the kernel has running
-    besides this one (``/proc/loadavg``; Linux). Elsewhere, or when that file
-    cannot be read, every core counts as idle.
+    (``/proc/loadavg``) that are not this process's own threads (torch's
+    worker threads spin for a while after each parallel region and must not
+    count as a neighbour). Linux; elsewhere, or when ``/proc`` cannot be
+    read, every core counts as idle.
     """
     n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_cores = n_cores or 1
     try:
         with open("/proc/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as f:
+                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
     except (OSError, ValueError, IndexError):
-        return n_cores or 1
-    return max(1, (n_cores or 1) - max(0, running - 1))  # ``running`` counts this thread
+        return n_cores
+    return max(1, n_cores - max(0, running - max(own, 1)))
 
 
 def _standardization(X):
