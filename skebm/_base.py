@@ -140,12 +140,16 @@ def idle_cores():
     try:
         with open("/proc/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
-        own = 0
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/stat") as f:
-                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        tasks = os.listdir("/proc/self/task")
     except (OSError, ValueError, IndexError):
         return n_cores
+    own = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):  # the thread ended meanwhile
+            continue
     return max(1, n_cores - max(0, running - max(own, 1)))
 
 

@@ -151,3 +151,24 @@ def test_same_seed_same_model_refit_is_idempotent(case):
     np.testing.assert_array_equal(a.score_samples(X_test), b.score_samples(X_test))
     np.testing.assert_array_equal(a.sample(4, random_state=0), b.sample(4, random_state=0))
     assert a.sample(4, random_state=0).shape == (4, X_train.shape[1])
+
+
+def test_mps_model_infers_in_float64_on_the_cpu(case):
+    """MPS has no float64: a model trained there scores and samples on the CPU.
+    Simulated here by marking a CPU-fitted model as fitted on MPS."""
+    make_estimator, X_train, X_test = case
+    model = make_estimator().fit(X_train)
+    scores = model.score_samples(X_test)
+    model.device_ = torch.device("mps")
+    assert model._inference_device() == torch.device("cpu")
+    np.testing.assert_array_equal(model.score_samples(X_test), scores)
+    assert model.sample(3, random_state=0).shape == (3, X_train.shape[1])
+
+
+def test_sample_wants_a_positive_integer(case):
+    make_estimator, X_train, _ = case
+    model = make_estimator().fit(X_train)
+    assert model.sample(np.int64(2), random_state=0).shape == (2, X_train.shape[1])
+    for bad in (0, 2.0, -1):
+        with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+            model.sample(bad)
