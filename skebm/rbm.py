@@ -265,8 +265,10 @@ class PCDRestrictedBoltzmann(
     random_state : int, RandomState instance or None, default=None
         Seeds the private torch generator behind initialisation, minibatches,
         Gibbs sampling and AIS. An int gives identical fits on the CPU.
-    device : {"auto", "cpu", "cuda"} or str, default="auto"
-        Where torch runs; "auto" takes CUDA when available.
+    device : {"auto", "cpu", "cuda", "mps"} or str, default="auto"
+        Where torch runs; "auto" takes CUDA when available. A device this
+        machine cannot use is a ``ValueError`` at fit. On "mps" (no float64)
+        inference runs on the CPU.
     n_threads : int or None, default=None
         torch threads on the CPU; None lets skebm choose: one for small
         steps, the idle cores the environment allows for large ones (see the
