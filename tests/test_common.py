@@ -172,3 +172,16 @@ def test_sample_wants_a_positive_integer(case):
     for bad in (0, 2.0, -1):
         with pytest.raises(ValueError, match="n_samples must be a positive integer"):
             model.sample(bad)
+
+
+def test_same_seed_same_model_whatever_threads_the_policy_picks():
+    """The policy picks 1 or 2 threads by load; the fitted model must not
+    depend on it. Sizes where the products do run on two threads."""
+    X = (np.random.RandomState(0).rand(600, 784) > 0.6).astype(float)
+    rbm = [PCDRestrictedBoltzmann(200, batch_size=100, n_iter=1, random_state=0,
+                                  n_threads=n).fit(X) for n in (1, 2)]
+    np.testing.assert_array_equal(rbm[0].components_, rbm[1].components_)
+    T = make_toy_2d("8gaussians", 1000, random_state=0)
+    nce = [NCEDensity(max_iter=2, n_importance_samples=4096, random_state=0,
+                      n_threads=n).fit(T) for n in (1, 2)]
+    np.testing.assert_array_equal(nce[0].score_samples(T[:50]), nce[1].score_samples(T[:50]))
