@@ -130,17 +130,22 @@ def fit_both(params, X_train, seed, repeats, n_threads=None):
     return sk, min(sk_times), ours, min(ours_times)
 
 
+def setting(name, args):
+    """(hyperparameters, fits per model) for data set ``name``."""
+    params = dict(SETTINGS[name])
+    params["n_iter"] = max(1, round(params["n_iter"] * args.n_iter_scale))
+    return params, args.repeats if name == "digits" else 1
+
+
 def run(name, seeds, args):
     """One row per seed for data set ``name``."""
     rows = []
+    params, repeats = setting(name, args)
     for seed in seeds:
         data = load(name, seed)
         if data is None:
             return rows
         X_train, X_test = data
-        params = dict(SETTINGS[name])
-        params["n_iter"] = max(1, round(params["n_iter"] * args.n_iter_scale))
-        repeats = args.repeats if name == "digits" else 1
         sk, sk_time, ours, ours_time = fit_both(params, X_train, seed, repeats)
         start = time.perf_counter()
         own_score = ours.score(X_test)  # first use: skebm estimates its log Z now
@@ -163,15 +168,12 @@ def pinned_row(name, seed, args):
     if data is None:
         return None
     X_train, _ = data
-    params = dict(SETTINGS[name])
-    params["n_iter"] = max(1, round(params["n_iter"] * args.n_iter_scale))
+    params, repeats = setting(name, args)
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(affinity)})
     try:
         with threadpool_limits(1):
-            _, sk_time, _, ours_time = fit_both(params, X_train, seed,
-                                                args.repeats if name == "digits" else 1,
-                                                n_threads=1)
+            _, sk_time, _, ours_time = fit_both(params, X_train, seed, repeats, n_threads=1)
     finally:
         os.sched_setaffinity(0, affinity)
     return sk_time, ours_time
