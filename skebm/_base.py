@@ -347,6 +347,8 @@ class TorchEstimator(BaseEstimator):
       early stopping (default: minus the training loss);
     - ``_after_training(module, Z, generator)``: fitted attributes computed
       once after the loop, as a dict;
+    - ``_epoch_diagnostics(module)``: extra entries of an epoch's
+      ``history_`` record, as a dict;
     - ``_divergence_reason(module, Z_train)``: what is wrong with a model
       that has blown up without a non-finite value (None when nothing is);
     - where gradient descent on a loss is not how the model learns (an RBM's
@@ -563,6 +565,11 @@ class TorchEstimator(BaseEstimator):
             from tqdm.auto import tqdm
 
             progress = tqdm(total=n_epochs, desc=type(self).__name__, unit="epoch")
+        if stopping is not None:
+            # Epoch 0, the model as built (or warm-started), is a candidate too: a
+            # model built on a base density keeps the base when training does not
+            # beat it.
+            stopping.should_stop(self._scored_validation(module, Z_val), module, 0)
         module.train()
         try:
             for epoch in range(1, n_epochs + 1):
@@ -571,11 +578,9 @@ class TorchEstimator(BaseEstimator):
                 if first_loss is None:  # the reference of the growth check
                     first_loss = loss if first_step_loss is None else first_step_loss
                 self._check_divergence(module, Z_train, loss, first_loss, epoch)
-                record = {"epoch": epoch, "loss": loss}
+                record = {"epoch": epoch, "loss": loss, **self._epoch_diagnostics(module)}
                 if Z_val is not None:
-                    module.eval()
-                    with torch.no_grad():
-                        record["validation_score"] = float(self._validation_score(module, Z_val))
+                    record["validation_score"] = self._scored_validation(module, Z_val)
                     module.train()
                 history.append(record)
                 if progress is not None:
@@ -593,7 +598,8 @@ class TorchEstimator(BaseEstimator):
                         f"{type(self).__name__}: stopped early after epoch {epoch} of "
                         f"{n_epochs}: the validation score did not improve by tol={self.tol} "
                         f"for {self.n_iter_no_change} epochs. Kept the parameters of epoch "
-                        f"{stopping.best_epoch} (validation score {stopping.best_score:.4g})."
+                        f"{stopping.best_epoch} (validation score {stopping.best_score:.4g})"
+                        + (", the model before training." if stopping.best_epoch == 0 else ".")
                     )
         finally:
             if progress is not None:
@@ -631,6 +637,17 @@ class TorchEstimator(BaseEstimator):
 
     def _divergence_reason(self, module, Z_train):
         return None
+
+    def _scored_validation(self, module, Z_val):
+        """The validation score, computed in eval mode without gradients
+        (the module is left in eval mode)."""
+        module.eval()
+        with torch.no_grad():
+            return float(self._validation_score(module, Z_val))
+
+    def _epoch_diagnostics(self, module):
+        """Extra per-epoch entries of ``history_`` (a dict)."""
+        return {}
 
     def _validation_score(self, module, Z_val):
         return -float(self._training_loss(module, Z_val, make_generator(0, Z_val.device)))
