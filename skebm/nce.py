@@ -29,9 +29,12 @@ _MALA_STEP_SIZE = 0.1
 # Langevin steps that move it at each refresh.
 _POOL_ROWS = 8192
 _POOL_MALA_STEPS = 5
-# fourier_features="auto": this many frequencies up to this many features, none above.
+# Defaults that switch with the dimension (measured, benchmarks/RESULTS.md): up to
+# _LOW_DIMENSION features, Fourier features, a base widened by 1.2 and no marginal
+# map; above, no Fourier features, the base as chosen, marginals chosen by CV.
+_LOW_DIMENSION = 2
 _AUTO_FOURIER_FEATURES = 64
-_AUTO_FOURIER_MAX_INPUTS = 2
+_LOW_DIMENSION_BASE_SCALE = 1.2
 
 
 class _Snapshot(nn.Module):
@@ -124,6 +127,8 @@ class _NCEModel(nn.Module):
 
     def log_importance_weights(self, U):
         """``log b(u) - E(u) - log proposal(u)``, for rows drawn from the proposal."""
+        if self.proposal is self.base:
+            return -self.energy(U)
         return self.latent_log_density(U) - self.proposal.log_prob(U)
 
     def nce_logit(self, U, log_noise_ratio):
@@ -165,9 +170,9 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     checked precisely, since the importance weights vary little. And
     sampling-importance-resampling is efficient.
 
-    The noise is, by default (``noise="base"``), the base with every
-    standard deviation widened by ``noise_scale``, so that NCE also sees
-    rows in the tails. With ``noise="self"`` it is self-adapting (Xu 2022):
+    The noise is, by default (``noise="base"``), the base itself (or, with
+    ``noise_scale`` above 1, the base with every standard deviation widened),
+    and the logit is ``-E(x) - c - log(noise_ratio)``. With ``noise="self"`` it is self-adapting (Xu 2022):
     training starts with the base as noise, and every
     ``noise_update_interval`` steps the current model is frozen and becomes
     the noise, so the classification stays hard as the model improves. Its
@@ -178,12 +183,20 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     user guide for the measurements); ``score_samples`` does not rely on it,
     as log Z is re-estimated after fitting (below).
 
+    On tables the base can also map each feature through its own kernel
+    density estimate first (``marginals``, chosen by cross-validation like
+    the mixture): skewed, bounded and dequantized features are then right
+    feature by feature, which a few Gaussians cannot do (on dequantized
+    digits, 64 features, this is worth about 20 nats per row).
+
     For 1 or 2 features the inputs first go through random Fourier features
     (``fourier_features="auto"``, Tancik et al. 2020): a plain MLP learns
     sharp structure (thin rings, the edges of a checkerboard) slowly. With
     more features they overfit small tables, and "auto" leaves them out.
+    What "auto" switches with the dimension was measured on the tables and
+    toys of ``benchmarks/density_tabular.py`` and ``density_2d.py``.
 
-    log Z is re-estimated by importance sampling from the widened base
+    log Z is re-estimated by importance sampling from the (widened) base
     (``n_importance_samples`` draws) the first time a likelihood is asked
     for (``score_samples``, ``score``, ``log_partition_``), not in ``fit``;
     the draws come from a generator seeded in ``fit``, so the estimate is the
@@ -225,16 +238,25 @@ default="leaky_relu"
         one-dimensional kernel density estimate, so the base is a mixture
         copula with those marginals (skewed, bounded and dequantized
         features are then modelled per feature); "none": the mixture is on
-        the standardized features; "auto": whichever has the better
-        cross-validated likelihood, decided with the mixture's size.
+        the standardized features; "auto": for 1 or 2 features "none" (the
+        network with Fourier features does better on its own), for more
+        whichever has the better cross-validated likelihood, decided with
+        the mixture's size.
+    base_scale : "auto" or float, default="auto"
+        Factor on the chosen base's standard deviations. "auto": 1.2 for 1
+        or 2 features, where the network with Fourier features sharpens a
+        smooth base better than it corrects a sharp one; 1 for more, so
+        that the model starts as (and early stopping can keep) the mixture
+        with the best cross-validated likelihood.
     noise : {"base", "self"}, default="base"
         NCE's noise: the base widened by ``noise_scale``, or self-adapting
         (snapshots of the model, refreshed every ``noise_update_interval``
         steps).
-    noise_scale : float, default=1.2
+    noise_scale : float, default=1.0
         Factor on the base's standard deviations for the noise (with
         ``noise="base"``) and for the proposal of importance sampling and
-        sampling; above 1 covers the tails of the data.
+        sampling. 1 (the noise is the base) measured best on every table
+        and toy tried; above 1 makes NCE look further into the tails.
     noise_update_interval : int, default=100
         With ``noise="self"``: minibatch steps between snapshots of the model.
     noise_ratio : int, default=8
@@ -361,6 +383,7 @@ default="leaky_relu"
         "base": [StrOptions({"gaussian", "gaussian_mixture"})],
         "base_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "marginals": [StrOptions({"auto", "kde", "none"})],
+        "base_scale": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
         "noise": [StrOptions({"base", "self"})],
         "noise_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "noise_update_interval": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -381,8 +404,9 @@ default="leaky_relu"
         base="gaussian_mixture",
         base_components=32,
         marginals="auto",
+        base_scale="auto",
         noise="base",
-        noise_scale=1.2,
+        noise_scale=1.0,
         noise_update_interval=100,
         noise_ratio=8,
         learning_rate=1e-3,
@@ -407,6 +431,7 @@ default="leaky_relu"
         self.base = base
         self.base_components = base_components
         self.marginals = marginals
+        self.base_scale = base_scale
         self.noise = noise
         self.noise_scale = noise_scale
         self.noise_update_interval = noise_update_interval
@@ -452,17 +477,24 @@ default="leaky_relu"
             fourier_features=n_fourier, fourier_scale=self.fourier_scale,
             zero_output=True,
         )
+        low_dimensional = Z.shape[1] <= _LOW_DIMENSION
         marginals, base = fit_base(
-            self.base, Z, max_components=self.base_components, marginals=self.marginals,
+            self.base, Z, max_components=self.base_components,
+            marginals="none" if self.marginals == "auto" and low_dimensional else self.marginals,
             generator=generator)
+        base_scale = self.base_scale
+        if base_scale == "auto":
+            base_scale = _LOW_DIMENSION_BASE_SCALE if low_dimensional else 1.0
+        base = base.widened(base_scale)
         snapshot = _Snapshot(energy, base, generator) if self.noise == "self" else None
+        proposal = base if self.noise_scale == 1 else base.widened(self.noise_scale)
         # E starts at exactly 0, so the model starts as the base: normalized, c = 0.
-        return _NCEModel(energy, marginals, base, base.widened(self.noise_scale), snapshot)
+        return _NCEModel(energy, marginals, base, proposal, snapshot)
 
     def _n_fourier_features(self, n_features):
         if self.fourier_features != "auto":
             return self.fourier_features
-        return _AUTO_FOURIER_FEATURES if n_features <= _AUTO_FOURIER_MAX_INPUTS else 0
+        return _AUTO_FOURIER_FEATURES if n_features <= _LOW_DIMENSION else 0
 
     def _multiply_adds_per_row(self, n_features):
         n_fourier = self._n_fourier_features(n_features)
