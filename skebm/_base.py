@@ -390,6 +390,18 @@ class TorchEstimator(BaseEstimator):
     #: Early stopping is offered by the estimator (it has the parameters).
     _supports_early_stopping = False
 
+    #: ``_build`` gets every row, validation rows included (a base density
+    #: fitted before training: on small data every row counts). Early
+    #: stopping's score of the model before training is then optimistic,
+    #: which errs on the side of keeping it.
+    _build_on_all_rows = False
+
+    #: Most rows one epoch visits (None: all). With a cap, the epoch (the
+    #: unit of ``max_iter``, of early stopping's checks and of its patience)
+    #: stays the same size however large the data, and every epoch draws a
+    #: fresh random subset.
+    _max_epoch_rows = None
+
     # ------------------------------------------------------------------ fit
     def _fit_module(self, X, *, partial=False):
         """Validate X, train (or keep training) the module, set fitted state.
@@ -416,7 +428,8 @@ class TorchEstimator(BaseEstimator):
             if warm:
                 module = copy.deepcopy(self.module_).to(device)
             else:
-                module = self._build(Z_train, generator).to(device)
+                module = self._build(Z if self._build_on_all_rows else Z_train,
+                                     generator).to(device)
             n_epochs = 1 if partial else self._n_epochs()
             epochs_run, history = self._train(module, Z_train, Z_val, generator, n_epochs)
             extra = self._after_training(module, Z_train, generator)
@@ -534,14 +547,20 @@ class TorchEstimator(BaseEstimator):
             f"{type(self).__name__}._training_step returned no loss: define _epoch_loss."
         )
 
+    def _epoch_rows(self, n_rows):
+        """Rows one epoch visits: all of them, or at most
+        ``_max_epoch_rows`` (a fresh random subset each epoch)."""
+        return n_rows if self._max_epoch_rows is None else min(n_rows, self._max_epoch_rows)
+
     def _run_epoch(self, module, Z_train, generator, rule, batch_size):
         """One pass over the rows in a random order, the last minibatch
-        possibly smaller (every row is seen every epoch).
+        possibly smaller (every row is seen every epoch, unless the
+        estimator caps an epoch's rows with ``_max_epoch_rows``).
 
         Returns (mean loss per row, loss of the first step or None).
         """
-        n_rows = len(Z_train)
-        order = torch.randperm(n_rows, generator=generator, device=generator.device)
+        n_rows = self._epoch_rows(len(Z_train))
+        order = torch.randperm(len(Z_train), generator=generator, device=generator.device)
         losses = []
         for rows in gen_batches(n_rows, batch_size):
             batch = Z_train[order[rows]]
@@ -556,7 +575,7 @@ class TorchEstimator(BaseEstimator):
     def _train(self, module, Z_train, Z_val, generator, n_epochs):
         """The minibatch loop. Returns (epochs run, per-epoch history)."""
         batch_size = min(self.batch_size, len(Z_train))
-        n_steps = n_epochs * math.ceil(len(Z_train) / batch_size)
+        n_steps = n_epochs * math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
         rule = self._make_update_rule(module, n_steps)
         stopping = _EarlyStopping(self.tol, self.n_iter_no_change) if Z_val is not None else None
         history, first_loss, epoch = [], None, 0

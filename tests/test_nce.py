@@ -232,7 +232,10 @@ def test_early_stopping(eight_gaussians):
     Z = torch.as_tensor((X - model.mean_) / model.scale_, dtype=torch.float32)
     Z_val = Z[order[: int(np.ceil(0.1 * len(X)))]]
     with torch.no_grad():
-        assert model._validation_score(model.module_, Z_val) == pytest.approx(best, abs=1e-5)
+        kept = model._validation_score(model.module_, Z_val)
+        # The best trained epoch, or epoch 0 (the base, E = 0) when it scored better.
+        if kept != pytest.approx(best, abs=1e-5):
+            assert kept > best and torch.count_nonzero(model.module_.energy(Z_val)) == 0
     # Too few rows to hold any out: trained on all of them, no validation.
     tiny = NCEDensity(**{**QUICK, "validation_fraction": 0.9}).fit(X[:3])
     assert "validation_score" not in tiny.history_[0]
@@ -296,3 +299,92 @@ def test_hidden_layer_sizes_may_be_an_int(eight_gaussians):
     assert widths == [64, 1]
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         NCEDensity(**{**QUICK, "hidden_layer_sizes": (8, 0)}).fit(eight_gaussians[0])
+
+
+# -- the base, the marginal map and self-adapting noise (issue 7) ---------------
+
+
+def _blobs(n_rows, n_features, seed):
+    rng = np.random.RandomState(seed)
+    centres = rng.normal(scale=4, size=(3, n_features))
+    return centres[rng.randint(3, size=n_rows)] + rng.normal(size=(n_rows, n_features))
+
+
+def test_early_stopping_keeps_the_base_when_training_only_hurts():
+    """A learning rate that wrecks the network: epoch 0 (the base alone, E = 0)
+    has the best validation score and is what the fit keeps."""
+    X = _blobs(600, 4, 0)
+    model = NCEDensity(**{**QUICK, "learning_rate": 0.3, "n_iter_no_change": 3}).fit(X)
+    energy = model.module_.energy(torch.as_tensor((X - model.mean_) / model.scale_,
+                                                  dtype=torch.float32))
+    assert torch.count_nonzero(energy) == 0
+    assert model.log_partition_ == pytest.approx(0.0, abs=1e-9)
+    # The kept model is the base mixture: three components for three blobs.
+    assert model.base_n_components_ == 3
+
+
+def test_never_behind_a_mixture_on_mixture_data():
+    """On data a Gaussian mixture generates, the model is at least as good as
+    scikit-learn's mixture with the true number of components (held out)."""
+    from sklearn.mixture import GaussianMixture
+
+    X = _blobs(3000, 5, 1)
+    X_train, X_test = X[:1500], X[1500:]
+    model = NCEDensity(**{**QUICK, "max_iter": 10}).fit(X_train)
+    reference = GaussianMixture(3, random_state=0).fit(X_train).score(X_test)
+    assert model.score(X_test) > reference - 0.02
+
+
+@pytest.fixture(scope="module")
+def skewed_2d():
+    """2-D data with a skewed and a bounded feature (the marginal map's use)."""
+    rng = np.random.RandomState(0)
+    X = np.column_stack([rng.exponential(size=3000), rng.uniform(size=3000)])
+    X[:, 1] += 0.5 * X[:, 0]
+    return X[:1500], X[1500:]
+
+
+@pytest.mark.parametrize("noise", ["base", "self"])
+def test_marginal_map_keeps_the_density_normalized_and_sampled(skewed_2d, noise):
+    X, X_test = skewed_2d
+    model = NCEDensity(**{**QUICK, "marginals": "kde", "noise": noise,
+                          "noise_update_interval": 5}).fit(X)
+    assert model.base_marginals_ == "kde"
+    bounds = ((-2.0, 10.0), (-2.0, 6.0))
+    assert abs(np.exp(grid_log_integral(model.score_samples, bounds, n_points=600)) - 1) < 0.05
+    # Samples: the share in four quadrants around the medians matches the model's mass.
+    samples = model.sample(8000, random_state=0)
+    median = np.median(X_test, axis=0)
+    xs = np.linspace(-2, 10, 600, endpoint=False) + 0.01
+    ys = np.linspace(-2, 6, 400, endpoint=False) + 0.01
+    grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1).reshape(-1, 2)
+    mass = np.exp(model.score_samples(grid)) * 0.02 * 0.02
+    for right in (False, True):
+        for top in (False, True):
+            in_grid = ((grid[:, 0] > median[0]) == right) & ((grid[:, 1] > median[1]) == top)
+            in_samples = ((samples[:, 0] > median[0]) == right) & ((samples[:, 1] > median[1]) == top)
+            assert in_samples.mean() == pytest.approx(mass[in_grid].sum(), abs=0.02)
+    # The map is worth having here: better than the mixture on the raw features.
+    plain = NCEDensity(**{**QUICK, "marginals": "none", "noise": noise}).fit(X)
+    assert model.score(X_test) > plain.score(X_test)
+
+
+def test_self_adapting_noise_tracks_the_model(eight_gaussians):
+    """The snapshot is refreshed, its tracked log Z follows the model's, and
+    the fitted density is normalized."""
+    X, X_test = eight_gaussians
+    model = NCEDensity(**{**QUICK, "noise": "self", "noise_update_interval": 10}).fit(X)
+    assert all("noise_log_partition" in record and "noise_ess" in record
+               for record in model.history_)
+    snapshot = model.module_.snapshot
+    assert snapshot.steps.item() <= 10
+    # The frozen energy is no longer the initial zero network.
+    with torch.no_grad():
+        frozen = snapshot.energy(torch.as_tensor((X_test - model.mean_) / model.scale_,
+                                                 dtype=torch.float32))
+    assert frozen.abs().max() > 0
+    # The tracked log Z of the last snapshot and the model's own are close.
+    assert abs(snapshot.log_partition.item() - model.log_partition_) < 0.1
+    assert abs(np.exp(grid_log_integral(model.score_samples, BOUNDS, n_points=300)) - 1) < 0.05
+    again = NCEDensity(**{**QUICK, "noise": "self", "noise_update_interval": 10}).fit(X)
+    np.testing.assert_array_equal(again.score_samples(X_test), model.score_samples(X_test))
