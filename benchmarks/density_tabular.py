@@ -48,6 +48,7 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.neighbors import KernelDensity
 from sklearn.preprocessing import StandardScaler
 
+from _common import mmd2
 from skebm import NCEDensity
 
 DATASETS = ["iris", "wine", "breast_cancer", "digits"]
@@ -131,20 +132,6 @@ class Flow:
         torch.manual_seed(random_state or 0)
         with torch.no_grad():
             return self.flow().sample((n_samples,)).numpy()
-
-
-def mmd2(A, B):
-    """Unbiased MMD^2 with a Gaussian kernel, bandwidth the median distance
-    of the pooled rows."""
-    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
-    pooled = np.vstack([A, B])
-    sq = ((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1)
-    bandwidth2 = np.median(sq[np.triu_indices(len(pooled), 1)])
-    K = np.exp(-sq / bandwidth2)
-    n, m = len(A), len(B)
-    Kaa, Kbb, Kab = K[:n, :n], K[n:, n:], K[:n, n:]
-    return ((Kaa.sum() - np.trace(Kaa)) / (n * (n - 1))
-            + (Kbb.sum() - np.trace(Kbb)) / (m * (m - 1)) - 2 * Kab.mean())
 
 
 def contenders(methods, intervals, seed, params):

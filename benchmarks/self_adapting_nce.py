@@ -36,23 +36,12 @@ import time
 import numpy as np
 import torch
 
+from _common import mmd2
 from skebm import NCEDensity
 from skebm.datasets import make_toy_2d
 from skebm.partition import grid_log_integral
 
 N_MMD = 2000
-
-
-def mmd2(A, B):
-    """Unbiased MMD^2 with a Gaussian kernel, bandwidth the median distance
-    of the pooled rows."""
-    pooled = np.vstack([A, B]).astype(np.float64)
-    sq = ((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1)
-    K = np.exp(-sq / np.median(sq[np.triu_indices(len(pooled), 1)]))
-    n, m = len(A), len(B)
-    Kaa, Kbb, Kab = K[:n, :n], K[n:, n:], K[:n, n:]
-    return ((Kaa.sum() - np.trace(Kaa)) / (n * (n - 1))
-            + (Kbb.sum() - np.trace(Kbb)) / (m * (m - 1)) - 2 * Kab.mean())
 
 
 def main():

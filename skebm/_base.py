@@ -346,7 +346,8 @@ class TorchEstimator(BaseEstimator):
     - ``_validation_score(module, Z_val)``: a higher-is-better score used for
       early stopping (default: minus the training loss);
     - ``_after_training(module, Z, generator)``: fitted attributes computed
-      once after the loop, as a dict;
+      once after the loop, as a dict (``Z``: every training row, the
+      validation rows included; it may also update ``module``);
     - ``_epoch_diagnostics(module)``: extra entries of an epoch's
       ``history_`` record, as a dict;
     - ``_divergence_reason(module, Z_train)``: what is wrong with a model
@@ -390,12 +391,6 @@ class TorchEstimator(BaseEstimator):
     #: Early stopping is offered by the estimator (it has the parameters).
     _supports_early_stopping = False
 
-    #: ``_build`` gets every row, validation rows included (a base density
-    #: fitted before training: on small data every row counts). Early
-    #: stopping's score of the model before training is then optimistic,
-    #: which errs on the side of keeping it.
-    _build_on_all_rows = False
-
     #: Most rows one epoch visits (None: all). With a cap, the epoch (the
     #: unit of ``max_iter``, of early stopping's checks and of its patience)
     #: stays the same size however large the data, and every epoch draws a
@@ -428,11 +423,10 @@ class TorchEstimator(BaseEstimator):
             if warm:
                 module = copy.deepcopy(self.module_).to(device)
             else:
-                module = self._build(Z if self._build_on_all_rows else Z_train,
-                                     generator).to(device)
+                module = self._build(Z_train, generator).to(device)
             n_epochs = 1 if partial else self._n_epochs()
             epochs_run, history = self._train(module, Z_train, Z_val, generator, n_epochs)
-            extra = self._after_training(module, Z_train, generator)
+            extra = self._after_training(module, Z, generator)
             log_partition_seed = draw_seed(generator)
 
         # Success: only now does the estimator change.

@@ -99,14 +99,21 @@ class _NCEModel(nn.Module):
     densities are modules, so their buffers travel with the model between
     devices."""
 
-    def __init__(self, energy, marginals, base, proposal, snapshot=None):
+    def __init__(self, energy, marginals, base, proposal, base_choice, snapshot=None):
         super().__init__()
         self.energy = energy
         self.marginals = marginals
         self.base = base
         self.proposal = proposal
+        self.base_choice = base_choice  # (marginals or not, components, ridge), for a refit
         self.snapshot = snapshot
         self.log_partition = nn.Parameter(torch.zeros((), device=base.means.device))
+
+    def energy_is_zero(self):
+        """Whether E is 0 everywhere (its output layer is zero), as it is
+        before training."""
+        output = self.energy.layers[-1]
+        return not (output.weight.any() or output.bias.any())
 
     def latent(self, Z):
         """``(U, log |dU/dZ|)`` of standardized rows."""
@@ -158,12 +165,12 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
 
     The base is chosen by the data: the number of mixture components (up to
     ``base_components``) and the ridge on their covariances are those with
-    the best 3-fold cross-validated likelihood, and it is fitted to every
-    training row (the early-stopping rows too). ``E`` starts at 0, so the
+    the best 3-fold cross-validated likelihood. ``E`` starts at 0, so the
     model starts as the base, and early stopping compares every epoch with
     that start (epoch 0): when the network does not improve the held-out
-    likelihood, the fitted model is the base itself. (The held-out rows
-    helped fit the base, so the comparison errs on the side of keeping it.)
+    likelihood, the fitted model is the base itself, refitted then to every
+    training row, the held-out ones included (on small tables every row
+    counts).
 
     Writing the model relative to a base does more. The tails are safe: far
     from the data, where NCE sees no rows, the density decays like ``b``
@@ -398,7 +405,6 @@ default="leaky_relu"
     _loss_growth_is_divergence = True
     _supports_early_stopping = True
     _max_epoch_rows = 65_536
-    _build_on_all_rows = True
 
     def __init__(
         self,
@@ -483,19 +489,26 @@ default="leaky_relu"
             fourier_features=n_fourier, fourier_scale=self.fourier_scale,
             zero_output=True,
         )
+        marginals, base, proposal, choice = self._fit_base(Z, generator)
+        snapshot = _Snapshot(energy, base, generator) if self.noise == "self" else None
+        # E starts at exactly 0, so the model starts as the base: normalized, c = 0.
+        return _NCEModel(energy, marginals, base, proposal, choice, snapshot)
+
+    def _fit_base(self, Z, generator, choice=None):
+        """(marginal map or None, base, proposal, choice) fitted to ``Z``;
+        ``choice`` (marginals or not, components, ridge) is made by
+        cross-validation unless given."""
         low_dimensional = Z.shape[1] <= _LOW_DIMENSION
-        marginals, base = fit_base(
+        marginals, base, choice = fit_base(
             self.base, Z, max_components=self.base_components,
             marginals="none" if self.marginals == "auto" and low_dimensional else self.marginals,
-            generator=generator)
+            generator=generator, choice=choice)
         base_scale = self.base_scale
         if base_scale == "auto":
             base_scale = _LOW_DIMENSION_BASE_SCALE if low_dimensional else 1.0
         base = base.widened(base_scale)
-        snapshot = _Snapshot(energy, base, generator) if self.noise == "self" else None
         proposal = base if self.noise_scale == 1 else base.widened(self.noise_scale)
-        # E starts at exactly 0, so the model starts as the base: normalized, c = 0.
-        return _NCEModel(energy, marginals, base, proposal, snapshot)
+        return marginals, base, proposal, choice
 
     def _n_fourier_features(self, n_features):
         if self.fourier_features != "auto":
@@ -559,6 +572,10 @@ default="leaky_relu"
                 "noise_ess": model.snapshot.effective_sample_size.item()}
 
     def _after_training(self, model, Z, generator):
+        if model.energy_is_zero() and self.early_stopping:
+            # Early stopping kept the base alone: it may as well see every row.
+            model.marginals, model.base, model.proposal, _ = self._fit_base(
+                Z, generator, choice=model.base_choice)
         return {"nce_log_partition_": model.log_partition.item(),
                 "base_n_components_": model.base.n_components,
                 "base_marginals_": "none" if model.marginals is None else "kde"}

@@ -286,22 +286,25 @@ def select_base(data, max_components, marginal_options, rng, *, n_folds=3):
     return best
 
 
-def fit_base(name, Z, *, max_components, marginals, generator):
+def fit_base(name, Z, *, max_components, marginals, generator, choice=None):
     """The base density of a model of the standardized rows ``Z``:
-    ``(marginal map or None, mixture on its output)``.
+    ``(marginal map or None, mixture on its output, choice)``.
 
     ``name``: ``"gaussian"`` (one component) or ``"gaussian_mixture"`` (up
     to ``max_components``); ``marginals``: ``"auto"`` (with or without
     :class:`MarginalGaussianization`, whichever cross-validates better),
-    ``"kde"`` or ``"none"``. The choices are made by :func:`select_base`,
-    then the mixture is fitted by EM to at most :data:`FIT_ROWS` of the rows.
+    ``"kde"`` or ``"none"``. The choice ``(marginals or not, components,
+    ridge)`` is made by :func:`select_base` unless given; then the map and
+    the mixture are fitted (the mixture by EM, to at most :data:`FIT_ROWS`
+    of the rows).
     """
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
     rng = np.random.RandomState(seed)
     data = Z.detach().cpu().to(torch.float64).numpy()
-    options = {"auto": (False, True), "kde": (True,), "none": (False,)}[marginals]
-    use_marginals, n_components, ridge = select_base(
-        data, 1 if name == "gaussian" else max_components, options, rng)
+    if choice is None:
+        options = {"auto": (False, True), "kde": (True,), "none": (False,)}[marginals]
+        choice = select_base(data, 1 if name == "gaussian" else max_components, options, rng)
+    use_marginals, n_components, ridge = choice
     transform = None
     if use_marginals:
         transform = MarginalGaussianization.fit_to(data, rng).to(Z.device)
@@ -311,4 +314,4 @@ def fit_base(name, Z, *, max_components, marginals, generator):
         Z = Z[torch.as_tensor(np.sort(rng.choice(len(data), FIT_ROWS, replace=False)),
                               device=Z.device)]
     mixture = GaussianMixtureNoise.fit_to(Z, n_components=n_components, ridge=ridge, seed=seed)
-    return transform, mixture
+    return transform, mixture, choice

@@ -113,16 +113,17 @@ def test_base_is_chosen_by_held_out_likelihood():
     generator = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
     data = centres[torch.arange(900) % 3] + torch.randn(900, 2, generator=generator)
-    marginals, mixture = fit_base("gaussian_mixture", data, max_components=16,
-                                  marginals="none", generator=generator)
+    marginals, mixture, _ = fit_base("gaussian_mixture", data, max_components=16,
+                                     marginals="none", generator=generator)
     assert marginals is None and mixture.n_components >= 3
-    _, one = fit_base("gaussian", data, max_components=16, marginals="none", generator=generator)
+    _, one, _ = fit_base("gaussian", data, max_components=16, marginals="none",
+                         generator=generator)
     assert one.n_components == 1
     skewed = torch.exp(torch.randn(900, 3, generator=generator, dtype=torch.float64))
     skewed = ((skewed - skewed.mean(0)) / skewed.std(0)).float()
-    marginals, _ = fit_base("gaussian_mixture", skewed, max_components=16, marginals="auto",
-                            generator=generator)
-    assert marginals is not None
+    marginals, _, choice = fit_base("gaussian_mixture", skewed, max_components=16,
+                                    marginals="auto", generator=generator)
+    assert marginals is not None and choice[0]
 
 
 @pytest.fixture(scope="module", params=["bounded", "skewed", "rounded"])

@@ -1,0 +1,18 @@
+"""Helpers the benchmark scripts share (run them from the repository root)."""
+
+import numpy as np
+
+
+def mmd2(A, B):
+    """Unbiased squared maximum mean discrepancy between the rows of A and B,
+    Gaussian kernel with the median squared distance of the pooled rows as
+    bandwidth (the median heuristic). 0 when A and B come from one
+    distribution; ``mmd2(train subset, test)`` is the floor a sampler can reach."""
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    pooled = np.vstack([A, B])
+    sq = ((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1)
+    K = np.exp(-sq / np.median(sq[np.triu_indices(len(pooled), 1)]))
+    n, m = len(A), len(B)
+    Kaa, Kbb, Kab = K[:n, :n], K[n:, n:], K[:n, n:]
+    return ((Kaa.sum() - np.trace(Kaa)) / (n * (n - 1))
+            + (Kbb.sum() - np.trace(Kbb)) / (m * (m - 1)) - 2 * Kab.mean())
