@@ -218,7 +218,7 @@ def summary(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=DATASETS)
+    parser.add_argument("--datasets", nargs="*", default=DATASETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--methods", nargs="+", default=["nce", "self", "gmm", "kde", "flow"])
     parser.add_argument("--intervals", nargs="+", type=int, default=[100, 1000])
