@@ -2,8 +2,9 @@
 
 Held-out mean log-likelihood (nats per row) on a 50/50 split of
 
-- iris (4 features), wine (13), breast cancer (30): standardized with the
-  training half's mean and standard deviation;
+- iris (4 features), wine (13), breast cancer (30) and, with
+  ``--datasets diabetes``, diabetes (10): standardized with the training
+  half's mean and standard deviation;
 - digits (64 features), dequantized as ``(X + U(0, 1)) / 17``;
 - ``make_blobs`` (10 centres, 8 features) at growing row counts, for the fit
   time's growth (``--blobs``).
@@ -42,7 +43,8 @@ import time
 
 import numpy as np
 import torch
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine, make_blobs
+from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, load_iris,
+                              load_wine, make_blobs)
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.neighbors import KernelDensity
@@ -52,7 +54,8 @@ from _common import mmd2
 from skebm import NCEDensity
 
 DATASETS = ["iris", "wine", "breast_cancer", "digits"]
-LOADERS = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer}
+LOADERS = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer,
+           "diabetes": load_diabetes}
 N_SAMPLES_MMD = 800
 
 

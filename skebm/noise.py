@@ -24,7 +24,7 @@ from torch import nn
 __all__ = ["GaussianMixtureNoise", "MarginalGaussianization", "fit_base", "select_base"]
 
 #: Candidate numbers of components and covariance ridges (in units of the
-#: standardized data's variance) that :func:`select_mixture` compares.
+#: standardized data's variance) that :func:`select_base` compares.
 COMPONENT_GRID = (*range(1, 17), 20, 24, 28, 32)
 RIDGE_GRID = (1e-6, 1e-3, 1e-2, 1e-1)
 
@@ -32,7 +32,7 @@ RIDGE_GRID = (1e-6, 1e-3, 1e-2, 1e-1)
 #: then fitted to (a random subset of larger data): the choice and the fit
 #: cost at most this, whatever the number of training rows.
 SELECTION_ROWS = 5_000
-FIT_ROWS = 50_000
+FIT_ROWS = 200_000
 
 
 class GaussianMixtureNoise(nn.Module):
@@ -125,6 +125,10 @@ class MarginalGaussianization(nn.Module):
     exactly the tabulated mass; beyond the grid (further than 20 standard
     deviations from the data) the map is clamped and the density is not
     normalized there.
+
+    References
+    ----------
+    .. [1] Chen, S. S. and Gopinath, R. A. "Gaussianization." NeurIPS 2000.
 
     Parameters
     ----------
