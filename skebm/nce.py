@@ -266,8 +266,9 @@ default="leaky_relu"
     noise_scale : float, default=1.0
         Factor on the base's standard deviations for the noise (with
         ``noise="base"``) and for the proposal of importance sampling and
-        sampling. 1 (the noise is the base) measured best on every table
-        and toy tried; above 1 makes NCE look further into the tails.
+        sampling. 1 (the noise is the base) measured best on the tables
+        tried and at least as good on the 2-D toys; above 1 makes NCE look
+        further into the tails.
     noise_update_interval : int, default=100
         With ``noise="self"``: minibatch steps between snapshots of the model.
     noise_ratio : int, default=8
