@@ -64,6 +64,13 @@ class _Snapshot(nn.Module):
         """``log p_f(z) - log b(z)``: the frozen model relative to the base."""
         return -self.energy(Z) - self.log_partition
 
+    def step(self, model, interval, generator):
+        """Count a training step, refreshing first when ``interval`` have passed."""
+        if self.steps >= interval:
+            self.refresh(model, generator)
+            self.steps.zero_()
+        self.steps += 1
+
     def refresh(self, model, generator):
         """Freeze the current ``model`` as the noise and move the pool to it."""
         with torch.no_grad():
@@ -549,12 +556,8 @@ default="leaky_relu"
 
     def _training_loss(self, model, batch, generator):
         """NCE loss per data row: -log h(data) - nu * E_q[log(1 - h(noise))]."""
-        snapshot = model.snapshot
-        if snapshot is not None:
-            if snapshot.steps >= self.noise_update_interval:
-                snapshot.refresh(model, generator)
-                snapshot.steps.zero_()
-            snapshot.steps += 1
+        if model.snapshot is not None:
+            model.snapshot.step(model, self.noise_update_interval, generator)
         log_ratio = math.log(self.noise_ratio)
         noise_rows = model.sample_noise(len(batch) * self.noise_ratio, generator)
         data_rows, _ = model.latent(batch)
@@ -569,8 +572,8 @@ default="leaky_relu"
         epochs are compared on a precise, common footing.
         """
         draws = model.proposal.sample(8192, make_generator(0, Z_val.device))
-        log_z = torch.logsumexp(model.log_importance_weights(draws), dim=0) - math.log(len(draws))
-        return float((model.unnormalized_log_density(Z_val) - log_z).mean())
+        log_z, _ = importance_log_partition(model.log_importance_weights(draws))
+        return float(model.unnormalized_log_density(Z_val).mean()) - log_z
 
     def _epoch_diagnostics(self, model):
         if model.snapshot is None:

@@ -186,26 +186,27 @@ class MarginalGaussianization(nn.Module):
         cell = (torch.searchsorted(self.grid, z) - 1).clamp_(0, self.grid.shape[1] - 2)
         z = torch.minimum(torch.maximum(z, self.grid[:, :1]), self.grid[:, -1:])
         offset = z - torch.gather(self.grid, 1, cell)
-        slope = torch.gather(self.log_slope, 1, cell).exp()
-        lower = torch.gather(self.cdf, 1, cell) + slope * offset
-        upper = torch.gather(self.survival, 1, cell) - slope * offset
+        log_slope = torch.gather(self.log_slope, 1, cell)
+        lower = torch.gather(self.cdf, 1, cell) + log_slope.exp() * offset
+        upper = torch.gather(self.survival, 1, cell) - log_slope.exp() * offset
         u = torch.where(lower < 0.5, special_torch.ndtri(lower), -special_torch.ndtri(upper))
         log_normal = -0.5 * u**2 - 0.5 * math.log(2 * math.pi)
-        log_det = (torch.gather(self.log_slope, 1, cell) - log_normal).sum(0)
+        log_det = (log_slope - log_normal).sum(0)
         return u.T.to(Z.dtype), log_det.to(Z.dtype)
 
     def inverse(self, U):
         """The rows ``Z`` that map to ``U``."""
         u = U.to(torch.float64).T.contiguous()
-        lower = special_torch.ndtr(u)
-        cell = (torch.searchsorted(self.cdf, lower) - 1).clamp_(0, self.grid.shape[1] - 2)
-        upper_cell = (torch.searchsorted(-self.survival, -special_torch.ndtr(-u)) - 1).clamp_(
-            0, self.grid.shape[1] - 2)
+        lower, upper = special_torch.ndtr(u), special_torch.ndtr(-u)
+        last = self.grid.shape[1] - 2
         # Below the median the distribution function is precise, above it the survival function.
-        cell = torch.where(u < 0, cell, upper_cell)
+        cell = torch.where(
+            u < 0,
+            (torch.searchsorted(self.cdf, lower) - 1).clamp_(0, last),
+            (torch.searchsorted(-self.survival, -upper) - 1).clamp_(0, last))
         slope = torch.gather(self.log_slope, 1, cell).exp()
         from_lower = (lower - torch.gather(self.cdf, 1, cell)) / slope
-        from_upper = (torch.gather(self.survival, 1, cell) - special_torch.ndtr(-u)) / slope
+        from_upper = (torch.gather(self.survival, 1, cell) - upper) / slope
         z = torch.gather(self.grid, 1, cell) + torch.where(u < 0, from_lower, from_upper)
         return z.T.to(U.dtype)
 
@@ -228,21 +229,21 @@ def _loo_bandwidth(values):
 
 
 
-def _fold_scorer(data, folds, marginals, rng):
-    """For each fold, (training rows, a function that scores a fitted mixture
-    on the held-out rows as log-densities of the standardized data)."""
-    scorers = []
+def _fold_rows(data, folds, marginals, rng):
+    """For each fold: (training rows, held-out rows, log-Jacobian of the
+    held-out rows), mapped by a :class:`MarginalGaussianization` fitted to
+    the fold's training rows when ``marginals``, as they are otherwise."""
+    rows = []
     for train, test in folds:
-        if marginals:
-            transform = MarginalGaussianization.fit_to(data[train], rng)
-            with torch.no_grad():
-                train_rows = transform(torch.as_tensor(data[train]))[0].numpy()
-                test_rows, log_det = (t.numpy() for t in transform(torch.as_tensor(data[test])))
-        else:
-            train_rows, test_rows, log_det = data[train], data[test], 0.0
-        scorers.append((train_rows, lambda mixture, rows=test_rows, log_det=log_det: float(
-            np.mean(mixture.score_samples(rows) + log_det))))
-    return scorers
+        if not marginals:
+            rows.append((data[train], data[test], 0.0))
+            continue
+        transform = MarginalGaussianization.fit_to(data[train], rng)
+        with torch.no_grad():
+            train_rows, _ = transform(torch.as_tensor(data[train]))
+            test_rows, log_det = transform(torch.as_tensor(data[test]))
+        rows.append((train_rows.numpy(), test_rows.numpy(), log_det.numpy()))
+    return rows
 
 
 def select_base(data, max_components, marginal_options, rng, *, n_folds=3):
@@ -268,16 +269,17 @@ def select_base(data, max_components, marginal_options, rng, *, n_folds=3):
     smallest_fold = min(len(train) for train, _ in folds)
     best, best_score = (False, 1, RIDGE_GRID[0]), -math.inf
     for marginals in marginal_options:
-        scorers = _fold_scorer(data, folds, marginals, rng)
+        fold_rows = _fold_rows(data, folds, marginals, rng)
         for ridge in RIDGE_GRID:
             ridge_best, misses = -math.inf, 0
             for n_components in COMPONENT_GRID:
                 if n_components > max_components or n_components > smallest_fold // 2:
                     break
                 score = np.mean([
-                    score(GaussianMixture(n_components, covariance_type="full", reg_covar=ridge,
-                                          random_state=0).fit(rows))
-                    for rows, score in scorers
+                    np.mean(GaussianMixture(n_components, covariance_type="full",
+                                            reg_covar=ridge, random_state=0)
+                            .fit(train_rows).score_samples(test_rows) + log_det)
+                    for train_rows, test_rows, log_det in fold_rows
                 ])
                 if score > best_score:
                     best, best_score = (marginals, n_components, ridge), score
