@@ -335,7 +335,8 @@ class TorchEstimator(BaseEstimator):
       fit, given the standardized training rows (a float32 tensor, or
       :class:`SparseRows` for sparse input);
     - ``_training_loss(module, batch, generator)``: the minibatch loss (mean
-      over the rows of ``batch``);
+      over the rows of ``batch``), or ``(loss, diagnostics)`` with a dict of
+      numbers about the step that ``history_`` averages per epoch;
     - ``_multiply_adds_per_step(n_features)`` and
       ``_multiply_adds_per_row(n_features)``: rough work of a training step
       and of one row of inference, for the thread policy;
@@ -355,7 +356,9 @@ class TorchEstimator(BaseEstimator):
     - where gradient descent on a loss is not how the model learns (an RBM's
       contrastive-divergence update, say): ``_make_update_rule(module,
       n_steps)`` and ``_training_step(module, batch, generator, rule)``
-      (returns the step's loss, or None when it computes none), with
+      (returns the step's loss, or None when it computes none, or
+      ``(loss, diagnostics)`` whose per-step numbers ``history_`` averages
+      over the epoch), with
       ``_epoch_loss(module, Z)`` for the loss reported per epoch then;
     - ``_input_standardization(X)`` (default: each column's mean and standard
       deviation), ``_check_input_values(X)`` (extra checks on valid X) and
@@ -486,6 +489,35 @@ class TorchEstimator(BaseEstimator):
     def _check_input_values(self, X):
         """Estimator-specific checks of validated X (a range, say)."""
 
+    def _conditional_inputs(self, X, mask):
+        """``(X, free)`` for ``sample_conditional``, validated.
+
+        ``free`` is a boolean array of X's shape, True where a value is to be
+        drawn: ``mask`` itself, or X's NaN entries when ``mask`` is None.
+        Free entries of X may hold anything (NaN included) and come back as
+        0; the known ones must be finite and pass the estimator's own checks.
+        """
+        self._check_fitted()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False,
+                          ensure_all_finite="allow-nan")
+        if mask is None:
+            free = np.isnan(X)
+        else:
+            free = np.asarray(mask)
+            if free.dtype != bool or free.shape != X.shape:
+                raise ValueError(
+                    f"mask must be a boolean array of X's shape {X.shape} (True where a "
+                    f"value is to be drawn), got dtype {free.dtype} and shape {free.shape}."
+                )
+        known = np.where(free, 0.0, X).astype(X.dtype, copy=False)
+        if not np.isfinite(known).all():
+            raise ValueError(
+                "X has NaN or infinite values where mask is False: the known values must "
+                "be finite (NaN may mark the values to draw when mask is None)."
+            )
+        self._check_input_values(known)
+        return known, free
+
     def _input_standardization(self, X):
         """(mean, scale) that the inputs are standardized with before torch."""
         return _standardization(X)
@@ -527,14 +559,17 @@ class TorchEstimator(BaseEstimator):
         return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
 
     def _training_step(self, module, batch, generator, rule):
-        """One minibatch update by gradient descent; returns the detached loss."""
+        """One minibatch update by gradient descent; returns the detached loss
+        (with the step's diagnostics when ``_training_loss`` gives
+        ``(loss, diagnostics)``)."""
         optimizer, scheduler = rule
         loss = self._training_loss(module, batch, generator)
+        loss, diagnostics = loss if isinstance(loss, tuple) else (loss, None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        return loss.detach()
+        return loss.detach() if diagnostics is None else (loss.detach(), diagnostics)
 
     def _epoch_loss(self, module, Z_train):
         raise NotImplementedError(
@@ -551,20 +586,31 @@ class TorchEstimator(BaseEstimator):
         possibly smaller (every row is seen every epoch, unless the
         estimator caps an epoch's rows with ``_max_epoch_rows``).
 
-        Returns (mean loss per row, loss of the first step or None).
+        A step returns its loss (or None), or ``(loss, diagnostics)`` with a
+        dict of per-step numbers (a sampler's, say), which are averaged over
+        the epoch's rows as the loss is.
+
+        Returns (mean loss per row, loss of the first step or None, mean
+        step diagnostics).
         """
         n_rows = self._epoch_rows(len(Z_train))
         order = torch.randperm(len(Z_train), generator=generator, device=generator.device)
-        losses = []
+        losses, diagnostics = [], {}
         for rows in gen_batches(n_rows, batch_size):
             batch = Z_train[order[rows]]
             loss = self._training_step(module, batch, generator, rule)
+            if isinstance(loss, tuple):
+                loss, step_diagnostics = loss
+                for name, value in step_diagnostics.items():
+                    diagnostics[name] = diagnostics.get(name, 0.0) + float(value) * len(batch)
             if loss is not None:
                 losses.append(loss * len(batch))
+        diagnostics = {name: total / n_rows for name, total in diagnostics.items()}
         if not losses:
-            return float(self._epoch_loss(module, Z_train)), None
+            return float(self._epoch_loss(module, Z_train)), None, diagnostics
         first_batch = min(batch_size, n_rows)
-        return torch.stack(losses).sum().item() / n_rows, losses[0].item() / first_batch
+        return (torch.stack(losses).sum().item() / n_rows, losses[0].item() / first_batch,
+                diagnostics)
 
     def _train(self, module, Z_train, Z_val, generator, n_epochs):
         """The minibatch loop. Returns (epochs run, per-epoch history)."""
@@ -586,12 +632,13 @@ class TorchEstimator(BaseEstimator):
         module.train()
         try:
             for epoch in range(1, n_epochs + 1):
-                loss, first_step_loss = self._run_epoch(
+                loss, first_step_loss, step_diagnostics = self._run_epoch(
                     module, Z_train, generator, rule, batch_size)
                 if first_loss is None:  # the reference of the growth check
                     first_loss = loss if first_step_loss is None else first_step_loss
                 self._check_divergence(module, Z_train, loss, first_loss, epoch)
-                record = {"epoch": epoch, "loss": loss, **self._epoch_diagnostics(module)}
+                record = {"epoch": epoch, "loss": loss, **step_diagnostics,
+                          **self._epoch_diagnostics(module)}
                 if Z_val is not None:
                     record["validation_score"] = self._scored_validation(module, Z_val)
                     module.train()
@@ -731,6 +778,28 @@ class TorchEstimator(BaseEstimator):
             for rows in gen_batches(int(n_samples), chunk_rows):
                 chunks.append(draw(rows.stop - rows.start, generator).detach().cpu().numpy())
         return np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
+
+    def _complete_rows(self, X, mask, complete, random_state, *, chunk_rows=1024):
+        """``sample_conditional``'s frame: validated ``X`` with its free
+        entries (``mask``, or X's NaN) drawn by ``complete(Z, free,
+        generator)``, which gets standardized rows (a tensor on the inference
+        device, free entries arbitrary) and a boolean tensor of the same
+        shape, and returns the rows completed. The known entries come back
+        exactly as given."""
+        X, free = self._conditional_inputs(X, mask)
+        device = self._inference_device()
+        generator = make_generator(random_state, device)
+        mean, scale = (None, None) if self._is_identity(self.mean_, self.scale_) else (
+            self.mean_, self.scale_)
+        work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)
+        chunks = []
+        with torch_threads(self._cpu_threads(work, device)):
+            for rows in gen_batches(X.shape[0], chunk_rows):
+                Z = _dense_rows(X, rows, mean, scale, device, torch.float64)
+                completed = complete(Z, torch.as_tensor(free[rows], device=device), generator)
+                chunks.append(completed.detach().cpu().numpy())
+        completed = np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
+        return np.where(free, completed, X)
 
     def _check_fitted(self):
         check_is_fitted(self, "module_")

@@ -116,12 +116,6 @@ class _NCEModel(nn.Module):
         self.snapshot = snapshot
         self.log_partition = nn.Parameter(torch.zeros((), device=base.means.device))
 
-    def energy_is_zero(self):
-        """Whether E is 0 everywhere (its output layer is zero), as it is
-        before training."""
-        output = self.energy.layers[-1]
-        return not (output.weight.any() or output.bias.any())
-
     def latent(self, Z):
         """``(U, log |dU/dZ|)`` of standardized rows."""
         if self.marginals is None:
@@ -582,7 +576,7 @@ default="leaky_relu"
                 "noise_ess": model.snapshot.effective_sample_size.item()}
 
     def _after_training(self, model, Z, generator):
-        if model.energy_is_zero() and self.early_stopping:
+        if model.energy.is_zero() and self.early_stopping:
             # Early stopping kept the base alone: it may as well see every row.
             model.marginals, model.base, model.proposal, _ = self._fit_base(
                 Z, generator, choice=model.base_choice)

@@ -1,4 +1,5 @@
-"""Energy networks: a scalar energy ``E(x)`` from a multilayer perceptron.
+"""Energy networks: a scalar energy ``E(x)`` from a multilayer perceptron or,
+for images, a small convolutional network.
 
 Every network here is initialised from an explicit ``torch.Generator``: building
 one neither reads nor advances torch's global random state, so a seeded
@@ -10,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "FourierFeatures", "MLPEnergy"]
+__all__ = ["ACTIVATIONS", "ConvEnergy", "FourierFeatures", "MLPEnergy"]
 
 #: Activation names accepted by the estimators' ``activation`` parameter.
 ACTIVATIONS = {
@@ -39,6 +40,21 @@ def _linear(n_in, n_out, generator, *, zero=False):
             nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
             nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
     return layer
+
+
+def _spectrally_normalized(layer, generator):
+    """``layer`` with its weight divided by its largest singular value
+    (Miyato et al. 2018), the power iteration's start drawn from ``generator``.
+
+    torch's ``spectral_norm`` draws that start from the global random state;
+    it is drawn here under a seed from ``generator`` and the global state is
+    restored afterwards, so the user's random streams are left alone.
+    """
+    devices = [generator.device] if generator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator,
+                                            device=generator.device)))
+        return nn.utils.parametrizations.spectral_norm(layer)
 
 
 class FourierFeatures(nn.Module):
@@ -100,6 +116,10 @@ class MLPEnergy(nn.Module):
     zero_output : bool, default=False
         Start with the output layer at zero, so that ``E(x) = 0`` everywhere
         at initialisation (for a residual energy on top of a base density).
+    spectral_norm : bool, default=False
+        Spectrally normalize the hidden layers (not the output layer, so the
+        energy's scale stays free), which bounds how fast the energy can
+        change with ``x``.
     """
 
     def __init__(
@@ -112,6 +132,7 @@ class MLPEnergy(nn.Module):
         fourier_features=0,
         fourier_scale=1.0,
         zero_output=False,
+        spectral_norm=False,
     ):
         super().__init__()
         layers = []
@@ -121,10 +142,82 @@ class MLPEnergy(nn.Module):
             layers.append(encoding)
             width = encoding.n_outputs
         for size in hidden_layer_sizes:
-            layers += [_linear(width, size, generator), ACTIVATIONS[activation]()]
+            layer = _linear(width, size, generator)
+            if spectral_norm:
+                layer = _spectrally_normalized(layer, generator)
+            layers += [layer, ACTIVATIONS[activation]()]
             width = size
         layers.append(_linear(width, 1, generator, zero=zero_output))
         self.layers = nn.Sequential(*layers)
 
+    def is_zero(self):
+        """Whether the output layer is exactly zero (so is ``E``)."""
+        output = self.layers[-1]
+        return not (output.weight.any() or output.bias.any())
+
     def forward(self, x):
         return self.layers(x).squeeze(-1)
+
+
+class ConvEnergy(nn.Module):
+    """A small convolutional network with one scalar output, for images.
+
+    Rows come flattened (``C * H * W`` values, as ``load_digits`` gives its
+    8x8 images) and are viewed as ``(C, H, W)`` images. Each hidden layer is a
+    3x3 convolution followed by the activation; the first keeps the
+    resolution, each next one halves it (stride 2); a linear layer maps the
+    last feature map to the energy.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(C, H, W)``.
+    channels : tuple of int
+        Output channels of each convolution.
+    activation : str
+        A key of :data:`ACTIVATIONS`.
+    generator : torch.Generator
+        Source of the initial weights.
+    zero_output : bool, default=False
+        Start with the output layer at zero (``E(x) = 0`` everywhere).
+    spectral_norm : bool, default=False
+        Spectrally normalize the convolutions (their weights reshaped to
+        matrices, Miyato et al. 2018).
+
+    References
+    ----------
+    .. [1] Miyato, T., Kataoka, T., Koyama, M. and Yoshida, Y. "Spectral
+       normalization for generative adversarial networks." ICLR 2018.
+    """
+
+    def __init__(self, image_shape, channels, activation, generator, *, zero_output=False,
+                 spectral_norm=False):
+        super().__init__()
+        self.image_shape = tuple(int(size) for size in image_shape)
+        n_channels, height, width = self.image_shape
+        layers = []
+        for index, n_out in enumerate(channels):
+            stride = 1 if index == 0 else 2
+            conv = nn.utils.skip_init(nn.Conv2d, n_channels, n_out, 3, stride=stride, padding=1,
+                                      device=generator.device)
+            with torch.no_grad():  # torch's default bound, from the generator
+                bound = 1.0 / math.sqrt(n_channels * 9)
+                nn.init.uniform_(conv.weight, -bound, bound, generator=generator)
+                nn.init.uniform_(conv.bias, -bound, bound, generator=generator)
+            if spectral_norm:
+                conv = _spectrally_normalized(conv, generator)
+            layers += [conv, ACTIVATIONS[activation]()]
+            n_channels = n_out
+            if stride == 2:
+                height, width = (height + 1) // 2, (width + 1) // 2
+        layers += [nn.Flatten(), _linear(n_channels * height * width, 1, generator,
+                                         zero=zero_output)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x.view(-1, *self.image_shape)).squeeze(-1)
+
+    def is_zero(self):
+        """Whether the output layer is exactly zero (so is ``E``)."""
+        output = self.layers[-1]
+        return not (output.weight.any() or output.bias.any())

@@ -2,11 +2,19 @@
 
 - :func:`importance_log_partition`: importance sampling from a proposal with a
   known density, with a delta-method standard error.
+- :func:`annealed_importance_log_partition`: annealed importance sampling
+  (AIS) from a normalized base density to ``base * exp(log_ratio)``, with
+  Metropolis-adjusted Langevin transitions, for any differentiable model.
 - :func:`grid_log_integral`: numerical integration of a density over a
-  rectangular 2-D grid, to check that a model claiming to be normalized is.
+  1-D interval or a 2-D rectangle, to check that a model claiming to be
+  normalized is (and log Z itself for models of one or two features).
 - :func:`rbm_free_energy`, :func:`rbm_exact_log_partition` and
   :func:`rbm_ais_log_partition`: log Z of a restricted Boltzmann machine, by
-  enumerating its smaller layer or by annealed importance sampling.
+  enumerating its smaller layer or by AIS with Gibbs transitions.
+
+Both AIS functions share one schedule of temperatures
+(:func:`ais_temperatures`) and one estimator of log Z from the weights
+(:func:`importance_log_partition`).
 """
 
 import math
@@ -15,11 +23,12 @@ import numpy as np
 import torch
 from torch.nn.functional import softplus
 
-from .samplers import bernoulli
+from .samplers import bernoulli, metropolis_adjusted_langevin
 
 __all__ = [
     "MAX_EXACT_UNITS",
     "ais_temperatures",
+    "annealed_importance_log_partition",
     "grid_log_integral",
     "importance_log_partition",
     "rbm_ais_log_partition",
@@ -59,18 +68,19 @@ def importance_log_partition(log_weights):
 
 
 def grid_log_integral(log_density, bounds, n_points=400):
-    """log of the integral of ``exp(log_density)`` over a 2-D rectangle.
+    """log of the integral of ``exp(log_density)`` over a 1-D interval or a
+    2-D rectangle.
 
-    Midpoint rule on an ``n_points x n_points`` grid.
+    Midpoint rule on ``n_points`` points per axis.
 
     Parameters
     ----------
     log_density : callable
-        Maps an ``(m, 2)`` float64 array to ``m`` log-densities (an estimator's
-        ``score_samples``, say).
-    bounds : ((x_min, x_max), (y_min, y_max))
-        The rectangle. It must hold essentially all of the mass for the result
-        to be close to 0 for a normalized density.
+        Maps an ``(m, d)`` float64 array (``d = len(bounds)``) to ``m``
+        log-densities (an estimator's ``score_samples``, say).
+    bounds : ((x_min, x_max),) or ((x_min, x_max), (y_min, y_max))
+        The interval or rectangle. It must hold essentially all of the mass
+        for the result to be close to 0 for a normalized density.
     n_points : int, default=400
         Grid points per axis.
 
@@ -79,15 +89,73 @@ def grid_log_integral(log_density, bounds, n_points=400):
     log_integral : float
         Close to 0 when the density is normalized and the grid covers its mass.
     """
-    (x_min, x_max), (y_min, y_max) = bounds
-    dx = (x_max - x_min) / n_points
-    dy = (y_max - y_min) / n_points
-    xs = x_min + dx * (np.arange(n_points) + 0.5)
-    ys = y_min + dy * (np.arange(n_points) + 0.5)
-    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    if len(bounds) not in (1, 2):
+        raise ValueError(f"grid_log_integral integrates over 1 or 2 dimensions, got {len(bounds)}.")
+    axes, cell = [], 1.0
+    for low, high in bounds:
+        width = (high - low) / n_points
+        axes.append(low + width * (np.arange(n_points) + 0.5))
+        cell *= width
+    grid = np.stack(np.meshgrid(*axes), axis=-1).reshape(-1, len(bounds))
     values = np.asarray(log_density(grid), dtype=np.float64)
     top = values.max()
-    return float(top + np.log(np.exp(values - top).sum() * dx * dy))
+    return float(top + np.log(np.exp(values - top).sum() * cell))
+
+
+def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_chains=100,
+                                      n_temperatures=1000, generator, step_size=0.1):
+    """log Z of ``p*(z) = base(z) exp(log_ratio(z))``, by annealed importance sampling.
+
+    ``base`` is a normalized density, so ``Z = E_base[exp(log_ratio)]``.
+    Chains start from the base and move through the intermediate densities
+    ``p_k ~ base * exp(beta_k * log_ratio)``, ``beta`` from 0 to 1 on
+    :func:`ais_temperatures`' schedule, by one Metropolis-adjusted Langevin
+    step at each (which leaves ``p_k`` exactly invariant; the step size
+    follows the acceptance rate towards 0.574 from one temperature to the
+    next). Each chain's weight is the sum of
+    ``(beta_k - beta_(k-1)) * log_ratio(z)`` at the state it reached; the
+    mean weight estimates ``Z`` without bias (Neal 2001), and log Z is
+    biased low by about half its squared relative error.
+
+    Parameters
+    ----------
+    sample_base : callable
+        ``sample_base(n, generator)``: n draws from the base, an ``(n, d)``
+        tensor.
+    log_base : callable
+        Normalized log-density of the base of an ``(m, d)`` tensor.
+    log_ratio : callable
+        ``log p* - log base`` of an ``(m, d)`` tensor; differentiable.
+    n_chains : int, default=100
+    n_temperatures : int, default=1000
+    generator : torch.Generator
+    step_size : float, default=0.1
+        Initial step size of the Langevin proposals.
+
+    Returns
+    -------
+    log_z : float
+    log_z_std : float
+        Standard error across the chains (delta method, see
+        :func:`importance_log_partition`).
+
+    References
+    ----------
+    .. [1] Neal, R. M. "Annealed importance sampling." Statistics and
+       Computing 11 (2001).
+    """
+    betas = ais_temperatures(n_temperatures).tolist()
+    z = sample_base(n_chains, generator)
+    log_weights = torch.zeros(n_chains, dtype=torch.float64, device=z.device)
+    for previous, beta in zip(betas[:-1], betas[1:]):
+        with torch.no_grad():
+            log_weights += (beta - previous) * log_ratio(z).to(torch.float64)
+        if beta == 1.0:
+            break
+        target = lambda x, beta=beta: log_base(x) + beta * log_ratio(x)
+        z, acceptance = metropolis_adjusted_langevin(target, z, 1, step_size, generator)
+        step_size *= math.exp(acceptance - 0.574)
+    return importance_log_partition(log_weights)
 
 
 # -- restricted Boltzmann machines -------------------------------------------

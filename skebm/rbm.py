@@ -678,17 +678,59 @@ class PCDRestrictedBoltzmann(
         if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
             raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
         module = self._inference_module()
-        base = module.base_visible_bias
 
         def draw(n, generator):
-            if self.visible_units == "bernoulli":
-                start = bernoulli(torch.sigmoid(base).expand(n, -1), generator)
-            else:
-                start = base + torch.randn(n, len(base), generator=generator,
-                                           dtype=base.dtype, device=base.device)
+            start = self._draw_marginals(module, n, generator)
             return self._gibbs_chains(module, start, n_steps, generator)
 
         return self._sample_rows(draw, n_samples, random_state)
+
+    def sample_conditional(self, X, mask=None, *, n_steps=1000, random_state=None):
+        """Fill in features of X by sampling them given the others (inpainting).
+
+        Block Gibbs sampling with the known visible units clamped: the free
+        ones (``mask`` True, or X's NaN entries when ``mask`` is None) start
+        from the data's marginals and are redrawn at every step given the
+        hidden units, which are drawn given all visible units. The chains'
+        stationary distribution is ``p(v_free | v_known)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+            Known values (in [0, 1] for Bernoulli visible units); the free
+            entries may hold anything, NaN included.
+        mask : array-like of bool, shape (n_samples, n_features_in_), or None
+            True where a value is to be drawn; None means ``np.isnan(X)``.
+        n_steps : int, default=1000
+            Gibbs steps per row.
+        random_state : int, RandomState instance or None, default=None
+            Seeds this draw.
+
+        Returns
+        -------
+        X_completed : ndarray of shape (n_samples, n_features_in_), float64
+            The known values exactly as given; the drawn ones binary for
+            Bernoulli visible units.
+        """
+        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
+            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+        self._check_fitted()
+        module = self._inference_module()
+
+        def complete(Z, free, generator):
+            start = torch.where(free, self._draw_marginals(module, len(Z), generator), Z)
+            return block_gibbs(start, module.weights, module.visible_bias, module.hidden_bias,
+                               n_steps, generator, visible_units=self.visible_units, free=free)
+
+        return self._complete_rows(X, mask, complete, random_state)
+
+    def _draw_marginals(self, module, n_rows, generator):
+        """Rows of independent units with the data's marginals."""
+        base = module.base_visible_bias
+        if self.visible_units == "bernoulli":
+            return bernoulli(torch.sigmoid(base).expand(n_rows, -1), generator)
+        return base + torch.randn(n_rows, len(base), generator=generator, dtype=base.dtype,
+                                  device=base.device)
 
     def _gibbs_chains(self, module, start, n_steps, generator):
         return block_gibbs(start, module.weights, module.visible_bias, module.hidden_bias,

@@ -9,6 +9,7 @@ import torch
 __all__ = [
     "bernoulli",
     "block_gibbs",
+    "langevin",
     "metropolis_adjusted_langevin",
     "rbm_sample_visible",
     "sampling_importance_resampling",
@@ -111,6 +112,74 @@ def metropolis_adjusted_langevin(
     return z, (accepted_total / counted if counted else rate if n_steps else 0.0)
 
 
+def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip=None):
+    """Run (unadjusted) Langevin chains from ``z`` down an energy.
+
+    Each step is ``z <- z - step_size * grad E(z) + noise_scale * xi`` with
+    ``xi ~ N(0, I)``. For small steps the chains tend to the distribution
+    ``exp(-E(z) / T)`` of temperature ``T = noise_scale**2 / (2 * step_size)``:
+    ``noise_scale = sqrt(2 * step_size)`` samples ``exp(-E)`` itself (up to a
+    discretisation bias of order ``step_size``), a smaller ``noise_scale``
+    samples a colder, sharper distribution, and ``noise_scale = 0`` is
+    gradient descent on ``E``. Short-run EBMs often train with the two set
+    apart (Nijkamp et al. 2019; Du & Mordatch 2019); there the chains are a
+    learned generator rather than a sampler of ``exp(-E)``. No Metropolis
+    correction is made (see :func:`metropolis_adjusted_langevin` for that).
+
+    Parameters
+    ----------
+    energy : callable
+        ``E`` of an ``(m, d)`` tensor, one value per row; differentiable.
+        Rows must not interact (a per-row energy), so that each row's
+        gradient is its own.
+    z : torch.Tensor of shape (m, d)
+        Starting points, one chain each.
+    n_steps : int
+    step_size : float
+        The gradient's coefficient.
+    noise_scale : float
+        Standard deviation of the noise added at each step.
+    generator : torch.Generator
+    grad_clip : float or None, default=None
+        If set, each row's gradient is scaled down to at most this norm
+        before the step (a guard against the large gradients of an untrained
+        energy).
+
+    Returns
+    -------
+    z : torch.Tensor of shape (m, d)
+        The chains' final states (detached).
+    grad_norm : float
+        Mean norm of the (unclipped) gradient per row and step: large
+        values mean the chains are pushed hard, near 0 that they have
+        settled where the energy is flat.
+
+    References
+    ----------
+    .. [1] Nijkamp, E., Hill, M., Zhu, S.-C. and Wu, Y. N. "Learning
+       non-convergent non-persistent short-run MCMC toward energy-based
+       model." NeurIPS 2019.
+    .. [2] Du, Y. and Mordatch, I. "Implicit generation and generalization
+       in energy-based models." NeurIPS 2019.
+    """
+    z = z.detach()
+    norms = []
+    for _ in range(n_steps):
+        z.requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(z).sum(), z)
+        z = z.detach()
+        norm = grad.flatten(1).norm(dim=1)
+        norms.append(norm.mean())
+        if grad_clip is not None:
+            grad = grad * (grad_clip / norm.clamp_min(grad_clip)).view(-1, *[1] * (grad.dim() - 1))
+        z = z - step_size * grad
+        if noise_scale:
+            z = z + noise_scale * torch.randn(z.shape, generator=generator, device=z.device,
+                                              dtype=z.dtype)
+    grad_norm = torch.stack(norms).mean().item() if norms else 0.0
+    return z, grad_norm
+
+
 def bernoulli(probabilities, generator):
     """0/1 draws (same dtype) with the given probabilities: ``u < p`` for
     uniform ``u``. Twice as fast as ``torch.bernoulli`` on the CPU (which
@@ -136,7 +205,7 @@ def rbm_sample_visible(hidden, weights, visible_bias, visible_units, generator):
 
 
 def block_gibbs(visible, weights, visible_bias, hidden_bias, n_steps, generator, *,
-                visible_units="bernoulli"):
+                visible_units="bernoulli", free=None):
     """Run ``n_steps`` of block Gibbs sampling in an RBM from ``visible``.
 
     One step draws every hidden unit given the visible ones, then every
@@ -155,6 +224,10 @@ def block_gibbs(visible, weights, visible_bias, hidden_bias, n_steps, generator,
         Number of full (hidden then visible) steps; 0 returns ``visible``.
     generator : torch.Generator
     visible_units : {"bernoulli", "gaussian"}, default="bernoulli"
+    free : torch.Tensor of bool, shape (n_chains, n_visible), or None
+        If given, only these visible units are drawn; the others keep their
+        values in ``visible`` (they are clamped), so the chains sample the
+        free units given the clamped ones, ``p(v_free | v_clamped)``.
 
     Returns
     -------
@@ -166,7 +239,10 @@ def block_gibbs(visible, weights, visible_bias, hidden_bias, n_steps, generator,
     .. [1] Hinton, G. E. "Training products of experts by minimizing
        contrastive divergence." Neural Computation 14 (2002).
     """
+    clamped = visible
     for _ in range(n_steps):
         hidden = bernoulli(torch.sigmoid_(torch.addmm(hidden_bias, visible, weights)), generator)
         visible = rbm_sample_visible(hidden, weights, visible_bias, visible_units, generator)
+        if free is not None:
+            visible = torch.where(free, visible, clamped)
     return visible

@@ -564,3 +564,29 @@ def test_divergence_is_an_error_and_loses_nothing():
         model.fit(X)
     np.testing.assert_array_equal(model.score_samples(X), before)
     assert model.learning_rate == 1e4 and math.isfinite(model.log_partition_)
+
+
+def test_sample_conditional_draws_the_exact_conditional(small_fitted):
+    """Two units clamped to (1, 0): the four free ones follow
+    p(v_free | v_0 = 1, v_1 = 0), enumerated from the exact p(v)."""
+    states = all_states(6).numpy()
+    probabilities = np.exp(small_fitted.score_samples(states))
+    clamped = (states[:, 0] == 1) & (states[:, 1] == 0)
+    conditional = probabilities[clamped] / probabilities[clamped].sum()
+    X = np.full((20000, 6), np.nan)
+    X[:, :2] = [1.0, 0.0]
+    draws = small_fitted.sample_conditional(X, n_steps=200, random_state=0)
+    np.testing.assert_array_equal(draws[:, :2], X[:, :2])  # kept exactly
+    assert set(np.unique(draws)) <= {0.0, 1.0}
+    assert total_variation(draws[:, 2:], conditional) < 0.03
+    # The unconditional distribution of those four units is another one.
+    free_marginal = np.zeros(16)
+    codes = (states[:, 2:] * (2 ** np.arange(3, -1, -1))).sum(1).astype(int)
+    np.add.at(free_marginal, codes, probabilities)
+    assert 0.5 * np.abs(free_marginal - conditional).sum() > 0.1
+    # Rows with their own masks; known values outside [0, 1] are refused.
+    mask = np.array([[True] * 6, [False] * 6])
+    rows = small_fitted.sample_conditional(np.full((2, 6), 1.0), mask, random_state=0)
+    np.testing.assert_array_equal(rows[1], 1.0)
+    with pytest.raises(ValueError, match=r"needs X in \[0, 1\]"):
+        small_fitted.sample_conditional(np.full((1, 6), 2.0), np.zeros((1, 6), dtype=bool))
