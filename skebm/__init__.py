@@ -3,6 +3,7 @@
 from ._base import ConvergenceDivergedError
 from .nce import NCEDensity
 from .rbm import PCDRestrictedBoltzmann
+from .shortrun import ShortRunEBM
 
-__all__ = ["ConvergenceDivergedError", "NCEDensity", "PCDRestrictedBoltzmann"]
+__all__ = ["ConvergenceDivergedError", "NCEDensity", "PCDRestrictedBoltzmann", "ShortRunEBM"]
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 
 import skebm._base
-from skebm import NCEDensity, PCDRestrictedBoltzmann
+from skebm import NCEDensity, PCDRestrictedBoltzmann, ShortRunEBM
 from skebm._base import PARALLEL_WORK, resolve_device
 from skebm.datasets import make_toy_2d
 
@@ -32,6 +32,15 @@ CASES = {
     "rbm-ais": (lambda: PCDRestrictedBoltzmann(n_components=32, n_iter=3,
                                                n_ais_temperatures=200, random_state=0),
                 _binary_digits),
+    "shortrun-grid": (lambda: ShortRunEBM(hidden_layer_sizes=(16, 16), fourier_features=8,
+                                          max_iter=3, n_steps=5, buffer_size=100,
+                                          random_state=0),
+                      lambda: make_toy_2d("moons", 400, random_state=0)),
+    "shortrun-image-ais": (lambda: ShortRunEBM(image_shape=(1, 8, 8), hidden_layer_sizes=(4, 8),
+                                               max_iter=2, n_steps=3, buffer_size=100,
+                                               n_ais_chains=10, n_ais_temperatures=20,
+                                               random_state=0),
+                           lambda: load_digits().data[:400] / 16),
 }
 
 

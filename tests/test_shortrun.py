@@ -1,0 +1,221 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skebm import ShortRunEBM
+from skebm.datasets import make_toy_2d
+from skebm.partition import annealed_importance_log_partition, grid_log_integral
+from skebm.samplers import langevin
+
+# Small and quick: the checks fit dozens of times on tiny data.
+QUICK = dict(hidden_layer_sizes=(16, 16), fourier_features=8, max_iter=3, n_steps=5,
+             buffer_size=100, n_ais_chains=10, n_ais_temperatures=20, random_state=0)
+
+
+@parametrize_with_checks([ShortRunEBM(**QUICK)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+CENTRES = 4.0 / 1.414 * np.column_stack([np.cos(np.arange(8) * np.pi / 4),
+                                         np.sin(np.arange(8) * np.pi / 4)])
+MODE_STD = 0.5 / 1.414
+
+
+@pytest.fixture(scope="module")
+def eight_gaussians():
+    X = make_toy_2d("8gaussians", 4000, random_state=0)
+    return X[:2000], X[2000:]
+
+
+@pytest.fixture(scope="module")
+def fitted(eight_gaussians):
+    X_train, _ = eight_gaussians
+    return ShortRunEBM(max_iter=30, random_state=0).fit(X_train)
+
+
+def test_score_samples_integrates_to_one(fitted):
+    """log Z by its own grid in whitened coordinates; checked here on an
+    independent grid in the data's units."""
+    assert fitted.log_partition_method_ == "grid"
+    mass = np.exp(grid_log_integral(fitted.score_samples, ((-5, 5), (-5, 5)), n_points=300))
+    assert abs(mass - 1) < 0.05
+
+
+def test_ais_agrees_with_the_grid(fitted):
+    """The AIS estimate of log Z (used from three features on) against the
+    grid on a fitted 2-D model."""
+    model = fitted._inference_module()
+    generator = torch.Generator().manual_seed(0)
+    log_z, log_z_std = annealed_importance_log_partition(
+        model.draw_standard, lambda U: -0.5 * (U**2).sum(1),
+        lambda U: -model.energy(model.to_data(U)),
+        n_chains=200, n_temperatures=300, generator=generator)
+    assert log_z_std < 0.05
+    assert abs(log_z - fitted.log_partition_) < 3 * log_z_std + 0.05
+    assert abs(fitted.log_partition_) > 0.2  # the model has moved off its Gaussian
+
+
+def test_learns_the_density_and_samples_land_on_the_modes(fitted, eight_gaussians):
+    from skebm.datasets import eight_gaussians_log_density
+
+    _, X_test = eight_gaussians
+    # The Gaussian the model starts from scores about -4.0 nats per point.
+    assert fitted.score(X_test) > eight_gaussians_log_density(X_test).mean() - 0.3
+    samples = fitted.sample(2000, random_state=1)
+    distance = np.sqrt(((samples[:, None, :] - CENTRES[None]) ** 2).sum(-1)).min(1)
+    assert np.mean(distance < 3 * MODE_STD) > 0.9
+    # Every mode gets its share (1/8 each; at least half of it).
+    nearest = np.argmin(((samples[:, None, :] - CENTRES[None]) ** 2).sum(-1), axis=1)
+    assert np.bincount(nearest, minlength=8).min() > 2000 / 16
+
+
+def test_history_reports_the_chains(fitted):
+    record = fitted.history_[-1]
+    assert {"loss", "energy_gap", "data_energy", "chain_grad_norm"} <= set(record)
+    assert abs(record["energy_gap"]) < 2.0
+    assert record["chain_grad_norm"] > 0
+
+
+def test_exploding_gap_warns(eight_gaussians):
+    X_train, _ = eight_gaussians
+    with pytest.warns(ConvergenceWarning, match="energy gap"):
+        ShortRunEBM(max_iter=3, n_steps=2, step_size=1e-6, learning_rate=0.05, alpha=0,
+                    random_state=0).fit(X_train)
+
+
+def test_langevin_samples_a_known_gaussian():
+    """At temperature 1 and a small step, unadjusted Langevin draws N(m, S)
+    up to a bias of order step_size."""
+    mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    covariance = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
+    precision = torch.linalg.inv(covariance)
+    energy = lambda z: 0.5 * (((z - mean) @ precision) * (z - mean)).sum(1)
+    generator = torch.Generator().manual_seed(0)
+    start = torch.zeros(20000, 2, dtype=torch.float64)
+    step = 0.01
+    z, grad_norm = langevin(energy, start, 1000, step, math.sqrt(2 * step), generator)
+    np.testing.assert_allclose(z.mean(0), mean, atol=0.03)
+    np.testing.assert_allclose(torch.cov(z.T), covariance, atol=0.04)
+    assert grad_norm > 0
+    # At temperature T the covariance is T times as large.
+    cold, _ = langevin(energy, start, 1000, step, math.sqrt(2 * step * 0.25), generator)
+    np.testing.assert_allclose(torch.cov(cold.T), 0.25 * covariance, atol=0.02)
+
+
+def test_langevin_clips_gradients():
+    energy = lambda z: 1e6 * (z**2).sum(1)
+    z, _ = langevin(energy, torch.ones(3, 2), 1, 1.0, 0.0, None, grad_clip=1.0)
+    moved = (torch.ones(3, 2) - z).norm(dim=1)
+    np.testing.assert_allclose(moved, 1.0, rtol=1e-6)
+
+
+def test_persistent_sampling_continues_from_the_buffer(eight_gaussians):
+    X_train, _ = eight_gaussians
+    model = ShortRunEBM(max_iter=2, buffer_size=500, random_state=0).fit(X_train)
+    assert model.module_.buffer.shape == (500, 2)
+    # Move every chain of the buffer to one point: a sample of a few steps stays near it.
+    point = model.module_.to_whitened(torch.tensor([[2.0, 2.0]]))
+    model.module_.buffer[:] = point
+    samples = model.set_params(n_steps=1, step_size=1e-4).sample(200, random_state=0)
+    target = np.array([2.0, 2.0]) * model.scale_ + model.mean_
+    assert np.abs(samples - target).max() < 0.2
+    assert samples.std(0).min() > 0  # chains, not copies
+    # The draw leaves the fitted buffer alone.
+    assert torch.equal(model.module_.buffer, point.expand(500, 2))
+
+
+def test_short_run_mode_has_no_buffer_and_samples_from_init(eight_gaussians):
+    X_train, _ = eight_gaussians
+    model = ShortRunEBM(max_iter=2, persistent=False, init="uniform", random_state=0)
+    model.fit(X_train)
+    assert model.module_.buffer.shape == (0, 2)
+    samples = model.set_params(n_steps=1, step_size=1e-8).sample(2000, random_state=0)
+    # One tiny step from uniform over the data's box: still uniform over it.
+    low, high = X_train.min(0), X_train.max(0)
+    assert np.all(samples > low - 0.01) and np.all(samples < high + 0.01)
+    assert np.all(np.abs(samples.mean(0) - (low + high) / 2) < 0.2)
+
+
+@pytest.fixture(scope="module")
+def correlated_gaussian():
+    rng = np.random.RandomState(0)
+    covariance = np.array([[1.0, 0.8], [0.8, 1.0]])
+    return rng.multivariate_normal([0.0, 0.0], covariance, size=3000)
+
+
+def test_sample_conditional_keeps_the_known_values_and_draws_the_conditional(
+        correlated_gaussian):
+    model = ShortRunEBM(max_iter=5, random_state=0).fit(correlated_gaussian)
+    X = np.full((4000, 2), np.nan)
+    X[:, 0] = 1.0
+    completed = model.sample_conditional(X, random_state=0)
+    np.testing.assert_array_equal(completed[:, 0], 1.0)  # exactly as given
+    # x2 | x1 = 1 ~ N(0.8, 0.36) for the true Gaussian the model learned.
+    assert abs(completed[:, 1].mean() - 0.8) < 0.1
+    assert abs(completed[:, 1].std() - 0.6) < 0.08
+    # A boolean mask instead of NaN, rows with different masks, a row with nothing to draw.
+    X = np.array([[1.0, 5.0], [7.0, 1.0], [0.5, 0.5]])
+    mask = np.array([[False, True], [True, False], [False, False]])
+    completed = model.sample_conditional(X, mask, random_state=0)
+    np.testing.assert_array_equal(completed[~mask], X[~mask])
+    assert abs(completed[0, 1] - 0.8) < 2.5 and abs(completed[1, 0] - 0.8) < 2.5
+    # Reproducible.
+    np.testing.assert_array_equal(model.sample_conditional(X, mask, random_state=0), completed)
+
+
+def test_sample_conditional_bad_input(correlated_gaussian):
+    model = ShortRunEBM(**QUICK).fit(correlated_gaussian)
+    with pytest.raises(ValueError, match="mask must be a boolean array"):
+        model.sample_conditional(np.zeros((2, 2)), np.zeros((2, 3), dtype=bool))
+    with pytest.raises(ValueError, match="mask must be a boolean array"):
+        model.sample_conditional(np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="known values must be finite"):
+        model.sample_conditional([[np.nan, 1.0]], np.array([[False, True]]))
+    with pytest.raises(ValueError, match="2 features"):
+        model.sample_conditional(np.zeros((2, 3)))
+
+
+def test_images_use_a_cnn_and_ais():
+    X = load_digits().data[:300] / 16
+    model = ShortRunEBM(image_shape=(1, 8, 8), hidden_layer_sizes=(8, 8), max_iter=2,
+                        n_steps=5, buffer_size=200, n_ais_chains=20, n_ais_temperatures=50,
+                        random_state=0).fit(X)
+    assert type(model.module_.energy).__name__ == "ConvEnergy"
+    assert model.log_partition_method_ == "ais"
+    assert np.isfinite(model.score(X)) and np.isfinite(model.log_partition_std_)
+    # One mean and scale for every pixel.
+    assert np.unique(model.mean_).size == 1 and np.unique(model.scale_).size == 1
+    assert model.sample(3, random_state=0).shape == (3, 64)
+    with pytest.raises(ValueError, match="values per image"):
+        ShortRunEBM(image_shape=(1, 8, 7), max_iter=1).fit(X)
+
+
+def test_spectral_norm_is_reproducible_and_leaves_the_global_stream(eight_gaussians):
+    X_train, _ = eight_gaussians
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    models = [ShortRunEBM(spectral_norm=True, max_iter=1, n_steps=3, buffer_size=100,
+                          random_state=0).fit(X_train[:300]) for _ in range(2)]
+    assert torch.equal(torch.rand(3), expected)
+    np.testing.assert_array_equal(models[0].score_samples(X_train[:20]),
+                                  models[1].score_samples(X_train[:20]))
+
+
+def test_fit_failure_leaves_the_model_as_it_was(eight_gaussians):
+    X_train, _ = eight_gaussians
+    model = ShortRunEBM(**QUICK).fit(X_train[:200])
+    fitted_state = dict(vars(model))
+    scores = model.score_samples(X_train[:20])
+    with pytest.raises(ValueError, match="values per image"):
+        model.set_params(image_shape=(1, 1, 3)).fit(X_train[:200])
+    model.set_params(image_shape=None)
+    assert vars(model).keys() == fitted_state.keys()
+    assert all(vars(model)[key] is value for key, value in fitted_state.items())
+    np.testing.assert_array_equal(model.score_samples(X_train[:20]), scores)
