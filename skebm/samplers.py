@@ -4,6 +4,8 @@ Each takes its ``torch.Generator`` explicitly and never touches the global
 random state.
 """
 
+import math
+
 import torch
 
 __all__ = [
@@ -149,10 +151,17 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
     -------
     z : torch.Tensor of shape (m, d)
         The chains' final states (detached).
-    grad_norm : float
-        Mean norm of the (unclipped) gradient per row and step: large
-        values mean the chains are pushed hard, near 0 that they have
-        settled where the energy is flat.
+    stats : dict
+        ``"grad_norm"``: mean norm of the (unclipped) gradient per row and
+        step (large: the chains are pushed hard; near 0: they have settled
+        where the energy is flat). ``"acceptance"``: the mean probability
+        with which a Metropolis test (MALA's, for ``exp(-E / T)``) would have
+        accepted the steps, none of which is rejected here: near 1, the
+        discretisation is faithful to ``exp(-E / T)``; well below, the step
+        is too large for the energy's curvature and the chains sample a
+        distorted version of it. NaN without noise or with fewer than two
+        steps (each step's test needs the next step's gradient, so the last
+        one is not tested).
 
     References
     ----------
@@ -161,23 +170,41 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
        model." NeurIPS 2019.
     .. [2] Du, Y. and Mordatch, I. "Implicit generation and generalization
        in energy-based models." NeurIPS 2019.
+    .. [3] Roberts, G. O. and Tweedie, R. L. "Exponential convergence of
+       Langevin distributions and their discrete approximations." Bernoulli
+       2 (1996).
     """
     z = z.detach()
-    norms = []
+    norms, acceptances = [], []
+    temperature = noise_scale**2 / (2 * step_size)
+    previous = None  # (z, E(z), the step's drift) of the last step
     for _ in range(n_steps):
         z.requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy(z).sum(), z)
-        z = z.detach()
+        value = energy(z)
+        (grad,) = torch.autograd.grad(value.sum(), z)
+        z, value = z.detach(), value.detach()
         norm = grad.flatten(1).norm(dim=1)
         norms.append(norm.mean())
         if grad_clip is not None:
             grad = grad * (grad_clip / norm.clamp_min(grad_clip)).view(-1, *[1] * (grad.dim() - 1))
-        z = z - step_size * grad
+        drift = step_size * grad
+        if previous is not None and noise_scale:
+            last_z, last_value, last_drift = previous
+            forward = ((z - last_z + last_drift) ** 2).flatten(1).sum(1)
+            backward = ((last_z - z + drift) ** 2).flatten(1).sum(1)
+            log_ratio = (last_value - value) / temperature - (backward - forward) / (
+                2 * noise_scale**2)
+            acceptances.append(torch.exp(log_ratio.clamp(max=0.0)).mean())
+        previous = (z, value, drift)
+        z = z - drift
         if noise_scale:
             z = z + noise_scale * torch.randn(z.shape, generator=generator, device=z.device,
                                               dtype=z.dtype)
-    grad_norm = torch.stack(norms).mean().item() if norms else 0.0
-    return z, grad_norm
+    stats = {
+        "grad_norm": torch.stack(norms).mean().item() if norms else 0.0,
+        "acceptance": torch.stack(acceptances).mean().item() if acceptances else math.nan,
+    }
+    return z, stats
 
 
 def bernoulli(probabilities, generator):

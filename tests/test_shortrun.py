@@ -78,7 +78,7 @@ def test_learns_the_density_and_samples_land_on_the_modes(fitted, eight_gaussian
 def test_history_reports_the_chains(fitted):
     record = fitted.history_[-1]
     assert {"loss", "energy_gap", "data_energy", "chain_grad_norm"} <= set(record)
-    assert abs(record["energy_gap"]) < 2.0
+    assert abs(record["energy_gap"]) < 2.0 and record["chain_acceptance"] > 0.9
     assert record["chain_grad_norm"] > 0
 
 
@@ -99,10 +99,10 @@ def test_langevin_samples_a_known_gaussian():
     generator = torch.Generator().manual_seed(0)
     start = torch.zeros(20000, 2, dtype=torch.float64)
     step = 0.01
-    z, grad_norm = langevin(energy, start, 1000, step, math.sqrt(2 * step), generator)
+    z, stats = langevin(energy, start, 1000, step, math.sqrt(2 * step), generator)
     np.testing.assert_allclose(z.mean(0), mean, atol=0.03)
     np.testing.assert_allclose(torch.cov(z.T), covariance, atol=0.04)
-    assert grad_norm > 0
+    assert stats["grad_norm"] > 0 and 0.99 < stats["acceptance"] <= 1
     # At temperature T the covariance is T times as large.
     cold, _ = langevin(energy, start, 1000, step, math.sqrt(2 * step * 0.25), generator)
     np.testing.assert_allclose(torch.cov(cold.T), 0.25 * covariance, atol=0.02)
