@@ -61,7 +61,8 @@ def toys(datasets, seed, params):
         gmm, t_gmm = timed(lambda: fit_gmm(train, seed))
         low, high = X.min(0) - 1.5, X.max(0) + 1.5
         mass = np.exp(grid_log_integral(ebm.score_samples, list(zip(low, high)), 400))
-        scores = [model.score(test) for model in (ebm, nce, kde, gmm)]
+        # Mean of score_samples: KernelDensity.score is a sum.
+        scores = [np.mean(model.score_samples(test)) for model in (ebm, nce, kde, gmm)]
         flag = " (warned)" if caught else ""
         print(f"| {name} | {scores[0]:.3f}{flag} | {scores[1]:.3f} | {scores[2]:.3f} | "
               f"{scores[3]:.3f} ({gmm.n_components}) | {scores[0] - scores[1]:+.3f} | "
