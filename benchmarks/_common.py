@@ -3,16 +3,24 @@
 import numpy as np
 
 
-def mmd2(A, B):
-    """Unbiased squared maximum mean discrepancy between the rows of A and B,
+def mmd2(A, B, *, biased=False):
+    """Squared maximum mean discrepancy between the rows of A and B,
     Gaussian kernel with the median squared distance of the pooled rows as
-    bandwidth (the median heuristic). 0 when A and B come from one
-    distribution; ``mmd2(train subset, test)`` is the floor a sampler can reach."""
+    bandwidth (the median heuristic). ``mmd2(train subset, test)`` is the
+    floor a sampler can reach.
+
+    Unbiased by default: 0 on average when A and B come from one
+    distribution, so the floor can be 0 or negative and ratios to it
+    meaningless. ``biased=True`` keeps each sample's kernel diagonal (the
+    V-statistic): always positive, its floor is the sampling noise of n
+    and m rows, and a ratio to it says how much discrepancy a sampler adds."""
     A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
     pooled = np.vstack([A, B])
     sq = ((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1)
     K = np.exp(-sq / np.median(sq[np.triu_indices(len(pooled), 1)]))
     n, m = len(A), len(B)
     Kaa, Kbb, Kab = K[:n, :n], K[n:, n:], K[:n, n:]
+    if biased:
+        return Kaa.mean() + Kbb.mean() - 2 * Kab.mean()
     return ((Kaa.sum() - np.trace(Kaa)) / (n * (n - 1))
             + (Kbb.sum() - np.trace(Kbb)) / (m * (m - 1)) - 2 * Kab.mean())

