@@ -6,9 +6,12 @@ random state.
 
 import math
 
+import numpy as np
 import torch
+from torch import nn
 
 __all__ = [
+    "AliasSampler",
     "bernoulli",
     "block_gibbs",
     "langevin",
@@ -273,3 +276,64 @@ def block_gibbs(visible, weights, visible_bias, hidden_bias, n_steps, generator,
         if free is not None:
             visible = torch.where(free, visible, clamped)
     return visible
+
+
+class AliasSampler(nn.Module):
+    """Draws from a fixed discrete distribution in O(1) per draw (the alias method).
+
+    The table is built once in O(n) (Vose 1991): each of the ``n`` cells
+    holds its own category with probability ``threshold[i]`` and one other
+    category, ``alias[i]``, otherwise. A draw picks a cell uniformly and
+    flips one biased coin, so ``n_samples`` draws are three vectorized
+    operations on the table's device, whatever ``n``. As a module, the
+    table moves between devices and pickles with its owner.
+
+    Parameters
+    ----------
+    weights : array-like of shape (n,)
+        Non-negative, not all zero; normalized here. Categories of weight 0
+        are never drawn.
+
+    References
+    ----------
+    .. [1] Walker, A. J. "An efficient method for generating discrete random
+       variables with general distributions." ACM TOMS 3 (1977).
+    .. [2] Vose, M. D. "A linear algorithm for generating random numbers with
+       a given distribution." IEEE TSE 17 (1991).
+    """
+
+    def __init__(self, weights):
+        super().__init__()
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != 1 or not len(weights):
+            raise ValueError("weights must be a non-empty 1-D array.")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError("weights must be finite, non-negative and not all zero.")
+        probabilities = weights / weights.sum()
+        n = len(probabilities)
+        scaled = probabilities * n
+        threshold, alias = np.ones(n), np.arange(n)
+        small = [i for i in range(n) if scaled[i] < 1]
+        large = [i for i in range(n) if scaled[i] >= 1]
+        while small and large:
+            low, high = small.pop(), large.pop()
+            threshold[low], alias[low] = scaled[low], high
+            scaled[high] -= 1 - scaled[low]
+            (small if scaled[high] < 1 else large).append(high)
+        # What is left in either list holds its cell whole (threshold 1), up to rounding.
+        self.register_buffer("threshold", torch.as_tensor(threshold))
+        self.register_buffer("alias", torch.as_tensor(alias))
+        self.register_buffer("log_probabilities", torch.log(torch.as_tensor(probabilities)))
+
+    def sample(self, n_samples, generator):
+        """``n_samples`` category indices (int64), on the table's device."""
+        device = self.threshold.device
+        cells = torch.randint(len(self.threshold), (n_samples,), generator=generator,
+                              device=device)
+        coins = torch.rand(n_samples, generator=generator, device=device,
+                           dtype=self.threshold.dtype)
+        return torch.where(coins < self.threshold[cells], cells, self.alias[cells])
+
+    def log_prob(self, categories):
+        """log q of each category index."""
+        return self.log_probabilities[categories]

@@ -246,3 +246,35 @@ def test_torch_threads_restores():
         with torch_threads(1):
             raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def test_alias_sampler_draws_its_distribution():
+    from scipy.stats import chisquare
+
+    from skebm.samplers import AliasSampler
+
+    # Zipf frequencies raised to 0.75 (word2vec's noise), and a class never seen.
+    weights = (1.0 / np.arange(1, 51)) ** 0.75
+    weights[7] = 0.0
+    sampler = AliasSampler(weights)
+    draws = sampler.sample(200_000, torch.Generator().manual_seed(0)).numpy()
+    counts = np.bincount(draws, minlength=50)
+    expected = weights / weights.sum() * len(draws)
+    assert counts[7] == 0
+    keep = expected > 0
+    assert chisquare(counts[keep], expected[keep]).pvalue > 0.001
+    # A sampler that ignored the weights (uniform draws) fails the same test.
+    uniform = np.bincount(torch.randint(50, (200_000,), generator=torch.Generator()
+                                        .manual_seed(0)).numpy(), minlength=50)
+    assert chisquare(uniform[keep], expected[keep] * uniform[keep].sum() / len(draws)
+                     ).pvalue < 1e-10
+    np.testing.assert_allclose(sampler.log_prob(torch.tensor([0, 1])).exp().numpy(),
+                               weights[:2] / weights.sum())
+    # Same seed, same draws; one category always comes back.
+    np.testing.assert_array_equal(
+        sampler.sample(10, torch.Generator().manual_seed(1)),
+        sampler.sample(10, torch.Generator().manual_seed(1)))
+    assert set(AliasSampler([0.0, 3.0]).sample(100, torch.Generator()).tolist()) == {1}
+    for bad in ([], [1.0, -1.0], [0.0, 0.0], [[1.0]], [np.nan]):
+        with pytest.raises(ValueError, match="weights must"):
+            AliasSampler(bad)
