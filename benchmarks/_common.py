@@ -1,6 +1,13 @@
 """Helpers the benchmark scripts share (run them from the repository root)."""
 
+import ast
+
 import numpy as np
+
+
+def parse_params(items):
+    """``["name=value", ...]`` from the command line as a dict of Python literals."""
+    return {name: ast.literal_eval(value) for name, value in (item.split("=", 1) for item in items)}
 
 
 def mmd2(A, B, *, biased=False):

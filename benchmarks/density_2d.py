@@ -21,7 +21,6 @@ Prints a markdown table for benchmarks/RESULTS.md.
 """
 
 import argparse
-import ast
 import platform
 import time
 
@@ -31,6 +30,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
+from _common import parse_params
 from skebm import NCEDensity
 from skebm.datasets import eight_gaussians_log_density, make_toy_2d
 from skebm.partition import grid_log_integral
@@ -61,8 +61,7 @@ def main():
     parser.add_argument("--param", nargs="*", default=[], metavar="NAME=VALUE",
                         help="NCEDensity parameters other than the defaults, as Python literals")
     args = parser.parse_args()
-    params = {name: ast.literal_eval(value)
-              for name, value in (item.split("=", 1) for item in args.param)}
+    params = parse_params(args.param)
 
     print(f"# {platform.node()} | {platform.processor() or platform.machine()} | "
           f"torch {torch.__version__} | {torch.get_num_threads()} threads available | "

@@ -37,7 +37,6 @@ then the mean over seeds.
 """
 
 import argparse
-import ast
 import platform
 import time
 
@@ -50,7 +49,7 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.neighbors import KernelDensity
 from sklearn.preprocessing import StandardScaler
 
-from _common import mmd2
+from _common import mmd2, parse_params
 from skebm import NCEDensity
 
 DATASETS = ["iris", "wine", "breast_cancer", "digits"]
@@ -230,10 +229,7 @@ def main():
     parser.add_argument("--param", nargs="*", default=[],
                         help="extra NCEDensity parameters, name=value")
     args = parser.parse_args()
-    params = {}
-    for item in args.param:
-        key, value = item.split("=", 1)
-        params[key] = ast.literal_eval(value)
+    params = parse_params(args.param)
 
     print(f"# {platform.node()}, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, seeds {args.seeds}, "

@@ -33,7 +33,6 @@ Prints markdown tables for benchmarks/RESULTS.md.
 """
 
 import argparse
-import ast
 import platform
 import time
 import warnings
@@ -43,7 +42,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.mixture import GaussianMixture
 
-from _common import mmd2
+from _common import mmd2, parse_params
 from density_2d import DATASETS, fit_gmm, fit_kde, timed
 from skebm import NCEDensity, PCDRestrictedBoltzmann, ShortRunEBM
 from skebm.datasets import make_toy_2d
@@ -158,8 +157,7 @@ def main():
     parser.add_argument("--figures", default=None, help="folder for the PNGs (digits)")
     parser.add_argument("--param", nargs="*", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
-    params = {key: ast.literal_eval(value)
-              for key, value in (item.split("=", 1) for item in args.param)}
+    params = parse_params(args.param)
     print(f"{platform.node()}, {torch.get_num_threads()} torch threads, torch "
           f"{torch.__version__}, {time.strftime('%Y-%m-%d')}, seed {args.seed}, params {params}")
     if args.part == "toys":

@@ -764,6 +764,12 @@ class TorchEstimator(BaseEstimator):
             return np.zeros((0,), dtype=np.float64)
         return np.concatenate(outputs).astype(np.float64, copy=False)
 
+    @staticmethod
+    def _check_n_steps(n_steps):
+        """A chain length given to ``sample`` or ``sample_conditional``."""
+        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
+            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+
     def _sample_rows(self, draw, n_samples, random_state, *, chunk_rows=1024):
         """``n_samples`` rows from ``draw(n, generator)`` (standardized rows, a
         tensor on the inference device), ``chunk_rows`` at a time, returned as

@@ -675,8 +675,7 @@ class PCDRestrictedBoltzmann(
             training data for Gaussian ones.
         """
         self._check_fitted()
-        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
-            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+        self._check_n_steps(n_steps)
         module = self._inference_module()
 
         def draw(n, generator):
@@ -712,8 +711,7 @@ class PCDRestrictedBoltzmann(
             The known values exactly as given; the drawn ones binary for
             Bernoulli visible units.
         """
-        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
-            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+        self._check_n_steps(n_steps)
         self._check_fitted()
         module = self._inference_module()
 

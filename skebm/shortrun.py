@@ -684,8 +684,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         """
         self._check_fitted()
         n_steps = self.n_steps if n_steps is None else n_steps
-        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
-            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+        self._check_n_steps(n_steps)
         model = self._inference_module()
         replace = self.persistent and n_samples > len(model.buffer)
 
@@ -730,8 +729,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         -------
         X_completed : ndarray of shape (n_samples, n_features_in_), float64
         """
-        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
-            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+        self._check_n_steps(n_steps)
         self._check_fitted()
         model = self._inference_module()
         covariance = model.cholesky @ model.cholesky.T

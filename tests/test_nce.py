@@ -26,12 +26,6 @@ def test_sklearn_compatible(estimator, check):
 
 
 @pytest.fixture(scope="module")
-def eight_gaussians():
-    X = make_toy_2d("8gaussians", 4000, random_state=0)
-    return X[:2000], X[2000:]
-
-
-@pytest.fixture(scope="module")
 def fitted(eight_gaussians):
     X_train, _ = eight_gaussians
     return NCEDensity(max_iter=60, random_state=0).fit(X_train)

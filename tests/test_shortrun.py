@@ -8,7 +8,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebm import ShortRunEBM
-from skebm.datasets import make_toy_2d
+from skebm.datasets import (
+    _EIGHT_GAUSSIANS_SHRINK,
+    _EIGHT_GAUSSIANS_STD,
+    _eight_gaussians_centres,
+    make_toy_2d,
+)
 from skebm.partition import annealed_importance_log_partition, grid_log_integral
 from skebm.samplers import langevin
 
@@ -22,15 +27,8 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
-CENTRES = 4.0 / 1.414 * np.column_stack([np.cos(np.arange(8) * np.pi / 4),
-                                         np.sin(np.arange(8) * np.pi / 4)])
-MODE_STD = 0.5 / 1.414
-
-
-@pytest.fixture(scope="module")
-def eight_gaussians():
-    X = make_toy_2d("8gaussians", 4000, random_state=0)
-    return X[:2000], X[2000:]
+CENTRES = _eight_gaussians_centres() / _EIGHT_GAUSSIANS_SHRINK
+MODE_STD = _EIGHT_GAUSSIANS_STD / _EIGHT_GAUSSIANS_SHRINK
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,12 @@
+"""Fixtures that several test modules share."""
+
+import pytest
+
+from skebm.datasets import make_toy_2d
+
+
+@pytest.fixture(scope="module")
+def eight_gaussians():
+    """8gaussians, 2000 training and 2000 test points."""
+    X = make_toy_2d("8gaussians", 4000, random_state=0)
+    return X[:2000], X[2000:]
