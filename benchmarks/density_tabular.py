@@ -13,6 +13,7 @@ Contenders, all in this one process:
 
 - ``NCEDensity()`` with default parameters, and ``noise="self"`` at several
   ``noise_update_interval`` values (``--intervals``);
+- ``ShortRunEBM()`` with default parameters (``--methods shortrun``);
 - ``GaussianMixture``: full covariances, 1 to 16 components chosen by BIC
   (time includes every fit of the search);
 - ``KernelDensity``: bandwidth by 5-fold grid search (time includes it);
@@ -29,7 +30,7 @@ training rows.
 Usage::
 
     python benchmarks/density_tabular.py [--datasets iris wine ...] [--seeds 0 1]
-        [--methods nce gmm kde flow self] [--intervals 10 100 1000]
+        [--methods nce gmm kde flow self shortrun] [--intervals 10 100 1000]
         [--blobs 5000 80000 1000000] [--param name=value ...]
 
 Prints markdown tables for benchmarks/RESULTS.md: one per data set and seed,
@@ -50,7 +51,7 @@ from sklearn.neighbors import KernelDensity
 from sklearn.preprocessing import StandardScaler
 
 from _common import mmd2, parse_params
-from skebm import NCEDensity
+from skebm import NCEDensity, ShortRunEBM
 
 DATASETS = ["iris", "wine", "breast_cancer", "digits"]
 LOADERS = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer,
@@ -147,6 +148,8 @@ def contenders(methods, intervals, seed, params):
                         lambda interval=interval: NCEDensity(
                             noise="self", noise_update_interval=interval, random_state=seed,
                             **params)))
+    if "shortrun" in methods:
+        out.append(("ShortRunEBM()", lambda: ShortRunEBM(random_state=seed)))
     if "gmm" in methods:
         out.append(("GaussianMixture (BIC)", None))
     if "kde" in methods:
