@@ -213,6 +213,88 @@ class SparseRows:
         return torch.as_tensor(means, dtype=torch.float32, device=self.device)
 
 
+class Bags:
+    """Sparse rows as torch's ``embedding_bag`` takes them: ``indices`` (the
+    columns of the non-zero entries, row after row), ``offsets`` (where each
+    row starts) and ``weights`` (the entries' values)."""
+
+    def __init__(self, indices, offsets, weights, n_features):
+        self.indices, self.offsets, self.weights = indices, offsets, weights
+        self.shape = (len(offsets), n_features)
+
+    def __len__(self):
+        return len(self.offsets)
+
+
+def bags_from_rows(X, device, dtype):
+    """:class:`Bags` of the rows of X (scipy sparse or numpy), never dense.
+
+    Explicit zeros are dropped, and columns come in increasing order within
+    a row, so a dense array and its sparse copy give the same bags.
+    """
+    X = sp.csr_matrix(X, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    X.sum_duplicates()  # sorts each row's columns, merges repeats
+    X.eliminate_zeros()
+    return Bags(_as_tensor(X.indices, device, torch.long),
+                _as_tensor(X.indptr[:-1], device, torch.long),
+                _as_tensor(X.data, device, dtype), X.shape[1])
+
+
+class SparseBagRows:
+    """Training rows kept as CSR arrays on the device, gathered into
+    :class:`Bags` one minibatch at a time, in torch (no Python loop over
+    rows, no dense copy)."""
+
+    def __init__(self, bags):
+        self.indices, self.weights, self.shape = bags.indices, bags.weights, bags.shape
+        end = torch.as_tensor([len(bags.indices)], device=bags.offsets.device)
+        self.starts = torch.cat([bags.offsets, end])
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        starts = self.starts[rows]
+        counts = self.starts[rows + 1] - starts
+        offsets = torch.cumsum(counts, 0) - counts
+        n_entries = int(counts.sum())
+        positions = (torch.repeat_interleave(starts - offsets, counts, output_size=n_entries)
+                     + torch.arange(n_entries, device=starts.device))
+        return Bags(self.indices[positions], offsets, self.weights[positions], self.shape[1])
+
+    def subset(self, rows):
+        return SparseBagRows(self[rows])
+
+
+class LabelledRows:
+    """Training rows with their targets, shuffled and split by one index.
+
+    ``rows`` is what ``_training_rows`` made (a tensor, :class:`SparseRows`,
+    or an estimator's own row container); ``targets`` is a tensor of integer
+    codes on the same device. Indexing gives the minibatch ``(rows,
+    targets)`` that the training hooks unpack; ``attributes`` are the fitted
+    attributes that come with the targets (a classifier's ``classes_``), for
+    the hooks to read before they are set on the estimator.
+    """
+
+    def __init__(self, rows, targets, attributes):
+        self.rows, self.targets, self.attributes = rows, targets, attributes
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.rows[index], self.targets[index]
+
+    def subset(self, index):
+        return LabelledRows(_take(self.rows, index), self.targets[index], self.attributes)
+
+
+def _take(rows, index):
+    """The rows at ``index`` (a tensor), in a container of the same kind."""
+    return rows.subset(index) if hasattr(rows, "subset") else rows[index]
+
+
 class LikelihoodDensityMixin(DensityMixin):
     """A normalized ``score_samples``, its mean as ``score``, and log Z on demand.
 
@@ -362,7 +444,21 @@ class TorchEstimator(BaseEstimator):
       ``_epoch_loss(module, Z)`` for the loss reported per epoch then;
     - ``_input_standardization(X)`` (default: each column's mean and standard
       deviation), ``_check_input_values(X)`` (extra checks on valid X) and
-      ``_n_epochs()`` (default: ``max_iter``).
+      ``_n_epochs()`` (default: ``max_iter``);
+    - ``_training_rows(X, mean, scale, device)`` and ``_inference_rows(X,
+      rows, mean, scale, device)``: how rows reach the module (default:
+      dense, standardized; an estimator that takes sparse rows as they are
+      overrides both);
+    - ``_warm_module(Z_train, device)``: the module a warm fit continues from
+      (default: a copy of the fitted one).
+
+    A supervised estimator calls ``self._fit_module(X, y, **options)`` and
+    provides ``_encode_targets(y, warm, **options)``, which returns the
+    integer codes of ``y`` and the fitted attributes that go with them (set
+    on the estimator with the others when the fit succeeds). Its hooks get
+    :class:`LabelledRows` (``Z.attributes`` holds those attributes) and
+    ``(rows, targets)`` minibatches, shuffled and split by one index, and
+    ``_multiply_adds_per_step(n_features, targets=attributes)``.
 
     It calls ``self._fit_module(X)`` from ``fit`` (``partial=True`` from
     ``partial_fit``: one epoch, continuing the fitted model). Every fitted
@@ -401,30 +497,47 @@ class TorchEstimator(BaseEstimator):
     _max_epoch_rows = None
 
     # ------------------------------------------------------------------ fit
-    def _fit_module(self, X, *, partial=False):
-        """Validate X, train (or keep training) the module, set fitted state.
+    def _fit_module(self, X, y=None, *, partial=False, **target_options):
+        """Validate X (and y), train (or keep training) the module, set fitted state.
 
         ``partial=True`` (``partial_fit``) runs one epoch and continues the
-        fitted model, whatever ``warm_start`` says.
+        fitted model, whatever ``warm_start`` says. With ``y``, the estimator's
+        ``_encode_targets(y, warm=..., **target_options)`` turns it into
+        integer codes and the fitted attributes that go with them; the hooks
+        then get :class:`LabelledRows` and ``(rows, targets)`` minibatches.
         """
         fitted = hasattr(self, "module_")
         warm = fitted and (partial or getattr(self, "warm_start", False))
-        X = self._validated(X, reset=not warm, ensure_min_samples=2)
+        target_attributes = {}
+        if y is None and self.__sklearn_tags__().target_tags.required:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        if y is None:
+            X = self._validated(X, reset=not warm, ensure_min_samples=2)
+        else:
+            X, y = self._validated(X, y, reset=not warm, ensure_min_samples=2)
+            codes, target_attributes = self._encode_targets(y, warm=warm, **target_options)
         device = resolve_device(self.device)
         generator = make_generator(self.random_state, device)
         if warm:
             # Each continued fit draws a stream of its own, still reproducible.
             generator.manual_seed(generator.initial_seed() + self.n_iter_)
-        work = self._multiply_adds_per_step(X.shape[1])
+        work = self._multiply_adds_per_step(
+            X.shape[1], **({} if y is None else {"targets": target_attributes}))
         with torch_threads(self._cpu_threads(work, device)):
             if warm:
                 mean, scale = self.mean_, self.scale_
             else:
                 mean, scale = self._input_standardization(X)
             Z = self._training_rows(X, mean, scale, device)
-            Z_train, Z_val = self._split_validation(Z, generator)
+            if y is not None:
+                Z = LabelledRows(Z, torch.as_tensor(codes, dtype=torch.long, device=device),
+                                 target_attributes)
+            # A partial fit learns from every row it is given (as scikit-learn's
+            # MLP, which refuses early stopping there): no rows are held out.
+            Z_train, Z_val = (Z, None) if partial else self._split_validation(Z, generator)
             if warm:
-                module = copy.deepcopy(self.module_).to(device)
+                module = self._warm_module(Z_train, device)
             else:
                 module = self._build(Z_train, generator).to(device)
             n_epochs = 1 if partial else self._n_epochs()
@@ -440,7 +553,7 @@ class TorchEstimator(BaseEstimator):
         self.history_ = previous_history + history
         self.n_iter_ = (self.n_iter_ if warm else 0) + epochs_run
         self._log_partition_memo = {"seed": log_partition_seed}
-        for name, value in extra.items():
+        for name, value in {**target_attributes, **extra}.items():
             setattr(self, name, value)
         return self
 
@@ -472,19 +585,22 @@ class TorchEstimator(BaseEstimator):
             return 1
         return max(1, min(allowed, idle_cores()))
 
-    def _validated(self, X, *, reset=False, ensure_min_samples=1):
+    def _validated(self, X, y=None, *, reset=False, ensure_min_samples=1):
         """scikit-learn's validation at the door, plus the estimator's own checks.
 
         Sparse X is accepted where the estimator's tags say so (and kept
         sparse); integers and float16 become float64, float32 stays float32.
+        With ``y`` (a 1-D target of X's length), returns ``(X, y)``.
         """
         sparse = self.__sklearn_tags__().input_tags.sparse
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], accept_sparse="csr" if sparse else False,
-            ensure_min_samples=ensure_min_samples, reset=reset,
-        )
+        kwargs = dict(dtype=[np.float64, np.float32], accept_sparse="csr" if sparse else False,
+                      ensure_min_samples=ensure_min_samples, reset=reset)
+        if y is None:
+            X = validate_data(self, X, **kwargs)
+        else:
+            X, y = validate_data(self, X, y, **kwargs)
         self._check_input_values(X)
-        return X
+        return X if y is None else (X, y)
 
     def _check_input_values(self, X):
         """Estimator-specific checks of validated X (a range, say)."""
@@ -534,6 +650,11 @@ class TorchEstimator(BaseEstimator):
             return SparseRows(X, mean, scale, device)
         return _dense_rows(X, slice(None), mean, scale, device, torch.float32)
 
+    def _warm_module(self, Z_train, device):
+        """The module a warm fit (``warm_start`` or ``partial_fit``) continues
+        from: a copy of the fitted one on ``device``."""
+        return copy.deepcopy(self.module_).to(device)
+
     def _n_epochs(self):
         """Epochs a full fit runs (at most, with early stopping)."""
         return self.max_iter
@@ -547,8 +668,7 @@ class TorchEstimator(BaseEstimator):
         if len(Z) - n_val < 2:
             return Z, None
         order = torch.randperm(len(Z), generator=generator, device=generator.device)
-        take = Z.subset if isinstance(Z, SparseRows) else Z.__getitem__
-        return take(order[n_val:]), take(order[:n_val])
+        return _take(Z, order[n_val:]), _take(Z, order[:n_val])
 
     def _make_update_rule(self, module, n_steps):
         """Adam with a cosine schedule to 0 over ``n_steps`` minibatch steps,
@@ -598,13 +718,14 @@ class TorchEstimator(BaseEstimator):
         losses, diagnostics = [], {}
         for rows in gen_batches(n_rows, batch_size):
             batch = Z_train[order[rows]]
+            n_batch = rows.stop - rows.start
             loss = self._training_step(module, batch, generator, rule)
             if isinstance(loss, tuple):
                 loss, step_diagnostics = loss
                 for name, value in step_diagnostics.items():
-                    diagnostics[name] = diagnostics.get(name, 0.0) + float(value) * len(batch)
+                    diagnostics[name] = diagnostics.get(name, 0.0) + float(value) * n_batch
             if loss is not None:
-                losses.append(loss * len(batch))
+                losses.append(loss * n_batch)
         diagnostics = {name: total / n_rows for name, total in diagnostics.items()}
         if not losses:
             return float(self._epoch_loss(module, Z_train)), None, diagnostics
@@ -745,6 +866,11 @@ class TorchEstimator(BaseEstimator):
         """Working memory of one row in inference (float64 activations)."""
         return 32 * self.n_features_in_
 
+    def _inference_rows(self, X, rows, mean, scale, device):
+        """``X[rows]`` as the module takes it in inference: by default dense,
+        standardized (unless ``mean`` is None), float64, on ``device``."""
+        return _dense_rows(X, rows, mean, scale, device, torch.float64)
+
     def _map_rows(self, function, X, *, grad=False):
         """``function`` of the standardized rows of validated ``X`` (numpy or
         sparse), a float64 tensor chunk at a time; the float64 numpy result.
@@ -757,7 +883,7 @@ class TorchEstimator(BaseEstimator):
         outputs = []
         with torch_threads(self._cpu_threads(work, device)):
             for rows in gen_batches(X.shape[0], chunk):
-                Z = _dense_rows(X, rows, mean, scale, device, torch.float64)
+                Z = self._inference_rows(X, rows, mean, scale, device)
                 with torch.set_grad_enabled(grad):
                     outputs.append(function(Z).detach().cpu().numpy())
         if not outputs:
