@@ -1,9 +1,16 @@
 """skebm: scikit-learn compatible energy-based models, with torch inside."""
 
 from ._base import ConvergenceDivergedError
+from .classifier import NCESoftmaxClassifier
 from .nce import NCEDensity
 from .rbm import PCDRestrictedBoltzmann
 from .shortrun import ShortRunEBM
 
-__all__ = ["ConvergenceDivergedError", "NCEDensity", "PCDRestrictedBoltzmann", "ShortRunEBM"]
+__all__ = [
+    "ConvergenceDivergedError",
+    "NCEDensity",
+    "NCESoftmaxClassifier",
+    "PCDRestrictedBoltzmann",
+    "ShortRunEBM",
+]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Toy 2-D data sets for density estimation.
+"""Toy 2-D data sets for density estimation, and a loader of the King James
+Bible as a next-word prediction task.
 
 The generators follow the recipes of the toy data in FFJORD (Grathwohl et al.
 2019), which have become the standard playground for 2-D density models.  They
@@ -13,11 +14,15 @@ References
    generative models." ICLR 2019.
 """
 
+import re
+import shutil
+import subprocess
+
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 
-__all__ = ["TOY_DATASETS", "make_toy_2d", "eight_gaussians_log_density"]
+__all__ = ["TOY_DATASETS", "eight_gaussians_log_density", "load_kjv_next_word", "make_toy_2d"]
 
 # 8gaussians: centres on a circle of radius 4, unit spread 0.5, everything
 # divided by 1.414 at the end (the reference recipe's constants).
@@ -184,3 +189,56 @@ def make_toy_2d(name, n_samples=1000, *, random_state=None):
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     rng = np.random.default_rng(seed)
     return np.asarray(_GENERATORS[name](int(n_samples), rng), dtype=np.float64)
+
+
+_KJV_INSTALL = ("the King James Bible is read with the `bible` program of the Debian package "
+                "bible-kjv: `apt-get update && apt-get install bible-kjv`.")
+
+
+def load_kjv_next_word(*, n_context=3, train_fraction=0.9):
+    """The King James Bible as next-word prediction: a classifier's task with
+    about 12,000 classes.
+
+    The whole text (``bible "gen1:1-rev22:21"``, from the Debian package
+    ``bible-kjv``) is lower-cased and cut into words with the regex
+    ``[a-z']+`` (790,889 words). Each word from the ``n_context``-th on is a
+    row: its context is the previous ``n_context`` words, tagged with their
+    position (``"-3:in -2:the -1:beginning"``), and its target is the word.
+    The first ``train_fraction`` of the words are the training text (with 3
+    words of context and 0.9: 711,797 rows, 11,862 classes), the rest the
+    test text (79,089 rows; a test row's context may reach back into the
+    training text). The contexts go to a vectorizer with
+    ``token_pattern=r"\\S+"``.
+
+    Parameters
+    ----------
+    n_context : int, default=3
+        Words of context.
+    train_fraction : float, default=0.9
+        Share of the words, from the start, that train.
+
+    Returns
+    -------
+    data : Bunch
+        ``contexts_train``, ``contexts_test`` (lists of str), ``y_train``,
+        ``y_test`` (arrays of str).
+
+    Raises
+    ------
+    OSError
+        When the ``bible`` program is not installed (the message says how to
+        install it).
+    """
+    program = shutil.which("bible")
+    if program is None:
+        raise OSError("load_kjv_next_word: " + _KJV_INSTALL)
+    text = subprocess.run([program, "gen1:1-rev22:21"], capture_output=True, text=True,
+                          check=True).stdout
+    words = re.findall(r"[a-z']+", text.lower())
+    n_train = int(train_fraction * len(words))
+    contexts = [" ".join(f"-{n_context - j}:{words[i - n_context + j]}" for j in range(n_context))
+                for i in range(n_context, len(words))]
+    targets = np.asarray(words[n_context:])
+    split = n_train - n_context
+    return Bunch(contexts_train=contexts[:split], contexts_test=contexts[split:],
+                 y_train=targets[:split], y_test=targets[split:])

@@ -1,0 +1,628 @@
+"""A classifier over many classes, trained by noise-contrastive estimation or
+sampled softmax and predicting with the full softmax."""
+
+import math
+import numbers
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn import get_config
+from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from torch import nn
+
+from ._base import SparseBagRows, TorchEstimator, bags_from_rows
+from .nets import ACTIVATIONS, _linear
+from .samplers import AliasSampler
+
+__all__ = ["NCESoftmaxClassifier"]
+
+#: Bytes a parameter costs in training: its value, its gradient and Adam's
+#: two moments, float32.
+_TRAINING_BYTES_PER_PARAMETER = 16
+#: Part of the memory the device has free that a model may plan to use.
+_MEMORY_SHARE = 0.8
+
+
+def available_memory(device):
+    """Bytes free on ``device``: the GPU's free memory, or the CPU's
+    ``MemAvailable`` (Linux; elsewhere, the physical memory, or no limit
+    when the system does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+class _SoftmaxModel(nn.Module):
+    """Scores of every class: a bag of feature embeddings, optional hidden
+    layers, then one row of ``output_weight`` per class (its last column is
+    the class's bias).
+
+    The input and output tables are looked up by index, so a training step
+    that scores a few sampled classes reads and updates only their rows
+    (sparse gradients). The class frequencies, the noise distribution (an
+    alias table) and, for ``norm_term="learned"``, the normalizing term live
+    here too, so they move and pickle with the model.
+    """
+
+    def __init__(self, n_features, class_count, embedding_dim, hidden_layer_sizes,
+                 activation, noise_power, norm_term, generator):
+        super().__init__()
+        n_classes = len(class_count)
+        device = generator.device
+        self.input_weight = nn.Parameter(
+            torch.randn(n_features, embedding_dim, generator=generator, device=device)
+            / math.sqrt(embedding_dim))
+        self.input_bias = nn.Parameter(torch.zeros(embedding_dim, device=device))
+        sizes = [embedding_dim, *hidden_layer_sizes]
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [_linear(n_in, n_out, generator), ACTIVATIONS[activation]()]
+        self.hidden = nn.Sequential(*layers)
+        self.output_weight = nn.Parameter(torch.zeros(n_classes, sizes[-1] + 1, device=device))
+        self.noise_power = noise_power
+        self.loss = None  # the estimator's loss_, set before each fit
+        self.set_class_count(class_count)
+        initial = math.log(n_classes) if norm_term in ("auto", "learned") else float(norm_term)
+        if norm_term == "learned":
+            self.norm_term = nn.Parameter(torch.tensor(initial, device=device))
+        else:
+            self.register_buffer("norm_term", torch.tensor(initial, device=device))
+
+    def set_class_count(self, class_count):
+        """Class frequencies (counts + 1, so that a class not seen yet keeps a
+        little mass) and the noise: frequencies to the power ``noise_power``."""
+        smoothed = np.asarray(class_count, dtype=np.float64) + 1.0
+        device = self.output_weight.device
+        self.noise = AliasSampler(smoothed**self.noise_power).to(device)
+        self.register_buffer("log_frequency", torch.as_tensor(
+            np.log(smoothed / smoothed.sum()), dtype=self.output_weight.dtype, device=device))
+
+    def features(self, bags):
+        """The last hidden layer of each row of ``bags`` (:class:`Bags`), with
+        a column of ones that multiplies the output biases."""
+        embedded = F.embedding_bag(
+            bags.indices, self.input_weight, bags.offsets, mode="sum",
+            per_sample_weights=bags.weights.to(self.input_weight.dtype), sparse=True)
+        hidden = self.hidden(embedded + self.input_bias)
+        return torch.cat([hidden, torch.ones_like(hidden[:, :1])], 1)
+
+    def scores(self, features):
+        """Every class's score, ``(n_rows, n_classes)``."""
+        return features @ self.output_weight.T
+
+    def class_scores(self, features, classes):
+        """Every row's scores of ``classes``, ``(n_rows, len(classes))``."""
+        return features @ F.embedding(classes, self.output_weight, sparse=True).T
+
+    def sampled_scores(self, features, targets, classes):
+        """Each row's score of its own target, ``(n_rows,)``, and every row's
+        scores of ``classes``, ``(n_rows, len(classes))``: one lookup, which
+        reads (and differentiates) only those classes' rows."""
+        weight = F.embedding(torch.cat([targets, classes]), self.output_weight, sparse=True)
+        return (features * weight[:len(targets)]).sum(1), features @ weight[len(targets):].T
+
+    def sparse_parameters(self, loss):
+        """Parameters whose gradients are sparse under ``loss``."""
+        if loss == "full":
+            return [self.input_weight]
+        return [self.input_weight, self.output_weight]
+
+
+class _Together:
+    """Several optimizers (or their schedules) stepped as one."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def zero_grad(self, set_to_none=True):
+        for optimizer in self.members:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for member in self.members:
+            member.step()
+
+
+class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
+    """Classifier over many classes, trained by NCE or sampled softmax.
+
+    A softmax classifier whose training costs O(``n_noise``) per row instead
+    of O(``n_classes``): each minibatch scores its rows' own classes against
+    ``n_noise`` classes drawn from the class frequencies raised to
+    ``noise_power`` (shared by the whole minibatch, so their scores are one
+    dense product), with the alias method. Predictions use the full,
+    normalized softmax over every class.
+
+    The model is a bag of feature embeddings (fastText's design): each
+    feature has an ``embedding_dim`` vector, a row's embedding is the sum of
+    its features' vectors weighted by its values (a sparse product: sparse
+    X, the output of ``HashingVectorizer``, ``CountVectorizer``,
+    ``OneHotEncoder`` or ``FeatureHasher``, is never made dense), then
+    optional hidden layers, then a score per class. The embedding is a
+    low-rank bottleneck: 65,536 hashed features and 30,000 classes cost
+    (65,536 + 30,000) x 128 weights instead of two billion. Before
+    allocating, the model's training memory is estimated and a model that
+    would not fit is refused with an error that says what to change.
+
+    Input features are used as they are (no standardization, so sparse X
+    stays sparse); scale dense features (``StandardScaler``) as for
+    ``MLPClassifier``.
+
+    Parameters
+    ----------
+    loss : {"auto", "nce", "sampled", "full", "in_batch"}, default="auto"
+        What training minimizes.
+
+        - ``"nce"``: noise-contrastive estimation (Gutmann & Hyvarinen 2010,
+          Mnih & Teh 2012): logistic regression of each row's class against
+          the ``n_noise`` noise classes, on the logit ``s(y) - log(n_noise
+          q(y)) - norm_term``.
+        - ``"sampled"``: sampled softmax (Jean et al. 2015): a softmax over
+          the row's class and the noise classes, each score corrected by
+          ``- log(n_noise q)``.
+        - ``"full"``: the cross-entropy of the full softmax, O(n_classes)
+          per row; the exact reference.
+        - ``"in_batch"``: a softmax over the minibatch's own targets (the
+          other rows' classes are the negatives), corrected by the log of
+          their frequency; no noise is drawn.
+        - ``"auto"``: ``"full"`` when there are no more classes than
+          ``n_noise`` (sampling would save nothing), ``"nce"`` otherwise.
+    n_noise : int, default=256
+        Noise classes drawn per minibatch (shared by its rows).
+    noise_power : float in [0, 1], default=0.75
+        The noise distribution is the class frequencies (plus one) raised to
+        this power: 1 follows the frequencies, 0 is uniform; word2vec used
+        0.75.
+    norm_term : "auto", "learned" or float, default="auto"
+        NCE's estimate of each row's log normalizer: ``"auto"`` is
+        ``log(n_classes)`` (the model starts uniform); ``"learned"`` starts
+        there and is trained; a float is fixed. Only for ``loss="nce"``;
+        predictions always normalize exactly.
+    remove_accidental_hits : bool, default=True
+        Drop a noise class from a row's loss when it is that row's own class
+        (for ``"nce"``, ``"sampled"`` and, duplicates of the row's class
+        among the minibatch's targets, ``"in_batch"``).
+    embedding_dim : int, default=128
+        Width of the feature embedding (the bottleneck).
+    hidden_layer_sizes : tuple of int, default=()
+        Hidden layers after the embedding (linear then ``activation``
+        each). The default, none, is a low-rank linear model, as fastText.
+    activation : {"relu", "leaky_relu", "silu", "elu", "softplus", "tanh"}, default="relu"
+        Non-linearity of the hidden layers.
+    learning_rate : float, default=0.01
+        Adam's step size (sparse Adam for the embedding tables), annealed to
+        0 over ``max_iter`` epochs by a cosine schedule.
+    batch_size : int, default=256
+        Rows per minibatch.
+    max_iter : int, default=100
+        Epochs (passes over the training rows), at most.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the rows and stop when their
+        log-loss (full softmax) has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs, keeping the best epoch's model.
+    validation_fraction : float, default=0.1
+        Share of the rows held out for early stopping.
+    n_iter_no_change : int, default=5
+        Patience of early stopping, in epochs.
+    tol : float, default=1e-4
+        Improvement of the validation log-loss that counts.
+    warm_start : bool, default=False
+        Continue from the fitted model in ``fit`` (same classes).
+    verbose : int, default=0
+        Show a progress bar with the loss per epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialization, shuffling and noise (a private generator).
+    device : {"auto", "cpu", "cuda", "mps"} or torch.device, default="auto"
+        Where to train; ``"auto"`` picks CUDA when available.
+    n_threads : int or None, default=None
+        torch threads on the CPU; None lets skebm choose by the work's size.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels (any sortable labels: strings, integers).
+    class_count_ : ndarray of shape (n_classes,)
+        Training rows seen per class (summed over ``partial_fit`` calls).
+    module_ : torch.nn.Module
+        The fitted model.
+    loss_ : str
+        The loss ``loss="auto"`` resolved to.
+    history_ : list of dict
+        Per epoch: ``loss`` (the training objective) and, with early
+        stopping, ``validation_score`` (minus the held-out log-loss).
+    n_iter_ : int
+        Epochs run.
+    n_features_in_ : int
+    device_ : torch.device
+
+    See Also
+    --------
+    sklearn.linear_model.SGDClassifier : linear classifier, one-vs-rest.
+    sklearn.neural_network.MLPClassifier : full-softmax neural network.
+
+    References
+    ----------
+    .. [1] Gutmann, M. and Hyvarinen, A. "Noise-contrastive estimation: A new
+       estimation principle for unnormalized statistical models." AISTATS 2010.
+    .. [2] Mnih, A. and Teh, Y. W. "A fast and simple algorithm for training
+       neural probabilistic language models." ICML 2012.
+    .. [3] Jean, S., Cho, K., Memisevic, R. and Bengio, Y. "On using very large
+       target vocabulary for neural machine translation." ACL 2015.
+    .. [4] Mikolov, T. et al. "Distributed representations of words and
+       phrases and their compositionality." NeurIPS 2013 (noise power 0.75).
+    .. [5] Joulin, A. et al. "Bag of tricks for efficient text
+       classification." EACL 2017 (fastText).
+    .. [6] Walker, A. J. (1977); Vose, M. D. (1991): the alias method.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skebm import NCESoftmaxClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = NCESoftmaxClassifier(random_state=0).fit(X[:1500] / 16, y[:1500])
+    >>> clf.loss_
+    'full'
+    >>> bool(clf.score(X[1500:] / 16, y[1500:]) > 0.9)
+    True
+    """
+
+    _parameter_constraints = {
+        **{name: constraint for name, constraint in TorchEstimator._parameter_constraints.items()
+           if name != "weight_decay"},
+        "loss": [StrOptions({"auto", "nce", "sampled", "full", "in_batch"})],
+        "n_noise": [Interval(numbers.Integral, 1, None, closed="left")],
+        "noise_power": [Interval(numbers.Real, 0, 1, closed="both")],
+        "norm_term": [StrOptions({"auto", "learned"}), Interval(numbers.Real, None, None,
+                                                                closed="neither")],
+        "remove_accidental_hits": ["boolean"],
+        "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": ["array-like"],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+    }
+
+    _loss_growth_is_divergence = True
+    _supports_early_stopping = True
+
+    def __init__(
+        self,
+        *,
+        loss="auto",
+        n_noise=256,
+        noise_power=0.75,
+        norm_term="auto",
+        remove_accidental_hits=True,
+        embedding_dim=128,
+        hidden_layer_sizes=(),
+        activation="relu",
+        learning_rate=0.01,
+        batch_size=256,
+        max_iter=100,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        tol=1e-4,
+        warm_start=False,
+        verbose=0,
+        random_state=None,
+        device="auto",
+        n_threads=None,
+    ):
+        self.loss = loss
+        self.n_noise = n_noise
+        self.noise_power = noise_power
+        self.norm_term = norm_term
+        self.remove_accidental_hits = remove_accidental_hits
+        self.embedding_dim = embedding_dim
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.random_state = random_state
+        self.device = device
+        self.n_threads = n_threads
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the classifier.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows, at least 2; sparse X stays sparse.
+        y : array-like of shape (n_samples,)
+            Class labels, at least two distinct ones.
+
+        Returns
+        -------
+        self : NCESoftmaxClassifier
+        """
+        return self._fit_module(X, y)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y), continuing the fitted model.
+
+        For streams that do not fit in memory at once, as
+        ``SGDClassifier.partial_fit``; the noise follows the class counts
+        seen so far. Every row trains: ``early_stopping`` does not apply
+        here (no rows are held out), and the learning rate follows its cosine
+        schedule within each call.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the stream; required on the first call, and
+            the same as ``classes_`` if given later.
+
+        Returns
+        -------
+        self : NCESoftmaxClassifier
+        """
+        if not hasattr(self, "module_") and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        return self._fit_module(X, y, partial=True, classes=classes)
+
+    # -- targets -------------------------------------------------------------
+    def _encode_targets(self, y, *, warm, classes=None):
+        """Integer codes of ``y`` in ``classes_``, with ``classes_`` and
+        ``class_count_`` (counts of a warm fit add to the earlier ones)."""
+        check_classification_targets(y)
+        if warm:
+            known = self.classes_
+            if classes is not None and not np.array_equal(np.unique(classes), known):
+                raise ValueError(
+                    f"classes={classes!r} is not classes_ of the earlier fit ({known!r}).")
+        elif classes is not None:
+            known = np.unique(classes)
+        else:
+            known = np.unique(y)
+            if len(known) < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes in the "
+                    f"data; got only class {known[0]!r}.")
+        codes = np.clip(np.searchsorted(known, y), 0, len(known) - 1)
+        unseen = known[codes] != y
+        if unseen.any():
+            raise ValueError(
+                f"y contains labels not in classes {np.unique(y[unseen])[:5].tolist()} "
+                "(partial_fit: pass every class in classes= on the first call).")
+        counts = np.bincount(codes, minlength=len(known))
+        if warm:
+            counts = counts + self.class_count_
+        return codes, {"classes_": known, "class_count_": counts, "loss_": self._resolved_loss(
+            len(known))}
+
+    def _resolved_loss(self, n_classes):
+        if self.loss != "auto":
+            return self.loss
+        return "full" if n_classes <= self.n_noise else "nce"
+
+    # -- the pieces the shared training loop calls ------------------------------
+    def _input_standardization(self, X):
+        return 0.0, 1.0  # features as they are: sparse rows stay sparse
+
+    def _training_rows(self, X, mean, scale, device):
+        return SparseBagRows(bags_from_rows(X, device, torch.float32))
+
+    def _inference_rows(self, X, rows, mean, scale, device):
+        return bags_from_rows(X[rows], device, torch.float64)
+
+    def _build(self, data, generator):
+        class_count = data.attributes["class_count_"]
+        loss = data.attributes["loss_"]
+        self._check_memory(data.rows.shape[1], len(class_count), loss, generator.device)
+        module = _SoftmaxModel(
+            data.rows.shape[1], class_count, self.embedding_dim, tuple(self.hidden_layer_sizes),
+            self.activation, self.noise_power, self.norm_term, generator)
+        module.loss = loss
+        return module
+
+    def _warm_module(self, data, device):
+        module = super()._warm_module(data, device)
+        module.set_class_count(data.attributes["class_count_"])
+        module.loss = data.attributes["loss_"]
+        return module
+
+    def _training_loss(self, module, batch, generator):
+        bags, targets = batch
+        features = module.features(bags)
+        if module.loss == "full":
+            return F.cross_entropy(module.scores(features), targets)
+        if module.loss == "in_batch":
+            logits = (module.class_scores(features, targets)
+                      - module.log_frequency[targets] - math.log(len(targets)))
+            if self.remove_accidental_hits:
+                hits = (targets[None, :] == targets[:, None]) & ~torch.eye(
+                    len(targets), dtype=torch.bool, device=targets.device)
+                logits = logits.masked_fill(hits, -math.inf)
+            return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
+        noise = module.noise.sample(self.n_noise, generator)
+        target_logits, noise_logits = module.sampled_scores(features, targets, noise)
+        log_expected = math.log(self.n_noise) + module.noise.log_prob(
+            torch.cat([targets, noise])).to(features.dtype)
+        target_logits = target_logits - log_expected[:len(targets)]
+        noise_logits = noise_logits - log_expected[len(targets):]
+        hits = noise[None, :] == targets[:, None] if self.remove_accidental_hits else None
+        if module.loss == "sampled":
+            if hits is not None:
+                noise_logits = noise_logits.masked_fill(hits, -math.inf)
+            logits = torch.cat([target_logits[:, None], noise_logits], 1)
+            return (torch.logsumexp(logits, 1) - target_logits).mean()
+        # NCE: each row's class against each noise class, logistic regressions
+        # on the logit s - log(n_noise q) - norm_term.
+        target_term = F.softplus(module.norm_term - target_logits)
+        noise_terms = F.softplus(noise_logits - module.norm_term)
+        if hits is not None:
+            noise_terms = noise_terms.masked_fill(hits, 0.0)
+        return (target_term + noise_terms.sum(1)).mean()
+
+    def _validation_score(self, module, data_val):
+        """Minus the held-out log-loss with the full softmax, a chunk at a time.
+        (MLPClassifier scores accuracy; the log-loss is what the softmax is
+        fitted to, and moves more smoothly.)"""
+        chunk = self._rows_per_chunk(len(module.output_weight), 4)
+        total = 0.0
+        for start in range(0, len(data_val), chunk):
+            rows = torch.arange(start, min(start + chunk, len(data_val)),
+                                device=data_val.targets.device)
+            bags, targets = data_val[rows]
+            scores = module.scores(module.features(bags))
+            total += float(F.cross_entropy(scores, targets, reduction="sum"))
+        return -total / len(data_val)
+
+    def _make_update_rule(self, module, n_steps):
+        """Sparse Adam for the tables a step touches only in part, Adam for
+        the rest, each annealed to 0 by a cosine schedule over ``n_steps``."""
+        sparse = module.sparse_parameters(module.loss)
+        dense = [p for p in module.parameters() if all(p is not q for q in sparse)]
+        optimizers = [torch.optim.SparseAdam(sparse, lr=self.learning_rate)]
+        if dense:
+            optimizers.append(torch.optim.Adam(dense, lr=self.learning_rate))
+        schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=n_steps)
+                     for o in optimizers]
+        return _Together(optimizers), _Together(schedules)
+
+    # -- memory and work -------------------------------------------------------
+    def _layer_widths(self):
+        return [self.embedding_dim, *self.hidden_layer_sizes]
+
+    def _check_memory(self, n_features, n_classes, loss, device):
+        """Refuse, before allocating, a model that cannot be trained in the
+        memory ``device`` has free."""
+        widths = self._layer_widths()
+        n_parameters = (n_features * widths[0] + widths[0]
+                        + sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+                        + n_classes * (widths[-1] + 1))
+        scored = n_classes if loss == "full" else (
+            self.batch_size if loss == "in_batch" else self.n_noise + 1)
+        needed = (_TRAINING_BYTES_PER_PARAMETER * n_parameters
+                  + 3 * 4 * self.batch_size * (scored + sum(widths)))
+        free = available_memory(device)
+        if needed > _MEMORY_SHARE * free:
+            raise ValueError(
+                f"{type(self).__name__} would need about {needed / 2**30:.1f} GiB to train "
+                f"({n_parameters:,} parameters: {n_features:,} features x embedding_dim="
+                f"{widths[0]} in, {n_classes:,} classes x {widths[-1]} out), more than the "
+                f"{free / 2**30:.1f} GiB free on {device}. Lower embedding_dim, the number of "
+                "input features (n_features of a HashingVectorizer, say) or "
+                "hidden_layer_sizes" + (", or batch_size (loss='full' holds a batch_size x "
+                                        "n_classes matrix)" if loss == "full" else "") + ".")
+
+    def _multiply_adds_per_step(self, n_features, targets=None):
+        n_classes = len(targets["classes_"] if targets else self.classes_)
+        loss = targets["loss_"] if targets else self.loss_
+        scored = n_classes if loss == "full" else (
+            self.batch_size if loss == "in_batch" else self.n_noise + 1)
+        widths = self._layer_widths()
+        per_row = sum(a * b for a, b in zip(widths[:-1], widths[1:])) + scored * widths[-1]
+        return 3 * self.batch_size * per_row  # forward and backward
+
+    def _multiply_adds_per_row(self, n_features):
+        widths = self._layer_widths()
+        return (sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+                + len(self.classes_) * widths[-1])
+
+    def _inference_row_bytes(self):
+        # float64 scores, their softmax and a temporary, per row.
+        return 3 * 8 * (len(self.classes_) + sum(self._layer_widths()))
+
+    def _rows_per_chunk(self, n_classes, bytes_per_value):
+        """Rows whose scores fit in scikit-learn's ``working_memory``."""
+        budget = get_config()["working_memory"] * 2**20
+        return max(1, int(budget // (3 * bytes_per_value * (n_classes + sum(self._layer_widths())))))
+
+    # -- prediction ------------------------------------------------------------
+    def _map_scores(self, function, X):
+        """``function(scores)`` of the rows of X, where ``scores`` are every
+        class's scores (float64), a chunk of rows at a time."""
+        self._check_fitted()
+        X = self._validated(X)
+        module = self._inference_module()
+        return self._map_rows(lambda bags: function(module.scores(module.features(bags))), X)
+
+    def decision_function(self, X):
+        """Each class's score (an unnormalized log-probability).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes), or (n_samples,)
+            For two classes, the second class's score minus the first's, as
+            scikit-learn's binary classifiers return it.
+        """
+        scores = self._map_scores(lambda s: s, X)
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
+
+    def predict_log_proba(self, X):
+        """Log-probability of each class, from the full softmax.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes), float64
+        """
+        return self._map_scores(lambda s: torch.log_softmax(s, 1), X)
+
+    def predict_proba(self, X):
+        """Probability of each class, from the full softmax (rows sum to 1).
+
+        Memory stays within scikit-learn's ``working_memory`` per chunk of
+        rows, besides the result itself (``n_samples x n_classes``).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes), float64
+        """
+        return self._map_scores(lambda s: torch.softmax(s, 1), X)
+
+    def predict(self, X):
+        """The most probable class of each row.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        best = self._map_scores(lambda s: s.argmax(1).to(s.dtype), X)
+        return self.classes_[best.astype(np.intp)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags

@@ -1,0 +1,234 @@
+import pickle
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from sklearn import config_context
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skebm import ConvergenceDivergedError, NCESoftmaxClassifier
+from skebm.datasets import load_kjv_next_word
+
+QUICK = dict(max_iter=30, random_state=0)
+
+
+@parametrize_with_checks([NCESoftmaxClassifier(**QUICK),
+                          NCESoftmaxClassifier(loss="nce", n_noise=2, **QUICK)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:1400] / 16, y[:1400], X[1400:] / 16, y[1400:]
+
+
+def _make_classes(n_classes, n_rows, n_features, random_state):
+    """A sparse problem with classes of Zipf-like frequencies (exponent 0.5):
+    each class has a few features of its own, each row shows two of them and
+    one at random."""
+    rng = np.random.default_rng(random_state)
+    frequencies = 1.0 / np.sqrt(np.arange(1, n_classes + 1))
+    y = rng.choice(n_classes, n_rows, p=frequencies / frequencies.sum())
+    own = rng.integers(n_features, size=(n_classes, 4))
+    columns = np.concatenate([own[y[:, None], rng.integers(4, size=(n_rows, 2))],
+                              rng.integers(n_features, size=(n_rows, 1))], 1)
+    X = sp.csr_matrix((np.ones(columns.size), columns.ravel(), np.arange(0, columns.size + 1, 3)),
+                      shape=(n_rows, n_features))
+    return X, y
+
+
+@pytest.mark.parametrize("loss", ["nce", "sampled", "in_batch"])
+def test_sampled_losses_reach_the_full_softmax_accuracy(loss):
+    X, y = _make_classes(400, 12_000, 2_000, random_state=0)
+    settings = dict(max_iter=10, early_stopping=False, n_noise=64, random_state=0)
+    full = NCESoftmaxClassifier(loss="full", **settings).fit(X[:10_000], y[:10_000])
+    sampled = NCESoftmaxClassifier(loss=loss, **settings).fit(X[:10_000], y[:10_000])
+    full_accuracy = full.score(X[10_000:], y[10_000:])
+    assert full_accuracy > 0.5  # a problem with something to learn
+    assert sampled.score(X[10_000:], y[10_000:]) >= full_accuracy - 0.01
+
+
+def test_auto_loss_and_string_labels(digits):
+    X, y, X_test, y_test = digits
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                      "nine"])
+    clf = NCESoftmaxClassifier(random_state=0).fit(X, names[y])
+    assert clf.loss_ == "full"  # 10 classes, n_noise=256: sampling would save nothing
+    np.testing.assert_array_equal(clf.classes_, np.sort(names))
+    assert clf.score(X_test, names[y_test]) > 0.85
+    assert set(clf.predict(X_test)) <= set(names)
+    assert NCESoftmaxClassifier(n_noise=4).set_params(random_state=0).fit(X, y).loss_ == "nce"
+
+
+def test_probabilities_are_the_normalized_softmax(digits):
+    X, y, X_test, _ = digits
+    clf = NCESoftmaxClassifier(loss="nce", n_noise=4, max_iter=5, random_state=0).fit(X, y)
+    proba = clf.predict_proba(X_test)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.log(proba), clf.predict_log_proba(X_test), rtol=1e-10)
+    scores = clf.decision_function(X_test)
+    np.testing.assert_allclose(proba, np.exp(scores - scores.max(1, keepdims=True))
+                               / np.exp(scores - scores.max(1, keepdims=True)).sum(1, keepdims=True),
+                               rtol=1e-10)
+    np.testing.assert_array_equal(clf.predict(X_test), clf.classes_[proba.argmax(1)])
+    # Two classes: the decision function is the second score minus the first.
+    binary = NCESoftmaxClassifier(max_iter=5, random_state=0).fit(X, y % 2)
+    logit = np.log(binary.predict_proba(X_test)[:, 1] / binary.predict_proba(X_test)[:, 0])
+    np.testing.assert_allclose(binary.decision_function(X_test), logit, rtol=1e-8, atol=1e-10)
+
+
+def test_predict_proba_memory_is_bounded_by_working_memory():
+    X, y = _make_classes(5_000, 6_000, 500, random_state=0)
+    clf = NCESoftmaxClassifier(loss="nce", embedding_dim=8, max_iter=1, early_stopping=False,
+                               random_state=0).fit(X, y)
+    chunks = []
+    inner = clf._inference_rows
+
+    def counted(X, rows, mean, scale, device):
+        chunks.append(rows.stop - rows.start)
+        return inner(X, rows, mean, scale, device)
+
+    clf._inference_rows = counted
+    whole = clf.predict_proba(X[:500])
+    assert len(clf.classes_) > 1000
+    with config_context(working_memory=1):  # 1 MiB, a few rows of float64 scores
+        chunked = clf.predict_proba(X[:500])
+    assert chunks[0] == 500 and max(chunks[1:]) <= 2**20 // (3 * 8 * len(clf.classes_))
+    assert len(chunks) > 10
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12)
+
+
+def test_sparse_and_dense_input_give_the_same_model(digits):
+    X, y, X_test, _ = digits
+    settings = dict(loss="nce", n_noise=8, max_iter=3, early_stopping=False, random_state=0)
+    dense = NCESoftmaxClassifier(**settings).fit(X, y)
+    sparse = NCESoftmaxClassifier(**settings).fit(sp.csr_matrix(X), y)
+    assert dense.n_iter_ == 3
+    for name, value in dense.module_.state_dict().items():
+        torch.testing.assert_close(sparse.module_.state_dict()[name], value)
+    np.testing.assert_allclose(sparse.predict_proba(sp.csr_matrix(X_test)),
+                               dense.predict_proba(X_test), rtol=1e-12)
+
+
+def test_a_model_too_big_for_memory_is_refused_before_allocation():
+    X = sp.random(20, 2**24, density=1e-5, format="csr", random_state=0)
+    y = np.arange(20) % 2
+    clf = NCESoftmaxClassifier(embedding_dim=2**16)  # 2**40 weights: 16 TiB to train
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="embedding_dim=65536.*Lower embedding_dim"):
+        clf.fit(X, y)
+    assert time.perf_counter() - start < 5
+    assert not hasattr(clf, "module_")
+
+
+def test_labels_and_partial_fit(digits):
+    X, y, X_test, y_test = digits
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        NCESoftmaxClassifier().fit(X[:10], np.zeros(10))
+    stream = NCESoftmaxClassifier(random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        stream.partial_fit(X[:100], y[:100])
+    # The first chunk lacks classes 5-9; they were declared.
+    stream.partial_fit(X[y < 5], y[y < 5], classes=np.arange(10))
+    assert list(stream.class_count_[5:]) == [0] * 5
+    for _ in range(30):
+        stream.partial_fit(X, y)
+    np.testing.assert_array_equal(stream.class_count_, np.bincount(y) * 30 + np.bincount(
+        y[y < 5], minlength=10))
+    assert stream.n_iter_ == 31
+    assert stream.score(X_test, y_test) > 0.8
+    with pytest.raises(ValueError, match=r"labels not in classes \[11\]"):
+        stream.partial_fit(X[:3], [1, 2, 11])
+    # partial_fit holds nothing out, early_stopping or not.
+    assert "validation_score" not in NCESoftmaxClassifier().partial_fit(
+        X, y, classes=np.arange(10)).history_[0]
+    with pytest.raises(ValueError, match="labels not in classes"):
+        NCESoftmaxClassifier().partial_fit(X, y, classes=np.arange(5))
+
+
+def test_nce_gradient_matches_its_derivation():
+    """d/ds of NCE's loss is sigmoid(Delta) - 1 for the target and sigmoid(Delta)
+    for each noise class, with Delta = s - log(k q) - norm_term (Mnih & Teh 2012)."""
+    X, y = _make_classes(12, 64, 40, random_state=0)
+    clf = NCESoftmaxClassifier(loss="nce", n_noise=16, remove_accidental_hits=False,
+                               max_iter=1, early_stopping=False, random_state=0).fit(X, y)
+    module = clf.module_.double()
+    module.zero_grad(set_to_none=True)  # the last training step's are still there
+    batch = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))[torch.arange(64)]
+    targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
+    generator = torch.Generator().manual_seed(3)
+    loss = clf._training_loss(module, (batch, targets), generator)
+    loss.backward()
+    noise = module.noise.sample(16, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        features = module.features(batch)
+        scores = module.scores(features)
+        log_kq = np.log(16) + module.noise.log_probabilities
+        delta = scores - log_kq - module.norm_term
+        # The loss as a function of the scores: d loss / d scores, by hand.
+        d_scores = torch.zeros_like(scores)
+        rows = torch.arange(64)
+        d_scores[rows, targets] += torch.sigmoid(delta[rows, targets]) - 1
+        for n in noise:
+            d_scores[:, n] += torch.sigmoid(delta[:, n])
+        d_scores /= 64
+    # scores = features @ W.T (the last column of features is 1: W's last is the bias).
+    torch.testing.assert_close(module.output_weight.grad.to_dense(), d_scores.T @ features)
+
+
+def test_fit_is_reproducible_pickles_and_fails_cleanly(digits):
+    X, y, X_test, _ = digits
+    settings = dict(loss="sampled", n_noise=4, max_iter=3, random_state=0)
+    first = NCESoftmaxClassifier(**settings).fit(X, y)
+    second = NCESoftmaxClassifier(**settings).fit(X, y)
+    np.testing.assert_array_equal(first.predict_proba(X_test), second.predict_proba(X_test))
+    restored = pickle.loads(pickle.dumps(first))
+    np.testing.assert_array_equal(restored.predict_proba(X_test), first.predict_proba(X_test))
+    assert restored.module_.input_weight.device.type == "cpu"
+    assert [h["epoch"] for h in first.history_] == [1, 2, 3]
+    assert all("validation_score" in h for h in first.history_)
+    # A learning rate that blows up: a clear error, and the fitted model untouched.
+    before = first.predict_proba(X_test)
+    with pytest.raises(ConvergenceDivergedError, match="learning_rate"):
+        first.set_params(learning_rate=1e12, warm_start=True).fit(X * 1e6, y)
+    np.testing.assert_array_equal(first.predict_proba(X_test), before)
+    assert not hasattr(clone(first), "classes_")
+
+
+def test_early_stopping_stops_after_patience_on_the_validation_log_loss(digits):
+    X, y, _, _ = digits
+    clf = NCESoftmaxClassifier(max_iter=200, n_iter_no_change=3, tol=0.0, learning_rate=0.05,
+                               random_state=0).fit(X, y)
+    scores = [h["validation_score"] for h in clf.history_]
+    assert clf.n_iter_ < 200 and all(score < 0 for score in scores)  # minus a log-loss
+    # With tol=0, patience counts from the best epoch (history_[i] is epoch i + 1).
+    assert clf.n_iter_ == int(np.argmax(scores)) + 1 + 3
+
+
+def test_kjv_pipeline():
+    try:
+        data = load_kjv_next_word()
+    except OSError as exc:
+        pytest.skip(str(exc))
+    assert (len(data.y_train), len(np.unique(data.y_train)), len(data.y_test)) == (
+        711_797, 11_862, 79_089)
+    assert (data.contexts_train[0], data.y_train[0]) == ("-3:genesis -2:in -1:the", "beginning")
+    model = make_pipeline(
+        HashingVectorizer(n_features=2**16, token_pattern=r"\S+", alternate_sign=False,
+                          norm=None),
+        NCESoftmaxClassifier(loss="nce", max_iter=1, early_stopping=False, random_state=0))
+    model.fit(data.contexts_train[:100_000], data.y_train[:100_000])
+    head = model.predict(data.contexts_test[:2000])
+    # Better than always saying the commonest word.
+    commonest = np.mean(data.y_test[:2000] == "the")
+    assert np.mean(head == data.y_test[:2000]) > commonest + 0.02
