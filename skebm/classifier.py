@@ -203,11 +203,16 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         each). The default, none, is a low-rank linear model, as fastText.
     activation : {"relu", "leaky_relu", "silu", "elu", "softplus", "tanh"}, default="relu"
         Non-linearity of the hidden layers.
-    learning_rate : float, default=0.01
+    learning_rate : float, default=0.003
         Adam's step size (sparse Adam for the embedding tables), annealed to
-        0 over ``max_iter`` epochs by a cosine schedule.
-    batch_size : int, default=256
-        Rows per minibatch.
+        0 over ``max_iter`` epochs by a cosine schedule. Adam moves a rare
+        feature's embedding as far as a common one's: a larger rate overfits
+        sparse data within a few epochs (next-word perplexity on the King
+        James Bible after 5 epochs: 173 at 0.002, 276 at 0.01).
+    batch_size : int, default=512
+        Rows per minibatch. Larger batches train more rows per second (the
+        noise classes are shared by the batch) and fit a little worse per
+        epoch: ``benchmarks/RESULTS.md``.
     max_iter : int, default=100
         Epochs (passes over the training rows), at most.
     early_stopping : bool, default=True
@@ -308,8 +313,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         embedding_dim=128,
         hidden_layer_sizes=(),
         activation="relu",
-        learning_rate=0.01,
-        batch_size=256,
+        learning_rate=0.003,
+        batch_size=512,
         max_iter=100,
         early_stopping=True,
         validation_fraction=0.1,

@@ -49,7 +49,8 @@ def _make_classes(n_classes, n_rows, n_features, random_state):
 @pytest.mark.parametrize("loss", ["nce", "sampled", "in_batch"])
 def test_sampled_losses_reach_the_full_softmax_accuracy(loss):
     X, y = _make_classes(400, 12_000, 2_000, random_state=0)
-    settings = dict(max_iter=10, early_stopping=False, n_noise=64, random_state=0)
+    settings = dict(max_iter=10, early_stopping=False, n_noise=64, batch_size=256,
+                    learning_rate=0.01, random_state=0)
     full = NCESoftmaxClassifier(loss="full", **settings).fit(X[:10_000], y[:10_000])
     sampled = NCESoftmaxClassifier(loss=loss, **settings).fit(X[:10_000], y[:10_000])
     full_accuracy = full.score(X[10_000:], y[10_000:])
