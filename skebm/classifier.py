@@ -16,6 +16,7 @@ from torch import nn
 
 from ._base import SparseBagRows, TorchEstimator, bags_from_rows
 from .nets import ACTIVATIONS, _linear
+from .optim import LazyAdam
 from .samplers import AliasSampler
 
 __all__ = ["NCESoftmaxClassifier"]
@@ -108,33 +109,17 @@ class _SoftmaxModel(nn.Module):
         """Every row's scores of ``classes``, ``(n_rows, len(classes))``."""
         return features @ F.embedding(classes, self.output_weight, sparse=True).T
 
-    def sampled_scores(self, features, targets, classes):
+    def sampled_logits(self, features, targets, classes, offset):
         """Each row's score of its own target, ``(n_rows,)``, and every row's
-        scores of ``classes``, ``(n_rows, len(classes))``: one lookup, which
-        reads (and differentiates) only those classes' rows."""
+        scores of ``classes``, ``(n_rows, len(classes))``, each less the
+        ``offset`` of its class (``offset``: one value per entry of
+        ``targets`` then ``classes``). One lookup, which reads (and
+        differentiates) only those classes' rows; the noise classes' offsets
+        are added inside their matrix product."""
         weight = F.embedding(torch.cat([targets, classes]), self.output_weight, sparse=True)
-        return (features * weight[:len(targets)]).sum(1), features @ weight[len(targets):].T
-
-    def sparse_parameters(self, loss):
-        """Parameters whose gradients are sparse under ``loss``."""
-        if loss == "full":
-            return [self.input_weight]
-        return [self.input_weight, self.output_weight]
-
-
-class _Together:
-    """Several optimizers (or their schedules) stepped as one."""
-
-    def __init__(self, members):
-        self.members = members
-
-    def zero_grad(self, set_to_none=True):
-        for optimizer in self.members:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self):
-        for member in self.members:
-            member.step()
+        n_rows = len(targets)
+        return ((features * weight[:n_rows]).sum(1) - offset[:n_rows],
+                torch.addmm(-offset[n_rows:], features, weight[n_rows:].T))
 
 
 class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
@@ -465,24 +450,26 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
                 logits = logits.masked_fill(hits, -math.inf)
             return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
         noise = module.noise.sample(self.n_noise, generator)
-        target_logits, noise_logits = module.sampled_scores(features, targets, noise)
-        log_expected = math.log(self.n_noise) + module.noise.log_prob(
-            torch.cat([targets, noise])).to(features.dtype)
-        target_logits = target_logits - log_expected[:len(targets)]
-        noise_logits = noise_logits - log_expected[len(targets):]
-        hits = noise[None, :] == targets[:, None] if self.remove_accidental_hits else None
+        offset = math.log(self.n_noise) + module.noise.log_prob(
+            torch.cat([targets, noise])).to(features.dtype)  # log(n_noise q), the expected count
         if module.loss == "sampled":
-            if hits is not None:
-                noise_logits = noise_logits.masked_fill(hits, -math.inf)
+            target_logits, noise_logits = module.sampled_logits(features, targets, noise, offset)
+            if self.remove_accidental_hits:
+                noise_logits = noise_logits.masked_fill(noise[None, :] == targets[:, None],
+                                                        -math.inf)
             logits = torch.cat([target_logits[:, None], noise_logits], 1)
             return (torch.logsumexp(logits, 1) - target_logits).mean()
         # NCE: each row's class against each noise class, logistic regressions
-        # on the logit s - log(n_noise q) - norm_term.
-        target_term = F.softplus(module.norm_term - target_logits)
-        noise_terms = F.softplus(noise_logits - module.norm_term)
-        if hits is not None:
-            noise_terms = noise_terms.masked_fill(hits, 0.0)
-        return (target_term + noise_terms.sum(1)).mean()
+        # on Delta = s - log(n_noise q) - norm_term.
+        target_delta, noise_delta = module.sampled_logits(
+            features, targets, noise, offset + module.norm_term)
+        noise_term = F.softplus(noise_delta).sum(1)
+        if self.remove_accidental_hits:
+            # A row's own class drawn as noise has the row's target Delta:
+            # take its terms back out (cheaper than masking the whole matrix).
+            hits = torch.bincount(noise, minlength=len(module.output_weight))[targets]
+            noise_term = noise_term - hits * F.softplus(target_delta)
+        return (F.softplus(-target_delta) + noise_term).mean()
 
     def _validation_score(self, module, data_val):
         """Minus the held-out log-loss with the full softmax, a chunk at a time.
@@ -499,16 +486,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return -total / len(data_val)
 
     def _make_update_rule(self, module, n_steps):
-        """Sparse Adam for the tables a step touches only in part, Adam for
-        the rest, each annealed to 0 by a cosine schedule over ``n_steps``."""
-        sparse = module.sparse_parameters(module.loss)
-        dense = [p for p in module.parameters() if all(p is not q for q in sparse)]
-        optimizers = [torch.optim.SparseAdam(sparse, lr=self.learning_rate)]
-        if dense:
-            optimizers.append(torch.optim.Adam(dense, lr=self.learning_rate))
-        schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=n_steps)
-                     for o in optimizers]
-        return _Together(optimizers), _Together(schedules)
+        """Adam that moves only the rows of the tables a step touches
+        (:class:`~skebm.optim.LazyAdam`), annealed to 0 by a cosine schedule
+        over ``n_steps``."""
+        optimizer = LazyAdam(module.parameters(), lr=self.learning_rate)
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
 
     # -- memory and work -------------------------------------------------------
     def _layer_widths(self):

@@ -122,7 +122,8 @@ def test_sparse_and_dense_input_give_the_same_model(digits):
 
 
 def test_a_model_too_big_for_memory_is_refused_before_allocation():
-    X = sp.random(20, 2**24, density=1e-5, format="csr", random_state=0)
+    columns = np.random.default_rng(0).integers(2**24, size=(20, 5))
+    X = sp.csr_matrix((np.ones(100), columns.ravel(), np.arange(0, 101, 5)), shape=(20, 2**24))
     y = np.arange(20) % 2
     clf = NCESoftmaxClassifier(embedding_dim=2**16)  # 2**40 weights: 16 TiB to train
     start = time.perf_counter()
@@ -233,3 +234,27 @@ def test_kjv_pipeline():
     # Better than always saying the commonest word.
     commonest = np.mean(data.y_test[:2000] == "the")
     assert np.mean(head == data.y_test[:2000]) > commonest + 0.02
+
+
+def test_nce_without_accidental_hits_is_the_masked_loss():
+    """Removing accidental hits by taking the hit terms back out of each row's
+    sum gives the loss (and gradient) of masking them in the full matrix."""
+    X, y = _make_classes(6, 64, 40, random_state=0)  # 6 classes: many hits
+    clf = NCESoftmaxClassifier(loss="nce", n_noise=16, max_iter=1, early_stopping=False,
+                               random_state=0).fit(X, y)
+    module = clf.module_.double()
+    batch = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))[torch.arange(64)]
+    targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
+    loss = clf._training_loss(module, (batch, targets), torch.Generator().manual_seed(3))
+    gradient, = torch.autograd.grad(loss, module.output_weight)
+    noise = module.noise.sample(16, torch.Generator().manual_seed(3))
+    scores = module.scores(module.features(batch))
+    delta = scores - np.log(16) - module.noise.log_probabilities - module.norm_term
+    hits = noise[None, :] == targets[:, None]
+    assert hits.any(1).float().mean() > 0.5
+    rows = torch.arange(64)
+    masked = (torch.nn.functional.softplus(-delta[rows, targets])
+              + torch.nn.functional.softplus(delta[:, noise]).masked_fill(hits, 0).sum(1)).mean()
+    masked_gradient, = torch.autograd.grad(masked, module.output_weight)
+    torch.testing.assert_close(loss, masked)
+    torch.testing.assert_close(gradient.to_dense(), masked_gradient)
