@@ -321,9 +321,11 @@ class AliasSampler(nn.Module):
             scaled[high] -= 1 - scaled[low]
             (small if scaled[high] < 1 else large).append(high)
         # What is left in either list holds its cell whole (threshold 1), up to rounding.
-        self.register_buffer("threshold", torch.as_tensor(threshold))
+        # float32 tables: every device has float32 (MPS has no float64).
+        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32))
         self.register_buffer("alias", torch.as_tensor(alias))
-        self.register_buffer("log_probabilities", torch.log(torch.as_tensor(probabilities)))
+        self.register_buffer("log_probabilities",
+                             torch.log(torch.as_tensor(probabilities)).float())
 
     def sample(self, n_samples, generator):
         """``n_samples`` category indices (int64), on the table's device."""
