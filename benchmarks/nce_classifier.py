@@ -41,7 +41,7 @@ others on 200,000) and the held-out accuracy after it.
 Usage::
 
     python benchmarks/nce_classifier.py [--part corpus synthetic] [--epochs 5]
-        [--sgd-minutes 5] [--skip-fasttext-softmax]
+        [--sgd-minutes 5] [--rows full nce ... fasttext-hs ... sgd]
 
 Prints markdown tables for benchmarks/RESULTS.md.
 """
@@ -64,6 +64,8 @@ from skebm import NCESoftmaxClassifier
 from skebm.datasets import load_kjv_next_word
 
 SUBSET_ROWS = 5_000
+ROWS = ["full", "nce", "sampled", "in_batch", "tuned", "defaults", "fasttext-hs", "fasttext-ns",
+        "fasttext-softmax", "sgd"]
 
 
 def target_log_proba(clf, X, targets, chunk=5_000):
@@ -107,6 +109,11 @@ def run_sgd(X, y, minutes):
         child.join()
         return None
     return queue.get()
+
+
+def ratio(throughput, full_throughput):
+    """Throughput against loss="full"'s in the same run (blank when it did not run)."""
+    return f"{throughput / full_throughput:.2f}x" if full_throughput else ""
 
 
 def fasttext_lines(contexts, targets):
@@ -171,14 +178,18 @@ def corpus(args):
                  dict(loss="nce", max_iter=args.epochs, early_stopping=False, batch_size=1024,
                       n_noise=128)))
     runs.append(("NCESoftmaxClassifier() (defaults: early stopping)", {}))
+    keys = ["full", "nce", "sampled", "in_batch", "tuned", "defaults"]
     full_throughput = None
-    for name, params in runs:
+    for key, (name, params) in zip(keys, runs):
+        if key not in args.rows:
+            continue
         clf, seconds = fit_ours(params, X_train, data.y_train)
         throughput = n_rows * clf.n_iter_ / seconds
-        full_throughput = full_throughput or throughput  # loss="full" runs first
+        if key == "full":  # runs first
+            full_throughput = throughput
         log_p, hits = target_log_proba(clf, X_test[test_rows], targets)
         print(f"| {name} | {clf.n_iter_} | {seconds:.1f} | {throughput:,.0f} | "
-              f"{throughput / full_throughput:.2f}x | {perplexity(log_p):.1f} | "
+              f"{ratio(throughput, full_throughput)} | {perplexity(log_p):.1f} | "
               f"{perplexity(log_p[in_subset]):.1f} | {hits.mean():.3f} "
               f"({hits[in_subset].mean():.3f}) |", flush=True)
 
@@ -191,24 +202,45 @@ def corpus(args):
             path = os.path.join(folder, "train.txt")
             with open(path, "w") as f:
                 f.write(fasttext_lines(data.contexts_train, data.y_train))
-            losses = ["hs", "ns"] + ([] if args.skip_fasttext_softmax else ["softmax"])
+            losses = [loss for loss in ("hs", "ns", "softmax") if f"fasttext-{loss}" in args.rows]
             for loss in losses:
                 epochs = args.epochs if loss != "softmax" else 1
-                start = time.perf_counter()
-                model = fasttext.train_supervised(
-                    input=path, dim=128, epoch=epochs, thread=2, loss=loss, minCount=1,
-                    wordNgrams=1, minn=0, maxn=0, verbose=0)
+                # fastText's two threads update the model without locks and now
+                # and then stop with "Encountered NaN": a user runs it again.
+                # The row counts the failed runs; the time is the run that finished.
+                failures = []
+                while len(failures) < 3:
+                    start = time.perf_counter()
+                    try:
+                        model = fasttext.train_supervised(
+                            input=path, dim=128, epoch=epochs, thread=2, loss=loss,
+                            minCount=1, wordNgrams=1, minn=0, maxn=0, verbose=0,
+                            seed=len(failures))
+                    except RuntimeError as exc:
+                        failures.append(f"{exc} after {time.perf_counter() - start:.0f} s")
+                        continue
+                    break
+                else:
+                    print(f"| fastText loss={loss!r} | {epochs} | failed 3 times: "
+                          f"{'; '.join(failures)} | | | | | |", flush=True)
+                    continue
                 seconds = time.perf_counter() - start
+                failed = f" (after {len(failures)} failed: {'; '.join(failures)})" if failures else ""
                 log_p, hits, missing = fasttext_target_log_proba(
                     model, [data.contexts_test[i] for i in test_rows[in_subset]],
                     data.y_test[test_rows[in_subset]], normalize=loss == "ns")
-                print(f"| fastText loss={loss!r} | {epochs} | {seconds:.1f} | "
+                print(f"| fastText loss={loss!r}{failed} | {epochs} | {seconds:.1f} | "
                       f"{n_rows * epochs / seconds:,.0f} | "
-                      f"{n_rows * epochs / seconds / full_throughput:.2f}x | - | "
+                      f"{ratio(n_rows * epochs / seconds, full_throughput)} | - | "
                       f"{perplexity(log_p):.1f} ({missing} targets below its floor) | "
                       f"({hits.mean():.3f}) |", flush=True)
-    seconds = run_sgd(X_train, data.y_train, args.sgd_minutes)
-    if seconds is None:
+    if "sgd" not in args.rows:
+        seconds = "skipped"
+    else:
+        seconds = run_sgd(X_train, data.y_train, args.sgd_minutes)
+    if seconds == "skipped":
+        pass
+    elif seconds is None:
         print(f"| SGDClassifier(loss='log_loss', max_iter=5) | 5 | did not finish in "
               f"{args.sgd_minutes} min | < {n_rows * 5 / (args.sgd_minutes * 60):,.0f} | | | | |")
     else:
@@ -258,7 +290,8 @@ def main():
                         choices=["corpus", "synthetic"])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--sgd-minutes", type=float, default=5)
-    parser.add_argument("--skip-fasttext-softmax", action="store_true")
+    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS,
+                        help="the corpus part's rows to run (default: all)")
     args = parser.parse_args()
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
