@@ -189,7 +189,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     activation : {"relu", "leaky_relu", "silu", "elu", "softplus", "tanh"}, default="relu"
         Non-linearity of the hidden layers.
     learning_rate : float, default=0.003
-        Adam's step size (sparse Adam for the embedding tables), annealed to
+        Adam's step size (lazy: a step moves only the table rows it
+        touches, :class:`~skebm.optim.LazyAdam`), annealed to
         0 over ``max_iter`` epochs by a cosine schedule. Adam moves a rare
         feature's embedding as far as a common one's: a larger rate overfits
         sparse data within a few epochs (next-word perplexity on the King
@@ -219,7 +220,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     device : {"auto", "cpu", "cuda", "mps"} or torch.device, default="auto"
         Where to train; ``"auto"`` picks CUDA when available.
     n_threads : int or None, default=None
-        torch threads on the CPU; None lets skebm choose by the work's size.
+        torch threads on the CPU; None lets skebm choose by the work's size
+        and the idle cores. A seed gives the same model at the same thread
+        count; on 1 and 2 threads the models differ in the last digits
+        (probabilities by ~1e-5: the matrix products sum in another order).
+        Set ``n_threads`` for bit-identical refits on a busy machine.
 
     Attributes
     ----------
