@@ -227,6 +227,8 @@ class PCDRestrictedBoltzmann(
     or one inference chunk, is made dense at a time). NaN or infinite
     values are a ``ValueError``.
 
+    Read more in the :ref:`User Guide <pcd_rbm>`.
+
     Parameters
     ----------
     n_components : int, default=256
@@ -271,8 +273,8 @@ class PCDRestrictedBoltzmann(
         inference runs on the CPU.
     n_threads : int or None, default=None
         torch threads on the CPU; None lets skebm choose: one for small
-        steps, the idle cores the environment allows for large ones (see the
-        user guide, "Threads").
+        steps, the idle cores the environment allows for large ones (see
+        :ref:`threads` in the user guide).
 
     Attributes
     ----------
@@ -403,9 +405,10 @@ class PCDRestrictedBoltzmann(
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data, at least 2 rows, all finite. For Bernoulli visible
-            units, values in [0, 1]. Sparse X stays sparse; one minibatch at
-            a time is made dense.
+            Training data, at least 2 rows, all finite: in [0, 1] with
+            ``visible_units="bernoulli"`` (the default; anything else is a
+            ``ValueError``), any real values with ``"gaussian"``. Sparse X
+            stays sparse; one minibatch at a time is made dense.
         y : None
             Ignored.
 
@@ -428,7 +431,7 @@ class PCDRestrictedBoltzmann(
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            At least 2 rows.
+            At least 2 rows, in the range ``fit`` accepts.
         y : None
             Ignored.
 

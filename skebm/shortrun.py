@@ -202,6 +202,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     only those, from the Gaussian's conditional distribution given the known
     ones.
 
+    Read more in the :ref:`User Guide <short_run_ebm>`.
+
     Parameters
     ----------
     image_shape : tuple of int (C, H, W) or None, default=None
@@ -284,7 +286,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     device : {"auto", "cpu", "cuda", "mps"} or str, default="auto"
         Where torch runs; "auto" takes CUDA when available.
     n_threads : int or None, default=None
-        torch threads on the CPU; None lets skebm choose.
+        torch threads on the CPU; None lets skebm choose (see
+        :ref:`threads` in the user guide).
 
     Attributes
     ----------
