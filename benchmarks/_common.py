@@ -36,6 +36,12 @@ def mmd2(A, B, *, biased=False):
             + (Kbb.sum() - np.trace(Kbb)) / (m * (m - 1)) - 2 * Kab.mean())
 
 
+def mean_and_each(values, digits):
+    """``"mean (first, second, ...)"``: a table cell for one number over seeds."""
+    return (f"{np.mean(values):.{digits}f} "
+            f"({', '.join(f'{value:.{digits}f}' for value in values)})")
+
+
 def fit_gmm(X, seed):
     """GaussianMixture, full covariances, 1 to 16 components chosen by BIC."""
     models = []

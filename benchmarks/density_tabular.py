@@ -49,7 +49,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from _common import fit_gmm, fit_kde, mmd2, parse_params
+from _common import fit_gmm, fit_kde, mean_and_each, mmd2, parse_params
 from skebm import NCEDensity, ShortRunEBM
 
 DATASETS = ["iris", "wine", "breast_cancer", "digits"]
@@ -201,8 +201,8 @@ def summary(results):
         for i, label in enumerate(labels):
             scores = [rows[i]["score"] for rows in by_seed]
             times = [rows[i]["fit_s"] for rows in by_seed]
-            lines.append(f"| {name} | {label} | {np.mean(scores):.2f} "
-                         f"({', '.join(f'{s:.2f}' for s in scores)}) | {np.mean(times):.1f} |")
+            lines.append(f"| {name} | {label} | {mean_and_each(scores, 2)} | "
+                         f"{np.mean(times):.1f} |")
     return "\n".join(lines)
 
 

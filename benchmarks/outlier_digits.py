@@ -51,7 +51,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import LocalOutlierFactor
 
-from _common import fit_gmm, fit_kde
+from _common import fit_gmm, fit_kde, mean_and_each
 from skebm import DensityOutlierDetector, NCEDensity, PCDRestrictedBoltzmann, ShortRunEBM
 
 METHODS = ["nce", "shortrun", "rbm", "kde", "gmm", "iforest", "lof"]
@@ -118,8 +118,7 @@ def summary(by_seed):
     for i, row in enumerate(by_seed[0]):
         aucs = [rows[i]["auc"] for rows in by_seed]
         times = [rows[i]["fit_s"] for rows in by_seed]
-        lines.append(f"| {row['model']} | {np.mean(aucs):.3f} "
-                     f"({', '.join(f'{auc:.3f}' for auc in aucs)}) | {np.mean(times):.1f} |")
+        lines.append(f"| {row['model']} | {mean_and_each(aucs, 3)} | {np.mean(times):.1f} |")
     return "\n".join(lines)
 
 
