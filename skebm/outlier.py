@@ -4,6 +4,7 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.model_selection import check_cv
 from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -26,6 +27,13 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     rows); fit on rows with outliers among them and ``contamination`` is the
     share you expect there.
 
+    A flexible density scores its own training rows higher than new rows of
+    the same kind, and a threshold set on the training rows then flags more
+    than ``contamination`` of new inliers (on digits, a kernel density with
+    its bandwidth chosen by likelihood flagged all of them). With ``cv``, the
+    threshold is set on out-of-fold scores instead: each fold scored by a
+    clone fitted on the other rows, as new rows will be.
+
     Read more in the :ref:`user guide <outlier_detection>`.
 
     Parameters
@@ -38,6 +46,15 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     contamination : float in (0, 0.5], default=0.01
         Expected share of outliers among the training rows: the quantile of
         their ``score_samples`` that becomes the threshold ``offset_``.
+    cv : int, cross-validation generator, iterable or None, default=None
+        How the training rows are scored for the threshold. None: by the
+        fitted density itself, as :class:`~sklearn.ensemble.IsolationForest`
+        does (``contamination`` of the training rows is then predicted an
+        outlier). Otherwise the splits of
+        :func:`~sklearn.model_selection.check_cv` (an int k is k-fold): each
+        held-out part is scored by a clone of ``density`` fitted on the
+        rest, which costs one more fit per split and makes ``contamination``
+        the share of *new* inliers predicted an outlier.
 
     Attributes
     ----------
@@ -49,7 +66,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         a negative decision are outliers.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
     See Also
@@ -73,11 +90,13 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     _parameter_constraints = {
         "density": [HasMethods(["fit", "score_samples"])],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "cv": [None, "cv_object"],
     }
 
-    def __init__(self, density, *, contamination=0.01):
+    def __init__(self, density, *, contamination=0.01, cv=None):
         self.density = density
         self.contamination = contamination
+        self.cv = cv
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -96,7 +115,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         """
         X = self._validated(X, reset=True)
         density = clone(self.density).fit(X)
-        scores = np.asarray(density.score_samples(X), dtype=np.float64)
+        if self.cv is None:
+            scores = np.asarray(density.score_samples(X), dtype=np.float64)
+        else:
+            scores = np.empty(X.shape[0])
+            for train, held_out in check_cv(self.cv).split(X):
+                scores[held_out] = clone(self.density).fit(X[train]).score_samples(X[held_out])
         self.density_ = density
         self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
         return self

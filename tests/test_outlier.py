@@ -105,3 +105,19 @@ def test_unfitted_and_wrong_width_are_refused(gaussian_rows):
     detector.fit(gaussian_rows)
     with pytest.raises(ValueError, match="3 features"):
         detector.predict(gaussian_rows[:, :2])
+
+
+def test_cv_sets_the_threshold_for_new_rows():
+    """A narrow kernel density scores its training rows far above new rows:
+    the training-quantile threshold flags most new inliers; the out-of-fold
+    threshold flags about contamination of them."""
+    rng = np.random.default_rng(0)
+    X, X_new = rng.normal(size=(600, 4)), rng.normal(size=(2000, 4))
+    plain = DensityOutlierDetector(KernelDensity(bandwidth=0.1), contamination=0.05).fit(X)
+    assert np.mean(plain.predict(X_new) == -1) > 0.5
+    crossed = DensityOutlierDetector(KernelDensity(bandwidth=0.1), contamination=0.05,
+                                     cv=5).fit(X)
+    assert np.mean(crossed.predict(X_new) == -1) == pytest.approx(0.05, abs=0.03)
+    assert crossed.offset_ < plain.offset_
+    # The same fitted density either way: only the threshold differs.
+    np.testing.assert_array_equal(crossed.score_samples(X_new), plain.score_samples(X_new))
