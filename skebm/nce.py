@@ -343,7 +343,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     base_marginals_ : {"kde", "none"}
         Whether the base maps the features through their marginals, as
         chosen.
-    mean_, scale_ : ndarray of shape (n_features_in_,)
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization of the inputs.
     device_ : torch.device
         Device the model was fitted on.
@@ -360,7 +360,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         Epochs run, over all warm-started fits.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
     See Also
@@ -627,7 +627,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, `n_features_in_`)
             The draw, in the units of the training data.
         """
         self._check_fitted()

@@ -278,12 +278,12 @@ class PCDRestrictedBoltzmann(
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components, n_features_in_)
+    components_ : ndarray of shape (n_components, `n_features_in_`)
         Weight matrix (BernoulliRBM's layout), float64, read from
         ``module_``.
     intercept_hidden_ : ndarray of shape (n_components,)
         Biases of the hidden units.
-    intercept_visible_ : ndarray of shape (n_features_in_,)
+    intercept_visible_ : ndarray of shape (`n_features_in_`,)
         Biases of the visible units (of the standardized features with
         Gaussian visible units).
     log_partition_ : float
@@ -297,7 +297,7 @@ class PCDRestrictedBoltzmann(
         n_features; ``weights`` is its transpose), ``visible_bias``,
         ``hidden_bias``; buffers ``chain_hidden`` (the
         persistent chains), ``base_visible_bias`` and the momenta.
-    mean_, scale_ : ndarray of shape (n_features_in_,)
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization of the inputs (0 and 1 for Bernoulli visible units).
     device_ : torch.device
         Device the model was fitted on.
@@ -309,7 +309,7 @@ class PCDRestrictedBoltzmann(
         Epochs run, over ``fit`` and the ``partial_fit`` calls after it.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
     See Also
@@ -551,7 +551,7 @@ class PCDRestrictedBoltzmann(
 
     @property
     def components_(self):
-        """Weight matrix, shape (n_components, n_features_in_), float64."""
+        """Weight matrix, shape (n_components, `n_features_in_`), float64."""
         return self._parameter("components")
 
     @property
@@ -561,7 +561,7 @@ class PCDRestrictedBoltzmann(
 
     @property
     def intercept_visible_(self):
-        """Biases of the visible units, shape (n_features_in_,)."""
+        """Biases of the visible units, shape (`n_features_in_`,)."""
         return self._parameter("visible_bias")
 
     @property
@@ -673,7 +673,7 @@ class PCDRestrictedBoltzmann(
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_), float64
+        X : ndarray of shape (n_samples, `n_features_in_`), float64
             Binary rows for Bernoulli visible units; in the units of the
             training data for Gaussian ones.
         """
@@ -698,10 +698,10 @@ class PCDRestrictedBoltzmann(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, `n_features_in_`)
             Known values (in [0, 1] for Bernoulli visible units); the free
             entries may hold anything, NaN included.
-        mask : array-like of bool, shape (n_samples, n_features_in_), or None
+        mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
             True where a value is to be drawn; None means ``np.isnan(X)``.
         n_steps : int, default=1000
             Gibbs steps per row.
@@ -710,7 +710,7 @@ class PCDRestrictedBoltzmann(
 
         Returns
         -------
-        X_completed : ndarray of shape (n_samples, n_features_in_), float64
+        X_completed : ndarray of shape (n_samples, `n_features_in_`), float64
             The known values exactly as given; the drawn ones binary for
             Bernoulli visible units.
         """
