@@ -406,7 +406,7 @@ class PCDRestrictedBoltzmann(
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data, at least 2 rows, all finite: in [0, 1] with
-            ``visible_units="bernoulli"`` (the default; anything else is a
+            ``visible_units="bernoulli"`` (the default; values outside are a
             ``ValueError``), any real values with ``"gaussian"``. Sparse X
             stays sparse; one minibatch at a time is made dense.
         y : None
