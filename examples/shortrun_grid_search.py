@@ -16,7 +16,8 @@ worst score.
 training; it is in the grid beside fixed steps.
 
 Run from the repository root: ``python examples/shortrun_grid_search.py``.
-About 5 minutes on 2 cores (an earlier estimate, not remeasured); with
+About 7 minutes on 2 idle CPU cores (873 s of CPU time over the two workers,
+measured under ``nice`` beside busy processes); with
 ``SKEBM_FAST_EXAMPLES=1`` (the documentation build) 400 points, one epoch
 per fit, 2 folds and a grid of 2 x 2 x 2, which ranks nothing: it shows the
 method, not the answer.
