@@ -3,6 +3,9 @@
 import ast
 
 import numpy as np
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KernelDensity
 
 
 def parse_params(items):
@@ -31,3 +34,25 @@ def mmd2(A, B, *, biased=False):
         return Kaa.mean() + Kbb.mean() - 2 * Kab.mean()
     return ((Kaa.sum() - np.trace(Kaa)) / (n * (n - 1))
             + (Kbb.sum() - np.trace(Kbb)) / (m * (m - 1)) - 2 * Kab.mean())
+
+
+def mean_and_each(values, digits):
+    """``"mean (first, second, ...)"``: a table cell for one number over seeds."""
+    return (f"{np.mean(values):.{digits}f} "
+            f"({', '.join(f'{value:.{digits}f}' for value in values)})")
+
+
+def fit_gmm(X, seed):
+    """GaussianMixture, full covariances, 1 to 16 components chosen by BIC."""
+    models = []
+    for k in range(1, 17):
+        if k > len(X):
+            break
+        models.append(GaussianMixture(k, covariance_type="full", random_state=seed).fit(X))
+    return min(models, key=lambda model: model.bic(X))
+
+
+def fit_kde(X):
+    """KernelDensity with its bandwidth chosen by 5-fold grid search."""
+    grid = {"bandwidth": np.logspace(-2, 1, 30) * X.std(axis=0).mean()}  # 0.01 to 10 std
+    return GridSearchCV(KernelDensity(), grid, cv=5).fit(X).best_estimator_

@@ -46,11 +46,10 @@ import torch
 from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, load_iris,
                               load_wine, make_blobs)
 from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV, train_test_split
-from sklearn.neighbors import KernelDensity
+from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from _common import mmd2, parse_params
+from _common import fit_gmm, fit_kde, mean_and_each, mmd2, parse_params
 from skebm import NCEDensity, ShortRunEBM
 
 DATASETS = ["iris", "wine", "breast_cancer", "digits"]
@@ -72,20 +71,6 @@ def load(name, seed):
     train, test = train_test_split(LOADERS[name]().data, test_size=0.5, random_state=seed)
     scaler = StandardScaler().fit(train)
     return scaler.transform(train), scaler.transform(test)
-
-
-def fit_gmm(X, seed):
-    models = []
-    for k in range(1, 17):
-        if k > len(X):
-            break
-        models.append(GaussianMixture(k, covariance_type="full", random_state=seed).fit(X))
-    return min(models, key=lambda model: model.bic(X))
-
-
-def fit_kde(X):
-    grid = {"bandwidth": np.logspace(-2, 1, 30) * X.std(axis=0).mean()}  # 0.01 to 10 std
-    return GridSearchCV(KernelDensity(), grid, cv=5).fit(X).best_estimator_
 
 
 class Flow:
@@ -216,8 +201,8 @@ def summary(results):
         for i, label in enumerate(labels):
             scores = [rows[i]["score"] for rows in by_seed]
             times = [rows[i]["fit_s"] for rows in by_seed]
-            lines.append(f"| {name} | {label} | {np.mean(scores):.2f} "
-                         f"({', '.join(f'{s:.2f}' for s in scores)}) | {np.mean(times):.1f} |")
+            lines.append(f"| {name} | {label} | {mean_and_each(scores, 2)} | "
+                         f"{np.mean(times):.1f} |")
     return "\n".join(lines)
 
 

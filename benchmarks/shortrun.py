@@ -124,29 +124,20 @@ def save_figures(folder, samples, ebm, rbm, test, seed):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from skebm.plotting import plot_inpainting, plot_samples_grid
 
-    fig, axes = plt.subplots(8, 16, figsize=(8, 4))
-    for ax, image in zip(axes.flat, samples):
-        ax.imshow(image.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
-        ax.axis("off")
-    fig.suptitle("ShortRunEBM samples (digits, default parameters)")
-    fig.savefig(f"{folder}/shortrun_digit_samples.png", dpi=100, bbox_inches="tight")
+    figure = plot_samples_grid(samples[:128], image_shape=(1, 8, 8), n_cols=16, vmin=0, vmax=1,
+                               title="ShortRunEBM samples (digits, default parameters)")
+    figure.savefig(f"{folder}/shortrun_digit_samples.png", dpi=100, bbox_inches="tight")
 
     rows = test[:12]
     mask = np.zeros_like(rows, dtype=bool)
     mask[:, 32:] = True  # the lower half of each 8x8 image
-    shown = [("original", rows), ("lower half erased", np.where(mask, np.nan, rows)),
-             ("ShortRunEBM", ebm.sample_conditional(rows, mask, random_state=seed)),
-             ("PCDRestrictedBoltzmann", rbm.sample_conditional(rows, mask, random_state=seed))]
-    fig, axes = plt.subplots(len(shown), len(rows), figsize=(len(rows) * 0.7, 3.2))
-    for (label, images), line in zip(shown, axes):
-        for ax, image in zip(line, images):
-            ax.imshow(np.nan_to_num(image, nan=0.5).reshape(8, 8), cmap="gray_r", vmin=0,
-                      vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-        line[0].set_ylabel(label, rotation=0, ha="right", fontsize=7)
-    fig.savefig(f"{folder}/inpainting_digits.png", dpi=100, bbox_inches="tight")
+    figure = plot_inpainting(rows, mask, {
+        "ShortRunEBM": ebm.sample_conditional(rows, mask, random_state=seed),
+        "PCDRestrictedBoltzmann": rbm.sample_conditional(rows, mask, random_state=seed)},
+        image_shape=(1, 8, 8), vmin=0, vmax=1)
+    figure.savefig(f"{folder}/inpainting_digits.png", dpi=100, bbox_inches="tight")
 
 
 def main():

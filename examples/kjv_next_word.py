@@ -1,4 +1,5 @@
-"""Next-word prediction over 11,862 classes: the King James Bible.
+"""Next-word prediction over 11,862 classes: the King James Bible
+===============================================================
 
 A ``Pipeline`` of scikit-learn's ``HashingVectorizer`` (the previous three
 words, position-tagged, hashed into 2**16 sparse features) and

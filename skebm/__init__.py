@@ -3,11 +3,13 @@
 from ._base import ConvergenceDivergedError
 from .classifier import NCESoftmaxClassifier
 from .nce import NCEDensity
+from .outlier import DensityOutlierDetector
 from .rbm import PCDRestrictedBoltzmann
 from .shortrun import ShortRunEBM
 
 __all__ = [
     "ConvergenceDivergedError",
+    "DensityOutlierDetector",
     "NCEDensity",
     "NCESoftmaxClassifier",
     "PCDRestrictedBoltzmann",

@@ -162,9 +162,10 @@ def make_toy_2d(name, n_samples=1000, *, random_state=None):
 
     Parameters
     ----------
-    name : {"8gaussians", "2spirals", "checkerboard", "rings", "pinwheel", \
-            "swissroll", "circles", "moons"}
-        Which distribution to sample.
+    name : str
+        Which distribution to sample: "8gaussians", "2spirals",
+        "checkerboard", "rings", "pinwheel", "swissroll", "circles" or
+        "moons".
     n_samples : int, default=1000
         Number of points.
     random_state : int, RandomState instance or None, default=None

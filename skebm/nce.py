@@ -219,15 +219,14 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     model badly (a network much sharper than the base) the standard error
     grows, and a warning says so when it passes 0.1 nats.
 
-    Read more in the user guide, ``docs/user_guide.md``.
+    Read more in the :ref:`User Guide <nce_density>`.
 
     Parameters
     ----------
     hidden_layer_sizes : int or tuple of int, default=(128, 128, 128)
         Widths of the hidden layers of the energy network; an int is one
         layer, as in scikit-learn's MLP estimators.
-    activation : {"leaky_relu", "relu", "silu", "elu", "softplus", "tanh"}, \
-default="leaky_relu"
+    activation : {"leaky_relu", "relu", "silu", "elu", "softplus", "tanh"}, default="leaky_relu"
         Hidden-layer nonlinearity.
     fourier_features : "auto" or int, default="auto"
         Number of random Fourier frequencies the standardized input is
@@ -320,8 +319,8 @@ default="leaky_relu"
         inference runs on the CPU.
     n_threads : int or None, default=None
         torch threads on the CPU; None lets skebm choose: one for small
-        steps, the idle cores the environment allows for large ones (see the
-        user guide, "Threads").
+        steps, the idle cores the environment allows for large ones (see
+        :ref:`threads` in the user guide).
 
     Attributes
     ----------
@@ -344,7 +343,7 @@ default="leaky_relu"
     base_marginals_ : {"kde", "none"}
         Whether the base maps the features through their marginals, as
         chosen.
-    mean_, scale_ : ndarray of shape (n_features_in_,)
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization of the inputs.
     device_ : torch.device
         Device the model was fitted on.
@@ -361,7 +360,7 @@ default="leaky_relu"
         Epochs run, over all warm-started fits.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
     See Also
@@ -628,7 +627,7 @@ default="leaky_relu"
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, `n_features_in_`)
             The draw, in the units of the training data.
         """
         self._check_fitted()

@@ -227,6 +227,8 @@ class PCDRestrictedBoltzmann(
     or one inference chunk, is made dense at a time). NaN or infinite
     values are a ``ValueError``.
 
+    Read more in the :ref:`User Guide <pcd_rbm>`.
+
     Parameters
     ----------
     n_components : int, default=256
@@ -271,17 +273,17 @@ class PCDRestrictedBoltzmann(
         inference runs on the CPU.
     n_threads : int or None, default=None
         torch threads on the CPU; None lets skebm choose: one for small
-        steps, the idle cores the environment allows for large ones (see the
-        user guide, "Threads").
+        steps, the idle cores the environment allows for large ones (see
+        :ref:`threads` in the user guide).
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components, n_features_in_)
+    components_ : ndarray of shape (n_components, `n_features_in_`)
         Weight matrix (BernoulliRBM's layout), float64, read from
         ``module_``.
     intercept_hidden_ : ndarray of shape (n_components,)
         Biases of the hidden units.
-    intercept_visible_ : ndarray of shape (n_features_in_,)
+    intercept_visible_ : ndarray of shape (`n_features_in_`,)
         Biases of the visible units (of the standardized features with
         Gaussian visible units).
     log_partition_ : float
@@ -295,7 +297,7 @@ class PCDRestrictedBoltzmann(
         n_features; ``weights`` is its transpose), ``visible_bias``,
         ``hidden_bias``; buffers ``chain_hidden`` (the
         persistent chains), ``base_visible_bias`` and the momenta.
-    mean_, scale_ : ndarray of shape (n_features_in_,)
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization of the inputs (0 and 1 for Bernoulli visible units).
     device_ : torch.device
         Device the model was fitted on.
@@ -307,7 +309,7 @@ class PCDRestrictedBoltzmann(
         Epochs run, over ``fit`` and the ``partial_fit`` calls after it.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
     See Also
@@ -403,9 +405,10 @@ class PCDRestrictedBoltzmann(
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data, at least 2 rows, all finite. For Bernoulli visible
-            units, values in [0, 1]. Sparse X stays sparse; one minibatch at
-            a time is made dense.
+            Training data, at least 2 rows, all finite: in [0, 1] with
+            ``visible_units="bernoulli"`` (the default; values outside are a
+            ``ValueError``), any real values with ``"gaussian"``. Sparse X
+            stays sparse; one minibatch at a time is made dense.
         y : None
             Ignored.
 
@@ -428,7 +431,7 @@ class PCDRestrictedBoltzmann(
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            At least 2 rows.
+            At least 2 rows, in the range ``fit`` accepts.
         y : None
             Ignored.
 
@@ -548,7 +551,7 @@ class PCDRestrictedBoltzmann(
 
     @property
     def components_(self):
-        """Weight matrix, shape (n_components, n_features_in_), float64."""
+        """Weight matrix, shape (n_components, `n_features_in_`), float64."""
         return self._parameter("components")
 
     @property
@@ -558,7 +561,7 @@ class PCDRestrictedBoltzmann(
 
     @property
     def intercept_visible_(self):
-        """Biases of the visible units, shape (n_features_in_,)."""
+        """Biases of the visible units, shape (`n_features_in_`,)."""
         return self._parameter("visible_bias")
 
     @property
@@ -670,7 +673,7 @@ class PCDRestrictedBoltzmann(
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_), float64
+        X : ndarray of shape (n_samples, `n_features_in_`), float64
             Binary rows for Bernoulli visible units; in the units of the
             training data for Gaussian ones.
         """
@@ -695,10 +698,10 @@ class PCDRestrictedBoltzmann(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, `n_features_in_`)
             Known values (in [0, 1] for Bernoulli visible units); the free
             entries may hold anything, NaN included.
-        mask : array-like of bool, shape (n_samples, n_features_in_), or None
+        mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
             True where a value is to be drawn; None means ``np.isnan(X)``.
         n_steps : int, default=1000
             Gibbs steps per row.
@@ -707,7 +710,7 @@ class PCDRestrictedBoltzmann(
 
         Returns
         -------
-        X_completed : ndarray of shape (n_samples, n_features_in_), float64
+        X_completed : ndarray of shape (n_samples, `n_features_in_`), float64
             The known values exactly as given; the drawn ones binary for
             Bernoulli visible units.
         """

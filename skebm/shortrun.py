@@ -202,6 +202,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     only those, from the Gaussian's conditional distribution given the known
     ones.
 
+    Read more in the :ref:`User Guide <short_run_ebm>`.
+
     Parameters
     ----------
     image_shape : tuple of int (C, H, W) or None, default=None
@@ -284,7 +286,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     device : {"auto", "cpu", "cuda", "mps"} or str, default="auto"
         Where torch runs; "auto" takes CUDA when available.
     n_threads : int or None, default=None
-        torch threads on the CPU; None lets skebm choose.
+        torch threads on the CPU; None lets skebm choose (see
+        :ref:`threads` in the user guide).
 
     Attributes
     ----------
@@ -302,7 +305,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     module_ : torch.nn.Module
         The fitted model: ``energy`` (the network), ``base`` (the Gaussian),
         ``buffer`` (the persistent chains, whitened).
-    mean_, scale_ : ndarray of shape (n_features_in_,)
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization of the inputs.
     device_ : torch.device
         Device the model was fitted on.
@@ -319,7 +322,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     n_iter_ : int
         Epochs run.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         When X has string column names.
 
     See Also
@@ -679,7 +682,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_), float64
+        X : ndarray of shape (n_samples, `n_features_in_`), float64
             In the units of the training data.
         """
         self._check_fitted()
@@ -716,9 +719,9 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, `n_features_in_`)
             Known values; the free entries may hold anything, NaN included.
-        mask : array-like of bool, shape (n_samples, n_features_in_), or None
+        mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
             True where a value is to be drawn; None means ``np.isnan(X)``.
         n_steps : int, default=200
             Langevin steps per row.
@@ -727,7 +730,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
 
         Returns
         -------
-        X_completed : ndarray of shape (n_samples, n_features_in_), float64
+        X_completed : ndarray of shape (n_samples, `n_features_in_`), float64
         """
         self._check_n_steps(n_steps)
         self._check_fitted()

@@ -1,0 +1,186 @@
+"""Novelty and outlier detection from any density estimator."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.model_selection import check_cv
+from sklearn.utils import get_tags
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["DensityOutlierDetector"]
+
+
+class DensityOutlierDetector(OutlierMixin, BaseEstimator):
+    """Flag the rows a density finds unlikely: outlier detection from any density.
+
+    Wraps an estimator with ``fit`` and ``score_samples`` (skebm's
+    densities, :class:`~sklearn.neighbors.KernelDensity`,
+    :class:`~sklearn.mixture.GaussianMixture`, ...) in scikit-learn's
+    outlier-detector API, with the threshold set as
+    :class:`~sklearn.ensemble.IsolationForest` sets it: ``offset_`` is the
+    ``contamination`` quantile of the training rows' log-densities, so that
+    about that share of the training rows is predicted an outlier.
+
+    Fit on clean rows and it is a novelty detector (``predict`` on new
+    rows); fit on rows with outliers among them and ``contamination`` is the
+    share you expect there.
+
+    A flexible density scores its own training rows higher than new rows of
+    the same kind, and a threshold set on the training rows then flags more
+    than ``contamination`` of new inliers (on digits, a kernel density with
+    its bandwidth chosen by likelihood flagged all of them). With ``cv``, the
+    threshold is set on out-of-fold scores instead: each fold scored by a
+    clone fitted on the other rows, as new rows will be.
+
+    Read more in the :ref:`user guide <outlier_detection>`.
+
+    Parameters
+    ----------
+    density : estimator with ``fit`` and ``score_samples``
+        The density model. It is cloned at ``fit``; the fitted clone is
+        ``density_``. ``score_samples`` should be a log-density (higher
+        means more normal); a normalized one is not needed, only the order
+        of the rows matters.
+    contamination : float in (0, 0.5], default=0.01
+        Expected share of outliers among the training rows: the quantile of
+        their ``score_samples`` that becomes the threshold ``offset_``.
+    cv : int, cross-validation generator, iterable or None, default=None
+        How the training rows are scored for the threshold. None: by the
+        fitted density itself, as :class:`~sklearn.ensemble.IsolationForest`
+        does (``contamination`` of the training rows is then predicted an
+        outlier). Otherwise the splits of
+        :func:`~sklearn.model_selection.check_cv` (an int k is k-fold): each
+        held-out part is scored by a clone of ``density`` fitted on the
+        rest, which costs one more fit per split and makes ``contamination``
+        the share of *new* inliers predicted an outlier.
+
+    Attributes
+    ----------
+    density_ : estimator
+        The fitted clone of ``density``.
+    offset_ : float
+        The threshold on ``score_samples``:
+        ``decision_function(X) = score_samples(X) - offset_``, and rows with
+        a negative decision are outliers.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when X has string column names.
+
+    See Also
+    --------
+    sklearn.ensemble.IsolationForest : Outlier detection by random trees.
+    sklearn.neighbors.LocalOutlierFactor : Outlier detection by local density.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.neighbors import KernelDensity
+    >>> from skebm import DensityOutlierDetector
+    >>> X = np.random.default_rng(0).normal(size=(500, 2))
+    >>> detector = DensityOutlierDetector(KernelDensity(), contamination=0.02).fit(X)
+    >>> float(np.mean(detector.predict(X) == -1))
+    0.02
+    >>> detector.predict([[0.0, 0.1], [6.0, -6.0]])
+    array([ 1, -1])
+    """
+
+    _parameter_constraints = {
+        "density": [HasMethods(["fit", "score_samples"])],
+        "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "cv": [None, "cv_object"],
+    }
+
+    def __init__(self, density, *, contamination=0.01, cv=None):
+        self.density = density
+        self.contamination = contamination
+        self.cv = cv
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the density to X and set the threshold from its training scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : DensityOutlierDetector
+        """
+        X = self._validated(X, reset=True)
+        density = clone(self.density).fit(X)
+        if self.cv is None:
+            scores = np.asarray(density.score_samples(X), dtype=np.float64)
+        else:
+            scores = np.empty(X.shape[0])
+            for train, held_out in check_cv(self.cv).split(X):
+                scores[held_out] = clone(self.density).fit(X[train]).score_samples(X[held_out])
+        self.density_ = density
+        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        return self
+
+    def score_samples(self, X):
+        """The fitted density's ``score_samples``: higher is more normal.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = self._validated(X, reset=False)
+        return np.asarray(self.density_.score_samples(X), dtype=np.float64)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for the rows at or above the threshold (inliers), -1 below it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def _validated(self, X, *, reset):
+        """X checked here, with what the wrapped density accepts, so that
+        feature counts and names are checked whatever the density does."""
+        input_tags = get_tags(self.density).input_tags
+        return validate_data(
+            self, X, reset=reset, accept_sparse=["csr", "csc"] if input_tags.sparse else False,
+            ensure_all_finite="allow-nan" if input_tags.allow_nan else True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        density_tags = get_tags(self.density)
+        tags.input_tags.sparse = density_tags.input_tags.sparse
+        tags.input_tags.allow_nan = density_tags.input_tags.allow_nan
+        tags.input_tags.positive_only = density_tags.input_tags.positive_only
+        tags.non_deterministic = density_tags.non_deterministic
+        return tags

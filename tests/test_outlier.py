@@ -1,0 +1,123 @@
+"""DensityOutlierDetector: scikit-learn's outlier-detector API over any density."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_moons
+from sklearn.exceptions import NotFittedError
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KernelDensity
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skebm import DensityOutlierDetector, NCEDensity
+
+# The checks fit dozens of times on tiny data: the smallest NCEDensity that
+# trains (a single Gaussian base, no per-feature maps to cross-validate).
+QUICK_NCE = dict(hidden_layer_sizes=(16,), fourier_features=4, max_iter=3, base="gaussian",
+                 marginals="none", n_importance_samples=1024, random_state=0)
+
+
+@parametrize_with_checks([
+    DensityOutlierDetector(GaussianMixture(random_state=0)),
+    DensityOutlierDetector(KernelDensity(), contamination=0.1),
+    DensityOutlierDetector(NCEDensity(**QUICK_NCE)),
+])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def gaussian_rows():
+    return np.random.default_rng(0).normal(size=(1000, 3))
+
+
+@pytest.mark.parametrize("contamination", [0.01, 0.1, 0.5])
+def test_offset_is_the_contamination_quantile(gaussian_rows, contamination):
+    detector = DensityOutlierDetector(GaussianMixture(random_state=0),
+                                      contamination=contamination).fit(gaussian_rows)
+    scores = detector.score_samples(gaussian_rows)
+    assert detector.offset_ == pytest.approx(np.percentile(scores, 100 * contamination))
+    assert np.mean(detector.predict(gaussian_rows) == -1) == pytest.approx(contamination,
+                                                                          abs=1e-3)
+    np.testing.assert_allclose(detector.decision_function(gaussian_rows),
+                               scores - detector.offset_)
+    np.testing.assert_array_equal(detector.fit_predict(gaussian_rows),
+                                  detector.predict(gaussian_rows))
+
+
+def test_score_samples_are_the_wrapped_densitys(gaussian_rows):
+    detector = DensityOutlierDetector(KernelDensity(bandwidth=0.5)).fit(gaussian_rows)
+    alone = KernelDensity(bandwidth=0.5).fit(gaussian_rows)
+    np.testing.assert_allclose(detector.score_samples(gaussian_rows[:50]),
+                               alone.score_samples(gaussian_rows[:50]))
+    assert not hasattr(detector.density, "tree_")  # the parameter was cloned, not fitted
+
+
+@pytest.mark.parametrize("density", [
+    GaussianMixture(random_state=0),
+    NCEDensity(**{**QUICK_NCE, "max_iter": 20})])
+def test_a_planted_far_row_is_flagged(gaussian_rows, density):
+    X = np.vstack([gaussian_rows, [[8.0, -8.0, 8.0]]])
+    detector = DensityOutlierDetector(density, contamination=0.01).fit(X)
+    assert detector.predict(X)[-1] == -1
+    assert np.argmin(detector.decision_function(X)) == len(X) - 1
+    assert detector.predict([[0.0, 0.0, 0.0]])[0] == 1
+
+
+def test_tuned_in_a_pipeline_by_grid_search():
+    """Two moons with 10% uniform outliers; GridSearchCV picks the KDE bandwidth
+    by the ROC AUC of decision_function against +1/-1 labels (fit ignores them)."""
+    rng = np.random.default_rng(0)
+    inliers, _ = make_moons(400, noise=0.05, random_state=0)
+    outliers = rng.uniform(inliers.min(axis=0) - 0.5, inliers.max(axis=0) + 0.5, size=(40, 2))
+    order = rng.permutation(440)
+    X = np.vstack([inliers, outliers])[order]
+    y = np.repeat([1, -1], [400, 40])[order]
+    pipe = make_pipeline(StandardScaler(),
+                         DensityOutlierDetector(KernelDensity(), contamination=0.1))
+    search = GridSearchCV(pipe, {"densityoutlierdetector__density__bandwidth": [0.1, 2.0]},
+                          scoring="roc_auc", cv=3).fit(X, y)
+    # A bandwidth of 2 standard deviations fills the gap between the moons,
+    # where uniform outliers fall; 0.1 follows the moons.
+    narrow, wide = search.cv_results_["mean_test_score"]
+    assert narrow > 0.95 and wide < 0.8
+    assert search.best_params_["densityoutlierdetector__density__bandwidth"] == 0.1
+    assert np.mean(search.predict(X) == -1) == pytest.approx(0.1, abs=0.005)
+
+
+@pytest.mark.parametrize("contamination", [0.0, 0.6, -0.1, "auto"])
+def test_bad_contamination_is_a_clear_value_error(gaussian_rows, contamination):
+    with pytest.raises(ValueError, match="'contamination' parameter .* must be"):
+        DensityOutlierDetector(KernelDensity(), contamination=contamination).fit(gaussian_rows)
+
+
+def test_density_without_score_samples_is_a_clear_value_error(gaussian_rows):
+    with pytest.raises(ValueError, match="'density' parameter .* 'fit' and 'score_samples'"):
+        DensityOutlierDetector(StandardScaler()).fit(gaussian_rows)
+
+
+def test_unfitted_and_wrong_width_are_refused(gaussian_rows):
+    detector = DensityOutlierDetector(KernelDensity())
+    with pytest.raises(NotFittedError):
+        detector.predict(gaussian_rows)
+    detector.fit(gaussian_rows)
+    with pytest.raises(ValueError, match="3 features"):
+        detector.predict(gaussian_rows[:, :2])
+
+
+def test_cv_sets_the_threshold_for_new_rows():
+    """A narrow kernel density scores its training rows far above new rows:
+    the training-quantile threshold flags most new inliers; the out-of-fold
+    threshold flags about contamination of them."""
+    rng = np.random.default_rng(0)
+    X, X_new = rng.normal(size=(600, 4)), rng.normal(size=(2000, 4))
+    plain = DensityOutlierDetector(KernelDensity(bandwidth=0.1), contamination=0.05).fit(X)
+    assert np.mean(plain.predict(X_new) == -1) > 0.5
+    crossed = DensityOutlierDetector(KernelDensity(bandwidth=0.1), contamination=0.05,
+                                     cv=5).fit(X)
+    assert np.mean(crossed.predict(X_new) == -1) == pytest.approx(0.05, abs=0.03)
+    assert crossed.offset_ < plain.offset_
+    # The same fitted density either way: only the threshold differs.
+    np.testing.assert_array_equal(crossed.score_samples(X_new), plain.score_samples(X_new))
