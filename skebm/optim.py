@@ -15,14 +15,14 @@ class LazyAdam(torch.optim.Optimizer):
     Adam's update and their moments advance; every other row, and its
     moments, stay as they were ("lazy" Adam: the rule of torch's
     ``SparseAdam``, bias corrections by the parameter's step count). A
-    parameter with a dense gradient gets ``torch.optim.Adam``'s update whole. One
-    optimizer serves a model of both kinds of parameters.
+    parameter with a dense gradient gets ``torch.optim.Adam``'s update
+    whole. One optimizer serves a model of both kinds of parameters.
 
     The arithmetic is SparseAdam's, done on the touched rows by
     ``index_select``/``index_copy_``/``index_add_`` instead of sparse tensor
-    algebra: about half the cost per step on a 2-core CPU (a next-word
-    model's output table of 11,862 x 129 and input table of 11,862 x 128,
-    512 rows a step), which is most of a step's time in
+    algebra: about half SparseAdam's time per step on a 2-core CPU (tables
+    of 12,000 x 129 and 12,000 x 128, 768 and 1,536 looked-up rows a step),
+    where SparseAdam was ~40% of a training step of
     :class:`~skebm.NCESoftmaxClassifier`.
 
     Parameters
