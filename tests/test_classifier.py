@@ -253,8 +253,8 @@ def test_nce_without_accidental_hits_is_the_masked_loss():
     hits = noise[None, :] == targets[:, None]
     assert hits.any(1).float().mean() > 0.5
     rows = torch.arange(64)
-    masked = (torch.nn.functional.softplus(-delta[rows, targets])
-              + torch.nn.functional.softplus(delta[:, noise]).masked_fill(hits, 0).sum(1)).mean()
+    masked = (F.softplus(-delta[rows, targets])
+              + F.softplus(delta[:, noise]).masked_fill(hits, 0).sum(1)).mean()
     masked_gradient, = torch.autograd.grad(masked, module.output_weight)
     torch.testing.assert_close(loss, masked)
     torch.testing.assert_close(gradient.to_dense(), masked_gradient)
