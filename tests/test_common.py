@@ -188,12 +188,16 @@ def test_sample_wants_a_positive_integer(case):
 
 def test_same_seed_same_model_whatever_threads_the_policy_picks():
     """The policy picks 1 or 2 threads by load; the fitted model must not
-    depend on it. Sizes where the products do run on two threads."""
+    depend on it beyond rounding. Sizes where the products do run on two
+    threads. Two threads split a float32 product's sums in another order, so
+    the models agree to rounding, not bit for bit (3e-8 apart was seen): the
+    tolerance is far below any difference a seed or a training step makes."""
     X = (np.random.RandomState(0).rand(600, 784) > 0.6).astype(float)
     rbm = [PCDRestrictedBoltzmann(200, batch_size=100, n_iter=1, random_state=0,
                                   n_threads=n).fit(X) for n in (1, 2)]
-    np.testing.assert_array_equal(rbm[0].components_, rbm[1].components_)
+    np.testing.assert_allclose(rbm[0].components_, rbm[1].components_, rtol=0, atol=1e-5)
     T = make_toy_2d("8gaussians", 1000, random_state=0)
     nce = [NCEDensity(max_iter=2, n_importance_samples=4096, random_state=0,
                       n_threads=n).fit(T) for n in (1, 2)]
-    np.testing.assert_array_equal(nce[0].score_samples(T[:50]), nce[1].score_samples(T[:50]))
+    np.testing.assert_allclose(nce[0].score_samples(T[:50]), nce[1].score_samples(T[:50]),
+                               rtol=1e-5)
