@@ -55,8 +55,7 @@ from sklearn.neural_network import BernoulliRBM
 from threadpoolctl import threadpool_limits
 
 from skebm import PCDRestrictedBoltzmann
-from skebm.partition import rbm_ais_log_partition, rbm_free_energy
-from skebm.rbm import rbm_pseudo_likelihood
+from skebm._rbm_model import rbm_ais_log_partition, rbm_free_energy, rbm_pseudo_likelihood
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 

@@ -1,8 +1,8 @@
 """How many torch threads should skebm use? The thread policy, case by case.
 
 skebm's default (``n_threads=None``) picks one thread for steps under
-``skebm._base.PARALLEL_WORK`` multiply-adds, else the idle cores within the
-limit the environment sets (see ``TorchEstimator._cpu_threads``). This script
+``skebm._runtime.PARALLEL_WORK`` multiply-adds, else the idle cores within the
+limit the environment sets (see ``skebm._runtime.cpu_threads``). This script
 times that default against forcing 1 and 2 threads, in one process, for:
 
 1. a lone fit on idle cores, small and large models;
@@ -34,7 +34,7 @@ from sklearn.model_selection import GridSearchCV
 from threadpoolctl import threadpool_limits
 
 from skebm import NCEDensity, PCDRestrictedBoltzmann
-from skebm._base import PARALLEL_WORK, idle_cores
+from skebm._runtime import PARALLEL_WORK, idle_cores
 from skebm.datasets import make_toy_2d
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -76,7 +76,7 @@ def timed_fit(make, X, n_threads):
 
 def chosen_threads(make, X):
     model = make(None)
-    return model._cpu_threads(model._multiply_adds_per_step(X.shape[1]), torch.device("cpu"))
+    return model._cpu_threads(model._multiply_adds_per_step(X.shape[1], {}), torch.device("cpu"))
 
 
 def fit_table(title):
@@ -95,7 +95,7 @@ def fit_table(title):
         for _ in range(2):
             for n in (None, 1, 2):
                 times[n] = min(times.get(n, np.inf), timed_fit(make, X, n))
-        work = make(None)._multiply_adds_per_step(X.shape[1])
+        work = make(None)._multiply_adds_per_step(X.shape[1], {})
         print(f"| {name} | {work / 1e6:.1f} M | {picks} | {times[None]:.2f} s | "
               f"{times[1]:.2f} s ({times[1] / times[None]:.2f}x) | "
               f"{times[2]:.2f} s ({times[2] / times[None]:.2f}x) |")

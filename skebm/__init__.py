@@ -1,6 +1,6 @@
 """skebm: scikit-learn compatible energy-based models, with torch inside."""
 
-from ._base import ConvergenceDivergedError
+from ._monitors import ConvergenceDivergedError
 from .classifier import NCESoftmaxClassifier
 from .nce import NCEDensity
 from .outlier import DensityOutlierDetector

@@ -1,9 +1,7 @@
 """A classifier over many classes, trained by noise-contrastive estimation or
 sampled softmax and predicting with the full softmax."""
 
-import math
 import numbers
-import os
 
 import numpy as np
 import torch
@@ -12,12 +10,12 @@ from sklearn import get_config
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from torch import nn
 
-from ._base import SparseBagRows, TorchEstimator, bags_from_rows
-from .nets import ACTIVATIONS, _linear
+from ._base import Step, TorchEstimator
+from ._runtime import available_memory
+from ._softmax_model import LOSSES, SoftmaxModel, SparseBagRows, bags_from_rows
+from .nets import ACTIVATIONS, layer_sizes
 from .optim import LazyAdam
-from .samplers import AliasSampler
 
 __all__ = ["NCESoftmaxClassifier"]
 
@@ -28,124 +26,18 @@ _TRAINING_BYTES_PER_PARAMETER = 16
 _MEMORY_SHARE = 0.8
 
 
-def available_memory(device):
-    """Bytes free on ``device``: the GPU's free memory, or the CPU's
-    ``MemAvailable`` (Linux; elsewhere, the physical memory, or no limit
-    when the system does not say)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return math.inf
-
-
-class _SoftmaxModel(nn.Module):
-    """Scores of every class: a bag of feature embeddings, optional hidden
-    layers, then one row of ``output_weight`` per class (its last column is
-    the class's bias).
-
-    The input and output tables are looked up by index, so a training step
-    that scores a few sampled classes reads and updates only their rows
-    (sparse gradients). The class frequencies, the noise distribution (an
-    alias table) and, for ``norm_term="learned"``, the normalizing term live
-    here too, so they move and pickle with the model.
-    """
-
-    def __init__(self, n_features, class_count, embedding_dim, hidden_layer_sizes,
-                 activation, noise_power, norm_term, generator):
-        super().__init__()
-        n_classes = len(class_count)
-        device = generator.device
-        self.input_weight = nn.Parameter(
-            torch.randn(n_features, embedding_dim, generator=generator, device=device)
-            / math.sqrt(embedding_dim))
-        self.input_bias = nn.Parameter(torch.zeros(embedding_dim, device=device))
-        sizes = [embedding_dim, *hidden_layer_sizes]
-        layers = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [_linear(n_in, n_out, generator), ACTIVATIONS[activation]()]
-        self.hidden = nn.Sequential(*layers)
-        self.output_weight = nn.Parameter(torch.zeros(n_classes, sizes[-1] + 1, device=device))
-        self.noise_power = noise_power
-        self.loss = None  # the estimator's loss_, set before each fit
-        self.set_class_count(class_count)
-        initial = math.log(n_classes) if norm_term in ("auto", "learned") else float(norm_term)
-        if norm_term == "learned":
-            self.norm_term = nn.Parameter(torch.tensor(initial, device=device))
-        else:
-            self.register_buffer("norm_term", torch.tensor(initial, device=device))
-
-    def set_class_count(self, class_count):
-        """Class frequencies (counts + 1, so that a class not seen yet keeps a
-        little mass) and the noise: frequencies to the power ``noise_power``."""
-        smoothed = np.asarray(class_count, dtype=np.float64) + 1.0
-        device = self.output_weight.device
-        self.noise = AliasSampler(smoothed**self.noise_power).to(device)
-        self.register_buffer("log_frequency", torch.as_tensor(
-            np.log(smoothed / smoothed.sum()), dtype=self.output_weight.dtype, device=device))
-
-    def features(self, bags):
-        """The last hidden layer of each row of ``bags`` (:class:`Bags`), with
-        a column of ones that multiplies the output biases."""
-        embedded = F.embedding_bag(
-            bags.indices, self.input_weight, bags.offsets, mode="sum",
-            per_sample_weights=bags.weights.to(self.input_weight.dtype), sparse=True)
-        hidden = self.hidden(embedded + self.input_bias)
-        return torch.cat([hidden, torch.ones_like(hidden[:, :1])], 1)
-
-    def scores(self, features):
-        """Every class's score, ``(n_rows, n_classes)``."""
-        return features @ self.output_weight.T
-
-    def class_scores(self, features, classes):
-        """Every row's scores of ``classes``, ``(n_rows, len(classes))``."""
-        return features @ F.embedding(classes, self.output_weight, sparse=True).T
-
-    def sampled_logits(self, features, targets, classes, offset):
-        """Each row's score of its own target, ``(n_rows,)``, and every row's
-        scores of ``classes``, ``(n_rows, len(classes))``, each less the
-        ``offset`` of its class (``offset``: one value per entry of
-        ``targets`` then ``classes``). One lookup, which reads (and
-        differentiates) only those classes' rows; the noise classes' offsets
-        are added inside their matrix product."""
-        weight = F.embedding(torch.cat([targets, classes]), self.output_weight, sparse=True)
-        n_rows = len(targets)
-        return ((features * weight[:n_rows]).sum(1) - offset[:n_rows],
-                torch.addmm(-offset[n_rows:], features, weight[n_rows:].T))
-
-
 class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     """Classifier over many classes, trained by NCE or sampled softmax.
 
     A softmax classifier whose training costs O(``n_noise``) per row instead
     of O(``n_classes``): each minibatch scores its rows' own classes against
     ``n_noise`` classes drawn from the class frequencies raised to
-    ``noise_power`` (shared by the whole minibatch, so their scores are one
-    dense product), with the alias method. Predictions use the full,
-    normalized softmax over every class.
-
-    The model is a bag of feature embeddings (fastText's design): each
-    feature has an ``embedding_dim`` vector, a row's embedding is the sum of
-    its features' vectors weighted by its values (a sparse product: sparse
-    X, the output of ``HashingVectorizer``, ``CountVectorizer``,
-    ``OneHotEncoder`` or ``FeatureHasher``, is never made dense), then
-    optional hidden layers, then a score per class. The embedding is a
-    low-rank bottleneck: 65,536 hashed features and 30,000 classes cost
-    (65,536 + 30,000) x 128 weights instead of two billion. Before
-    allocating, the model's training memory is estimated and a model that
-    would not fit is refused with an error that says what to change.
-
-    Input features are used as they are (no standardization, so sparse X
-    stays sparse); scale dense features (``StandardScaler``) as for
-    ``MLPClassifier``.
+    ``noise_power``, shared by the whole minibatch. The scores come from a
+    bag of feature embeddings (fastText's design; sparse X is never made
+    dense), optional hidden layers, then one output row per class.
+    Predictions use the full, normalized softmax over every class. Input
+    features are used as they are (sparse X stays sparse): scale dense
+    features as for ``MLPClassifier``.
 
     Read more in the :ref:`User Guide <nce_classifier>`.
 
@@ -194,14 +86,12 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         Adam's step size (lazy: a step moves only the table rows it
         touches, :class:`~skebm.optim.LazyAdam`), annealed to
         0 over ``max_iter`` epochs by a cosine schedule. Adam moves a rare
-        feature's embedding as far as a common one's: a larger rate overfits
-        sparse data within a few epochs (next-word perplexity on the King
-        James Bible after 5 epochs: 173 at 0.002, 276 at 0.01).
+        feature's embedding as far as a common one's, so a larger rate
+        overfits sparse data within a few epochs (see the user guide).
     batch_size : int, default=512
         Rows per minibatch. Larger batches train more rows per second (the
-        noise classes are shared by the batch) and fit worse per epoch
-        (next words of the King James Bible after 5 epochs: perplexity 217
-        with 2048 rows, 188 with 512).
+        noise classes are shared by the batch) and fit worse per epoch (see
+        the user guide).
     max_iter : int, default=100
         Epochs (passes over the training rows), at most.
     early_stopping : bool, default=True
@@ -225,9 +115,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     n_threads : int or None, default=None
         torch threads on the CPU; None lets skebm choose by the work's size
         and the idle cores. A seed gives the same model at the same thread
-        count; on 1 and 2 threads the models differ in the last digits
-        (probabilities by ~1e-5: the matrix products sum in another order).
-        Set ``n_threads`` for bit-identical refits on a busy machine.
+        count; at another count the models differ in the last digits (the
+        matrix products sum in another order). Set ``n_threads`` for
+        bit-identical refits on a busy machine.
 
     Attributes
     ----------
@@ -428,81 +318,50 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _inference_rows(self, X, rows, mean, scale, device):
         return bags_from_rows(X[rows], device, torch.float64)
 
-    def _build(self, data, generator):
-        class_count = data.attributes["class_count_"]
-        loss = data.attributes["loss_"]
-        self._check_memory(data.rows.shape[1], len(class_count), loss, generator.device)
-        module = _SoftmaxModel(
-            data.rows.shape[1], class_count, self.embedding_dim, tuple(self.hidden_layer_sizes),
+    def _build(self, Z, generator):
+        class_count = Z.attributes["class_count_"]
+        loss = Z.attributes["loss_"]
+        self._check_memory(Z.shape[1], len(class_count), loss, generator.device)
+        module = SoftmaxModel(
+            Z.shape[1], class_count, self.embedding_dim, self._layer_widths()[1:],
             self.activation, self.noise_power, self.norm_term, generator)
         module.loss = loss
         return module
 
-    def _warm_module(self, data, device):
-        module = super()._warm_module(data, device)
-        module.set_class_count(data.attributes["class_count_"])
-        module.loss = data.attributes["loss_"]
+    def _warm_module(self, Z_train, device):
+        module = super()._warm_module(Z_train, device)
+        module.set_class_count(Z_train.attributes["class_count_"])
+        module.loss = Z_train.attributes["loss_"]
         return module
 
     def _training_loss(self, module, batch, generator):
         bags, targets = batch
-        features = module.features(bags)
-        if module.loss == "full":
-            return F.cross_entropy(module.scores(features), targets)
-        if module.loss == "in_batch":
-            logits = (module.class_scores(features, targets)
-                      - module.log_frequency[targets] - math.log(len(targets)))
-            if self.remove_accidental_hits:
-                hits = (targets[None, :] == targets[:, None]) & ~torch.eye(
-                    len(targets), dtype=torch.bool, device=targets.device)
-                logits = logits.masked_fill(hits, -math.inf)
-            return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
-        noise = module.noise.sample(self.n_noise, generator)
-        offset = math.log(self.n_noise) + module.noise.log_prob(
-            torch.cat([targets, noise])).to(features.dtype)  # log(n_noise q), the expected count
-        if module.loss == "sampled":
-            target_logits, noise_logits = module.sampled_logits(features, targets, noise, offset)
-            if self.remove_accidental_hits:
-                noise_logits = noise_logits.masked_fill(noise[None, :] == targets[:, None],
-                                                        -math.inf)
-            logits = torch.cat([target_logits[:, None], noise_logits], 1)
-            return (torch.logsumexp(logits, 1) - target_logits).mean()
-        # NCE: each row's class against each noise class, logistic regressions
-        # on Delta = s - log(n_noise q) - norm_term.
-        target_delta, noise_delta = module.sampled_logits(
-            features, targets, noise, offset + module.norm_term)
-        noise_term = F.softplus(noise_delta).sum(1)
-        if self.remove_accidental_hits:
-            # A row's own class drawn as noise has the row's target Delta:
-            # take its terms back out (cheaper than masking the whole matrix).
-            hits = torch.bincount(noise, minlength=len(module.output_weight))[targets]
-            noise_term = noise_term - hits * F.softplus(target_delta)
-        return (F.softplus(-target_delta) + noise_term).mean()
+        loss = LOSSES[module.loss](module, module.features(bags), targets, generator,
+                                   self.n_noise, self.remove_accidental_hits)
+        return Step(loss)
 
-    def _validation_score(self, module, data_val):
+    def _validation_score(self, module, Z_val):
         """Minus the held-out log-loss with the full softmax, a chunk at a time.
         (MLPClassifier scores accuracy; the log-loss is what the softmax is
         fitted to, and moves more smoothly.)"""
         chunk = self._rows_per_chunk(len(module.output_weight), 4)
         total = 0.0
-        for start in range(0, len(data_val), chunk):
-            rows = torch.arange(start, min(start + chunk, len(data_val)),
-                                device=data_val.targets.device)
-            bags, targets = data_val[rows]
+        for start in range(0, len(Z_val), chunk):
+            rows = torch.arange(start, min(start + chunk, len(Z_val)),
+                                device=Z_val.targets.device)
+            bags, targets = Z_val[rows]
             scores = module.scores(module.features(bags))
             total += float(F.cross_entropy(scores, targets, reduction="sum"))
-        return -total / len(data_val)
+        return -total / len(Z_val)
 
-    def _make_update_rule(self, module, n_steps):
+    def _make_optimizer(self, module):
         """Adam that moves only the rows of the tables a step touches
-        (:class:`~skebm.optim.LazyAdam`), annealed to 0 by a cosine schedule
-        over ``n_steps``."""
-        optimizer = LazyAdam(module.parameters(), lr=self.learning_rate)
-        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
+        (:class:`~skebm.optim.LazyAdam`)."""
+        return LazyAdam(module.parameters(), lr=self.learning_rate)
 
     # -- memory and work -------------------------------------------------------
     def _layer_widths(self):
-        return [self.embedding_dim, *self.hidden_layer_sizes]
+        return [self.embedding_dim, *layer_sizes(self.hidden_layer_sizes, allow_empty=True)]
 
     def _check_memory(self, n_features, n_classes, loss, device):
         """Refuse, before allocating, a model that cannot be trained in the
@@ -526,9 +385,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
                 "hidden_layer_sizes" + (", or batch_size (loss='full' holds a batch_size x "
                                         "n_classes matrix)" if loss == "full" else "") + ".")
 
-    def _multiply_adds_per_step(self, n_features, targets=None):
-        n_classes = len(targets["classes_"] if targets else self.classes_)
-        loss = targets["loss_"] if targets else self.loss_
+    def _multiply_adds_per_step(self, n_features, target_attributes):
+        n_classes = len(target_attributes["classes_"])
+        loss = target_attributes["loss_"]
         scored = n_classes if loss == "full" else (
             self.batch_size if loss == "in_batch" else self.n_noise + 1)
         widths = self._layer_widths()
@@ -553,10 +412,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _map_scores(self, function, X):
         """``function(scores)`` of the rows of X, where ``scores`` are every
         class's scores (float64), a chunk of rows at a time."""
-        self._check_fitted()
-        X = self._validated(X)
-        module = self._inference_module()
-        return self._map_rows(lambda bags: function(module.scores(module.features(bags))), X)
+        return self._map_fitted(X, lambda module, bags: function(
+            module.scores(module.features(bags))))
 
     def decision_function(self, X):
         """Each class's score (an unnormalized log-probability).

@@ -1,223 +1,50 @@
 """Density estimation by noise-contrastive estimation (NCE)."""
 
-import copy
 import math
 import numbers
 import warnings
 
-import numpy as np
 import torch
 from sklearn.base import _fit_context
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._base import LikelihoodDensityMixin, TorchEstimator, make_generator
-from .nets import ACTIVATIONS, MLPEnergy
-from .noise import fit_base
+from ._base import Step, TorchEstimator
+from ._density import LikelihoodDensityMixin
+from ._nce_model import NCEModel, Snapshot
+from ._runtime import make_generator
+from .base_density import fit_base
+from .nets import (ACTIVATIONS, LOW_DIMENSION, MLPEnergy, fourier_feature_count, layer_shapes,
+                   layer_sizes)
 from .partition import importance_log_partition
-from .samplers import metropolis_adjusted_langevin, sampling_importance_resampling
 
 __all__ = ["NCEDensity"]
 
-# sample(): rows per chunk, proposal candidates per row, Langevin steps per row.
+#: Rows ``sample`` draws at once.
 _SAMPLE_CHUNK = 1024
-_SIR_CANDIDATES = 32
-_MALA_STEPS = 20
-_MALA_STEP_SIZE = 0.1
-# Self-adapting noise: rows in the pool that follows the frozen model, and
-# Langevin steps that move it at each refresh.
-_POOL_ROWS = 8192
-_POOL_MALA_STEPS = 5
-# Defaults that switch with the dimension (measured, benchmarks/RESULTS.md): up to
-# _LOW_DIMENSION features, Fourier features, a base widened by 1.2 and no marginal
+# Defaults that switch with the dimension (chosen by benchmark, see the user guide): up to
+# LOW_DIMENSION features, Fourier features, a base widened by 1.2 and no marginal
 # map; above, no Fourier features, the base as chosen, marginals chosen by CV.
-_LOW_DIMENSION = 2
-_AUTO_FOURIER_FEATURES = 64
 _LOW_DIMENSION_BASE_SCALE = 1.2
-
-
-class _Snapshot(nn.Module):
-    """A frozen copy of the model, used as the noise of self-adapting NCE.
-
-    Its density is ``b(z) exp(-E_f(z) - c_f)``, with ``E_f`` a copy of the
-    energy network frozen at the last refresh and ``c_f`` its log Z, tracked
-    across refreshes. Its samples are a pool of rows that follows it: at the
-    start, exact draws from the base ``b`` (the frozen model with ``E_f = 0``);
-    at each refresh, the pool is reweighted by the ratio of the new frozen
-    model to the old, ``exp(-(E_new - E_old))``, resampled by those weights
-    and moved by a few Metropolis-adjusted Langevin steps that leave the new
-    frozen model invariant (a resample-move step of sequential Monte Carlo).
-    The mean weight is also the ratio of the two normalizing constants, which
-    is how ``c_f`` is tracked.
-    """
-
-    def __init__(self, energy, base, generator):
-        super().__init__()
-        self.energy = copy.deepcopy(energy).requires_grad_(False)
-        self.register_buffer("log_partition", torch.zeros((), device=generator.device))
-        self.register_buffer("pool", base.sample(_POOL_ROWS, generator))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=generator.device))
-        self.register_buffer("effective_sample_size", torch.ones((), device=generator.device))
-
-    def log_prob_minus_base(self, Z):
-        """``log p_f(z) - log b(z)``: the frozen model relative to the base."""
-        return -self.energy(Z) - self.log_partition
-
-    def step(self, model, interval, generator):
-        """Count a training step, refreshing first when ``interval`` have passed."""
-        if self.steps >= interval:
-            self.refresh(model, generator)
-            self.steps.zero_()
-        self.steps += 1
-
-    def refresh(self, model, generator):
-        """Freeze the current ``model`` as the noise and move the pool to it."""
-        with torch.no_grad():
-            log_weights = self.energy(self.pool) - model.energy(self.pool)
-            self.log_partition += torch.logsumexp(log_weights, 0) - math.log(len(self.pool))
-            weights = torch.softmax(log_weights, 0)
-            self.effective_sample_size.copy_(1.0 / (weights**2).sum() / len(self.pool))
-            rows = torch.multinomial(weights, len(self.pool), replacement=True,
-                                     generator=generator)
-            self.energy.load_state_dict(model.energy.state_dict())
-        log_density = lambda Z: model.base.log_prob(Z) - self.energy(Z)
-        pool, _ = metropolis_adjusted_langevin(
-            log_density, self.pool[rows], _POOL_MALA_STEPS, _MALA_STEP_SIZE, generator)
-        self.pool.copy_(pool)
-
-    def sample(self, n_samples, generator):
-        rows = torch.randint(len(self.pool), (n_samples,), generator=generator,
-                             device=self.pool.device)
-        return self.pool[rows]
-
-
-class _NCEModel(nn.Module):
-    """The trainable model on the standardized data ``z``.
-
-    ``u = marginals(z)`` maps each feature to a standard normal variable (the
-    identity when ``marginals`` is None); on ``u`` the model is
-    log p(u) = log b(u) - E(u) - c, with b the base mixture, E the energy
-    network and c = log Z, and the density of ``z`` is
-    p(u(z)) |du/dz|. ``proposal`` is the base widened by ``noise_scale``:
-    NCE's noise (unless self-adapting, then ``snapshot`` is) and the
-    proposal of importance sampling and of ``sample``. Noise, proposal and
-    pool live on ``u``, where the Jacobian cancels from every ratio. The
-    densities are modules, so their buffers travel with the model between
-    devices."""
-
-    def __init__(self, energy, marginals, base, proposal, base_choice, snapshot=None):
-        super().__init__()
-        self.energy = energy
-        self.marginals = marginals
-        self.base = base
-        self.proposal = proposal
-        self.base_choice = base_choice  # (marginals or not, components, ridge), for a refit
-        self.snapshot = snapshot
-        self.log_partition = nn.Parameter(torch.zeros((), device=base.means.device))
-
-    def latent(self, Z):
-        """``(U, log |dU/dZ|)`` of standardized rows."""
-        if self.marginals is None:
-            return Z, torch.zeros(len(Z), dtype=Z.dtype, device=Z.device)
-        return self.marginals(Z)
-
-    def from_latent(self, U):
-        return U if self.marginals is None else self.marginals.inverse(U)
-
-    def latent_log_density(self, U):
-        """``log b(u) - E(u)``: the unnormalized log-density on ``u``."""
-        return self.base.log_prob(U) - self.energy(U)
-
-    def unnormalized_log_density(self, Z):
-        U, log_det = self.latent(Z)
-        return self.latent_log_density(U) + log_det
-
-    def log_importance_weights(self, U):
-        """``log b(u) - E(u) - log proposal(u)``, for rows drawn from the proposal."""
-        if self.proposal is self.base:
-            return -self.energy(U)
-        return self.latent_log_density(U) - self.proposal.log_prob(U)
-
-    def nce_logit(self, U, log_noise_ratio):
-        """log p(u) - log(nu q(u)), q the noise: the logit that u is data."""
-        if self.snapshot is None:
-            log_ratio = self.log_importance_weights(U) - self.log_partition
-        else:  # log b cancels between the model and its frozen copy
-            log_ratio = -self.energy(U) - self.log_partition - self.snapshot.log_prob_minus_base(U)
-        return log_ratio - log_noise_ratio
-
-    def sample_noise(self, n_samples, generator):
-        source = self.proposal if self.snapshot is None else self.snapshot
-        return source.sample(n_samples, generator)
 
 
 class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     """Normalized density estimation with a neural energy, trained by NCE.
 
-    The model is ``p(x) = b(x) exp(-E(x) - c)``: a base density ``b``, a
-    Gaussian mixture fitted to the data (on tables, optionally a mixture
-    copula), reweighted by a multilayer perceptron energy ``E`` on the
-    standardized inputs, with ``c`` (log Z) a learned scalar. Training is noise-contrastive estimation (Gutmann &
-    Hyvarinen 2010): logistic regression that tells data rows from
-    ``noise_ratio`` times as many rows drawn from a noise ``q``, with logit
-    ``log p(x) - log q(x) - log(noise_ratio)``. Its optimum is the data
-    density, ``c`` included, so no MCMC is needed to fit.
+    The model is ``p(x) = b(x) exp(-E(x) - c)``: a base density ``b`` (a
+    Gaussian mixture, on tables optionally a mixture copula, chosen by
+    cross-validated likelihood) reweighted by a multilayer perceptron energy
+    ``E`` that starts at 0, with ``c`` (log Z) a learned scalar; far from the
+    data the density decays like ``b``. Training is noise-contrastive
+    estimation (Gutmann & Hyvarinen 2010): logistic regression of the data
+    against ``noise_ratio`` times as many rows of a noise (the base, or with
+    ``noise="self"`` snapshots of the model), whose optimum is the data
+    density, ``c`` included, so fitting needs no MCMC.
 
-    The base is chosen by the data: the number of mixture components (up to
-    ``base_components``) and the ridge on their covariances are those with
-    the best 3-fold cross-validated likelihood. ``E`` starts at 0, so the
-    model starts as the base, and early stopping compares every epoch with
-    that start (epoch 0): when the network does not improve the held-out
-    likelihood, the fitted model is the base itself, refitted then to every
-    training row, the held-out ones included (on small tables every row
-    counts).
-
-    Writing the model relative to a base does more. The tails are safe: far
-    from the data, where NCE sees no rows, the density decays like ``b``
-    instead of being whatever the network extrapolates to. log Z can be
-    checked precisely, since the importance weights vary little. And
-    sampling-importance-resampling is efficient.
-
-    The noise is, by default (``noise="base"``), the base itself (or, with
-    ``noise_scale`` above 1, the base with every standard deviation widened),
-    and the logit is ``-E(x) - c - log(noise_ratio)``. With ``noise="self"`` it is self-adapting (Xu 2022):
-    training starts with the base as noise, and every
-    ``noise_update_interval`` steps the current model is frozen and becomes
-    the noise, so the classification stays hard as the model improves. Its
-    noise rows come from a pool that follows the frozen model by
-    reweighting, resampling and Metropolis-adjusted Langevin steps; its log Z
-    is tracked across snapshots by the same weights (the mean weight is the
-    ratio of two snapshots' normalizing constants; on 8gaussians the last
-    snapshot's tracked log Z is within 0.1 nats of the fitted model's
-    importance-sampling estimate). Pool rows are only
-    approximately from the frozen model, which biases NCE slightly (see the
-    user guide for the measurements); ``score_samples`` does not rely on it,
-    as log Z is re-estimated after fitting (below).
-
-    On tables the base can also map each feature through its own kernel
-    density estimate first (``marginals``, chosen by cross-validation like
-    the mixture): skewed, bounded and dequantized features are then right
-    feature by feature, which a few Gaussians cannot do (on dequantized
-    digits, 64 features, this is worth about 20 nats per row).
-
-    For 1 or 2 features the inputs first go through random Fourier features
-    (``fourier_features="auto"``, Tancik et al. 2020): a plain MLP learns
-    sharp structure (thin rings, the edges of a checkerboard) slowly. With
-    more features they overfit small tables, and "auto" leaves them out.
-    What "auto" switches with the dimension was measured on the tables and
-    toys of ``benchmarks/density_tabular.py`` and ``density_2d.py``.
-
-    log Z is re-estimated by importance sampling from the (widened) base
-    (``n_importance_samples`` draws) the first time a likelihood is asked
-    for (``score_samples``, ``score``, ``log_partition_``), not in ``fit``;
-    the draws come from a generator seeded in ``fit``, so the estimate is the
-    same whenever it is made, and it is kept with the model once made.
-    ``score_samples`` uses that estimate, ``log_partition_``, whose standard
-    error is ``log_partition_std_``. NCE's own estimate ``c`` is kept as
-    ``nce_log_partition_``. Both are estimates: where the proposal covers the
-    model badly (a network much sharper than the base) the standard error
-    grows, and a warning says so when it passes 0.1 nats.
+    ``score_samples`` is a normalized log-density: log Z is re-estimated by
+    importance sampling from the base on first use (``log_partition_``, with
+    its standard error ``log_partition_std_``), not taken from NCE's ``c``.
 
     Read more in the :ref:`User Guide <nce_density>`.
 
@@ -242,7 +69,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         same way).
     base_components : int, default=32
         Most mixture components the base may have. The choice and the EM fit
-        look at a random subset of at most 5,000 and 200,000 rows.
+        look at a random subset of large data, so their cost is bounded (the
+        limits are in the user guide).
     marginals : {"auto", "kde", "none"}, default="auto"
         "kde": before the mixture, map each feature to a standard normal
         variable through the distribution function of its own
@@ -266,9 +94,9 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     noise_scale : float, default=1.0
         Factor on the base's standard deviations for the noise (with
         ``noise="base"``) and for the proposal of importance sampling and
-        sampling. 1 (the noise is the base) measured best on the tables
-        tried and at least as good on the 2-D toys; above 1 makes NCE look
-        further into the tails.
+        sampling. 1 keeps the noise (the base) close to the data, which keeps
+        the classification informative; above 1 makes NCE look further into
+        the tails (see the user guide).
     noise_update_interval : int, default=100
         With ``noise="self"``: minibatch steps between snapshots of the model.
     noise_ratio : int, default=8
@@ -490,22 +318,21 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
 
     # -- the pieces the shared training loop calls --------------------------
     def _build(self, Z, generator):
-        n_fourier = self._n_fourier_features(Z.shape[1])
         energy = MLPEnergy(
-            Z.shape[1], self._hidden_sizes(), self.activation, generator,
-            fourier_features=n_fourier, fourier_scale=self.fourier_scale,
-            zero_output=True,
+            Z.shape[1], layer_sizes(self.hidden_layer_sizes), self.activation, generator,
+            fourier_features=fourier_feature_count(self.fourier_features, Z.shape[1]),
+            fourier_scale=self.fourier_scale, zero_output=True,
         )
         marginals, base, proposal, choice = self._fit_base(Z, generator)
-        snapshot = _Snapshot(energy, base, generator) if self.noise == "self" else None
+        snapshot = Snapshot(energy, base, generator) if self.noise == "self" else None
         # E starts at exactly 0, so the model starts as the base: normalized, c = 0.
-        return _NCEModel(energy, marginals, base, proposal, choice, snapshot)
+        return NCEModel(energy, marginals, base, proposal, choice, snapshot)
 
     def _fit_base(self, Z, generator, choice=None):
         """(marginal map or None, base, proposal, choice) fitted to ``Z``;
         ``choice`` (marginals or not, components, ridge) is made by
         cross-validation unless given."""
-        low_dimensional = Z.shape[1] <= _LOW_DIMENSION
+        low_dimensional = Z.shape[1] <= LOW_DIMENSION
         marginals, base, choice = fit_base(
             self.base, Z, max_components=self.base_components,
             marginals="none" if self.marginals == "auto" and low_dimensional else self.marginals,
@@ -517,79 +344,66 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         proposal = base if self.noise_scale == 1 else base.widened(self.noise_scale)
         return marginals, base, proposal, choice
 
-    def _n_fourier_features(self, n_features):
-        if self.fourier_features != "auto":
-            return self.fourier_features
-        return _AUTO_FOURIER_FEATURES if n_features <= _LOW_DIMENSION else 0
-
     def _multiply_adds_per_row(self, n_features):
-        n_fourier = self._n_fourier_features(n_features)
-        widths = [n_features + 2 * n_fourier, *self._hidden_sizes(), 1]
-        network = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+        n_fourier = fourier_feature_count(self.fourier_features, n_features)
+        shapes = layer_shapes(n_features, layer_sizes(self.hidden_layer_sizes), n_fourier=n_fourier)
+        network = sum(a * b for a, b, _ in shapes)
         base = self.base_components * n_features * n_features  # the mixture's log-density
         return network + n_features * n_fourier + base
 
-    def _multiply_adds_per_step(self, n_features):
+    def _multiply_adds_per_step(self, n_features, target_attributes):
         # Forward and backward (about three forwards) over data and noise rows.
         rows = self.batch_size * (1 + self.noise_ratio)
         return 3 * rows * self._multiply_adds_per_row(n_features)
 
     def _inference_row_bytes(self):
-        n_fourier = self._n_fourier_features(self.n_features_in_)
-        widths = [self.n_features_in_, 2 * n_fourier, *self._hidden_sizes()]
+        n_fourier = fourier_feature_count(self.fourier_features, self.n_features_in_)
+        widths = [self.n_features_in_, 2 * n_fourier, *layer_sizes(self.hidden_layer_sizes)]
         return 8 * 4 * (sum(widths) + self.module_.base.n_components)
 
-    def _hidden_sizes(self):
-        sizes = tuple(int(size) for size in np.atleast_1d(self.hidden_layer_sizes))
-        if not sizes or any(size < 1 for size in sizes):
-            raise ValueError(
-                f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}."
-            )
-        return sizes
-
-    def _training_loss(self, model, batch, generator):
+    def _training_loss(self, module, batch, generator):
         """NCE loss per data row: -log h(data) - nu * E_q[log(1 - h(noise))]."""
-        if model.snapshot is not None:
-            model.snapshot.step(model, self.noise_update_interval, generator)
+        if module.snapshot is not None:
+            module.snapshot.step(module, self.noise_update_interval, generator)
         log_ratio = math.log(self.noise_ratio)
-        noise_rows = model.sample_noise(len(batch) * self.noise_ratio, generator)
-        data_rows, _ = model.latent(batch)
-        data_term = nn.functional.logsigmoid(model.nce_logit(data_rows, log_ratio)).sum()
-        noise_term = nn.functional.logsigmoid(-model.nce_logit(noise_rows, log_ratio)).sum()
-        return -(data_term + noise_term) / len(batch)
+        noise_rows = module.sample_noise(len(batch) * self.noise_ratio, generator)
+        data_rows, _ = module.latent(batch)
+        data_term = nn.functional.logsigmoid(module.nce_logit(data_rows, log_ratio)).sum()
+        noise_term = nn.functional.logsigmoid(-module.nce_logit(noise_rows, log_ratio)).sum()
+        return Step(-(data_term + noise_term) / len(batch))
 
-    def _validation_score(self, model, Z_val):
+    def _validation_score(self, module, Z_val):
         """Mean log-likelihood of the validation rows (standardized space).
 
         log Z comes from the same 8192 proposal draws at every epoch, so
         epochs are compared on a precise, common footing.
         """
-        draws = model.proposal.sample(8192, make_generator(0, Z_val.device))
-        log_z, _ = importance_log_partition(model.log_importance_weights(draws))
-        return float(model.unnormalized_log_density(Z_val).mean()) - log_z
+        draws = module.proposal.sample(8192, make_generator(0, Z_val.device))
+        log_z, _ = importance_log_partition(module.log_importance_weights(draws))
+        return float(module.unnormalized_log_density(Z_val).mean()) - log_z
 
-    def _epoch_diagnostics(self, model):
-        if model.snapshot is None:
+    def _epoch_diagnostics(self, module):
+        if module.snapshot is None:
             return {}
-        return {"noise_log_partition": model.snapshot.log_partition.item(),
-                "noise_ess": model.snapshot.effective_sample_size.item()}
+        return {"noise_log_partition": module.snapshot.log_partition.item(),
+                "noise_ess": module.snapshot.effective_sample_size.item()}
 
-    def _after_training(self, model, Z, generator):
-        if model.energy.is_zero() and self.early_stopping:
+    def _after_training(self, module, Z, generator):
+        if module.energy.is_zero() and self.early_stopping:
             # Early stopping kept the base alone: it may as well see every row.
-            model.marginals, model.base, model.proposal, _ = self._fit_base(
-                Z, generator, choice=model.base_choice)
-        return {"nce_log_partition_": model.log_partition.item(),
-                "base_n_components_": model.base.n_components,
-                "base_marginals_": "none" if model.marginals is None else "kde"}
+            module.marginals, module.base, module.proposal, _ = self._fit_base(
+                Z, generator, choice=module.base_choice)
+        return {"nce_log_partition_": module.log_partition.item(),
+                "base_n_components_": module.base.n_components,
+                "base_marginals_": "none" if module.marginals is None else "kde"}
 
-    def _estimate_log_partition(self, model, generator):
+    def _estimate_log_partition(self, module, generator):
         """log Z = log E_q[b exp(-E) / q] by importance sampling from the
         proposal q, in chunks."""
         log_weights = []
         for rows in gen_batches(self.n_importance_samples, 8192):
-            draws = model.proposal.sample(rows.stop - rows.start, generator)
-            log_weights.append(model.log_importance_weights(draws))
+            draws = module.proposal.sample(rows.stop - rows.start, generator)
+            log_weights.append(module.log_importance_weights(draws))
         log_z, log_z_std = importance_log_partition(torch.cat(log_weights))
         if log_z_std > 0.1:
             warnings.warn(
@@ -603,20 +417,19 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     def _log_partition_multiply_adds(self):
         return self.n_importance_samples * self._multiply_adds_per_row(self.n_features_in_)
 
-    def _unnormalized_log_density(self, model, Z):
-        return model.unnormalized_log_density(Z)
+    def _unnormalized_log_density(self, module, Z):
+        return module.unnormalized_log_density(Z)
 
     # -- inference -----------------------------------------------------------
-    def sample(self, n_samples=1, random_state=None):
+    def sample(self, n_samples=1, random_state=None, *, n_steps=20):
         """Draw rows from the fitted density.
 
-        Sampling-importance-resampling from the proposal (the base widened by
-        ``noise_scale``: for each row, one of 32 proposal draws, picked with
-        probability proportional to ``p / q``) gives starting points close to
-        the model; 20 Metropolis-adjusted Langevin steps, which leave the
-        model's distribution exactly invariant, then correct what resampling
-        from 32 candidates leaves of the proposal and separate rows that
-        resampling made identical.
+        Sampling-importance-resampling from the proposal (for each row, one of
+        32 proposal draws, picked with probability proportional to ``p / q``)
+        gives starting points close to the model; ``n_steps``
+        Metropolis-adjusted Langevin steps, which leave the model's
+        distribution exactly invariant, then correct what resampling from a
+        few candidates leaves of the proposal and separate identical rows.
 
         Parameters
         ----------
@@ -624,6 +437,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
             Number of rows.
         random_state : int, RandomState instance or None, default=None
             Seeds this draw.
+        n_steps : int, default=20
+            Langevin steps per row after resampling; 0 keeps the resampled rows.
 
         Returns
         -------
@@ -631,17 +446,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
             The draw, in the units of the training data.
         """
         self._check_fitted()
-        model = self._inference_module()
-
-        def draw(n, generator):
-            with torch.no_grad():
-                start = sampling_importance_resampling(
-                    model.latent_log_density, model.proposal, n, _SIR_CANDIDATES, generator
-                )
-            chains, _ = metropolis_adjusted_langevin(
-                model.latent_log_density, start, _MALA_STEPS, _MALA_STEP_SIZE, generator
-            )
-            with torch.no_grad():
-                return model.from_latent(chains)
-
-        return self._sample_rows(draw, n_samples, random_state, chunk_rows=_SAMPLE_CHUNK)
+        self._check_n_steps(n_steps)
+        module = self._inference_module()
+        return self._sample_rows(lambda n, generator: module.sample(n, n_steps, generator),
+                                 n_samples, random_state, chunk_rows=_SAMPLE_CHUNK)

@@ -7,11 +7,16 @@ estimator is reproducible and leaves the user's random streams alone.
 """
 
 import math
+import numbers
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "ConvEnergy", "FourierFeatures", "MLPEnergy"]
+from ._runtime import draw_seed
+
+__all__ = ["ACTIVATIONS", "ConvEnergy", "FourierFeatures", "MLPEnergy", "fourier_feature_count",
+           "layer_shapes", "layer_sizes"]
 
 #: Activation names accepted by the estimators' ``activation`` parameter.
 ACTIVATIONS = {
@@ -22,6 +27,52 @@ ACTIVATIONS = {
     "softplus": nn.Softplus,
     "tanh": nn.Tanh,
 }
+
+
+#: Data of at most this many features get Fourier features by default
+#: (``fourier_features="auto"``): a plain MLP learns sharp 1-D and 2-D
+#: structure slowly, while on more features they overfit small tables.
+LOW_DIMENSION = 2
+AUTO_FOURIER_FEATURES = 64
+
+
+def layer_sizes(value, default=None, *, allow_empty=False):
+    """The widths a ``hidden_layer_sizes`` parameter asks for, as a tuple of
+    positive ints: an int is one layer, None is ``default``; anything else
+    (zero, a negative or fractional width) is a ``ValueError``."""
+    sizes = default if value is None else (tuple(value) if np.iterable(value) else (value,))
+    if (not sizes and not allow_empty) or any(
+            isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
+        raise ValueError(
+            f"hidden_layer_sizes must be {'' if allow_empty else 'one or more '}positive "
+            f"integers, got {value!r}.")
+    return tuple(int(n) for n in sizes)
+
+
+def fourier_feature_count(setting, n_features):
+    """The ``fourier_features`` parameter resolved: "auto" is
+    :data:`AUTO_FOURIER_FEATURES` for at most :data:`LOW_DIMENSION` features, 0 above."""
+    if setting == "auto":
+        return AUTO_FOURIER_FEATURES if n_features <= LOW_DIMENSION else 0
+    return setting
+
+
+def layer_shapes(n_features, hidden_sizes, *, n_fourier=0, image_shape=None):
+    """``(inputs, outputs, positions)`` of each layer of :class:`MLPEnergy`
+    (or, with ``image_shape``, :class:`ConvEnergy`); positions are the pixels
+    a convolution is applied at, 1 for a dense layer. For the estimators'
+    estimates of work and memory."""
+    if image_shape is None:
+        widths = [n_features + 2 * n_fourier, *hidden_sizes, 1]
+        return [(a, b, 1) for a, b in zip(widths[:-1], widths[1:])]
+    n_in, height, width = image_shape
+    shapes = []
+    for index, n_out in enumerate(hidden_sizes):
+        if index:
+            height, width = (height + 1) // 2, (width + 1) // 2
+        shapes.append((9 * n_in, n_out, height * width))
+        n_in = n_out
+    return shapes + [(n_in * height * width, 1, 1)]
 
 
 def _linear(n_in, n_out, generator, *, zero=False):
@@ -52,8 +103,7 @@ def _spectrally_normalized(layer, generator):
     """
     devices = [generator.device] if generator.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator,
-                                            device=generator.device)))
+        torch.manual_seed(draw_seed(generator))
         return nn.utils.parametrizations.spectral_norm(layer)
 
 

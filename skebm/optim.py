@@ -20,10 +20,8 @@ class LazyAdam(torch.optim.Optimizer):
 
     The arithmetic is SparseAdam's, done on the touched rows by
     ``index_select``/``index_copy_``/``index_add_`` instead of sparse tensor
-    algebra: about half SparseAdam's time per step on a 2-core CPU (tables
-    of 12,000 x 129 and 12,000 x 128, 768 and 1,536 looked-up rows a step),
-    where SparseAdam was ~40% of a training step of
-    :class:`~skebm.NCESoftmaxClassifier`.
+    algebra, which avoids building and coalescing sparse tensors at every
+    step (timings in ``benchmarks/RESULTS.md``).
 
     Parameters
     ----------

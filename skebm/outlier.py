@@ -18,23 +18,17 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     Wraps an estimator with ``fit`` and ``score_samples`` (skebm's
     densities, :class:`~sklearn.neighbors.KernelDensity`,
     :class:`~sklearn.mixture.GaussianMixture`, ...) in scikit-learn's
-    outlier-detector API, with the threshold set as
-    :class:`~sklearn.ensemble.IsolationForest` sets it: ``offset_`` is the
-    ``contamination`` quantile of the training rows' log-densities, so that
-    about that share of the training rows is predicted an outlier.
+    outlier-detector API. As in :class:`~sklearn.ensemble.IsolationForest`,
+    the threshold ``offset_`` is the ``contamination`` quantile of the
+    training rows' log-densities. Fit on clean rows, it detects novelties;
+    fit on rows with outliers among them, ``contamination`` is the share you
+    expect there. A flexible density scores its own training rows higher
+    than new ones, so that threshold flags more than ``contamination`` of
+    new inliers; with ``cv`` it is set on out-of-fold scores instead, as new
+    rows will be scored. ``score_samples`` is the density's own, normalized
+    or not: only the order of the rows matters.
 
-    Fit on clean rows and it is a novelty detector (``predict`` on new
-    rows); fit on rows with outliers among them and ``contamination`` is the
-    share you expect there.
-
-    A flexible density scores its own training rows higher than new rows of
-    the same kind, and a threshold set on the training rows then flags more
-    than ``contamination`` of new inliers (on digits, a kernel density with
-    its bandwidth chosen by likelihood flagged all of them). With ``cv``, the
-    threshold is set on out-of-fold scores instead: each fold scored by a
-    clone fitted on the other rows, as new rows will be.
-
-    Read more in the :ref:`user guide <outlier_detection>`.
+    Read more in the :ref:`User Guide <outlier_detection>`.
 
     Parameters
     ----------

@@ -12,11 +12,8 @@ from torch import nn
 
 __all__ = [
     "AliasSampler",
-    "bernoulli",
-    "block_gibbs",
     "langevin",
     "metropolis_adjusted_langevin",
-    "rbm_sample_visible",
     "sampling_importance_resampling",
 ]
 
@@ -208,74 +205,6 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
         "acceptance": torch.stack(acceptances).mean().item() if acceptances else math.nan,
     }
     return z, stats
-
-
-def bernoulli(probabilities, generator):
-    """0/1 draws (same dtype) with the given probabilities: ``u < p`` for
-    uniform ``u``. Twice as fast as ``torch.bernoulli`` on the CPU (which
-    costs ~16 ns per element), and as exact."""
-    uniform = torch.rand(probabilities.shape, generator=generator,
-                         dtype=probabilities.dtype, device=probabilities.device)
-    return uniform.lt_(probabilities)
-
-
-def rbm_sample_visible(hidden, weights, visible_bias, visible_units, generator):
-    """Draw visible units given hidden ones in an RBM.
-
-    ``weights`` has shape ``(n_visible, n_hidden)``. Bernoulli units are 1 with
-    probability ``sigmoid(visible_bias + weights @ h)``; Gaussian units (unit
-    variance) are ``N(visible_bias + weights @ h, 1)``.
-    """
-    activation = torch.addmm(visible_bias, hidden, weights.t())
-    if visible_units == "bernoulli":
-        return bernoulli(torch.sigmoid_(activation), generator)
-    noise = torch.randn(activation.shape, generator=generator, device=activation.device,
-                        dtype=activation.dtype)
-    return activation.add_(noise)
-
-
-def block_gibbs(visible, weights, visible_bias, hidden_bias, n_steps, generator, *,
-                visible_units="bernoulli", free=None):
-    """Run ``n_steps`` of block Gibbs sampling in an RBM from ``visible``.
-
-    One step draws every hidden unit given the visible ones, then every
-    visible unit given the hidden ones (the layers are conditionally
-    independent, so each half-step is exact). The chains' stationary
-    distribution is the RBM's ``p(v)`` (Hinton 2002).
-
-    Parameters
-    ----------
-    visible : torch.Tensor of shape (n_chains, n_visible)
-        Starting states, one chain per row.
-    weights : torch.Tensor of shape (n_visible, n_hidden)
-    visible_bias : torch.Tensor of shape (n_visible,)
-    hidden_bias : torch.Tensor of shape (n_hidden,)
-    n_steps : int
-        Number of full (hidden then visible) steps; 0 returns ``visible``.
-    generator : torch.Generator
-    visible_units : {"bernoulli", "gaussian"}, default="bernoulli"
-    free : torch.Tensor of bool, shape (n_chains, n_visible), or None
-        If given, only these visible units are drawn; the others keep their
-        values in ``visible`` (they are clamped), so the chains sample the
-        free units given the clamped ones, ``p(v_free | v_clamped)``.
-
-    Returns
-    -------
-    torch.Tensor of shape (n_chains, n_visible)
-        The chains' states after ``n_steps``.
-
-    References
-    ----------
-    .. [1] Hinton, G. E. "Training products of experts by minimizing
-       contrastive divergence." Neural Computation 14 (2002).
-    """
-    clamped = visible
-    for _ in range(n_steps):
-        hidden = bernoulli(torch.sigmoid_(torch.addmm(hidden_bias, visible, weights)), generator)
-        visible = rbm_sample_visible(hidden, weights, visible_bias, visible_units, generator)
-        if free is not None:
-            visible = torch.where(free, visible, clamped)
-    return visible
 
 
 class AliasSampler(nn.Module):

@@ -1,6 +1,5 @@
 """Energy-based models trained by maximum likelihood with short-run Langevin MCMC."""
 
-import contextlib
 import math
 import numbers
 import warnings
@@ -9,15 +8,15 @@ import numpy as np
 import torch
 from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
-from torch import nn
 
-from ._base import LikelihoodDensityMixin, TorchEstimator
-from .nets import ACTIVATIONS, ConvEnergy, MLPEnergy
-from .noise import GaussianMixtureNoise, fit_base
-from .partition import annealed_importance_log_partition, grid_log_integral
-from .samplers import langevin
+from ._base import Step, TorchEstimator
+from ._density import LikelihoodDensityMixin
+from ._monitors import EpochMonitor
+from ._shortrun_model import ShortRunModel
+from .base_density import GaussianMixtureDensity, fit_base
+from .nets import (ACTIVATIONS, LOW_DIMENSION, ConvEnergy, MLPEnergy, fourier_feature_count,
+                   layer_shapes, layer_sizes)
 
 __all__ = ["ShortRunEBM"]
 
@@ -25,182 +24,50 @@ __all__ = ["ShortRunEBM"]
 _MLP_SIZES = (128, 128, 128)
 _CNN_CHANNELS = (32, 64, 128)
 
-#: Data of at most this many features get Fourier features by default, and
-#: log Z by grid integration rather than AIS.
-_LOW_DIMENSION = 2
-_AUTO_FOURIER_FEATURES = 64
-
-#: The grid of log Z for one or two features: whitened coordinates in
-#: [-GRID_RADIUS, GRID_RADIUS] (the base puts 1e-15 of its mass outside), so
-#: many points per axis.
-_GRID_RADIUS = 8.0
-_GRID_POINTS = {1: 20_000, 2: 600}
-
 #: An epoch whose mean energy gap |E(data) - E(negatives)| exceeds this (in
 #: nats) means the chains no longer reach the data (or have found regions the
-#: data never visits): ``fit`` warns. Healthy fits measured here stayed within
-#: 1 nat on the 2-D toys and 2.5 on digits; failed ones ran to 20-100.
+#: data never visits): ``fit`` warns. It lies between the gaps of healthy and
+#: of failed fits (see the user guide).
 _GAP_WARNING = 10.0
 
 #: Standard deviation of the noise added to images (standardized pixels) by
-#: ``data_noise="auto"``: 0.075 in [0, 1] units on digits, about 1.2 of its
-#: 17 grey levels.
+#: ``data_noise="auto"``: about one grey level, enough to smooth quantized
+#: pixels into a density the chains can follow.
 _IMAGE_DATA_NOISE = 0.2
-
-#: ``step_size="auto"``: the step starts here and is multiplied after each
-#: update by exp(acceptance - target), so that a Metropolis test would accept
-#: this share of the chains' steps. Measured: the 2-D toys learned well at
-#: acceptance 0.98 (8gaussians, 2spirals) and diverged near 0.85-0.9; digits
-#: gave equally good samples from 0.95 to 0.98.
-_INITIAL_STEP_SIZE = 0.001
-_TARGET_ACCEPTANCE = 0.97
 
 #: Rows sampled (and chains run) at once by ``sample`` and ``sample_conditional``.
 _SAMPLE_CHUNK = 1024
 
 
-class _ShortRunModel(nn.Module):
-    """The trainable model on the standardized data ``z``:
-    ``log p(z) = log b(z) - E(z) - log Z``, ``b`` a Gaussian fitted to the
-    data, ``E`` the energy network (zero at the start).
+class _EnergyGapWarning(EpochMonitor):
+    """Warns when the last epoch's energy gap says the chains no longer
+    follow the model."""
 
-    Chains run in the base's whitened coordinates ``u``, ``z = mean + L u``
-    (``L`` the Cholesky factor of its covariance), where the model's energy
-    is ``|u|^2 / 2 + E(z(u))``: Langevin there is Langevin on ``z``
-    preconditioned by the data's covariance, so one step size suits every
-    direction however the features are scaled or correlated. ``buffer``
-    holds the persistent chains (in ``u``; empty for short runs from the
-    start); ``low`` and ``high`` the data's range, for ``init="uniform"``.
-    """
-
-    def __init__(self, energy, base, low, high, buffer_size, generator, init):
-        super().__init__()
-        self.energy = energy
-        self.base = base
-        self.register_buffer("low", low)
-        self.register_buffer("high", high)
-        self.init = init
-        n_features = len(low)
-        self.register_buffer("buffer", torch.empty(0, n_features, device=low.device))
-        self.buffer = self.draw_init(buffer_size, generator)
-
-    @property
-    def mean(self):
-        return self.base.means[0]
-
-    @property
-    def cholesky(self):
-        return self.base.cholesky[0]
-
-    def to_data(self, U):
-        return self.mean + U @ self.cholesky.T
-
-    def to_whitened(self, Z):
-        return torch.linalg.solve_triangular(self.cholesky, (Z - self.mean).T, upper=False).T
-
-    def whitened_energy(self, U):
-        return 0.5 * (U**2).sum(1) + self.energy(self.to_data(U))
-
-    def unnormalized_log_density(self, Z):
-        return self.base.log_prob(Z) - self.energy(Z)
-
-    def draw_init(self, n_rows, generator):
-        """Starting states of chains, in ``u``: the base Gaussian, or uniform
-        over the data's range."""
-        if self.init == "gaussian":
-            return self.draw_standard(n_rows, generator)
-        uniform = torch.rand(n_rows, len(self.low), generator=generator,
-                             device=self.low.device, dtype=self.low.dtype)
-        return self.to_whitened(self.low + (self.high - self.low) * uniform)
-
-    def draw_standard(self, n_rows, generator):
-        """Draws of the base in ``u``: standard normal."""
-        return torch.randn(n_rows, len(self.low), generator=generator,
-                           device=self.low.device, dtype=self.low.dtype)
-
-
-@contextlib.contextmanager
-def _frozen(module):
-    """Parameters of ``module`` without gradients in the block: chains need
-    the gradient in ``x`` only, and backward then skips the weights'."""
-    flags = [(param, param.requires_grad) for param in module.parameters()]
-    for param, _ in flags:
-        param.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for param, flag in flags:
-            param.requires_grad_(flag)
+    def on_train_end(self, run):
+        gap = run.history[-1]["energy_gap"] if run.history else 0.0
+        if abs(gap) > _GAP_WARNING:
+            warnings.warn(
+                f"ShortRunEBM: in the last epoch the energy gap E(data) - E(negatives) was "
+                f"{gap:.3g} nats (healthy training keeps it near 0): the chains no longer "
+                "follow the model. Lower learning_rate, raise n_steps or step_size, or raise "
+                "alpha; see history_.", ConvergenceWarning)
 
 
 class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     """Neural energy-based model trained by short-run Langevin MCMC.
 
     The model is ``p(x) = b(x) exp(-E(x)) / Z``: ``b`` a Gaussian fitted to
-    the standardized training data (its covariance ridge chosen by
-    cross-validated likelihood), ``E`` a neural network, an MLP for tables,
-    a small convolutional network when ``image_shape`` is given (rows are
-    then flattened images, as ``load_digits`` gives them). ``E`` starts at
-    0, so training starts from the Gaussian; because ``E`` grows at most
-    linearly, ``b exp(-E)`` always has a finite integral.
+    the standardized data, ``E`` a neural network (an MLP, or a small CNN
+    over flattened images given ``image_shape``) that starts at 0 and grows
+    at most linearly, so ``b exp(-E)`` always integrates. Training is maximum
+    likelihood, its negatives drawn by ``n_steps`` Langevin steps from a
+    persistent replay buffer or fresh from ``init``, the step adapted to the
+    data by ``step_size="auto"``. It favours good samples over a good density
+    (Nijkamp et al. 2020): for a density, prefer ``NCEDensity``.
 
-    Training is maximum likelihood. Its gradient is the difference between
-    the energy's gradient at the data and at samples of the model
-    ("negatives"), which Langevin chains provide: each update draws
-    ``batch_size`` negatives by ``n_steps`` steps of
-
-        x <- x - step_size * grad U(x) + noise_scale * xi,   xi ~ N(0, I),
-
-    (``U = -log b + E``, run in the Gaussian's whitened coordinates so that
-    one step size suits every direction) and takes an Adam step on
-
-        mean E(data) - mean E(negatives) + alpha * mean(E(data)^2 + E(negatives)^2).
-
-    The chains sample ``exp(-U / T)`` at the temperature
-    ``T = noise_scale**2 / (2 * step_size)``; the default
-    ``noise_scale="auto"`` is ``sqrt(2 * step_size)``, ``T = 1``, the model
-    itself. A colder setting (Nijkamp et al. 2019 use ``step_size=1``,
-    ``noise_scale=0.01``) trains the chains as a generator: samples can look
-    sharper, while ``exp(-E)`` drifts away from a density of the data, and
-    ``score_samples`` then measures the energy, not the samples.
-
-    With ``persistent=True`` (default) the chains carry over from update to
-    update in a replay buffer of ``buffer_size`` states, a fraction
-    ``reinit_freq`` of each draw restarted from the ``init`` distribution
-    (Du & Mordatch 2019; Grathwohl et al. 2020): long chains from short
-    runs. With ``persistent=False`` every draw is a fresh short run from
-    ``init`` (Nijkamp et al. 2019). ``sample`` draws the way the model was
-    trained: it continues chains from the buffer (kept with the fitted model)
-    for ``n_steps``, or runs fresh short runs.
-
-    ``score_samples`` is a normalized log-likelihood, ``-E(x) + log b(x) -
-    log Z``, in the units of X. log Z is computed the first time a
-    likelihood is asked for: by grid integration for one or two features,
-    by annealed importance sampling from the Gaussian ``b`` otherwise
-    (``n_ais_chains`` runs over ``n_ais_temperatures`` temperatures, a
-    Metropolis-adjusted Langevin step at each). ``log_partition_std_`` is
-    AIS's standard error; AIS tends to underestimate log Z, so
-    log-likelihoods lean optimistic when it is large.
-
-    The default ``step_size="auto"`` adapts the step during training so
-    that a Metropolis test would accept 97% of the chains' steps: the step
-    a data set needs depends on its finest detail (0.0003 on checkerboard,
-    0.003 on digits), and a step too large for it ruins the fit.
-
-    What to expect (Nijkamp et al. 2020): maximum likelihood with short or
-    poorly mixing chains learns an energy whose chains give good samples,
-    not necessarily a good density. Measured with the defaults
-    (``benchmarks/RESULTS.md``): on 2-D toys the held-out likelihood is
-    0.07-0.19 nats per point below ``NCEDensity``'s; on digits the samples
-    are as close to held-out images as a Gaussian mixture's (MMD^2 1.80x
-    the floor against 1.82x, three splits), while the likelihood is about
-    51 nats per image against the mixture's 68-86. For a density, prefer
-    ``NCEDensity``; read ``history_``: an energy gap far from 0 means the
-    chains no longer follow the model.
-
-    ``sample_conditional`` fills in missing features: Langevin that moves
-    only those, from the Gaussian's conditional distribution given the known
-    ones.
+    ``score_samples`` is a normalized log-density: log Z is computed on first
+    use, by grid integration for one or two features, by annealed importance
+    sampling from ``b`` otherwise (which tends to underestimate log Z).
 
     Read more in the :ref:`User Guide <short_run_ebm>`.
 
@@ -230,14 +97,14 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         Langevin steps per draw of negatives.
     step_size : float or "auto", default="auto"
         The gradient's coefficient in a Langevin step (whitened units). It
-        must stay below the squared width of the data's sharpest structure:
-        at 0.005, 8gaussians learned (a Metropolis test would have accepted
-        96% of the chains' steps) while 2spirals and checkerboard diverged;
-        at 0.01, 8gaussians lost 2 nats per point (84%). "auto" starts at
-        0.001 and, after each update, multiplies the step by
-        ``exp(acceptance - 0.97)``: it settles where 97% of the steps would
-        be accepted, whatever the data's scale of detail. The value reached
-        is ``step_size_``, which ``sample`` and ``sample_conditional`` use.
+        must stay below the squared width of the data's sharpest structure,
+        or the chains sample a distorted model and training degrades or
+        diverges, so no fixed value suits every data set (see the user
+        guide). "auto" starts at 0.001 and, after each update, multiplies the
+        step by ``exp(acceptance - 0.97)``: it settles where 97% of the steps
+        would be accepted, whatever the data's scale of detail. The value
+        reached is ``step_size_``, which ``sample`` and ``sample_conditional``
+        use.
     noise_scale : float or "auto", default="auto"
         Standard deviation of a step's noise; "auto" is
         ``sqrt(2 * step_size)`` (temperature 1).
@@ -248,9 +115,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     buffer_size : int, default=10000
         States in the replay buffer (with ``persistent=True``).
     reinit_freq : float, default=0.01
-        Fraction of each draw from the buffer restarted from ``init`` (JEM
-        uses 0.05; on digits, with a fixed step of 0.005, 0.01 gave samples
-        1.6x and 2.0x the MMD floor over two seeds, against 2.1x and 2.4x).
+        Fraction of each draw from the buffer restarted from ``init``; below
+        JEM's 0.05, so that chains live longer (see the user guide).
     init : {"gaussian", "uniform"}, default="gaussian"
         Where chains start: the fitted Gaussian, or uniform over the box of
         the training data's range.
@@ -268,8 +134,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     max_iter : int, default=100
         Epochs. One epoch visits every training row, or 16,384 random ones
         of larger data. More is not always better (there is no early
-        stopping): at 200 epochs the 2-D toys overfitted, the energy spiking
-        at the training rows.
+        stopping): too many epochs let the energy spike at the training rows
+        (see the user guide).
     weight_decay : float, default=0.0
         Adam's L2 penalty.
     warm_start : bool, default=False
@@ -485,32 +351,24 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         return np.full(X.shape[1], mean[0]), np.full(X.shape[1], scale[0])
 
     def _hidden_sizes(self):
-        default = _MLP_SIZES if self.image_shape is None else _CNN_CHANNELS
-        sizes = default if self.hidden_layer_sizes is None else tuple(self.hidden_layer_sizes)
-        if not sizes or any(not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
-            raise ValueError(
-                f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}."
-            )
-        return tuple(int(n) for n in sizes)
+        return layer_sizes(self.hidden_layer_sizes,
+                           _MLP_SIZES if self.image_shape is None else _CNN_CHANNELS)
 
     def _n_fourier_features(self, n_features):
         if self.image_shape is not None:
             return 0
-        if self.fourier_features == "auto":
-            return _AUTO_FOURIER_FEATURES if n_features <= _LOW_DIMENSION else 0
-        return self.fourier_features
+        return fourier_feature_count(self.fourier_features, n_features)
 
     def _data_noise(self):
         if self.data_noise == "auto":
             return _IMAGE_DATA_NOISE if self.image_shape is not None else 0.0
         return self.data_noise
 
-    def _steps(self, model):
-        """(step_size, noise_scale) of the chains: the adapted step of a
-        model with ``step_size="auto"``."""
-        step = model.step_size if self.step_size == "auto" else self.step_size
-        noise = math.sqrt(2 * step) if self.noise_scale == "auto" else self.noise_scale
-        return step, noise
+    def _set_chains(self, module):
+        module.set_chains(n_steps=self.n_steps, step_size=self.step_size,
+                          noise_scale=self.noise_scale, grad_clip=self.grad_clip,
+                          persistent=self.persistent, reinit_freq=self.reinit_freq)
+        return module
 
     def _build(self, Z, generator):
         if self.image_shape is None:
@@ -527,40 +385,29 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         if data_noise:  # the Gaussian of the noisy data the network sees
             covariance = base.cholesky[0] @ base.cholesky[0].T
             covariance += data_noise**2 * torch.eye(len(covariance), device=covariance.device)
-            base = GaussianMixtureNoise(base.log_weights.exp(), base.means, covariance[None])
+            base = GaussianMixtureDensity(base.log_weights.exp(), base.means, covariance[None])
         buffer_size = self.buffer_size if self.persistent else 0
-        model = _ShortRunModel(energy, base, Z.min(0).values, Z.max(0).values, buffer_size,
+        module = ShortRunModel(energy, base, Z.min(0).values, Z.max(0).values, buffer_size,
                                generator, self.init)
-        model.base_ridge = ridge
-        model.step_size = _INITIAL_STEP_SIZE
-        return model
+        module.base_ridge = ridge
+        return self._set_chains(module)
+
+    def _warm_module(self, Z_train, device):
+        return self._set_chains(super()._warm_module(Z_train, device))
 
     def _layer_shapes(self, n_features):
-        """(inputs, outputs, positions) of each layer of the energy network
-        (positions: pixels a convolution is applied at, 1 for a dense layer)."""
-        if self.image_shape is None:
-            widths = [n_features + 2 * self._n_fourier_features(n_features),
-                      *self._hidden_sizes(), 1]
-            return [(a, b, 1) for a, b in zip(widths[:-1], widths[1:])]
-        n_in, height, width = self.image_shape
-        shapes = []
-        for index, n_out in enumerate(self._hidden_sizes()):
-            if index:
-                height, width = (height + 1) // 2, (width + 1) // 2
-            shapes.append((9 * n_in, n_out, height * width))
-            n_in = n_out
-        return shapes + [(n_in * height * width, 1, 1)]
+        return layer_shapes(n_features, self._hidden_sizes(), image_shape=self.image_shape,
+                            n_fourier=self._n_fourier_features(n_features))
 
     def _multiply_adds_per_row(self, n_features):
         network = sum(a * b * positions for a, b, positions in self._layer_shapes(n_features))
         return network + n_features * n_features  # and the Gaussian's whitening
 
-    def _multiply_adds_per_step(self, n_features):
+    def _multiply_adds_per_step(self, n_features, target_attributes):
         # What a second thread can share is one pass of forward and backward
         # (~3 forwards) over the chains, a Langevin step: an update is many
-        # such small passes, each synchronised. Measured on 2 idle cores, 2
-        # threads against 1: the 2-D MLP (9.5 million a pass) 0.85x as fast,
-        # the digits CNN (118 million) 1.28x.
+        # such small passes, each synchronised, so the thread policy is
+        # given one pass, not the whole update (see the user guide).
         return 3 * self.batch_size * self._multiply_adds_per_row(n_features)
 
     def _inference_row_bytes(self):
@@ -568,99 +415,51 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         shapes = self._layer_shapes(self.n_features_in_)
         return 8 * 4 * (self.n_features_in_ + sum(b * positions for _, b, positions in shapes))
 
-    def _draw_negatives(self, model, n_rows, generator):
-        """Negatives for one update (standardized rows) and the chains'
-        statistics; persistent chains are written back to the buffer."""
-        if self.persistent:
-            rows = torch.randperm(len(model.buffer), generator=generator,
-                                  device=generator.device)[:n_rows]
-            start = model.buffer[rows]
-            restart = torch.rand(len(rows), generator=generator,
-                                 device=generator.device) < self.reinit_freq
-            start = torch.where(restart[:, None], model.draw_init(len(rows), generator), start)
-        else:
-            start = model.draw_init(n_rows, generator)
-        step, noise = self._steps(model)
-        with _frozen(model):
-            chains, stats = langevin(model.whitened_energy, start, self.n_steps, step, noise,
-                                     generator, grad_clip=self.grad_clip)
-        stats["step_size"] = step
-        if self.step_size == "auto" and math.isfinite(stats["acceptance"]):
-            model.step_size = step * math.exp(stats["acceptance"] - _TARGET_ACCEPTANCE)
-        if self.persistent:
-            model.buffer[rows] = chains
-        return model.to_data(chains), stats
-
-    def _training_loss(self, model, batch, generator):
+    def _training_loss(self, module, batch, generator):
         """The maximum-likelihood surrogate with a penalty on squared energies."""
         if self._data_noise():
             batch = batch + self._data_noise() * torch.randn(
                 batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
-        negatives, chain_stats = self._draw_negatives(model, len(batch), generator)
-        data_energy = model.energy(batch)
-        negative_energy = model.energy(negatives)
+        negatives, chain_stats = module.negatives(len(batch), generator)
+        data_energy = module.energy(batch)
+        negative_energy = module.energy(negatives)
         gap = data_energy.mean() - negative_energy.mean()
         penalty = (data_energy**2).mean() + (negative_energy**2).mean()
         diagnostics = {"energy_gap": gap.item(), "data_energy": data_energy.mean().item(),
                        "chain_grad_norm": chain_stats["grad_norm"],
                        "chain_acceptance": chain_stats["acceptance"],
                        "step_size": chain_stats["step_size"]}
-        return gap + self.alpha * penalty, diagnostics
+        return Step(gap + self.alpha * penalty, diagnostics)
 
-    def _after_training(self, model, Z, generator):
-        return {"base_ridge_": model.base_ridge, "step_size_": self._steps(model)[0]}
+    def _after_training(self, module, Z, generator):
+        return {"base_ridge_": module.base_ridge, "step_size_": module.step_size}
 
     def _inference_module(self):
         """The float64 copy, its parameters frozen: chains and AIS need
         gradients in ``x`` only."""
         return super()._inference_module().requires_grad_(False)
 
-    def _train(self, module, Z_train, Z_val, generator, n_epochs):
-        epochs, history = super()._train(module, Z_train, Z_val, generator, n_epochs)
-        if history and abs(history[-1]["energy_gap"]) > _GAP_WARNING:
-            warnings.warn(
-                f"ShortRunEBM: in the last epoch the energy gap E(data) - E(negatives) was "
-                f"{history[-1]['energy_gap']:.3g} nats (healthy training keeps it near 0): the "
-                "chains no longer follow the model. Lower learning_rate, raise n_steps or "
-                "step_size, or raise alpha; see history_.",
-                ConvergenceWarning,
-            )
-        return epochs, history
+    def _monitors(self, validation):
+        return super()._monitors(validation) + [_EnergyGapWarning()]
 
     # -- log Z -----------------------------------------------------------------
     @property
     def log_partition_method_(self):
         """How ``log_partition_`` is obtained: ``"grid"`` or ``"ais"``."""
         self._check_fitted()
-        return "grid" if self.n_features_in_ <= _LOW_DIMENSION else "ais"
+        return "grid" if self.n_features_in_ <= LOW_DIMENSION else "ais"
 
-    def _estimate_log_partition(self, model, generator):
-        """log Z = log E_b[exp(-E)], the base ``b`` being normalized, in the
-        whitened coordinates (where ``b`` is a standard normal)."""
-        log_ratio = lambda U: -model.energy(model.to_data(U))
-        n_features = self.n_features_in_
-        if self.log_partition_method_ == "grid":
-            def log_integrand(U):  # in chunks of working_memory's size
-                U = torch.as_tensor(U, dtype=torch.float64, device=model.low.device)
-                standard = -0.5 * (U**2).sum(1) - 0.5 * n_features * math.log(2 * math.pi)
-                chunks = [log_ratio(U[rows]) for rows in gen_batches(len(U),
-                                                                     self._chunk_rows(len(U)))]
-                return (standard + torch.cat(chunks)).cpu().numpy()
-
-            bounds = [(-_GRID_RADIUS, _GRID_RADIUS)] * n_features
-            return grid_log_integral(log_integrand, bounds, _GRID_POINTS[n_features]), 0.0
-        with torch.enable_grad():  # the Langevin proposals need the energy's gradient
-            return annealed_importance_log_partition(
-                model.draw_standard, lambda U: -0.5 * (U**2).sum(1), log_ratio,
-                n_chains=self.n_ais_chains, n_temperatures=self.n_ais_temperatures,
-                generator=generator)
+    def _estimate_log_partition(self, module, generator):
+        return module.log_partition(generator, n_ais_chains=self.n_ais_chains,
+                                    n_ais_temperatures=self.n_ais_temperatures,
+                                    chunk_rows=self._chunk_rows)
 
     def _log_partition_multiply_adds(self):
         return 3 * self.n_ais_chains * self.n_ais_temperatures * self._multiply_adds_per_row(
             self.n_features_in_)
 
-    def _unnormalized_log_density(self, model, Z):
-        return model.unnormalized_log_density(Z)
+    def _unnormalized_log_density(self, module, Z):
+        return module.unnormalized_log_density(Z)
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n_samples=1, n_steps=None, random_state=None):
@@ -686,24 +485,11 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
             In the units of the training data.
         """
         self._check_fitted()
-        n_steps = self.n_steps if n_steps is None else n_steps
+        module = self._inference_module()
+        n_steps = module.n_steps if n_steps is None else n_steps
         self._check_n_steps(n_steps)
-        model = self._inference_module()
-        replace = self.persistent and n_samples > len(model.buffer)
-
-        def draw(n, generator):
-            if self.persistent:
-                size = len(model.buffer)
-                rows = (torch.randint(size, (n,), generator=generator, device=generator.device)
-                        if replace else
-                        torch.randperm(size, generator=generator, device=generator.device)[:n])
-                start = model.buffer[rows]
-            else:
-                start = model.draw_init(n, generator)
-            chains, _ = langevin(model.whitened_energy, start, n_steps, *self._steps(model),
-                                 generator, grad_clip=self.grad_clip)
-            return model.to_data(chains)
-
+        replace = module.persistent and n_samples > len(module.buffer)
+        draw = lambda n, generator: module.sample(n, n_steps, generator, replace=replace)
         return self._sample_rows(draw, n_samples, random_state, chunk_rows=_SAMPLE_CHUNK)
 
     def sample_conditional(self, X, mask=None, *, n_steps=200, random_state=None):
@@ -734,47 +520,6 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         """
         self._check_n_steps(n_steps)
         self._check_fitted()
-        model = self._inference_module()
-        covariance = model.cholesky @ model.cholesky.T
-
-        def complete(Z, free, generator):
-            Z = Z.clone()
-            patterns, inverse = torch.unique(free, dim=0, return_inverse=True)
-            for index, pattern in enumerate(patterns):
-                if not pattern.any():
-                    continue
-                rows = torch.nonzero(inverse == index).squeeze(1)
-                Z[rows] = self._conditional_chains(model, covariance, Z[rows], pattern,
-                                                   n_steps, generator)
-            return Z
-
+        module = self._inference_module()
+        complete = lambda Z, free, generator: module.complete(Z, free, n_steps, generator)
         return self._complete_rows(X, mask, complete, random_state, chunk_rows=_SAMPLE_CHUNK)
-
-    def _conditional_chains(self, model, covariance, Z, free, n_steps, generator):
-        """Rows ``Z`` with the features ``free`` drawn given the others."""
-        known = ~free
-        mean = model.mean
-        # The Gaussian's conditional: mean m + S_fk S_kk^-1 (z_k - m_k),
-        # covariance S_ff - S_fk S_kk^-1 S_kf.
-        if known.any():
-            gain = torch.linalg.solve(covariance[known][:, known], covariance[known][:, free]).T
-            centre = mean[free] + (Z[:, known] - mean[known]) @ gain.T
-            spread = covariance[free][:, free] - gain @ covariance[known][:, free]
-        else:
-            centre = mean[free].expand(len(Z), -1)
-            spread = covariance
-        cholesky = torch.linalg.cholesky(0.5 * (spread + spread.T))
-
-        def rows_of(V):
-            filled = Z.clone()
-            filled[:, free] = centre + V @ cholesky.T
-            return filled
-
-        def energy(V):
-            return 0.5 * (V**2).sum(1) + model.energy(rows_of(V))
-
-        start = torch.randn(len(Z), int(free.sum()), generator=generator, dtype=Z.dtype,
-                            device=Z.device)
-        chains, _ = langevin(energy, start, n_steps, *self._steps(model), generator,
-                             grad_clip=self.grad_clip)
-        return rows_of(chains)

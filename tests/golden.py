@@ -1,10 +1,12 @@
 """Outputs of fixed small fits of every estimator, to hold a refactoring to.
 
 ``python tests/golden.py --record`` writes them to ``tests/golden.npz`` with
-the versions and CPU they were made on; ``test_golden.py`` recomputes them and
-compares. Every fit runs on one torch thread and one BLAS thread, so the
-numbers depend on the code, the library versions and the CPU's instruction
-set, not on the machine's load.
+the versions and CPU they were made on; ``--check`` recomputes them and
+compares (``test_golden.py`` runs it). Every fit runs on one torch thread and
+one BLAS thread, so the numbers depend on the code, the library versions and
+the CPU's instruction set, not on the machine's load; and in a fresh process,
+because vectorized float32 sums round by the alignment of their memory, which
+the allocations of earlier work in the same process shift.
 """
 
 import platform
@@ -122,10 +124,28 @@ def golden_outputs():
 
 def record():
     np.savez(PATH, fingerprint=np.array(fingerprint()), **golden_outputs())
+    print(f"recorded {PATH} on {fingerprint()}")
+
+
+def check():
+    """Exit status 0 when every output equals the recorded one to 1e-12, 2
+    when they were recorded on another fingerprint; mismatches are printed."""
+    recorded = np.load(PATH)
+    if str(recorded["fingerprint"]) != fingerprint():
+        print(f"recorded on {recorded['fingerprint']}, this is {fingerprint()}")
+        return 2
+    outputs = golden_outputs()
+    names = sorted(name for name in recorded.files if name != "fingerprint")
+    bad = sorted(set(outputs) ^ set(names))
+    for name in sorted(set(outputs) & set(names)):
+        if not np.allclose(outputs[name], recorded[name], rtol=1e-12, atol=1e-12):
+            difference = np.max(np.abs(outputs[name] - recorded[name]))
+            bad.append(f"{name} (largest difference {difference:.3g})")
+    print("\n".join(bad) or f"all {len(names)} outputs as recorded")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
-        sys.exit("usage: python tests/golden.py --record")
-    record()
-    print(f"recorded {PATH} on {fingerprint()}")
+    if sys.argv[1:] not in (["--record"], ["--check"]):
+        sys.exit("usage: python tests/golden.py --record | --check")
+    sys.exit(record() if sys.argv[1] == "--record" else check())

@@ -169,7 +169,7 @@ def test_nce_gradient_matches_its_derivation():
     batch = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))[torch.arange(64)]
     targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
     generator = torch.Generator().manual_seed(3)
-    loss = clf._training_loss(module, (batch, targets), generator)
+    loss = clf._training_loss(module, (batch, targets), generator).loss
     loss.backward()
     noise = module.noise.sample(16, torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -245,7 +245,7 @@ def test_nce_without_accidental_hits_is_the_masked_loss():
     module = clf.module_.double()
     batch = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))[torch.arange(64)]
     targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
-    loss = clf._training_loss(module, (batch, targets), torch.Generator().manual_seed(3))
+    loss = clf._training_loss(module, (batch, targets), torch.Generator().manual_seed(3)).loss
     gradient, = torch.autograd.grad(loss, module.output_weight)
     noise = module.noise.sample(16, torch.Generator().manual_seed(3))
     scores = module.scores(module.features(batch))

@@ -13,9 +13,9 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 
-import skebm._base
+import skebm._runtime
 from skebm import NCEDensity, PCDRestrictedBoltzmann, ShortRunEBM
-from skebm._base import PARALLEL_WORK, resolve_device
+from skebm._runtime import PARALLEL_WORK, resolve_device
 from skebm.datasets import make_toy_2d
 
 
@@ -82,7 +82,7 @@ def test_score_samples_is_normalized_mean_is_score(case):
     unnormalized = model._map_rows(
         lambda Z: model._unnormalized_log_density(model._inference_module(), Z), X_test)
     np.testing.assert_allclose(
-        scores, unnormalized + model._log_scale_jacobian() - model.log_partition_, rtol=1e-12)
+        scores, unnormalized - np.log(model.scale_).sum() - model.log_partition_, rtol=1e-12)
 
 
 def test_inference_chunks_follow_working_memory(case):
@@ -117,13 +117,13 @@ def test_thread_policy(case, monkeypatch):
     make_estimator, X_train, _ = case
     model = make_estimator()
     cpu = torch.device("cpu")
-    monkeypatch.setattr(skebm._base, "idle_cores", lambda: 2)
+    monkeypatch.setattr(skebm._runtime, "idle_cores", lambda: 2)
     with threadpool_limits(2):
         assert model._cpu_threads(PARALLEL_WORK - 1, cpu) == 1  # small work
         assert model._cpu_threads(PARALLEL_WORK, cpu) == 2  # large, two idle cores
-        monkeypatch.setattr(skebm._base, "idle_cores", lambda: 1)
+        monkeypatch.setattr(skebm._runtime, "idle_cores", lambda: 1)
         assert model._cpu_threads(PARALLEL_WORK, cpu) == 1  # another process is busy
-        monkeypatch.setattr(skebm._base, "idle_cores", lambda: 8)
+        monkeypatch.setattr(skebm._runtime, "idle_cores", lambda: 8)
         assert model._cpu_threads(PARALLEL_WORK, cpu) == 2  # never past the allowed 2
     with threadpool_limits(1):  # OMP_NUM_THREADS, joblib's workers, threadpoolctl
         assert model._cpu_threads(10 * PARALLEL_WORK, cpu) == 1
@@ -138,7 +138,7 @@ def test_thread_policy(case, monkeypatch):
 def test_idle_cores_counts_others_running_tasks(monkeypatch, tmp_path):
     import builtins
 
-    n_cores = len(skebm._base.os.sched_getaffinity(0))
+    n_cores = len(skebm._runtime.os.sched_getaffinity(0))
     real_open = builtins.open
 
     def fake_loadavg(running):
@@ -148,12 +148,12 @@ def test_idle_cores_counts_others_running_tasks(monkeypatch, tmp_path):
             path if name == "/proc/loadavg" else name, *a, **k))
 
     fake_loadavg(1)  # only this process
-    assert skebm._base.idle_cores() == n_cores
+    assert skebm._runtime.idle_cores() == n_cores
     # Every core busy elsewhere: more running tasks than this process's own
     # threads can account for (torch's workers may still be spinning from the
     # previous test, and they count as this process's).
     fake_loadavg(64 + n_cores)
-    assert skebm._base.idle_cores() == 1
+    assert skebm._runtime.idle_cores() == 1
 
 
 def test_same_seed_same_model_refit_is_idempotent(case):

@@ -15,16 +15,19 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import skebm.rbm
+import skebm._rbm_model
 from skebm import ConvergenceDivergedError, PCDRestrictedBoltzmann
-from skebm.partition import (
-    grid_log_integral,
+from skebm._rbm_model import (
+    ContrastiveDivergence,
+    bernoulli,
+    block_gibbs,
     rbm_ais_log_partition,
     rbm_exact_log_partition,
     rbm_free_energy,
+    rbm_pseudo_likelihood,
+    rbm_sample_visible,
 )
-from skebm.rbm import _ContrastiveDivergence, rbm_pseudo_likelihood
-from skebm.samplers import bernoulli, block_gibbs, rbm_sample_visible
+from skebm.partition import grid_log_integral
 
 QUICK = dict(n_components=8, n_iter=5, random_state=0)
 
@@ -239,7 +242,7 @@ def test_gibbs_is_one_step(small_fitted, two_prototypes):
     assert once.shape == v.shape and set(np.unique(once)) <= {0.0, 1.0}
     np.testing.assert_array_equal(once, small_fitted.gibbs(v, random_state=3))
     # Against the module's own step with the same stream.
-    generator = skebm._base.make_generator(np.random.RandomState(3), "cpu")
+    generator = skebm._runtime.make_generator(np.random.RandomState(3), "cpu")
     module = small_fitted._inference_module()
     expected = block_gibbs(torch.as_tensor(v), module.weights, module.visible_bias,
                            module.hidden_bias, 1, generator)
@@ -271,7 +274,7 @@ def test_hand_written_update_is_the_likelihood_gradient(persistent, momentum, we
     with torch.no_grad():
         module.weights.normal_(0, 0.5, generator=generator)
         module.chain_hidden.uniform_(generator=generator)
-    update = _ContrastiveDivergence(estimator, module)
+    update = ContrastiveDivergence(estimator, module)
     params = [p.detach().clone() for p in (module.weights, module.visible_bias, module.hidden_bias)]
     velocity = [torch.zeros_like(p) for p in params]
     chain = module.chain_hidden.clone()
@@ -504,13 +507,13 @@ def test_every_row_is_used_every_epoch(monkeypatch):
     """15 rows at batch 10: two updates per epoch, the second on 5 rows, as
     BernoulliRBM does (the shared loop used to drop the ragged minibatch)."""
     batches = []
-    original_step = _ContrastiveDivergence.step
+    original_step = ContrastiveDivergence.step
 
     def recording_step(self, batch, generator):
         batches.append(len(batch))
         return original_step(self, batch, generator)
 
-    monkeypatch.setattr(_ContrastiveDivergence, "step", recording_step)
+    monkeypatch.setattr(ContrastiveDivergence, "step", recording_step)
     X = (np.random.RandomState(0).uniform(size=(15, 6)) > 0.5).astype(float)
     PCDRestrictedBoltzmann(n_components=4, batch_size=10, n_iter=3, random_state=0).fit(X)
     assert batches == [10, 5] * 3
@@ -523,8 +526,8 @@ def test_log_partition_is_not_paid_for_in_fit_or_partial_fit(digits, monkeypatch
     """A pipeline that only transforms never runs AIS; partial_fit never does."""
     X_train, X_test = digits
     calls = []
-    original = skebm.rbm.rbm_ais_log_partition
-    monkeypatch.setattr(skebm.rbm, "rbm_ais_log_partition",
+    original = skebm._rbm_model.rbm_ais_log_partition
+    monkeypatch.setattr(skebm._rbm_model, "rbm_ais_log_partition",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     model = PCDRestrictedBoltzmann(n_components=32, n_iter=2, n_ais_temperatures=300,
                                    random_state=0)

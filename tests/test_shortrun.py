@@ -115,12 +115,13 @@ def test_langevin_clips_gradients():
 
 def test_persistent_sampling_continues_from_the_buffer(eight_gaussians):
     X_train, _ = eight_gaussians
-    model = ShortRunEBM(max_iter=2, buffer_size=500, random_state=0).fit(X_train)
+    model = ShortRunEBM(max_iter=2, buffer_size=500, step_size=1e-4, random_state=0)
+    model.fit(X_train)
     assert model.module_.buffer.shape == (500, 2)
     # Move every chain of the buffer to one point: a sample of a few steps stays near it.
     point = model.module_.to_whitened(torch.tensor([[2.0, 2.0]]))
     model.module_.buffer[:] = point
-    samples = model.set_params(n_steps=1, step_size=1e-4).sample(200, random_state=0)
+    samples = model.sample(200, n_steps=1, random_state=0)
     target = np.array([2.0, 2.0]) * model.scale_ + model.mean_
     assert np.abs(samples - target).max() < 0.2
     assert samples.std(0).min() > 0  # chains, not copies
@@ -130,10 +131,11 @@ def test_persistent_sampling_continues_from_the_buffer(eight_gaussians):
 
 def test_short_run_mode_has_no_buffer_and_samples_from_init(eight_gaussians):
     X_train, _ = eight_gaussians
-    model = ShortRunEBM(max_iter=2, persistent=False, init="uniform", random_state=0)
+    model = ShortRunEBM(max_iter=2, persistent=False, init="uniform", step_size=1e-8,
+                        random_state=0)
     model.fit(X_train)
     assert model.module_.buffer.shape == (0, 2)
-    samples = model.set_params(n_steps=1, step_size=1e-8).sample(2000, random_state=0)
+    samples = model.sample(2000, n_steps=1, random_state=0)
     # One tiny step from uniform over the data's box: still uniform over it.
     low, high = X_train.min(0), X_train.max(0)
     assert np.all(samples > low - 0.01) and np.all(samples < high + 0.01)

@@ -1,4 +1,4 @@
-"""Base densities and noise distributions for noise-contrastive estimation.
+"""Base densities: what NCEDensity and ShortRunEBM reweight by a neural energy.
 
 A density here is a ``torch.nn.Module`` with two methods, both on torch
 tensors of the (standardized) data space:
@@ -21,7 +21,9 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from torch import nn
 
-__all__ = ["GaussianMixtureNoise", "MarginalGaussianization", "fit_base", "select_base"]
+from ._runtime import draw_seed
+
+__all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "fit_base", "select_base"]
 
 #: Candidate numbers of components and covariance ridges (in units of the
 #: standardized data's variance) that :func:`select_base` compares.
@@ -35,7 +37,7 @@ SELECTION_ROWS = 5_000
 FIT_ROWS = 200_000
 
 
-class GaussianMixtureNoise(nn.Module):
+class GaussianMixtureDensity(nn.Module):
     """A mixture of full-covariance Gaussians (one component: a Gaussian).
 
     Parameters
@@ -116,8 +118,7 @@ class MarginalGaussianization(nn.Module):
     of ``u`` then gives the density ``g(u(z)) |du/dz|`` of ``z``: a Gaussian
     mixture on ``u`` is a mixture copula with kernel-density marginals. The
     marginals carry what a few Gaussians cannot: skewed, bounded or
-    dequantized (staircase) features. On dequantized digits (64 features)
-    a mixture on ``u`` scores about 20 nats per row above one on ``z``.
+    dequantized (staircase) features.
 
     ``F_j`` is tabulated on a grid (fine over the data, coarse out to 20
     standard deviations beyond it) and interpolated linearly, so the
@@ -256,9 +257,8 @@ def select_base(data, max_components, marginal_options, rng, *, n_folds=3):
     mixtures of :data:`COMPONENT_GRID` components up to ``max_components``,
     times the covariance ridges of :data:`RIDGE_GRID`. Held-out likelihood,
     not BIC: on small tables BIC picks mixtures whose components collapse
-    onto a few rows (on wine, 89 rows of 13 features, it chose 12 components
-    scoring -154 nats per held-out row against -16 for one Gaussian), and it
-    cannot choose the ridge or the marginals. For each ridge, more
+    onto a few rows (an example is in the user guide), and it cannot choose
+    the ridge or the marginals. For each ridge, more
     components are tried until three in a row fail to improve the score. At
     most :data:`SELECTION_ROWS` rows are used.
     """
@@ -304,7 +304,7 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None):
     the mixture are fitted (the mixture by EM, to at most :data:`FIT_ROWS`
     of the rows).
     """
-    seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+    seed = draw_seed(generator)
     rng = np.random.RandomState(seed)
     data = Z.detach().cpu().to(torch.float64).numpy()
     if choice is None:
@@ -319,5 +319,5 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None):
     if len(data) > FIT_ROWS:
         Z = Z[torch.as_tensor(np.sort(rng.choice(len(data), FIT_ROWS, replace=False)),
                               device=Z.device)]
-    mixture = GaussianMixtureNoise.fit_to(Z, n_components=n_components, ridge=ridge, seed=seed)
+    mixture = GaussianMixtureDensity.fit_to(Z, n_components=n_components, ridge=ridge, seed=seed)
     return transform, mixture, choice

@@ -1,0 +1,162 @@
+"""Epoch monitors: what the training loop tells, checks and stops on.
+
+The loop (:meth:`TorchEstimator._train`) runs epochs and sends each monitor
+the same events, in the order the estimator lists them
+(:meth:`TorchEstimator._monitors`):
+
+- ``on_train_begin(run)``: before the first epoch;
+- ``on_epoch_end(run, record)``: after each epoch, with its ``history_``
+  record (a dict a monitor may add entries to); True asks the loop to stop;
+- ``on_train_end(run)``: after the last epoch, when training went through;
+- ``close(run)``: always, last, even when training failed.
+
+``run`` is the :class:`TrainingRun`: the estimator, the module being
+trained, the training and validation rows, and the loop's counters.
+"""
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["ConvergenceDivergedError", "DivergenceGuard", "EarlyStopping", "EpochMonitor",
+           "ProgressBar", "TrainingRun"]
+
+
+class ConvergenceDivergedError(FloatingPointError, ValueError):
+    """Raised when training produces a NaN or infinite loss or parameter.
+
+    It derives from ``ValueError`` so that model selection tools treat it like
+    any other bad combination of parameters (``GridSearchCV`` records
+    ``error_score`` for that candidate and goes on).
+    """
+
+
+@dataclass
+class TrainingRun:
+    """What the monitors of one call of the training loop see."""
+
+    estimator: object
+    module: torch.nn.Module
+    Z_train: object
+    Z_val: object
+    n_epochs: int
+    epoch: int = 0
+    first_loss: float = None  #: the first step's loss, or the first epoch's
+    history: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  #: lines for the progress bar to write
+
+
+class EpochMonitor:
+    """A monitor that does nothing; subclasses override the events they need."""
+
+    def on_train_begin(self, run):
+        pass
+
+    def on_epoch_end(self, run, record):
+        return False
+
+    def on_train_end(self, run):
+        pass
+
+    def close(self, run):
+        pass
+
+
+class DivergenceGuard(EpochMonitor):
+    """A clear error instead of a NaN or exploded model.
+
+    A non-finite loss or parameter is divergence; so is, for an estimator
+    whose loss is positive and falls (``_loss_growth_is_divergence``), a loss
+    grown :attr:`FACTOR` times above its first value; and whatever the
+    estimator's ``_divergence_reason`` finds.
+    """
+
+    #: A loss this many times its first value (and above it by more than 1).
+    FACTOR = 100.0
+
+    def on_epoch_end(self, run, record):
+        estimator, loss = run.estimator, record["loss"]
+        bad = None
+        if not math.isfinite(loss):
+            bad = f"the training loss is {loss}"
+        elif estimator._loss_growth_is_divergence and (
+            loss > run.first_loss + max(1.0, (self.FACTOR - 1) * abs(run.first_loss))
+        ):
+            bad = f"the training loss grew from {run.first_loss:.4g} to {loss:.4g}"
+        else:
+            bad = next((f"parameter {name!r} is not finite"
+                        for name, param in run.module.named_parameters()
+                        if not torch.isfinite(param).all()), None)
+            bad = bad or estimator._divergence_reason(run.module, run.Z_train)
+        if bad is not None:
+            raise ConvergenceDivergedError(
+                f"{type(estimator).__name__} diverged in epoch {run.epoch}: {bad}. Lower "
+                f"learning_rate (now {estimator.learning_rate}) or raise batch_size (now "
+                f"{estimator.batch_size}). The estimator was left as it was before fit."
+            )
+        return False
+
+
+class EarlyStopping(EpochMonitor):
+    """Scores the validation rows after every epoch (``validation_score`` in
+    ``history_``) and stops when ``patience`` epochs in a row have not beaten
+    the best by ``tol``, as scikit-learn's MLP; the parameters kept are the
+    best epoch's. Epoch 0, the model before training, is a candidate too: a
+    model built on a base density keeps the base when training does not beat it.
+    """
+
+    def __init__(self, tol, patience):
+        self.tol, self.patience = tol, patience
+        self.best_score, self.best_state, self.best_epoch = -math.inf, None, None
+        self.epochs_since_best = 0
+
+    def on_train_begin(self, run):
+        self._update(run.estimator._scored_validation(run.module, run.Z_val), run.module, 0)
+
+    def on_epoch_end(self, run, record):
+        record["validation_score"] = run.estimator._scored_validation(run.module, run.Z_val)
+        run.module.train()
+        return self._update(record["validation_score"], run.module, run.epoch)
+
+    def on_train_end(self, run):
+        if self.best_state is not None:
+            run.module.load_state_dict(self.best_state)
+        if run.epoch < run.n_epochs:
+            run.notes.append(
+                f"{type(run.estimator).__name__}: stopped early after epoch {run.epoch} of "
+                f"{run.n_epochs}: the validation score did not improve by tol={self.tol} for "
+                f"{self.patience} epochs. Kept the parameters of epoch {self.best_epoch} "
+                f"(validation score {self.best_score:.4g})"
+                + (", the model before training." if self.best_epoch == 0 else "."))
+
+    def _update(self, score, module, epoch):
+        self.epochs_since_best = 0 if score > self.best_score + self.tol else (
+            self.epochs_since_best + 1)
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(module.state_dict())
+        return self.epochs_since_best >= self.patience
+
+
+class ProgressBar(EpochMonitor):
+    """A ``tqdm`` bar over epochs, with the last record's numbers."""
+
+    def on_train_begin(self, run):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=run.n_epochs, desc=type(run.estimator).__name__, unit="epoch")
+
+    def on_epoch_end(self, run, record):
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
+        self.bar.update()
+        return False
+
+    def on_train_end(self, run):
+        for note in run.notes:
+            self.bar.write(note)
+
+    def close(self, run):
+        if hasattr(self, "bar"):
+            self.bar.close()

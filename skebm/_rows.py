@@ -1,0 +1,104 @@
+"""How training rows reach torch: standardized, dense or sparse, with targets.
+
+A container of rows has ``len``, indexing by a tensor of row numbers (one
+minibatch, on the device) and ``subset`` (the same kind of container); a
+plain tensor is one too.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils.sparsefuncs import mean_variance_axis
+
+__all__ = ["LabelledRows", "SparseRows", "as_tensor", "dense_rows", "standardization", "take"]
+
+
+def standardization(X):
+    """Mean and scale of each column (dense or sparse X); constant columns get scale 1."""
+    if sp.issparse(X):
+        mean, variance = mean_variance_axis(X.astype(np.float64), axis=0)
+        scale = np.sqrt(variance)
+    else:
+        X = X.astype(np.float64, copy=False)
+        mean, scale = X.mean(axis=0), X.std(axis=0)
+    scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0
+    return mean, scale
+
+
+def as_tensor(array, device, dtype):
+    """``array`` as a tensor of ``dtype`` on ``device`` (copied when read-only)."""
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # torch warns about read-only memory
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype, device=device)
+
+
+def dense_rows(X, rows, mean, scale, device, dtype):
+    """``X[rows]`` (numpy or scipy sparse), densified, standardized (unless
+    ``mean`` is None), as a tensor."""
+    block = X[rows]
+    block = block.toarray() if sp.issparse(block) else block
+    if mean is not None:
+        block = (block.astype(np.float64) - mean) / scale
+    return as_tensor(block, device, dtype)
+
+
+def take(rows, index):
+    """The rows at ``index`` (a tensor), in a container of the same kind."""
+    return rows.subset(index) if hasattr(rows, "subset") else rows[index]
+
+
+class SparseRows:
+    """Sparse training rows kept as scipy CSR on the CPU.
+
+    Indexing gives a dense float32 tensor of those rows on the device,
+    standardized: only one minibatch is ever dense. ``subset`` keeps rows
+    sparse; ``mean(0)`` is the column means, as a tensor's.
+    """
+
+    def __init__(self, X, mean, scale, device):
+        self.X, self.mean_, self.scale_, self.device = X.tocsr(), mean, scale, device
+        self.shape = X.shape
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        return dense_rows(self.X, index, self.mean_, self.scale_, self.device, torch.float32)
+
+    def subset(self, index):
+        return SparseRows(self.X[index.cpu().numpy()], self.mean_, self.scale_, self.device)
+
+    def mean(self, dim):
+        if dim != 0:
+            raise ValueError("SparseRows.mean takes dim=0 only.")
+        means = np.asarray(self.X.mean(axis=0)).ravel()
+        if self.mean_ is not None:
+            means = (means - self.mean_) / self.scale_
+        return torch.as_tensor(means, dtype=torch.float32, device=self.device)
+
+
+class LabelledRows:
+    """Training rows with their targets, shuffled and split by one index.
+
+    ``rows`` is any container of rows; ``targets`` a tensor of integer codes
+    on the same device. Indexing gives the minibatch ``(rows, targets)``;
+    ``attributes`` are the fitted attributes that come with the targets (a
+    classifier's ``classes_``), for the hooks to read before they are set on
+    the estimator.
+    """
+
+    def __init__(self, rows, targets, attributes):
+        self.rows, self.targets, self.attributes = rows, targets, attributes
+        self.shape = rows.shape
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.rows[index], self.targets[index]
+
+    def subset(self, index):
+        return LabelledRows(take(self.rows, index), self.targets[index], self.attributes)

@@ -1,0 +1,150 @@
+"""Where and how torch runs: devices, private generators, threads, memory.
+
+Nothing here knows about estimators; each function takes what it needs.
+"""
+
+import contextlib
+import math
+import os
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = ["available_memory", "cpu_threads", "draw_seed", "idle_cores", "make_generator",
+           "resolve_device", "torch_threads"]
+
+#: Multiply-adds per training step (or per inference chunk) from which skebm
+#: uses more than one torch thread: below it a second thread costs more in
+#: synchronisation than it saves (``benchmarks/threads.py``, RESULTS.md).
+PARALLEL_WORK = 20_000_000
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a ``torch.device``.
+
+    ``"auto"`` picks CUDA when it is available and the CPU otherwise. An
+    explicit device this machine cannot use (``"cuda"`` without a GPU,
+    ``"mps"`` off Apple silicon, a typo) is a ``ValueError``, not a silent
+    fall-back.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a device torch knows.") from exc
+    if resolved.type == "cpu":
+        return resolved
+    try:  # each backend says in its own way that it is missing; ask it for a tensor
+        torch.empty(0, device=resolved)
+        torch.Generator(device=resolved)
+    except (RuntimeError, AssertionError, AttributeError) as exc:
+        raise ValueError(
+            f"device={device!r} was asked for, but torch {torch.__version__} cannot use "
+            f"{resolved.type.upper()} on this machine. Use device='auto' or 'cpu'."
+        ) from exc
+    return resolved
+
+
+def make_generator(random_state, device):
+    """A private ``torch.Generator`` on ``device``, seeded from ``random_state``.
+
+    ``random_state`` follows scikit-learn's convention: None, an int or a
+    ``numpy.random.RandomState``. The global torch seed is never touched.
+    """
+    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def draw_seed(generator):
+    """An int drawn from ``generator``, to seed a later, separate stream."""
+    return int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Run the block with ``n_threads`` intra-op torch threads, then restore.
+
+    ``n_threads=None`` leaves torch's setting alone.
+    """
+    if n_threads is None or n_threads == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cpu_threads(n_threads, multiply_adds, device):
+    """torch intra-op threads for work of this size; None off the CPU.
+
+    - ``n_threads`` (the estimator's parameter), when set, decides;
+    - never more threads than torch has at the call, the limit that
+      ``OMP_NUM_THREADS``, ``threadpoolctl`` or a joblib/dask worker sets;
+    - one thread for work under :data:`PARALLEL_WORK` multiply-adds;
+    - otherwise the idle cores: torch's threads wait actively for each
+      other, so a thread on a core another process keeps busy slows every
+      step down.
+    """
+    if device.type != "cpu":
+        return None
+    if n_threads is not None:
+        return n_threads
+    allowed = torch.get_num_threads()
+    if allowed <= 1 or multiply_adds < PARALLEL_WORK:
+        return 1
+    return max(1, min(allowed, idle_cores()))
+
+
+def idle_cores():
+    """Cores of this process not busy with other processes' work at this moment.
+
+    The cores the process may run on, less the tasks the kernel has running
+    (``/proc/loadavg``) that are not this process's own threads (torch's
+    worker threads spin for a while after each parallel region and must not
+    count as a neighbour). Linux; elsewhere, or when ``/proc`` cannot be
+    read, every core counts as idle.
+    """
+    n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_cores = n_cores or 1
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        tasks = os.listdir("/proc/self/task")
+    except (OSError, ValueError, IndexError):
+        return n_cores
+    own = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):  # the thread ended meanwhile
+            continue
+    return max(1, n_cores - max(0, running - max(own, 1)))
+
+
+def available_memory(device):
+    """Bytes free on ``device``: the GPU's free memory, or the CPU's
+    ``MemAvailable`` (Linux; elsewhere, the physical memory, or no limit
+    when the system does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return math.inf

@@ -1,0 +1,227 @@
+"""ShortRunEBM's model: a Gaussian reweighted by an energy network, with the
+whitened coordinates its Langevin chains run in and its persistent chains."""
+
+import contextlib
+import math
+
+import torch
+from sklearn.utils import gen_batches
+from torch import nn
+
+from .nets import LOW_DIMENSION
+from .partition import annealed_importance_log_partition, grid_log_integral
+from .samplers import langevin
+
+__all__ = ["ShortRunModel", "frozen"]
+
+#: ``step_size="auto"``: the step starts here and is multiplied after each
+#: update by exp(acceptance - target), so that a Metropolis test would accept
+#: this share of the chains' steps: high, since the chains have no Metropolis
+#: correction and training degrades as acceptance falls (see the user guide).
+INITIAL_STEP_SIZE = 0.001
+TARGET_ACCEPTANCE = 0.97
+
+#: The grid of log Z for one or two features: whitened coordinates in
+#: [-GRID_RADIUS, GRID_RADIUS] (the base puts 1e-15 of its mass outside), so
+#: many points per axis.
+GRID_RADIUS = 8.0
+GRID_POINTS = {1: 20_000, 2: 600}
+
+
+@contextlib.contextmanager
+def frozen(module):
+    """Parameters of ``module`` without gradients in the block: chains need
+    the gradient in ``x`` only, and backward then skips the weights'."""
+    flags = [(param, param.requires_grad) for param in module.parameters()]
+    for param, _ in flags:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+class ShortRunModel(nn.Module):
+    """The trainable model on the standardized data ``z``:
+    ``log p(z) = log b(z) - E(z) - log Z``, ``b`` a Gaussian fitted to the
+    data, ``E`` the energy network (zero at the start).
+
+    Chains run in the base's whitened coordinates ``u``, ``z = mean + L u``
+    (``L`` the Cholesky factor of its covariance), where the model's energy
+    is ``|u|^2 / 2 + E(z(u))``: Langevin there is Langevin on ``z``
+    preconditioned by the data's covariance, so one step size suits every
+    direction however the features are scaled or correlated. ``buffer``
+    holds the persistent chains (in ``u``; empty for short runs from the
+    start); ``low`` and ``high`` the data's range, for ``init="uniform"``.
+    The chains' settings (:meth:`set_chains`) are kept with the model, so
+    that a fitted model samples as it was trained.
+    """
+
+    def __init__(self, energy, base, low, high, buffer_size, generator, init):
+        super().__init__()
+        self.energy = energy
+        self.base = base
+        self.register_buffer("low", low)
+        self.register_buffer("high", high)
+        self.init = init
+        n_features = len(low)
+        self.register_buffer("buffer", torch.empty(0, n_features, device=low.device))
+        self.buffer = self.draw_init(buffer_size, generator)
+
+    @property
+    def mean(self):
+        return self.base.means[0]
+
+    @property
+    def cholesky(self):
+        return self.base.cholesky[0]
+
+    def to_data(self, U):
+        return self.mean + U @ self.cholesky.T
+
+    def to_whitened(self, Z):
+        return torch.linalg.solve_triangular(self.cholesky, (Z - self.mean).T, upper=False).T
+
+    def whitened_energy(self, U):
+        return 0.5 * (U**2).sum(1) + self.energy(self.to_data(U))
+
+    def unnormalized_log_density(self, Z):
+        return self.base.log_prob(Z) - self.energy(Z)
+
+    def draw_init(self, n_rows, generator):
+        """Starting states of chains, in ``u``: the base Gaussian, or uniform
+        over the data's range."""
+        if self.init == "gaussian":
+            return self.draw_standard(n_rows, generator)
+        uniform = torch.rand(n_rows, len(self.low), generator=generator,
+                             device=self.low.device, dtype=self.low.dtype)
+        return self.to_whitened(self.low + (self.high - self.low) * uniform)
+
+    def draw_standard(self, n_rows, generator):
+        """Draws of the base in ``u``: standard normal."""
+        return torch.randn(n_rows, len(self.low), generator=generator,
+                           device=self.low.device, dtype=self.low.dtype)
+
+    def conditional(self, Z, free, n_steps, generator):
+        """Rows ``Z`` with the features ``free`` (a boolean vector) drawn given
+        the others: from the Gaussian's conditional, then by Langevin in its
+        whitened coordinates, where only the free features move."""
+        known = ~free
+        covariance = self.cholesky @ self.cholesky.T
+        # The Gaussian's conditional: mean m + S_fk S_kk^-1 (z_k - m_k),
+        # covariance S_ff - S_fk S_kk^-1 S_kf.
+        if known.any():
+            gain = torch.linalg.solve(covariance[known][:, known], covariance[known][:, free]).T
+            centre = self.mean[free] + (Z[:, known] - self.mean[known]) @ gain.T
+            spread = covariance[free][:, free] - gain @ covariance[known][:, free]
+        else:
+            centre = self.mean[free].expand(len(Z), -1)
+            spread = covariance
+        cholesky = torch.linalg.cholesky(0.5 * (spread + spread.T))
+
+        def rows_of(V):
+            filled = Z.clone()
+            filled[:, free] = centre + V @ cholesky.T
+            return filled
+
+        def energy(V):
+            return 0.5 * (V**2).sum(1) + self.energy(rows_of(V))
+
+        start = torch.randn(len(Z), int(free.sum()), generator=generator, dtype=Z.dtype,
+                            device=Z.device)
+        chains, _ = langevin(energy, start, n_steps, *self.steps(), generator,
+                             grad_clip=self.grad_clip)
+        return rows_of(chains)
+
+    def set_chains(self, *, n_steps, step_size, noise_scale, grad_clip, persistent, reinit_freq):
+        """The chains' settings: ``step_size="auto"`` adapts the step (kept
+        from a previous fit), ``noise_scale="auto"`` is ``sqrt(2 step)``."""
+        self.adaptive = step_size == "auto"
+        if not self.adaptive:
+            self.step_size = step_size
+        elif not hasattr(self, "step_size"):
+            self.step_size = INITIAL_STEP_SIZE
+        self.n_steps, self.noise_scale, self.grad_clip = n_steps, noise_scale, grad_clip
+        self.persistent, self.reinit_freq = persistent, reinit_freq
+
+    def steps(self):
+        """(step size, noise scale) of a Langevin step."""
+        noise = math.sqrt(2 * self.step_size) if self.noise_scale == "auto" else self.noise_scale
+        return self.step_size, noise
+
+    def run_chains(self, start, n_steps, generator):
+        """``n_steps`` Langevin steps from ``start`` (in ``u``); (chains, statistics)."""
+        return langevin(self.whitened_energy, start, n_steps, *self.steps(), generator,
+                        grad_clip=self.grad_clip)
+
+    def negatives(self, n_rows, generator):
+        """Negatives for one training update, on ``z``, and the chains'
+        statistics: persistent chains continue from the buffer (a share
+        ``reinit_freq`` restarted) and are written back; an adaptive step
+        moves toward :data:`TARGET_ACCEPTANCE`."""
+        if self.persistent:
+            rows = torch.randperm(len(self.buffer), generator=generator,
+                                  device=generator.device)[:n_rows]
+            restart = torch.rand(len(rows), generator=generator,
+                                 device=generator.device) < self.reinit_freq
+            start = torch.where(restart[:, None], self.draw_init(len(rows), generator),
+                                self.buffer[rows])
+        else:
+            start = self.draw_init(n_rows, generator)
+        step = self.step_size
+        with frozen(self):
+            chains, stats = self.run_chains(start, self.n_steps, generator)
+        stats["step_size"] = step
+        if self.adaptive and math.isfinite(stats["acceptance"]):
+            self.step_size = step * math.exp(stats["acceptance"] - TARGET_ACCEPTANCE)
+        if self.persistent:
+            self.buffer[rows] = chains
+        return self.to_data(chains), stats
+
+    def sample(self, n_rows, n_steps, generator, *, replace):
+        """Rows of the model, on ``z``: chains continued from the buffer (rows
+        drawn with replacement when ``replace``), or fresh short runs."""
+        if self.persistent:
+            size = len(self.buffer)
+            rows = (torch.randint(size, (n_rows,), generator=generator, device=generator.device)
+                    if replace else
+                    torch.randperm(size, generator=generator, device=generator.device)[:n_rows])
+            start = self.buffer[rows]
+        else:
+            start = self.draw_init(n_rows, generator)
+        return self.to_data(self.run_chains(start, n_steps, generator)[0])
+
+    def complete(self, Z, free, n_steps, generator):
+        """Rows ``Z`` with their ``free`` entries (a boolean tensor of Z's
+        shape) drawn given the others, one pattern of free features at a time."""
+        Z = Z.clone()
+        patterns, inverse = torch.unique(free, dim=0, return_inverse=True)
+        for index, pattern in enumerate(patterns):
+            if pattern.any():
+                rows = torch.nonzero(inverse == index).squeeze(1)
+                Z[rows] = self.conditional(Z[rows], pattern, n_steps, generator)
+        return Z
+
+    def log_partition(self, generator, *, n_ais_chains, n_ais_temperatures, chunk_rows):
+        """``(log Z, standard error)``, log Z = log E_b[exp(-E)] in the
+        whitened coordinates (where ``b`` is a standard normal): a grid
+        integral for one or two features (``chunk_rows(n)`` rows at a time),
+        annealed importance sampling otherwise."""
+        log_ratio = lambda U: -self.energy(self.to_data(U))
+        n_features = len(self.low)
+        if n_features > LOW_DIMENSION:
+            with torch.enable_grad():  # the Langevin proposals need the energy's gradient
+                return annealed_importance_log_partition(
+                    self.draw_standard, lambda U: -0.5 * (U**2).sum(1), log_ratio,
+                    n_chains=n_ais_chains, n_temperatures=n_ais_temperatures,
+                    generator=generator)
+
+        def log_integrand(U):
+            U = torch.as_tensor(U, dtype=torch.float64, device=self.low.device)
+            standard = -0.5 * (U**2).sum(1) - 0.5 * n_features * math.log(2 * math.pi)
+            chunks = [log_ratio(U[rows]) for rows in gen_batches(len(U), chunk_rows(len(U)))]
+            return (standard + torch.cat(chunks)).cpu().numpy()
+
+        bounds = [(-GRID_RADIUS, GRID_RADIUS)] * n_features
+        return grid_log_integral(log_integrand, bounds, GRID_POINTS[n_features]), 0.0

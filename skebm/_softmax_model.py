@@ -1,0 +1,196 @@
+"""The classifier's model: a bag of feature embeddings and a score per class,
+the sparse rows it reads (never made dense), and its training losses."""
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._rows import as_tensor
+from .nets import ACTIVATIONS, _linear
+from .samplers import AliasSampler
+
+__all__ = ["LOSSES", "Bags", "SoftmaxModel", "SparseBagRows", "bags_from_rows"]
+
+class Bags:
+    """Sparse rows as torch's ``embedding_bag`` takes them: ``indices`` (the
+    columns of the non-zero entries, row after row), ``offsets`` (where each
+    row starts) and ``weights`` (the entries' values)."""
+
+    def __init__(self, indices, offsets, weights, n_features):
+        self.indices, self.offsets, self.weights = indices, offsets, weights
+        self.shape = (len(offsets), n_features)
+
+    def __len__(self):
+        return len(self.offsets)
+
+
+def bags_from_rows(X, device, dtype):
+    """:class:`Bags` of the rows of X (scipy sparse or numpy), never dense.
+
+    Explicit zeros are dropped, and columns come in increasing order within
+    a row, so a dense array and its sparse copy give the same bags.
+    """
+    X = sp.csr_matrix(X, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    X.sum_duplicates()  # sorts each row's columns, merges repeats
+    X.eliminate_zeros()
+    return Bags(as_tensor(X.indices, device, torch.long),
+                as_tensor(X.indptr[:-1], device, torch.long),
+                as_tensor(X.data, device, dtype), X.shape[1])
+
+
+class SparseBagRows:
+    """Training rows kept as CSR arrays on the device, gathered into
+    :class:`Bags` one minibatch at a time, in torch (no Python loop over
+    rows, no dense copy)."""
+
+    def __init__(self, bags):
+        self.indices, self.weights, self.shape = bags.indices, bags.weights, bags.shape
+        end = torch.as_tensor([len(bags.indices)], device=bags.offsets.device)
+        self.starts = torch.cat([bags.offsets, end])
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        starts = self.starts[rows]
+        counts = self.starts[rows + 1] - starts
+        offsets = torch.cumsum(counts, 0) - counts
+        n_entries = int(counts.sum())
+        positions = (torch.repeat_interleave(starts - offsets, counts, output_size=n_entries)
+                     + torch.arange(n_entries, device=starts.device))
+        return Bags(self.indices[positions], offsets, self.weights[positions], self.shape[1])
+
+    def subset(self, rows):
+        return SparseBagRows(self[rows])
+
+
+class SoftmaxModel(nn.Module):
+    """Scores of every class: a bag of feature embeddings, optional hidden
+    layers, then one row of ``output_weight`` per class (its last column is
+    the class's bias).
+
+    The input and output tables are looked up by index, so a training step
+    that scores a few sampled classes reads and updates only their rows
+    (sparse gradients). The class frequencies, the noise distribution (an
+    alias table) and, for ``norm_term="learned"``, the normalizing term live
+    here too, so they move and pickle with the model.
+    """
+
+    def __init__(self, n_features, class_count, embedding_dim, hidden_layer_sizes,
+                 activation, noise_power, norm_term, generator):
+        super().__init__()
+        n_classes = len(class_count)
+        device = generator.device
+        self.input_weight = nn.Parameter(
+            torch.randn(n_features, embedding_dim, generator=generator, device=device)
+            / math.sqrt(embedding_dim))
+        self.input_bias = nn.Parameter(torch.zeros(embedding_dim, device=device))
+        sizes = [embedding_dim, *hidden_layer_sizes]
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [_linear(n_in, n_out, generator), ACTIVATIONS[activation]()]
+        self.hidden = nn.Sequential(*layers)
+        self.output_weight = nn.Parameter(torch.zeros(n_classes, sizes[-1] + 1, device=device))
+        self.noise_power = noise_power
+        self.loss = None  # the estimator's loss_, set before each fit
+        self.set_class_count(class_count)
+        initial = math.log(n_classes) if norm_term in ("auto", "learned") else float(norm_term)
+        if norm_term == "learned":
+            self.norm_term = nn.Parameter(torch.tensor(initial, device=device))
+        else:
+            self.register_buffer("norm_term", torch.tensor(initial, device=device))
+
+    def set_class_count(self, class_count):
+        """Class frequencies (counts + 1, so that a class not seen yet keeps a
+        little mass) and the noise: frequencies to the power ``noise_power``."""
+        smoothed = np.asarray(class_count, dtype=np.float64) + 1.0
+        device = self.output_weight.device
+        self.noise = AliasSampler(smoothed**self.noise_power).to(device)
+        self.register_buffer("log_frequency", torch.as_tensor(
+            np.log(smoothed / smoothed.sum()), dtype=self.output_weight.dtype, device=device))
+
+    def features(self, bags):
+        """The last hidden layer of each row of ``bags`` (:class:`Bags`), with
+        a column of ones that multiplies the output biases."""
+        embedded = F.embedding_bag(
+            bags.indices, self.input_weight, bags.offsets, mode="sum",
+            per_sample_weights=bags.weights.to(self.input_weight.dtype), sparse=True)
+        hidden = self.hidden(embedded + self.input_bias)
+        return torch.cat([hidden, torch.ones_like(hidden[:, :1])], 1)
+
+    def scores(self, features):
+        """Every class's score, ``(n_rows, n_classes)``."""
+        return features @ self.output_weight.T
+
+    def class_scores(self, features, classes):
+        """Every row's scores of ``classes``, ``(n_rows, len(classes))``."""
+        return features @ F.embedding(classes, self.output_weight, sparse=True).T
+
+    def sampled_logits(self, features, targets, classes, offset):
+        """Each row's score of its own target, ``(n_rows,)``, and every row's
+        scores of ``classes``, ``(n_rows, len(classes))``, each less the
+        ``offset`` of its class (``offset``: one value per entry of
+        ``targets`` then ``classes``). One lookup, which reads (and
+        differentiates) only those classes' rows; the noise classes' offsets
+        are added inside their matrix product."""
+        weight = F.embedding(torch.cat([targets, classes]), self.output_weight, sparse=True)
+        n_rows = len(targets)
+        return ((features * weight[:n_rows]).sum(1) - offset[:n_rows],
+                torch.addmm(-offset[n_rows:], features, weight[n_rows:].T))
+
+
+# -- the training losses, each the mean over a minibatch's rows of a row's loss,
+# from the rows' last hidden layer (``features``) and their class codes.
+def full_loss(module, features, targets, generator, n_noise, remove_hits):
+    return F.cross_entropy(module.scores(features), targets)
+
+
+def in_batch_loss(module, features, targets, generator, n_noise, remove_hits):
+    logits = (module.class_scores(features, targets)
+              - module.log_frequency[targets] - math.log(len(targets)))
+    if remove_hits:
+        hits = (targets[None, :] == targets[:, None]) & ~torch.eye(
+            len(targets), dtype=torch.bool, device=targets.device)
+        logits = logits.masked_fill(hits, -math.inf)
+    return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
+
+
+def _draw_noise(module, features, targets, generator, n_noise):
+    """``n_noise`` noise classes, and ``log(n_noise q)`` (their expected
+    count) of each target then each noise class."""
+    noise = module.noise.sample(n_noise, generator)
+    offset = math.log(n_noise) + module.noise.log_prob(
+        torch.cat([targets, noise])).to(features.dtype)
+    return noise, offset
+
+
+def sampled_loss(module, features, targets, generator, n_noise, remove_hits):
+    noise, offset = _draw_noise(module, features, targets, generator, n_noise)
+    target_logits, noise_logits = module.sampled_logits(features, targets, noise, offset)
+    if remove_hits:
+        noise_logits = noise_logits.masked_fill(noise[None, :] == targets[:, None],
+                                                -math.inf)
+    logits = torch.cat([target_logits[:, None], noise_logits], 1)
+    return (torch.logsumexp(logits, 1) - target_logits).mean()
+
+
+def nce_loss(module, features, targets, generator, n_noise, remove_hits):
+    """Each row's class against each noise class: logistic regressions on
+    Delta = s - log(n_noise q) - norm_term."""
+    noise, offset = _draw_noise(module, features, targets, generator, n_noise)
+    target_delta, noise_delta = module.sampled_logits(
+        features, targets, noise, offset + module.norm_term)
+    noise_term = F.softplus(noise_delta).sum(1)
+    if remove_hits:
+        # A row's own class drawn as noise has the row's target Delta:
+        # take its terms back out (cheaper than masking the whole matrix).
+        hits = torch.bincount(noise, minlength=len(module.output_weight))[targets]
+        noise_term = noise_term - hits * F.softplus(target_delta)
+    return (F.softplus(-target_delta) + noise_term).mean()
+
+
+LOSSES = {"full": full_loss, "in_batch": in_batch_loss, "sampled": sampled_loss, "nce": nce_loss}

@@ -1,0 +1,98 @@
+"""Base densities: the Gaussian mixture, the marginal map, the choice by held-out likelihood."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from skebm.base_density import GaussianMixtureDensity, MarginalGaussianization, fit_base
+
+@pytest.mark.parametrize("n_components", [1, 3])
+def test_mixture_density_and_samples(n_components):
+    generator = torch.Generator().manual_seed(0)
+    data = torch.cat([torch.randn(300, 2, generator=generator) + 4,
+                      torch.randn(300, 2, generator=generator) * 0.5])
+    noise = GaussianMixtureDensity.fit_to(data, n_components=n_components).widened(1.5)
+    assert noise.n_components == n_components
+    x = torch.randn(50, 2, generator=generator) * 3
+    expected = np.log(sum(
+        np.exp(noise.log_weights[k].item())
+        * multivariate_normal(noise.means[k].numpy(), (noise.cholesky[k] @ noise.cholesky[k].T).numpy()).pdf(x.numpy())
+        for k in range(noise.n_components)
+    ))
+    np.testing.assert_allclose(noise.log_prob(x).numpy(), expected, rtol=1e-5)
+    # Samples have the mixture's mean and covariance.
+    draws = noise.sample(40000, generator).double()
+    weights = noise.log_weights.exp().double()
+    mean = (weights[:, None] * noise.means.double()).sum(0)
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.05)
+    if n_components == 1:
+        # One Gaussian: the data's covariance, widened by scale**2.
+        np.testing.assert_allclose(
+            (noise.cholesky[0] @ noise.cholesky[0].T).numpy(), 2.25 * np.cov(data.numpy().T), rtol=1e-4
+        )
+
+
+def test_base_is_chosen_by_held_out_likelihood():
+    """Three separated clusters: a mixture of 3 or more, not one Gaussian; and on
+    skewed (log-normal) features the marginal map is chosen."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    data = centres[torch.arange(900) % 3] + torch.randn(900, 2, generator=generator)
+    marginals, mixture, _ = fit_base("gaussian_mixture", data, max_components=16,
+                                     marginals="none", generator=generator)
+    assert marginals is None and mixture.n_components >= 3
+    _, one, _ = fit_base("gaussian", data, max_components=16, marginals="none",
+                         generator=generator)
+    assert one.n_components == 1
+    skewed = torch.exp(torch.randn(900, 3, generator=generator, dtype=torch.float64))
+    skewed = ((skewed - skewed.mean(0)) / skewed.std(0)).float()
+    marginals, _, choice = fit_base("gaussian_mixture", skewed, max_components=16,
+                                    marginals="auto", generator=generator)
+    assert marginals is not None and choice[0]
+
+
+@pytest.fixture(scope="module", params=["bounded", "skewed", "rounded"])
+def marginal_map(request):
+    """A map fitted to one feature: uniform, exponential, or rounded (ties)."""
+    rng = np.random.RandomState(0)
+    column = {"bounded": rng.uniform(size=500), "skewed": rng.exponential(size=500),
+              "rounded": np.round(rng.normal(size=500), 1)}[request.param]
+    column = (column - column.mean()) / column.std()
+    return MarginalGaussianization.fit_to(column[:, None], rng), column
+
+
+def _log_density(transform, z):
+    """log f(z) of the fitted feature: log |du/dz| + log phi(u)."""
+    u, log_det = transform(z[:, None])
+    return log_det - 0.5 * u[:, 0] ** 2 - 0.5 * math.log(2 * math.pi)
+
+
+def test_marginal_map_is_a_normalized_change_of_variables(marginal_map):
+    transform, column = marginal_map
+    z = torch.linspace(-40, 40, 800_001, dtype=torch.float64)
+    mass = torch.exp(_log_density(transform, z)).sum().item() * (80 / 800_000)
+    assert mass == pytest.approx(1.0, abs=1e-3)
+    # log |du/dz| is the derivative of the map (central differences inside cells).
+    points = torch.as_tensor(np.random.RandomState(1).normal(size=200))
+    h = 1e-7
+    up, _ = transform((points + h)[:, None])
+    down, _ = transform((points - h)[:, None])
+    _, log_det = transform(points[:, None])
+    np.testing.assert_allclose(((up - down) / (2 * h))[:, 0].log().numpy(), log_det.numpy(),
+                               atol=1e-3)
+    # The inverse undoes the map, and the data map to about N(0, 1).
+    np.testing.assert_allclose(transform.inverse(transform(points[:, None])[0])[:, 0].numpy(),
+                               points.numpy(), atol=1e-8)
+    u, _ = transform(torch.as_tensor(column)[:, None])
+    # (about: the kernel smooths sharp edges and ties, so u of the data is a little narrower)
+    assert abs(u.mean().item()) < 0.1 and abs(u.std().item() - 1) < 0.2
+
+
+def test_marginal_map_keeps_far_rows_finite(marginal_map):
+    transform, _ = marginal_map
+    far = torch.tensor([-1e6, -50.0, 50.0, 1e6], dtype=torch.float64)
+    assert torch.isfinite(_log_density(transform, far)).all()
+    assert torch.isfinite(transform(far[:, None])[0]).all()

@@ -1,0 +1,32 @@
+"""LazyAdam."""
+
+import torch
+
+def test_lazy_adam_is_sparse_adam_on_sparse_rows_and_adam_on_dense():
+    """One LazyAdam over both kinds of parameter takes the steps torch's
+    SparseAdam takes on the table and Adam on the dense vector; rows no
+    gradient touched have not moved."""
+    from skebm.optim import LazyAdam
+
+    generator = torch.Generator().manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(50, 7, generator=generator))
+    bias = torch.nn.Parameter(torch.randn(7, generator=generator))
+    lazy_table, lazy_bias = (torch.nn.Parameter(p.detach().clone()) for p in (table, bias))
+    reference = [torch.optim.SparseAdam([table], lr=0.01), torch.optim.Adam([bias], lr=0.01)]
+    lazy = LazyAdam([lazy_table, lazy_bias], lr=0.01)
+    touched = torch.zeros(50, dtype=torch.bool)
+    for _ in range(20):
+        rows = torch.randint(40, (30,), generator=generator)  # rows 40-49 never drawn
+        touched[rows] = True
+        x = torch.randn(30, 7, generator=generator)
+        for (t, b), optimizers in [((table, bias), reference), ((lazy_table, lazy_bias), [lazy])]:
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            ((torch.nn.functional.embedding(rows, t, sparse=True) + b) * x).sum().pow(2).backward()
+            for optimizer in optimizers:
+                optimizer.step()
+    torch.testing.assert_close(lazy_table, table, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lazy_bias, bias, rtol=1e-5, atol=1e-6)
+    start = torch.randn(50, 7, generator=torch.Generator().manual_seed(0))
+    assert (lazy_table.detach()[touched] != start[touched]).all()
+    torch.testing.assert_close(lazy_table.detach()[~touched], start[~touched], rtol=0, atol=0)
