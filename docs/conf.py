@@ -2,7 +2,7 @@
 
 Build (from the repository root, with the ``docs`` extra installed)::
 
-    SKEBM_FAST_EXAMPLES=1 python -m sphinx -W -b html docs docs/_build/html
+    OPENBLAS_NUM_THREADS=1 SKEBM_FAST_EXAMPLES=1 python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 ``SKEBM_FAST_EXAMPLES=1`` makes the long gallery examples run with smaller
 settings (each one prints that it does); without it they run in full.
@@ -22,6 +22,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    # MathJax served from _static/mathjax (the package's copy), not from a CDN:
+    # it sets mathjax_path and copies the files when the build finishes.
+    "sphinx-mathjax-offline",
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
@@ -66,4 +69,6 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
+    # No pages of computation times: they load their table scripts from CDNs.
+    "write_computation_times": False,
 }

@@ -40,10 +40,10 @@ rbm = PCDRestrictedBoltzmann(n_components=256, learning_rate=0.05, n_iter=rbm_ep
 
 # %%
 # New digits from each model.
-plot_samples_grid(ebm.sample(64, random_state=0, **steps), image_shape=(1, 8, 8),
-                  title="ShortRunEBM samples", vmin=0, vmax=1)
-plot_samples_grid(rbm.sample(64, random_state=0, **steps), image_shape=(1, 8, 8),
-                  title="PCDRestrictedBoltzmann samples", vmin=0, vmax=1)
+ebm_figure = plot_samples_grid(ebm.sample(64, random_state=0, **steps), image_shape=(1, 8, 8),
+                               title="ShortRunEBM samples", vmin=0, vmax=1)
+rbm_figure = plot_samples_grid(rbm.sample(64, random_state=0, **steps), image_shape=(1, 8, 8),
+                               title="PCDRestrictedBoltzmann samples", vmin=0, vmax=1)
 
 # %%
 # Inpainting: the lower half of held-out digits (red in the second line) is
@@ -51,6 +51,6 @@ plot_samples_grid(rbm.sample(64, random_state=0, **steps), image_shape=(1, 8, 8)
 rows = test[:12]
 mask = np.zeros_like(rows, dtype=bool)
 mask[:, 32:] = True
-plot_inpainting(rows, mask, {
+inpainting_figure = plot_inpainting(rows, mask, {
     "ShortRunEBM": ebm.sample_conditional(rows, mask, random_state=0, **steps),
     "RBM": rbm.sample_conditional(rows, mask, random_state=0, **steps)}, image_shape=(1, 8, 8))

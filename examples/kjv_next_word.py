@@ -12,11 +12,19 @@ About a minute on 2 CPU cores.
 Needs the ``bible`` program of the Debian package ``bible-kjv``
 (``apt-get update && apt-get install bible-kjv``).
 
-Run: python examples/kjv_next_word.py
+Run: ``python examples/kjv_next_word.py [docs/kjv_next_word.png]`` (the
+picture of the predictions, which needs matplotlib, is written when a file
+name is given; that command refreshes the gallery's thumbnail in ``docs/``).
 """
 
+# The documentation build does not run this example (no ``bible`` there, or
+# the fast build): its thumbnail is that picture, made by the command above.
+# sphinx_gallery_thumbnail_path = "kjv_next_word.png"
+
+import sys
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.pipeline import make_pipeline
@@ -49,8 +57,19 @@ print(f"held-out perplexity (full softmax) {np.exp(-log_p.mean()):.1f} over {see
       f"test rows ({(~seen).sum():,} with a word never seen in training left out)")
 print(f"held-out accuracy {model.score(contexts, data.y_test[seen]):.3f}")
 
-for context in ["-3:in -2:the -1:beginning", "-3:and -2:god -1:said", "-3:the -2:son -1:of"]:
+# %%
+# The five words the model expects after a few contexts, and their probabilities.
+queries = ["-3:in -2:the -1:beginning", "-3:and -2:god -1:said", "-3:the -2:son -1:of"]
+figure, axes = plt.subplots(1, len(queries), figsize=(9, 2.6))
+for ax, context in zip(axes, queries):
     proba = model.predict_proba([context])[0]
     best = np.argsort(proba)[::-1][:5]
     words = ", ".join(f"{classifier.classes_[i]} {proba[i]:.2f}" for i in best)
     print(f"{context!r:32} -> {words}")
+    ax.barh(range(5)[::-1], proba[best])
+    ax.set_yticks(range(5)[::-1], [str(classifier.classes_[i]) for i in best])
+    ax.set_title(" ".join(word.split(":")[1] for word in context.split()) + " ...")
+    ax.set_xlabel("p(next word)")
+figure.tight_layout()
+if sys.argv[1:]:
+    figure.savefig(sys.argv[1], dpi=80)
