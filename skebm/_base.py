@@ -29,7 +29,7 @@ from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import cpu_threads, draw_seed, make_generator, resolve_device, torch_threads
 
-__all__ = ["Step", "TorchEstimator"]
+__all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
 
 class Step(NamedTuple):
@@ -40,6 +40,13 @@ class Step(NamedTuple):
 
     loss: object
     diagnostics: dict = {}
+
+
+class UpdateRule(NamedTuple):
+    """The default update rule: a torch optimizer and its learning-rate schedule."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
 class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
@@ -94,20 +101,23 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
                                 weight_decay=self.weight_decay)
 
     def _make_update_rule(self, module, n_steps):
-        """What ``_training_step`` updates with: ``(optimizer, scheduler)``, a
-        cosine schedule to 0 over ``n_steps`` steps."""
+        """What ``_training_step`` updates with: an :class:`UpdateRule`, the
+        rate on a cosine to 0 over ``n_steps`` steps, or constant when
+        ``n_steps`` is None (``partial_fit``, whose calls never end)."""
         optimizer = self._make_optimizer(module)
-        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
+        if n_steps is None:
+            return UpdateRule(optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0, 0))
+        return UpdateRule(optimizer,
+                          torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps))
 
     def _training_step(self, module, batch, generator, rule):
         """One minibatch update; returns a :class:`Step` with the loss
         detached. Default: a gradient step on ``_training_loss``."""
-        optimizer, scheduler = rule
         step = self._training_loss(module, batch, generator)
-        optimizer.zero_grad(set_to_none=True)
+        rule.optimizer.zero_grad(set_to_none=True)
         step.loss.backward()
-        optimizer.step()
-        scheduler.step()
+        rule.optimizer.step()
+        rule.scheduler.step()
         return Step(step.loss.detach(), step.diagnostics)
 
     def _epoch_loss(self, module, Z_train):
@@ -201,9 +211,10 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
     def _fit_module(self, X, y=None, *, partial=False, **target_options):
         """Validate X (and y), train (or keep training) the module, set fitted state.
 
-        ``partial=True`` (``partial_fit``) runs one epoch at a constant rate and
-        continues the fitted model and the optimizer of the previous partial
-        fit, whatever ``warm_start`` says, holding no rows out.
+        ``partial=True`` (``partial_fit``) runs one epoch at a constant rate,
+        holding no rows out, and continues the fitted model, whatever
+        ``warm_start`` says, and the optimizer state of a previous partial fit
+        (its moments and step count), so a loop over chunks trains as one run.
         """
         fitted = hasattr(self, "module_")
         warm = fitted and (partial or getattr(self, "warm_start", False))
@@ -230,8 +241,11 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
             Z_train, Z_val = (Z, None) if partial else self._split_validation(Z, generator)
             module = (self._warm_module(Z_train, device) if warm
                       else self._build(Z_train, generator).to(device))
-            epochs_run, history = self._train(module, Z_train, Z_val, generator,
-                                              partial=partial)
+            optimizer_state = (getattr(self, "_partial_optimizer_state", None)
+                               if warm and partial else None)
+            epochs_run, history, rule = self._train(module, Z_train, Z_val, generator,
+                                                    partial=partial,
+                                                    optimizer_state=optimizer_state)
             extra = self._after_training(module, Z, generator)
             log_partition_seed = draw_seed(generator)
 
@@ -242,6 +256,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         self.module_ = module.eval()
         self.device_ = device
         self._log_partition_memo = {"seed": log_partition_seed}
+        self._partial_optimizer_state = _cpu_state(rule) if partial else None
         for name, value in {**target_attributes, **extra}.items():
             setattr(self, name, value)
         return self
@@ -261,13 +276,15 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         order = torch.randperm(len(Z), generator=generator, device=generator.device)
         return take(Z, order[n_val:]), take(Z, order[:n_val])
 
-    def _train(self, module, Z_train, Z_val, generator, *, partial):
+    def _train(self, module, Z_train, Z_val, generator, *, partial, optimizer_state=None):
         """The minibatch loop, its events sent to the monitors. Returns
-        (epochs run, per-epoch history)."""
+        (epochs run, per-epoch history, the update rule)."""
         n_epochs = 1 if partial else self._n_epochs()
         batch_size = min(self.batch_size, len(Z_train))
         steps = n_epochs * math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
-        rule = self._make_update_rule(module, steps)
+        rule = self._make_update_rule(module, None if partial else steps)
+        if optimizer_state is not None:
+            rule.optimizer.load_state_dict(optimizer_state)
         run = TrainingRun(self, module, Z_train, Z_val, n_epochs)
         monitors = self._monitors(validation=Z_val is not None)
         try:
@@ -293,7 +310,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
             for monitor in monitors:
                 monitor.close(run)
         module.eval()
-        return run.epoch, run.history
+        return run.epoch, run.history, rule
 
     def _epoch_rows(self, n_rows):
         """Rows one epoch visits: all, or at most ``_max_epoch_rows``."""
@@ -476,3 +493,20 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
             if isinstance(value, (torch.nn.Module, torch.Tensor)):
                 setattr(self, key, value.to(device))
 
+
+def _cpu_state(rule):
+    """The optimizer state of an :class:`UpdateRule` on the CPU, for the next
+    ``partial_fit`` to continue from; None for other update rules."""
+    if not isinstance(rule, UpdateRule):
+        return None
+
+    def to_cpu(value):
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().clone()
+        if isinstance(value, dict):
+            return {key: to_cpu(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [to_cpu(item) for item in value]
+        return value
+
+    return to_cpu(rule.optimizer.state_dict())

@@ -249,13 +249,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y), continuing the fitted model.
+        """One epoch over (X, y), continuing the fitted model and its optimizer.
 
         For streams that do not fit in memory at once, as
         ``SGDClassifier.partial_fit``; the noise follows the class counts
-        seen so far. Every row trains: ``early_stopping`` does not apply
-        here (no rows are held out), and the learning rate follows its cosine
-        schedule within each call.
+        seen so far. Every row trains (``early_stopping`` does not apply
+        here), at the constant ``learning_rate``, Adam's state carried from
+        call to call.
 
         Parameters
         ----------

@@ -316,6 +316,30 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         """
         return self._fit_module(X)
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """One epoch over X, continuing the fitted model and its optimizer.
+
+        For data that comes in chunks: the first call builds the model as
+        ``fit`` does, its base density chosen and fitted on that chunk; every
+        call trains on all its rows (no early stopping) at the constant
+        ``learning_rate``, Adam's state carried from call to call. log Z is
+        estimated anew when a likelihood is next asked for.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, at least 2 rows, all finite.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : NCEDensity
+            The fitted estimator.
+        """
+        return self._fit_module(X, partial=True)
+
     # -- the pieces the shared training loop calls --------------------------
     def _build(self, Z, generator):
         energy = MLPEnergy(

@@ -330,6 +330,30 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         """
         return self._fit_module(X)
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """One epoch over X, continuing the fitted model, its chains and its
+        optimizer.
+
+        For data that comes in chunks: the first call builds the model as
+        ``fit`` does, its Gaussian fitted to that chunk; every call trains on
+        all its rows at the constant ``learning_rate``, Adam's state and the
+        replay buffer carried from call to call.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, at least 2 rows, all finite.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : ShortRunEBM
+            The fitted estimator.
+        """
+        return self._fit_module(X, partial=True)
+
     # -- the pieces the shared training loop calls --------------------------
     def _check_input_values(self, X):
         if self.image_shape is None:

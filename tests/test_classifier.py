@@ -258,3 +258,15 @@ def test_nce_without_accidental_hits_is_the_masked_loss():
     masked_gradient, = torch.autograd.grad(masked, module.output_weight)
     torch.testing.assert_close(loss, masked)
     torch.testing.assert_close(gradient.to_dense(), masked_gradient)
+
+
+def test_partial_fit_carries_lazy_adam_across_calls():
+    """Each call continues the optimizer: its step count is every step taken
+    so far, and the rate stays at learning_rate (no schedule restarts)."""
+    X, y = _make_classes(6, 300, 40, random_state=0)
+    clf = NCESoftmaxClassifier(n_noise=4, batch_size=64, random_state=0)
+    for rows in (slice(0, 100), slice(100, 200), slice(200, 300)):
+        clf.partial_fit(X[rows], y[rows], classes=np.unique(y))
+    state = clf._partial_optimizer_state
+    assert {entry["step"] for entry in state["state"].values()} == {3 * 2}
+    assert state["param_groups"][0]["lr"] == clf.learning_rate

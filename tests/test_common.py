@@ -165,6 +165,29 @@ def test_same_seed_same_model_refit_is_idempotent(case):
     assert a.sample(4, random_state=0).shape == (4, X_train.shape[1])
 
 
+def test_partial_fit_continues_the_model_and_its_optimizer(case):
+    """A loop of partial_fit over chunks is one run: every call one epoch at
+    the constant learning_rate, Adam's step count going on across calls (the
+    RBM's update keeps its momentum in module_ instead); a fit starts afresh."""
+    make_estimator, X_train, X_test = case
+    streamed = make_estimator()
+    chunks = np.array_split(X_train, 3)
+    for chunk in chunks:
+        streamed.partial_fit(chunk)
+    assert streamed.n_iter_ == 3 and len(streamed.history_) == 3
+    assert np.isfinite(streamed.score_samples(X_test)).all()
+    state = streamed._partial_optimizer_state
+    if not isinstance(streamed, PCDRestrictedBoltzmann):
+        steps = sum(-(-len(chunk) // streamed.batch_size) for chunk in chunks)
+        assert {int(entry["step"]) for entry in state["state"].values()} == {steps}
+        assert state["param_groups"][0]["lr"] == streamed.learning_rate
+        restarted = make_estimator().fit(chunks[0]).partial_fit(chunks[1])
+        first = -(-len(chunks[1]) // streamed.batch_size)
+        assert {int(entry["step"]) for entry in
+                restarted._partial_optimizer_state["state"].values()} == {first}
+    assert streamed.fit(X_train)._partial_optimizer_state is None
+
+
 def test_mps_model_infers_in_float64_on_the_cpu(case):
     """MPS has no float64: a model trained there scores and samples on the CPU.
     Simulated here by marking a CPU-fitted model as fitted on MPS."""
