@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
-from ._runtime import cpu_threads, draw_seed, make_generator, resolve_device, torch_threads
+from ._runtime import cpu_threads, draw_seed, make_generator, resolve_device, thread_limit
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
@@ -232,7 +232,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         if warm:  # each continued fit draws a stream of its own, still reproducible
             generator.manual_seed(generator.initial_seed() + self.n_iter_)
         work = self._multiply_adds_per_step(X.shape[1], target_attributes)
-        with torch_threads(self._cpu_threads(work, device)):
+        with thread_limit(self._cpu_threads(work, device)):
             mean, scale = (self.mean_, self.scale_) if warm else self._input_standardization(X)
             Z = self._training_rows(X, mean, scale, device)
             if y is not None:
@@ -404,7 +404,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         mean, scale = self._nonidentity(self.mean_, self.scale_)
         chunk = self._chunk_rows(X.shape[0])
         outputs = []
-        with torch_threads(self._cpu_threads(chunk * self._multiply_adds_per_row(X.shape[1]),
+        with thread_limit(self._cpu_threads(chunk * self._multiply_adds_per_row(X.shape[1]),
                                              device)):
             for rows in gen_batches(X.shape[0], chunk):
                 Z = self._inference_rows(X, rows, mean, scale, device)
@@ -423,7 +423,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         generator = make_generator(random_state, device)
         work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)
         chunks = []
-        with torch_threads(self._cpu_threads(work, device)):
+        with thread_limit(self._cpu_threads(work, device)):
             for rows in gen_batches(int(n_samples), chunk_rows):
                 chunks.append(draw(rows.stop - rows.start, generator).detach().cpu().numpy())
         return np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
@@ -439,7 +439,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         mean, scale = self._nonidentity(self.mean_, self.scale_)
         work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)
         chunks = []
-        with torch_threads(self._cpu_threads(work, device)):
+        with thread_limit(self._cpu_threads(work, device)):
             for rows in gen_batches(X.shape[0], chunk_rows):
                 Z = dense_rows(X, rows, mean, scale, device, torch.float64)
                 completed = complete(Z, torch.as_tensor(free[rows], device=device), generator)

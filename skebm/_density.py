@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.base import DensityMixin
 
-from ._runtime import PARALLEL_WORK, make_generator, torch_threads
+from ._runtime import PARALLEL_WORK, make_generator, thread_limit
 
 __all__ = ["LikelihoodDensityMixin"]
 
@@ -100,7 +100,7 @@ class LikelihoodDensityMixin(DensityMixin):
             device = self._inference_device()
             generator = make_generator(memo["seed"], device)
             module = self._inference_module()
-            with torch_threads(self._cpu_threads(self._log_partition_multiply_adds(), device)):
+            with thread_limit(self._cpu_threads(self._log_partition_multiply_adds(), device)):
                 with torch.no_grad():
                     log_z, log_z_std = self._estimate_log_partition(module, generator)
             if not math.isfinite(log_z):

@@ -10,9 +10,10 @@ import os
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 
 __all__ = ["available_memory", "cpu_threads", "draw_seed", "idle_cores", "make_generator",
-           "resolve_device", "torch_threads"]
+           "resolve_device", "thread_limit"]
 
 #: Multiply-adds per training step (or per inference chunk) from which skebm
 #: uses more than one torch thread: below it a second thread costs more in
@@ -67,20 +68,23 @@ def draw_seed(generator):
 
 
 @contextlib.contextmanager
-def torch_threads(n_threads):
-    """Run the block with ``n_threads`` intra-op torch threads, then restore.
-
-    ``n_threads=None`` leaves torch's setting alone.
+def thread_limit(n_threads):
+    """Run the block with ``n_threads`` torch threads and as many threads in
+    every BLAS and OpenMP pool of the process (numpy's OpenBLAS inside
+    scikit-learn's EM, say), then restore them all. Threads that wait
+    actively, as these do, slow each other down on a core another process
+    keeps busy. ``n_threads=None`` leaves them alone.
     """
-    if n_threads is None or n_threads == torch.get_num_threads():
+    if n_threads is None:
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    with threadpool_limits(limits=n_threads):
+        torch.set_num_threads(n_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def cpu_threads(n_threads, multiply_adds, device):

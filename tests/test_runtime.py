@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skebm._runtime import make_generator, resolve_device, torch_threads
+from skebm._runtime import make_generator, resolve_device, thread_limit
 
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
@@ -23,12 +23,19 @@ def test_generators_are_private_and_seeded():
     assert torch.equal(state, torch.get_rng_state())
 
 
-def test_torch_threads_restores():
-    before = torch.get_num_threads()
-    with torch_threads(1):
+def test_thread_limit_governs_torch_and_blas_then_restores():
+    """numpy's BLAS pool (scikit-learn's EM runs in it) is limited with torch's."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before, blas_before = torch.get_num_threads(), blas_threads()
+    with thread_limit(1):
         assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+        assert blas_threads() <= {1}
+    assert torch.get_num_threads() == before and blas_threads() == blas_before
     with pytest.raises(RuntimeError):
-        with torch_threads(1):
+        with thread_limit(1):
             raise RuntimeError("boom")
-    assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before and blas_threads() == blas_before
