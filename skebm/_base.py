@@ -10,6 +10,7 @@ machine without the fitting device. A fit changes the estimator only when it
 succeeds.
 """
 
+import contextlib
 import copy
 import math
 import numbers
@@ -19,6 +20,11 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
+# torch imports torch._dynamo, and sympy with it, when the first optimizer is
+# made (``torch.optim.Optimizer.add_param_group``) or ``skip_init`` first
+# builds a layer: a second-long import that a Ctrl-C in a first fit would
+# leave half done, breaking every later fit in the process. Done at import.
+import torch._dynamo  # noqa: F401
 from sklearn import get_config
 from sklearn.base import BaseEstimator
 from sklearn.utils import gen_batches
@@ -29,7 +35,28 @@ from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import cpu_threads, draw_seed, make_generator, resolve_device, thread_limit
 
-__all__ = ["Step", "TorchEstimator", "UpdateRule"]
+__all__ = ["Step", "TorchEstimator", "UpdateRule", "input_attributes_restored_on_failure"]
+
+#: What scikit-learn's ``validate_data(reset=True)`` sets (or removes) on the
+#: estimator: it does so at the door, before a fit can fail.
+_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+
+
+@contextlib.contextmanager
+def input_attributes_restored_on_failure(estimator):
+    """Run the block; if it raises anything (KeyboardInterrupt included), put
+    ``n_features_in_`` and ``feature_names_in_`` back as they were before it,
+    absent if they were, and re-raise: a failed fit leaves the estimator as
+    it found it, fitted to the earlier data or not fitted at all."""
+    state = vars(estimator)
+    saved = {name: state[name] for name in _INPUT_ATTRIBUTES if name in state}
+    try:
+        yield
+    except BaseException:
+        for name in _INPUT_ATTRIBUTES:
+            state.pop(name, None)
+        state.update(saved)
+        raise
 
 
 class Step(NamedTuple):
@@ -215,7 +242,15 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         holding no rows out, and continues the fitted model, whatever
         ``warm_start`` says, and the optimizer state of a previous partial fit
         (its moments and step count), so a loop over chunks trains as one run.
+        A fit that fails, however, leaves every attribute as it was, the
+        input attributes validation sets at the door included.
         """
+        with input_attributes_restored_on_failure(self):
+            return self._fit_validated(X, y, partial=partial, **target_options)
+
+    def _fit_validated(self, X, y, *, partial, **target_options):
+        """``_fit_module``'s work; on failure it may have set ``n_features_in_``
+        and ``feature_names_in_`` (only)."""
         fitted = hasattr(self, "module_")
         warm = fitted and (partial or getattr(self, "warm_start", False))
         if y is None and self.__sklearn_tags__().target_tags.required:
@@ -366,8 +401,14 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
     @staticmethod
     def _check_n_steps(n_steps):
         """A chain length given to ``sample`` or ``sample_conditional``."""
-        if not isinstance(n_steps, numbers.Integral) or n_steps < 0:
+        if not _is_integer(n_steps) or n_steps < 0:
             raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
+
+    @staticmethod
+    def _check_n_samples(n_samples):
+        """The number of rows asked of ``sample``."""
+        if not _is_integer(n_samples) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
 
     @staticmethod
     def _nonidentity(mean, scale):
@@ -417,8 +458,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
     def _sample_rows(self, draw, n_samples, random_state, *, chunk_rows=1024):
         """``n_samples`` rows of ``draw(n, generator)`` (standardized rows on
         the inference device), ``chunk_rows`` at a time, in the data's units."""
-        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        self._check_n_samples(n_samples)
         device = self._inference_device()
         generator = make_generator(random_state, device)
         work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)
@@ -492,6 +532,11 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         for key, value in list(vars(self).items()):
             if isinstance(value, (torch.nn.Module, torch.Tensor)):
                 setattr(self, key, value.to(device))
+
+
+def _is_integer(value):
+    """Whether ``value`` is an integer (numpy's included), a bool not being one."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _cpu_state(rule):

@@ -40,10 +40,12 @@ class Snapshot(nn.Module):
     def __init__(self, energy, base, generator):
         super().__init__()
         self.energy = copy.deepcopy(energy).requires_grad_(False)
-        self.register_buffer("log_partition", torch.zeros((), device=generator.device))
+        self.register_buffer("log_partition",
+                             torch.zeros((), dtype=torch.float32, device=generator.device))
         self.register_buffer("pool", base.sample(_POOL_ROWS, generator))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=generator.device))
-        self.register_buffer("effective_sample_size", torch.ones((), device=generator.device))
+        self.register_buffer("effective_sample_size",
+                             torch.ones((), dtype=torch.float32, device=generator.device))
 
     def log_prob_minus_base(self, Z):
         """``log p_f(z) - log b(z)``: the frozen model relative to the base."""
@@ -99,7 +101,8 @@ class NCEModel(nn.Module):
         self.proposal = proposal
         self.base_choice = base_choice  # (marginals or not, components, ridge), for a refit
         self.snapshot = snapshot
-        self.log_partition = nn.Parameter(torch.zeros((), device=base.means.device))
+        self.log_partition = nn.Parameter(torch.zeros((), dtype=torch.float32,
+                                                      device=base.means.device))
 
     def latent(self, Z):
         """``(U, log |dU/dZ|)`` of standardized rows."""

@@ -306,13 +306,12 @@ class RBMModule(nn.Module):
                  generator):
         super().__init__()
         self.visible_units = visible_units
-        device = generator.device
-        components = 0.01 * torch.randn(n_hidden, n_visible, generator=generator, device=device)
+        float32 = dict(dtype=torch.float32, device=generator.device)
+        components = 0.01 * torch.randn(n_hidden, n_visible, generator=generator, **float32)
         self.components = nn.Parameter(components, requires_grad=False)
-        self.visible_bias = nn.Parameter(torch.zeros(n_visible, device=device),
-                                         requires_grad=False)
-        self.hidden_bias = nn.Parameter(torch.zeros(n_hidden, device=device), requires_grad=False)
-        self.register_buffer("chain_hidden", torch.zeros(n_chains, n_hidden, device=device))
+        self.visible_bias = nn.Parameter(torch.zeros(n_visible, **float32), requires_grad=False)
+        self.hidden_bias = nn.Parameter(torch.zeros(n_hidden, **float32), requires_grad=False)
+        self.register_buffer("chain_hidden", torch.zeros(n_chains, n_hidden, **float32))
         self.register_buffer("base_visible_bias", base_visible_bias.clone())
         for name, param in list(self.named_parameters()):
             self.register_buffer(f"{name}_velocity", torch.zeros_like(param))
@@ -398,9 +397,11 @@ class ContrastiveDivergence:
         key = (n_data, n_model)
         if key not in self._row_weights:
             self._row_weights[key] = torch.cat([
-                torch.full((n_data,), self.learning_rate / n_data),
-                torch.full((n_model,), -self.learning_rate / n_model),
-            ]).to(like)
+                torch.full((n_data,), self.learning_rate / n_data, dtype=like.dtype,
+                           device=like.device),
+                torch.full((n_model,), -self.learning_rate / n_model, dtype=like.dtype,
+                           device=like.device),
+            ])
         return self._row_weights[key]
 
     def step(self, batch, generator):

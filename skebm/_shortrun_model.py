@@ -66,7 +66,8 @@ class ShortRunModel(nn.Module):
         self.register_buffer("high", high)
         self.init = init
         n_features = len(low)
-        self.register_buffer("buffer", torch.empty(0, n_features, device=low.device))
+        self.register_buffer("buffer", torch.empty(0, n_features, dtype=low.dtype,
+                                                   device=low.device))
         self.buffer = self.draw_init(buffer_size, generator)
 
     @property
@@ -163,7 +164,7 @@ class ShortRunModel(nn.Module):
         if self.persistent:
             rows = torch.randperm(len(self.buffer), generator=generator,
                                   device=generator.device)[:n_rows]
-            restart = torch.rand(len(rows), generator=generator,
+            restart = torch.rand(len(rows), generator=generator, dtype=torch.float32,
                                  device=generator.device) < self.reinit_freq
             start = torch.where(restart[:, None], self.draw_init(len(rows), generator),
                                 self.buffer[rows])

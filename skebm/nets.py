@@ -3,7 +3,8 @@ for images, a small convolutional network.
 
 Every network here is initialised from an explicit ``torch.Generator``: building
 one neither reads nor advances torch's global random state, so a seeded
-estimator is reproducible and leaves the user's random streams alone.
+estimator is reproducible and leaves the user's random streams alone. Its
+parameters are float32, whatever torch's default dtype.
 """
 
 import math
@@ -80,7 +81,8 @@ def _linear(n_in, n_out, generator, *, zero=False):
 
     ``zero=True`` starts the layer at exactly zero (weights and bias).
     """
-    layer = nn.utils.skip_init(nn.Linear, n_in, n_out, device=generator.device)
+    layer = nn.utils.skip_init(nn.Linear, n_in, n_out, device=generator.device,
+                               dtype=torch.float32)
     with torch.no_grad():
         if zero:
             layer.weight.zero_()
@@ -136,7 +138,8 @@ class FourierFeatures(nn.Module):
 
     def __init__(self, n_inputs, n_features, scale, generator):
         super().__init__()
-        projection = torch.randn(n_inputs, n_features, generator=generator, device=generator.device)
+        projection = torch.randn(n_inputs, n_features, generator=generator,
+                                 dtype=torch.float32, device=generator.device)
         self.register_buffer("projection", projection * scale)
         self.n_outputs = n_inputs + 2 * n_features
 
@@ -249,7 +252,7 @@ class ConvEnergy(nn.Module):
         for index, n_out in enumerate(channels):
             stride = 1 if index == 0 else 2
             conv = nn.utils.skip_init(nn.Conv2d, n_channels, n_out, 3, stride=stride, padding=1,
-                                      device=generator.device)
+                                      device=generator.device, dtype=torch.float32)
             with torch.no_grad():  # torch's default bound, from the generator
                 bound = 1.0 / math.sqrt(n_channels * 9)
                 nn.init.uniform_(conv.weight, -bound, bound, generator=generator)

@@ -9,6 +9,8 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._base import input_attributes_restored_on_failure
+
 __all__ = ["DensityOutlierDetector"]
 
 
@@ -107,6 +109,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         self : DensityOutlierDetector
         """
+        with input_attributes_restored_on_failure(self):
+            return self._fit_validated(X)
+
+    def _fit_validated(self, X):
+        """``fit``'s work; on failure it may have set ``n_features_in_`` and
+        ``feature_names_in_`` (only)."""
         X = self._validated(X, reset=True)
         density = clone(self.density).fit(X)
         if self.cv is None:
@@ -130,7 +138,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "density_")
         X = self._validated(X, reset=False)
         return np.asarray(self.density_.score_samples(X), dtype=np.float64)
 
@@ -145,7 +153,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         decision : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "density_")
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):
@@ -159,7 +167,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "density_")
         return np.where(self.decision_function(X) < 0, -1, 1)
 
     def _validated(self, X, *, reset):

@@ -52,8 +52,8 @@ def importance_log_partition(log_weights):
     n = log_weights.numel()
     log_mean = torch.logsumexp(log_weights, dim=0) - math.log(n)
     relative = torch.exp(log_weights - log_mean)  # w / mean(w)
-    std_error = relative.std(unbiased=True) / math.sqrt(n) if n > 1 else torch.tensor(math.inf)
-    return float(log_mean), float(std_error)
+    std_error = float(relative.std(unbiased=True)) / math.sqrt(n) if n > 1 else math.inf
+    return float(log_mean), std_error
 
 
 def grid_log_integral(log_density, bounds, n_points=400):
@@ -160,7 +160,7 @@ def ais_temperatures(n_temperatures):
     n_mid = max(1, round(n_temperatures * 4000 / 14500))
     n_high = max(1, n_temperatures - n_low - n_mid)
     return torch.cat([
-        torch.linspace(0.0, 0.5, n_low + 1, dtype=torch.float64)[:-1],
-        torch.linspace(0.5, 0.9, n_mid + 1, dtype=torch.float64)[:-1],
-        torch.linspace(0.9, 1.0, n_high + 1, dtype=torch.float64),
+        torch.linspace(0.0, 0.5, n_low + 1, dtype=torch.float64, device="cpu")[:-1],
+        torch.linspace(0.5, 0.9, n_mid + 1, dtype=torch.float64, device="cpu")[:-1],
+        torch.linspace(0.9, 1.0, n_high + 1, dtype=torch.float64, device="cpu"),
     ])

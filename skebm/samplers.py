@@ -107,7 +107,9 @@ def metropolis_adjusted_langevin(
         grad = torch.where(accept[:, None], new_grad, grad)
         rate = accept.to(z.dtype).mean().item()
         if step < n_steps // 2:
-            step_size *= float(torch.exp(torch.tensor(rate - target_acceptance)))
+            # In float32, as the step has always been adapted, whatever torch's default.
+            step_size *= float(torch.exp(torch.tensor(rate - target_acceptance,
+                                                      dtype=torch.float32, device="cpu")))
         else:
             accepted_total += rate
             counted += 1
@@ -251,10 +253,11 @@ class AliasSampler(nn.Module):
             (small if scaled[high] < 1 else large).append(high)
         # What is left in either list holds its cell whole (threshold 1), up to rounding.
         # float32 tables: every device has float32 (MPS has no float64).
-        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32))
-        self.register_buffer("alias", torch.as_tensor(alias))
-        self.register_buffer("log_probabilities",
-                             torch.log(torch.as_tensor(probabilities)).float())
+        self.register_buffer("threshold",
+                             torch.as_tensor(threshold, dtype=torch.float32, device="cpu"))
+        self.register_buffer("alias", torch.as_tensor(alias, dtype=torch.long, device="cpu"))
+        self.register_buffer("log_probabilities", torch.log(torch.as_tensor(
+            probabilities, dtype=torch.float64, device="cpu")).float())
 
     def sample(self, n_samples, generator):
         """``n_samples`` category indices (int64), on the table's device."""

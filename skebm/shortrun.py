@@ -408,7 +408,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         data_noise = self._data_noise()
         if data_noise:  # the Gaussian of the noisy data the network sees
             covariance = base.cholesky[0] @ base.cholesky[0].T
-            covariance += data_noise**2 * torch.eye(len(covariance), device=covariance.device)
+            covariance += data_noise**2 * torch.eye(len(covariance), dtype=covariance.dtype,
+                                                    device=covariance.device)
             base = GaussianMixtureDensity(base.log_weights.exp(), base.means, covariance[None])
         buffer_size = self.buffer_size if self.persistent else 0
         module = ShortRunModel(energy, base, Z.min(0).values, Z.max(0).values, buffer_size,
@@ -509,6 +510,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
             In the units of the training data.
         """
         self._check_fitted()
+        self._check_n_samples(n_samples)
         module = self._inference_module()
         n_steps = module.n_steps if n_steps is None else n_steps
         self._check_n_steps(n_steps)

@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 
 import skebm._runtime
-from skebm import NCEDensity, PCDRestrictedBoltzmann, ShortRunEBM
+from skebm import NCEDensity, NCESoftmaxClassifier, PCDRestrictedBoltzmann, ShortRunEBM
 from skebm._runtime import PARALLEL_WORK, resolve_device
 from skebm.datasets import make_toy_2d
 
@@ -200,13 +200,22 @@ def test_mps_model_infers_in_float64_on_the_cpu(case):
     assert model.sample(3, random_state=0).shape == (3, X_train.shape[1])
 
 
-def test_sample_wants_a_positive_integer(case):
-    make_estimator, X_train, _ = case
+def test_sample_wants_integers(case):
+    """n_samples and n_steps of sample and sample_conditional are checked
+    first, with a ValueError that names them (a bool is no integer)."""
+    make_estimator, X_train, X_test = case
     model = make_estimator().fit(X_train)
     assert model.sample(np.int64(2), random_state=0).shape == (2, X_train.shape[1])
-    for bad in (0, 2.0, -1):
+    for bad in (0, 2.0, -1, "5", None, True, np.bool_(True)):
         with pytest.raises(ValueError, match="n_samples must be a positive integer"):
             model.sample(bad)
+    mask = np.zeros(X_test[:2].shape, dtype=bool)
+    for bad in (-1, 2.0, "5", True):
+        with pytest.raises(ValueError, match="n_steps must be an integer >= 0"):
+            model.sample(2, n_steps=bad)
+        if hasattr(model, "sample_conditional"):
+            with pytest.raises(ValueError, match="n_steps must be an integer >= 0"):
+                model.sample_conditional(X_test[:2], mask, n_steps=bad)
 
 
 def test_same_seed_same_model_whatever_threads_the_policy_picks():
@@ -224,3 +233,95 @@ def test_same_seed_same_model_whatever_threads_the_policy_picks():
                       n_threads=n).fit(T) for n in (1, 2)]
     np.testing.assert_allclose(nce[0].score_samples(T[:50]), nce[1].score_samples(T[:50]),
                                rtol=1e-5)
+
+
+def _named(X):
+    """X as a DataFrame with string column names, as scikit-learn records them."""
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=[f"x{index}" for index in range(X.shape[1])])
+
+
+def _failed_fits_change_nothing(model, X, y, output, monkeypatch):
+    """After a fit on named columns, fits that fail (interrupted in training,
+    or refused by a check; on another number of features, on unnamed
+    columns) leave the fitted attributes, the feature names included, and
+    the outputs as they were; a failed first fit leaves the estimator unfitted."""
+    targets = () if y is None else (y,)
+    model.fit(_named(X), *targets)
+    before = output(model)(_named(X))
+    wider = np.hstack([X, X[:, :1]])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(model), "_train", interrupted)
+    for rows in (wider, X):
+        with pytest.raises((KeyboardInterrupt, ValueError)):
+            model.fit(rows, *targets)
+        assert model.n_features_in_ == X.shape[1]
+        np.testing.assert_array_equal(model.feature_names_in_, _named(X).columns)
+        np.testing.assert_array_equal(output(model)(_named(X)), before)
+    fresh = clone(model)
+    classes = () if y is None else (np.unique(y),)
+    for first_fit in (lambda: fresh.fit(wider, *targets),
+                      lambda: fresh.partial_fit(wider, *targets, *classes)):
+        with pytest.raises((KeyboardInterrupt, ValueError)):
+            first_fit()
+        assert not hasattr(fresh, "n_features_in_") and not hasattr(fresh, "feature_names_in_")
+
+
+def test_a_failed_fit_changes_nothing(case, monkeypatch):
+    make_estimator, X_train, _ = case
+    _failed_fits_change_nothing(make_estimator(), X_train, None,
+                                lambda model: model.score_samples, monkeypatch)
+
+
+def test_a_failed_fit_of_the_classifier_changes_nothing(monkeypatch):
+    X, y = load_digits(return_X_y=True)
+    model = NCESoftmaxClassifier(embedding_dim=8, max_iter=2, random_state=0)
+    _failed_fits_change_nothing(model, X[:300] / 16, y[:300],
+                                lambda model: model.predict_proba, monkeypatch)
+
+
+#: torch's global defaults that skebm must not depend on.
+TORCH_DEFAULTS = {
+    "default-dtype-float64": lambda: torch.set_default_dtype(torch.float64),
+    "default-device-meta": lambda: torch.set_default_device("meta"),
+}
+
+
+def _unchanged_by_torch_defaults(setting, fit, outputs):
+    """``outputs`` of a model fitted under torch's own defaults are those,
+    under ``setting``, of its unpickled copy and of a new fit: every tensor
+    skebm makes has its dtype and device said."""
+    model = fit()
+    pickled = pickle.dumps(model)  # before its first score: log Z is estimated after loading
+    expected = outputs(model)
+    try:
+        setting()
+        for model in (pickle.loads(pickled), fit()):
+            for got, want in zip(outputs(model), expected):
+                np.testing.assert_array_equal(got, want)
+    finally:
+        torch.set_default_dtype(torch.float32)
+        torch.set_default_device(None)
+
+
+@pytest.mark.parametrize("setting", TORCH_DEFAULTS.values(), ids=TORCH_DEFAULTS.keys())
+def test_torch_global_defaults_do_not_leak_in(case, setting):
+    make_estimator, X_train, X_test = case
+    _unchanged_by_torch_defaults(
+        setting, lambda: make_estimator().fit(X_train),
+        lambda model: (model.score_samples(X_test), model.sample(3, random_state=0)))
+
+
+@pytest.mark.parametrize("setting", TORCH_DEFAULTS.values(), ids=TORCH_DEFAULTS.keys())
+def test_torch_global_defaults_do_not_leak_into_the_classifier(setting):
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300] / 16, y[:300]
+    model = NCESoftmaxClassifier(loss="nce", n_noise=3, norm_term="learned", embedding_dim=8,
+                                 hidden_layer_sizes=(4,), learning_rate=0.03, max_iter=2,
+                                 early_stopping=False, random_state=0)
+    _unchanged_by_torch_defaults(setting, lambda: clone(model).fit(X, y),
+                                 lambda model: (model.predict_proba(X),))

@@ -121,3 +121,33 @@ def test_cv_sets_the_threshold_for_new_rows():
     assert crossed.offset_ < plain.offset_
     # The same fitted density either way: only the threshold differs.
     np.testing.assert_array_equal(crossed.score_samples(X_new), plain.score_samples(X_new))
+
+
+class _InterruptedDensity(KernelDensity):
+    """A density whose fit is interrupted."""
+
+    def fit(self, X, y=None, sample_weight=None):
+        raise KeyboardInterrupt
+
+
+def test_a_failed_fit_changes_nothing(gaussian_rows):
+    """A failed first fit leaves the detector unfitted (NotFittedError, not
+    an AttributeError); a failed refit, on another number of features,
+    leaves the fitted one as it was, its feature names included."""
+    import pandas as pd
+
+    detector = DensityOutlierDetector(_InterruptedDensity())
+    with pytest.raises(KeyboardInterrupt):
+        detector.fit(gaussian_rows)
+    assert not hasattr(detector, "n_features_in_")
+    for method in (detector.predict, detector.decision_function, detector.score_samples):
+        with pytest.raises(NotFittedError):
+            method(gaussian_rows)
+    named = pd.DataFrame(gaussian_rows, columns=["a", "b", "c"])
+    detector.set_params(density=KernelDensity()).fit(named)
+    before = detector.decision_function(named)
+    with pytest.raises(KeyboardInterrupt):
+        detector.set_params(density=_InterruptedDensity()).fit(gaussian_rows[:, :2])
+    assert detector.n_features_in_ == 3
+    np.testing.assert_array_equal(detector.feature_names_in_, ["a", "b", "c"])
+    np.testing.assert_array_equal(detector.decision_function(named), before)
