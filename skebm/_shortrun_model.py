@@ -9,7 +9,8 @@ from sklearn.utils import gen_batches
 from torch import nn
 
 from .nets import LOW_DIMENSION
-from .partition import annealed_importance_log_partition, grid_log_integral
+from .partition import (annealed_importance_log_partition, grid_log_integral,
+                        importance_log_partition)
 from .samplers import langevin
 
 __all__ = ["ShortRunModel", "frozen"]
@@ -203,6 +204,12 @@ class ShortRunModel(nn.Module):
                 rows = torch.nonzero(inverse == index).squeeze(1)
                 Z[rows] = self.conditional(Z[rows], pattern, n_steps, generator)
         return Z
+
+    def sampled_log_partition(self, n_draws, generator):
+        """log Z by importance sampling from the base: ``log E_b[exp(-E)]``,
+        from ``n_draws`` draws (cheap and rough: for comparing epochs)."""
+        return importance_log_partition(-self.energy(self.to_data(
+            self.draw_standard(n_draws, generator))))[0]
 
     def log_partition(self, generator, *, n_ais_chains, n_ais_temperatures, chunk_rows):
         """``(log Z, standard error)``, log Z = log E_b[exp(-E)] in the

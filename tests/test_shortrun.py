@@ -219,3 +219,19 @@ def test_fit_failure_leaves_the_model_as_it_was(eight_gaussians):
     assert vars(model).keys() == fitted_state.keys()
     assert all(vars(model)[key] is value for key, value in fitted_state.items())
     np.testing.assert_array_equal(model.score_samples(X_train[:20]), scores)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_its_criterion_matches_the_grid():
+    """Early stopping ends the fit when the held-out likelihood stalls and
+    keeps the best epoch; the criterion's log Z (importance sampling from the
+    Gaussian, the same draws every epoch) agrees with the exact grid integral."""
+    X = make_toy_2d("moons", 1200, random_state=0)
+    model = ShortRunEBM(hidden_layer_sizes=(32, 32), max_iter=200, n_iter_no_change=3,
+                        n_steps=10, random_state=0).fit(X)
+    assert model.n_iter_ < 200 and len(model.history_) == model.n_iter_
+    scores = [record["validation_score"] for record in model.history_]
+    assert np.argmax(scores) < len(scores) - 1  # it stopped after the best epoch
+    module = model._inference_module()
+    with torch.no_grad():
+        sampled = module.sampled_log_partition(8192, torch.Generator().manual_seed(0))
+    assert abs(sampled - model.log_partition_) < 0.05
