@@ -276,8 +276,9 @@ class PCDRestrictedBoltzmann(
                 f"{type(self).__name__} with visible_units='bernoulli' needs X in [0, 1] "
                 f"(binary data, or grey levels read as probabilities); X has values from "
                 f"{values.min():.4g} to {values.max():.4g}. Scale it, e.g. with "
-                "sklearn.preprocessing.MinMaxScaler() or X / X.max(), or use "
-                "visible_units='gaussian' for real-valued data."
+                "sklearn.preprocessing.MinMaxScaler(clip=True) (clip=True keeps new rows "
+                "beyond the training range in [0, 1] too, as cross-validation needs) or "
+                "X / X.max(), or use visible_units='gaussian' for real-valued data."
             )
 
     def _input_standardization(self, X):

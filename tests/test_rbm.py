@@ -460,7 +460,7 @@ def test_bernoulli_units_refuse_unscaled_input(small_fitted):
     +1.1e8; now a clear error that says what to do, at fit and after."""
     X = load_digits().data[:200]
     for fit in (PCDRestrictedBoltzmann(**QUICK).fit, PCDRestrictedBoltzmann(**QUICK).partial_fit):
-        with pytest.raises(ValueError, match=r"\[0, 1\].*0 to 16.*MinMaxScaler.*gaussian"):
+        with pytest.raises(ValueError, match=r"\[0, 1\].*0 to 16.*MinMaxScaler\(clip=True\).*gaussian"):
             fit(X)
     with pytest.raises(ValueError, match=r"needs X in \[0, 1\].*-1 to"):
         small_fitted.score_samples(np.full((2, 6), -1.0))
@@ -598,3 +598,18 @@ def test_sample_conditional_draws_the_exact_conditional(small_fitted):
     np.testing.assert_array_equal(rows[1], 1.0)
     with pytest.raises(ValueError, match=r"needs X in \[0, 1\]"):
         small_fitted.sample_conditional(np.full((1, 6), 2.0), np.zeros((1, 6), dtype=bool))
+
+
+def test_the_pipeline_the_error_recommends_cross_validates():
+    """MinMaxScaler(clip=True) before the RBM: held-out digits beyond the
+    training range stay in [0, 1], so no fold of cross_val_score fails
+    (a plain MinMaxScaler gave NaN for every fold)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    X, y = load_digits(return_X_y=True)
+    pipe = make_pipeline(MinMaxScaler(clip=True),
+                         PCDRestrictedBoltzmann(n_components=64, n_iter=5, random_state=0),
+                         LogisticRegression(max_iter=500))
+    scores = cross_val_score(pipe, X[:600], y[:600], cv=3, error_score="raise")
+    assert np.all(scores > 0.5), scores
