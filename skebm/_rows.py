@@ -14,14 +14,16 @@ __all__ = ["LabelledRows", "SparseRows", "as_tensor", "dense_rows", "standardiza
 
 
 def standardization(X):
-    """Mean and scale of each column (dense or sparse X); constant columns get scale 1."""
+    """Mean and scale of each column (dense or sparse X); constant columns get
+    scale 1. Constant is judged relative to the column's own magnitude, so a
+    column of values near 1e-30 is scaled like one near 1."""
     if sp.issparse(X):
         mean, variance = mean_variance_axis(X.astype(np.float64), axis=0)
         scale = np.sqrt(variance)
     else:
         X = X.astype(np.float64, copy=False)
         mean, scale = X.mean(axis=0), X.std(axis=0)
-    scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0
+    scale[scale <= 10 * np.finfo(np.float64).eps * np.abs(mean)] = 1.0
     return mean, scale
 
 

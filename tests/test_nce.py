@@ -264,6 +264,17 @@ def test_jacobian_of_the_standardization(eight_gaussians):
     )
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_extreme_scales_shift_the_log_density_by_the_jacobian(scale):
+    """A density of c X is the density of X shifted by -d log c, however
+    small or large c: columns of tiny values are not taken for constant."""
+    X = make_toy_2d("moons", 600, random_state=0)
+    fits = [NCEDensity(hidden_layer_sizes=(16,), max_iter=5, n_importance_samples=4096,
+                       n_threads=1, random_state=0).fit(X * c) for c in (1.0, scale)]
+    np.testing.assert_allclose(fits[1].score_samples(X[:50] * scale),
+                               fits[0].score_samples(X[:50]) - 2 * np.log(scale), atol=1e-3)
+
+
 def test_verbose_shows_progress(eight_gaussians, capsys):
     X, _ = eight_gaussians
     NCEDensity(**{**QUICK, "max_iter": 3, "early_stopping": False, "verbose": 1}).fit(X[:300])
