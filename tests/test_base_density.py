@@ -96,3 +96,22 @@ def test_marginal_map_keeps_far_rows_finite(marginal_map):
     far = torch.tensor([-1e6, -50.0, 50.0, 1e6], dtype=torch.float64)
     assert torch.isfinite(_log_density(transform, far)).all()
     assert torch.isfinite(transform(far[:, None])[0]).all()
+
+
+@pytest.mark.parametrize("make", [lambda: __import__("skebm").NCEDensity(),
+                                  lambda: __import__("skebm").ShortRunEBM()])
+def test_wide_data_is_refused_at_once(make):
+    """Fewer rows than features: no full covariance exists for them, and the
+    search used to run for minutes in a 10,000 x 10,000 Cholesky."""
+    X = np.random.default_rng(0).normal(size=(20, 10_000))
+    with pytest.raises(ValueError, match="more training rows than features.*PCA"):
+        make().fit(X)
+
+
+def test_a_base_the_memory_cannot_hold_is_refused_before_allocating(monkeypatch):
+    import skebm.base_density
+
+    monkeypatch.setattr(skebm.base_density, "available_memory", lambda device: 2**28)
+    with pytest.raises(ValueError, match="GiB.*base_components"):
+        fit_base("gaussian_mixture", torch.zeros(5000, 600), max_components=32,
+                 marginals="none", generator=torch.Generator().manual_seed(0))
