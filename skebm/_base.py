@@ -33,7 +33,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
-from ._runtime import cpu_threads, draw_seed, make_generator, resolve_device, thread_limit
+from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
+                       resolve_device, thread_limit)
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule", "input_attributes_restored_on_failure"]
 
@@ -459,6 +460,9 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         """``n_samples`` rows of ``draw(n, generator)`` (standardized rows on
         the inference device), ``chunk_rows`` at a time, in the data's units."""
         self._check_n_samples(n_samples)
+        refuse_beyond_memory(16 * n_samples * self.n_features_in_,
+                             f"{type(self).__name__}.sample({n_samples})",
+                             "Draw fewer rows at a time.")
         device = self._inference_device()
         generator = make_generator(random_state, device)
         work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)

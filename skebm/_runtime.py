@@ -13,7 +13,7 @@ from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 __all__ = ["available_memory", "cpu_threads", "draw_seed", "idle_cores", "make_generator",
-           "resolve_device", "thread_limit"]
+           "refuse_beyond_memory", "resolve_device", "thread_limit"]
 
 #: Multiply-adds per training step (or per inference chunk) from which skebm
 #: uses more than one torch thread: below it a second thread costs more in
@@ -152,3 +152,17 @@ def available_memory(device):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return math.inf
+
+
+#: Part of the free memory one request may plan to use.
+MEMORY_SHARE = 0.5
+
+
+def refuse_beyond_memory(needed, what, advice, device=torch.device("cpu")):
+    """A ``ValueError`` before allocating when ``needed`` bytes (for ``what``)
+    exceed :data:`MEMORY_SHARE` of the memory free on ``device``; ``advice``
+    says what to change."""
+    free = available_memory(device)
+    if needed > MEMORY_SHARE * free:
+        raise ValueError(f"{what} would need about {needed / 2**30:.1f} GiB, more than the "
+                         f"{free / 2**30:.1f} GiB free on {device}. {advice}")

@@ -21,7 +21,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from torch import nn
 
-from ._runtime import available_memory, draw_seed
+from ._runtime import draw_seed, refuse_beyond_memory
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "fit_base", "select_base"]
 
@@ -37,8 +37,6 @@ PATIENCE = 2
 #: 3-fold cross-validation.
 SEARCH_EM_ITERATIONS = 100
 SPLIT_ROWS = 600
-#: Part of the free memory a base may plan to use.
-MEMORY_SHARE = 0.5
 
 #: Rows the cross-validated choice looks at, and rows the chosen mixture is
 #: then fitted to (a random subset of larger data): the choice and the fit
@@ -379,11 +377,7 @@ def _check_size(n_rows, n_features, max_components):
             f"The base density, a full-covariance Gaussian (mixture), needs more training rows "
             f"than features; got {n_rows} rows of {n_features} features. Reduce the features "
             "first (e.g. sklearn.decomposition.PCA) or give more rows.")
-    needed = 8 * (3 * max_components * n_features**2 + 4 * n_rows * (n_features + max_components))
-    free = available_memory(torch.device("cpu"))
-    if needed > MEMORY_SHARE * free:
-        raise ValueError(
-            f"The base density would need about {needed / 2**30:.1f} GiB for {n_features} "
-            f"features and up to {max_components} components, more than the "
-            f"{free / 2**30:.1f} GiB free. Lower base_components or reduce the features "
-            "(e.g. sklearn.decomposition.PCA).")
+    refuse_beyond_memory(
+        8 * (3 * max_components * n_features**2 + 4 * n_rows * (n_features + max_components)),
+        f"The base density of {n_features} features and up to {max_components} components",
+        "Lower base_components or reduce the features (e.g. sklearn.decomposition.PCA).")

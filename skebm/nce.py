@@ -13,7 +13,7 @@ from torch import nn
 from ._base import Step, TorchEstimator
 from ._density import LikelihoodDensityMixin
 from ._nce_model import NCEModel, Snapshot
-from ._runtime import make_generator
+from ._runtime import make_generator, refuse_beyond_memory
 from .base_density import fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, MLPEnergy, fourier_feature_count, layer_shapes,
                    layer_sizes)
@@ -424,6 +424,9 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     def _estimate_log_partition(self, module, generator):
         """log Z = log E_q[b exp(-E) / q] by importance sampling from the
         proposal q, in chunks."""
+        refuse_beyond_memory(8 * self.n_importance_samples,
+                             f"log Z from n_importance_samples={self.n_importance_samples}",
+                             "Lower n_importance_samples.")
         log_weights = []
         for rows in gen_batches(self.n_importance_samples, 8192):
             draws = module.proposal.sample(rows.stop - rows.start, generator)

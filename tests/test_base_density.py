@@ -109,9 +109,9 @@ def test_wide_data_is_refused_at_once(make):
 
 
 def test_a_base_the_memory_cannot_hold_is_refused_before_allocating(monkeypatch):
-    import skebm.base_density
+    import skebm._runtime
 
-    monkeypatch.setattr(skebm.base_density, "available_memory", lambda device: 2**28)
+    monkeypatch.setattr(skebm._runtime, "available_memory", lambda device: 2**28)
     with pytest.raises(ValueError, match="GiB.*base_components"):
         fit_base("gaussian_mixture", torch.zeros(5000, 600), max_components=32,
                  marginals="none", generator=torch.Generator().manual_seed(0))

@@ -325,3 +325,15 @@ def test_torch_global_defaults_do_not_leak_into_the_classifier(setting):
                                  early_stopping=False, random_state=0)
     _unchanged_by_torch_defaults(setting, lambda: clone(model).fit(X, y),
                                  lambda model: (model.predict_proba(X),))
+
+
+def test_requests_beyond_memory_are_refused_before_allocating(case):
+    """sample(10**12) would need terabytes: a ValueError with the size, at once."""
+    make_estimator, X_train, _ = case
+    model = make_estimator().fit(X_train)
+    with pytest.raises(ValueError, match=r"sample\(1000000000000\) would need about .* GiB"):
+        model.sample(10**12)
+    if isinstance(model, NCEDensity):
+        model = make_estimator().set_params(n_importance_samples=10**13).fit(X_train)
+        with pytest.raises(ValueError, match="n_importance_samples.*GiB"):
+            model.score_samples(X_train[:2])
