@@ -57,6 +57,7 @@ import numpy as np
 import scipy.sparse as sp
 import sklearn
 import torch
+from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import SGDClassifier
 
@@ -163,12 +164,14 @@ def corpus(args):
     in_subset = np.isin(test_rows, np.random.default_rng(0).choice(
         test_rows, SUBSET_ROWS, replace=False))
     targets = np.searchsorted(classes, data.y_test[test_rows])
+    prior = DummyClassifier(strategy="prior").fit(X_train, data.y_train).class_prior_
     n_rows = X_train.shape[0]
     print(f"KJV next word: {n_rows:,} training rows x {X_train.shape[1]:,} features "
           f"({X_train.nnz / n_rows:.0f} non-zero a row), {len(classes):,} classes; "
           f"{len(data.y_test):,} test rows, {(~seen).sum():,} of them ({(~seen).mean():.2%}) "
           f"with a word never seen in training, left out. CountVectorizer: {vectorize:.1f} s "
-          f"(not in the fit times).\n")
+          f"(not in the fit times). The class prior (DummyClassifier(strategy='prior')): "
+          f"perplexity {perplexity(np.log(prior[targets])):.1f}.\n")
     print("| model | epochs | fit (s) | rows/s | vs full | perplexity all | perplexity subset "
           "| accuracy all (subset) |")
     print("|---|---|---|---|---|---|---|---|")

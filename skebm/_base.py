@@ -321,7 +321,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         rule = self._make_update_rule(module, None if partial else steps)
         if optimizer_state is not None:
             rule.optimizer.load_state_dict(optimizer_state)
-        run = TrainingRun(self, module, Z_train, Z_val, n_epochs)
+        run = TrainingRun(self, module, Z_train, Z_val, n_epochs, rule=rule)
         monitors = self._monitors(validation=Z_val is not None)
         try:
             for monitor in monitors:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 __all__ = ["ConvergenceDivergedError", "DivergenceGuard", "EarlyStopping", "EpochMonitor",
-           "ProgressBar", "TrainingRun"]
+           "PlateauDecay", "ProgressBar", "TrainingRun"]
 
 
 class ConvergenceDivergedError(FloatingPointError, ValueError):
@@ -46,6 +46,7 @@ class TrainingRun:
     first_loss: float = None  #: the first step's loss, or the first epoch's
     history: list = field(default_factory=list)
     notes: list = field(default_factory=list)  #: lines for the progress bar to write
+    rule: object = None  #: the update rule (``.optimizer``), for monitors that set the rate
 
 
 class EpochMonitor:
@@ -138,6 +139,51 @@ class EarlyStopping(EpochMonitor):
             self.best_score, self.best_epoch = score, epoch
             self.best_state = copy.deepcopy(module.state_dict())
         return self.epochs_since_best >= self.patience
+
+
+class PlateauDecay(EpochMonitor):
+    """Divides the learning rate by ``factor`` each time the validation score
+    (the record's ``validation_score``: list it after :class:`EarlyStopping`)
+    has not beaten its best by ``tol`` for ``patience`` epochs, as torch's
+    ``ReduceLROnPlateau``; the plateau after the ``max_decays``-th division
+    stops training. With ``restore_best``, each division also puts back the
+    parameters of the best epoch so far. Each record gets ``learning_rate``,
+    the rate its epoch ran at. The rate is that of ``run.rule.optimizer``;
+    without a rule the monitor only counts (and stops)."""
+
+    def __init__(self, tol, patience=1, factor=10.0, max_decays=2, restore_best=False):
+        self.tol, self.patience, self.factor, self.max_decays = tol, patience, factor, max_decays
+        self.restore_best, self.best_state = restore_best, None
+        self.best_score, self.epochs_since_best, self.n_decays = -math.inf, 0, 0
+
+    def on_epoch_end(self, run, record):
+        groups = run.rule.optimizer.param_groups if run.rule is not None else []
+        if groups:
+            record["learning_rate"] = groups[0]["lr"]
+        score = record["validation_score"]
+        self.epochs_since_best = 0 if score > self.best_score + self.tol else (
+            self.epochs_since_best + 1)
+        if score > self.best_score:
+            self.best_score = score
+            if self.restore_best:
+                self.best_state = copy.deepcopy(run.module.state_dict())
+        if self.epochs_since_best < self.patience:
+            return False
+        if self.n_decays == self.max_decays:
+            return True
+        self.n_decays += 1
+        self.epochs_since_best = 0
+        if self.best_state is not None:  # go on from the best epoch, more slowly
+            run.module.load_state_dict(self.best_state)
+        for group in groups:
+            group["lr"] /= self.factor
+        return False
+
+    def on_train_end(self, run):
+        if self.n_decays:
+            run.notes.append(f"{type(run.estimator).__name__}: lowered the learning rate "
+                             f"{self.n_decays} times by a factor of {self.factor:g} on "
+                             "validation plateaus.")
 
 
 class ProgressBar(EpochMonitor):

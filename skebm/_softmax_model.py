@@ -71,7 +71,8 @@ class SparseBagRows:
 class SoftmaxModel(nn.Module):
     """Scores of every class: a bag of feature embeddings, optional hidden
     layers, then one row of ``output_weight`` per class (its last column is
-    the class's bias).
+    the class's bias). A new model's output weights are 0 and its biases the
+    log class frequencies: it starts predicting the class prior.
 
     The input and output tables are looked up by index, so a training step
     that scores a few sampled classes reads and updates only their rows
@@ -85,24 +86,29 @@ class SoftmaxModel(nn.Module):
         super().__init__()
         n_classes = len(class_count)
         device = generator.device
+        float32 = dict(dtype=torch.float32, device=device)
         self.input_weight = nn.Parameter(
-            torch.randn(n_features, embedding_dim, generator=generator, device=device)
+            torch.randn(n_features, embedding_dim, generator=generator, **float32)
             / math.sqrt(embedding_dim))
-        self.input_bias = nn.Parameter(torch.zeros(embedding_dim, device=device))
+        self.input_bias = nn.Parameter(torch.zeros(embedding_dim, **float32))
         sizes = [embedding_dim, *hidden_layer_sizes]
         layers = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             layers += [_linear(n_in, n_out, generator), ACTIVATIONS[activation]()]
         self.hidden = nn.Sequential(*layers)
-        self.output_weight = nn.Parameter(torch.zeros(n_classes, sizes[-1] + 1, device=device))
+        self.output_weight = nn.Parameter(torch.zeros(n_classes, sizes[-1] + 1, **float32))
         self.noise_power = noise_power
         self.loss = None  # the estimator's loss_, set before each fit
         self.set_class_count(class_count)
-        initial = math.log(n_classes) if norm_term in ("auto", "learned") else float(norm_term)
+        with torch.no_grad():  # the biases start at the log prior: a new model predicts it
+            self.output_weight[:, -1] = self.log_frequency
+        # That start is normalized (its scores are log-probabilities), so
+        # NCE's estimate of the log normalizer starts at 0.
+        initial = 0.0 if norm_term in ("auto", "learned") else float(norm_term)
         if norm_term == "learned":
-            self.norm_term = nn.Parameter(torch.tensor(initial, device=device))
+            self.norm_term = nn.Parameter(torch.tensor(initial, **float32))
         else:
-            self.register_buffer("norm_term", torch.tensor(initial, device=device))
+            self.register_buffer("norm_term", torch.tensor(initial, **float32))
 
     def set_class_count(self, class_count):
         """Class frequencies (counts + 1, so that a class not seen yet keeps a

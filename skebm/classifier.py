@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 
 from ._base import Step, TorchEstimator
+from ._monitors import EarlyStopping, PlateauDecay
 from ._runtime import available_memory
 from ._softmax_model import LOSSES, SoftmaxModel, SparseBagRows, bags_from_rows
 from .nets import ACTIVATIONS, layer_sizes
@@ -67,10 +68,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         this power: 1 follows the frequencies, 0 is uniform; word2vec used
         0.75.
     norm_term : "auto", "learned" or float, default="auto"
-        NCE's estimate of each row's log normalizer: ``"auto"`` is
-        ``log(n_classes)`` (the model starts uniform); ``"learned"`` starts
-        there and is trained; a float is fixed. Only for ``loss="nce"``;
-        predictions always normalize exactly.
+        NCE's estimate of each row's log normalizer: ``"auto"`` is 0 (a
+        new model is the class prior, its output biases the log class
+        frequencies, already normalized); ``"learned"`` starts at 0 and is
+        trained; a float is fixed. Only for ``loss="nce"``; predictions
+        always normalize exactly.
     remove_accidental_hits : bool, default=True
         Drop a noise class from a row's loss when it is that row's own class
         (for ``"nce"``, ``"sampled"`` and, duplicates of the row's class
@@ -84,8 +86,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         Non-linearity of the hidden layers.
     learning_rate : float, default=0.003
         Adam's step size (lazy: a step moves only the table rows it
-        touches, :class:`~skebm.optim.LazyAdam`), annealed to
-        0 over ``max_iter`` epochs by a cosine schedule. Adam moves a rare
+        touches, :class:`~skebm.optim.LazyAdam`). With early stopping it is
+        constant, and divided by 10 after each epoch whose held-out log-loss
+        did not improve on the best by ``tol``; the third such epoch ends
+        training. Without, it is annealed to 0 over ``max_iter`` epochs by
+        a cosine schedule. Adam moves a rare
         feature's embedding as far as a common one's, so a larger rate
         overfits sparse data within a few epochs (see the user guide).
     batch_size : int, default=512
@@ -97,11 +102,14 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their
         log-loss (full softmax) has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs, keeping the best epoch's model.
+        ``n_iter_no_change`` epochs, or at the third epoch that did not
+        improve on the best by ``tol`` (the first two lowered the rate, see
+        ``learning_rate``), keeping the best epoch's model.
     validation_fraction : float, default=0.1
         Share of the rows held out for early stopping.
     n_iter_no_change : int, default=5
-        Patience of early stopping, in epochs.
+        Patience of early stopping, in epochs, counted from the best epoch;
+        the rate's plateau rule (see ``learning_rate``) may stop sooner.
     tol : float, default=1e-4
         Improvement of the validation log-loss that counts.
     warm_start : bool, default=False
@@ -283,14 +291,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
             if classes is not None and not np.array_equal(np.unique(classes), known):
                 raise ValueError(
                     f"classes={classes!r} is not classes_ of the earlier fit ({known!r}).")
-        elif classes is not None:
-            known = np.unique(classes)
         else:
-            known = np.unique(y)
+            known = np.unique(y if classes is None else classes)
             if len(known) < 2:
                 raise ValueError(
-                    f"{type(self).__name__} needs samples of at least 2 classes in the "
-                    f"data; got only class {known[0]!r}.")
+                    f"{type(self).__name__} needs at least 2 classes; "
+                    f"{'the data' if classes is None else 'classes'} has only "
+                    f"{known.tolist()!r}.")
         codes = np.clip(np.searchsorted(known, y), 0, len(known) - 1)
         unseen = known[codes] != y
         if unseen.any():
@@ -358,6 +365,29 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         """Adam that moves only the rows of the tables a step touches
         (:class:`~skebm.optim.LazyAdam`)."""
         return LazyAdam(module.parameters(), lr=self.learning_rate)
+
+    #: With early stopping: the rate is divided by PLATEAU_FACTOR after
+    #: PLATEAU_PATIENCE epochs without improvement, training going on from the
+    #: best epoch's parameters, at most PLATEAU_DECAYS times (measured on the
+    #: King James Bible next-word task; see the user guide).
+    PLATEAU_PATIENCE, PLATEAU_FACTOR, PLATEAU_DECAYS = 1, 10.0, 2
+
+    def _make_update_rule(self, module, n_steps):
+        """With early stopping, a constant rate that :class:`PlateauDecay`
+        lowers; otherwise the base's cosine over the epochs (constant in
+        ``partial_fit``)."""
+        if n_steps is None or not self.early_stopping:
+            return super()._make_update_rule(module, n_steps)
+        return super()._make_update_rule(module, None)
+
+    def _monitors(self, validation):
+        monitors = super()._monitors(validation)
+        if validation:  # after EarlyStopping, whose validation_score it reads
+            after = 1 + next(i for i, m in enumerate(monitors) if isinstance(m, EarlyStopping))
+            monitors.insert(after, PlateauDecay(self.tol, self.PLATEAU_PATIENCE,
+                                            self.PLATEAU_FACTOR, self.PLATEAU_DECAYS,
+                                            restore_best=True))
+        return monitors
 
     # -- memory and work -------------------------------------------------------
     def _layer_widths(self):

@@ -135,8 +135,10 @@ def test_a_model_too_big_for_memory_is_refused_before_allocation():
 
 def test_labels_and_partial_fit(digits):
     X, y, X_test, y_test = digits
-    with pytest.raises(ValueError, match="at least 2 classes"):
+    with pytest.raises(ValueError, match="at least 2 classes; the data has only"):
         NCESoftmaxClassifier().fit(X[:10], np.zeros(10))
+    with pytest.raises(ValueError, match="at least 2 classes; classes has only"):
+        NCESoftmaxClassifier().partial_fit(X[:10], np.zeros(10), classes=[0])
     stream = NCESoftmaxClassifier(random_state=0)
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         stream.partial_fit(X[:100], y[:100])
@@ -213,8 +215,94 @@ def test_early_stopping_stops_after_patience_on_the_validation_log_loss(digits):
                                random_state=0).fit(X, y)
     scores = [h["validation_score"] for h in clf.history_]
     assert clf.n_iter_ < 200 and all(score < 0 for score in scores)  # minus a log-loss
-    # With tol=0, patience counts from the best epoch (history_[i] is epoch i + 1).
-    assert clf.n_iter_ == int(np.argmax(scores)) + 1 + 3
+    # With tol=0, patience counts from the best epoch (history_[i] is epoch i + 1);
+    # the plateau after the last decay of the rate may stop it sooner.
+    best = int(np.argmax(scores)) + 1
+    assert best < clf.n_iter_ <= best + 3
+    # The rate is constant but for a division by PLATEAU_FACTOR on each stall.
+    rates = [h["learning_rate"] for h in clf.history_]
+    assert rates[0] == 0.05 and len(set(rates)) == 1 + clf.PLATEAU_DECAYS
+    for epoch in range(1, clf.n_iter_):
+        stalled = scores[epoch - 1] <= max(scores[:epoch - 1], default=-np.inf)
+        assert rates[epoch] == pytest.approx(
+            rates[epoch - 1] / (clf.PLATEAU_FACTOR if stalled else 1.0))
+
+
+@pytest.mark.parametrize("loss", ["nce", "full"])
+def test_a_new_model_predicts_the_class_prior(loss):
+    """The output biases start at the log of the smoothed class frequencies
+    and the output weights at 0: before training, every row gets the prior."""
+    X, y = _make_classes(30, 600, 50, random_state=0)
+    clf = NCESoftmaxClassifier(loss=loss, n_noise=8, max_iter=1, learning_rate=1e-12,
+                               early_stopping=False, random_state=0).fit(X, y)
+    smoothed = (np.bincount(y, minlength=30) + 1.0) / (len(y) + 30)
+    np.testing.assert_allclose(clf.predict_proba(X[:5]), np.tile(smoothed, (5, 1)), rtol=1e-5)
+    assert float(clf.module_.norm_term) == 0.0  # "auto": that start is normalized
+    for norm_term, start in [("learned", 0.0), (2.5, 2.5)]:
+        module = clone(clf).set_params(norm_term=norm_term).fit(X, y).module_
+        assert float(module.norm_term.detach()) == pytest.approx(start, abs=1e-6)
+    assert isinstance(module.norm_term, torch.Tensor) and not module.norm_term.requires_grad
+
+
+def test_warm_start_and_partial_fit_keep_their_learned_biases():
+    X, y = _make_classes(30, 600, 50, random_state=0)
+    clf = NCESoftmaxClassifier(n_noise=8, max_iter=5, random_state=0).fit(X, y)
+    learned = clf.module_.output_weight[:, -1].detach().clone()
+    assert not torch.allclose(learned, clf.module_.log_frequency, atol=1e-3)
+    for refit in (lambda: clf.set_params(warm_start=True, learning_rate=1e-12, max_iter=1).fit(X, y),
+                  lambda: clf.partial_fit(X, y)):
+        torch.testing.assert_close(refit().module_.output_weight[:, -1], learned)
+
+
+def test_every_epoch_beats_the_prior_on_the_held_out_rows():
+    X, y = _make_classes(400, 12_000, 2_000, random_state=0)
+    clf = NCESoftmaxClassifier(loss="nce", n_noise=64, max_iter=3, random_state=0).fit(X, y)
+    prior = np.bincount(y) / len(y)
+    prior_log_loss = -np.mean(np.log(prior[y]))  # the prior's, all rows (held-out ones ~ the same)
+    assert all(h["validation_score"] > -prior_log_loss + 0.2 for h in clf.history_)
+
+
+class _FakeRule:
+    def __init__(self, rate):
+        self.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=rate)
+
+
+def test_plateau_decay_lowers_the_rate_on_a_stall_and_stops_after_its_decays():
+    from skebm._monitors import PlateauDecay, TrainingRun
+
+    run = TrainingRun(None, None, None, None, n_epochs=100, rule=_FakeRule(1.0))
+    monitor = PlateauDecay(tol=0.01, patience=2, factor=10.0, max_decays=2)
+    lr = lambda: run.rule.optimizer.param_groups[0]["lr"]  # noqa: E731
+
+    def epoch(score):
+        record = {"validation_score": score}
+        return monitor.on_epoch_end(run, record), record["learning_rate"]
+
+    # Improving by more than tol: the rate stays.
+    assert [epoch(s) for s in (-3.0, -2.0, -1.5)] == [(False, 1.0)] * 3
+    # Improving by less than tol for 2 epochs (patience): divided by 10.
+    assert epoch(-1.495) == (False, 1.0) and lr() == 1.0
+    assert epoch(-1.6) == (False, 1.0) and lr() == pytest.approx(0.1)
+    # The count starts again after a decay; an improvement resets it.
+    assert epoch(-1.2) == (False, pytest.approx(0.1))
+    assert epoch(-1.3) == (False, pytest.approx(0.1)) and lr() == pytest.approx(0.1)
+    assert epoch(-1.25) == (False, pytest.approx(0.1)) and lr() == pytest.approx(0.01)
+    # After max_decays, the next plateau stops, the rate as it was.
+    assert epoch(-1.4) == (False, pytest.approx(0.01))
+    assert epoch(-1.4)[0] and lr() == pytest.approx(0.01)
+
+
+def test_plateau_decay_restores_the_best_epoch_when_it_lowers_the_rate():
+    from skebm._monitors import PlateauDecay, TrainingRun
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    run = TrainingRun(None, module, None, None, n_epochs=100, rule=_FakeRule(1.0))
+    monitor = PlateauDecay(tol=0.0, patience=1, factor=10.0, restore_best=True)
+    for weight, score in [(1.0, -2.0), (2.0, -1.0), (3.0, -1.5)]:
+        module.weight.data.fill_(weight)
+        assert not monitor.on_epoch_end(run, {"validation_score": score})
+    assert float(module.weight.detach()) == 2.0  # the stalled epoch 3 went back to epoch 2
+    assert run.rule.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
 def test_kjv_pipeline():
@@ -270,3 +358,10 @@ def test_partial_fit_carries_lazy_adam_across_calls():
     state = clf._partial_optimizer_state
     assert {entry["step"] for entry in state["state"].values()} == {3 * 2}
     assert state["param_groups"][0]["lr"] == clf.learning_rate
+
+
+@pytest.mark.parametrize("sizes", [(0,), (-3,), (8, 0), (2.5,), (True,)])
+def test_bad_hidden_layer_sizes_are_a_clear_value_error(digits, sizes):
+    X, y, _, _ = digits
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be positive integers"):
+        NCESoftmaxClassifier(hidden_layer_sizes=sizes).fit(X[:50], y[:50])
