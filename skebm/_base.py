@@ -10,7 +10,6 @@ machine without the fitting device. A fit changes the estimator only when it
 succeeds.
 """
 
-import contextlib
 import copy
 import math
 import numbers
@@ -31,34 +30,14 @@ from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._checks import check_n_samples, input_attributes_restored_on_failure
 from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
+from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
                        resolve_device, thread_limit)
 
-__all__ = ["Step", "TorchEstimator", "UpdateRule", "input_attributes_restored_on_failure"]
-
-#: What scikit-learn's ``validate_data(reset=True)`` sets (or removes) on the
-#: estimator: it does so at the door, before a fit can fail.
-_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
-
-
-@contextlib.contextmanager
-def input_attributes_restored_on_failure(estimator):
-    """Run the block; if it raises anything (KeyboardInterrupt included), put
-    ``n_features_in_`` and ``feature_names_in_`` back as they were before it,
-    absent if they were, and re-raise: a failed fit leaves the estimator as
-    it found it, fitted to the earlier data or not fitted at all."""
-    state = vars(estimator)
-    saved = {name: state[name] for name in _INPUT_ATTRIBUTES if name in state}
-    try:
-        yield
-    except BaseException:
-        for name in _INPUT_ATTRIBUTES:
-            state.pop(name, None)
-        state.update(saved)
-        raise
-
+__all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
 class Step(NamedTuple):
     """What a training step returns: its ``loss`` (a tensor; detached once the
@@ -77,7 +56,7 @@ class UpdateRule(NamedTuple):
     scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
-class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
+class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     """Base class of the skebm estimators: runs their torch work.
 
     ``fit`` (and ``partial_fit``) call :meth:`_fit_module`, which validates X
@@ -400,18 +379,6 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
         check_is_fitted(self, "module_")
 
     @staticmethod
-    def _check_n_steps(n_steps):
-        """A chain length given to ``sample`` or ``sample_conditional``."""
-        if not _is_integer(n_steps) or n_steps < 0:
-            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}.")
-
-    @staticmethod
-    def _check_n_samples(n_samples):
-        """The number of rows asked of ``sample``."""
-        if not _is_integer(n_samples) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-
-    @staticmethod
     def _nonidentity(mean, scale):
         """(mean, scale), or (None, None) when they would change nothing."""
         if not np.any(mean) and np.all(scale == 1):
@@ -459,7 +426,7 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
     def _sample_rows(self, draw, n_samples, random_state, *, chunk_rows=1024):
         """``n_samples`` rows of ``draw(n, generator)`` (standardized rows on
         the inference device), ``chunk_rows`` at a time, in the data's units."""
-        self._check_n_samples(n_samples)
+        check_n_samples(n_samples)
         refuse_beyond_memory(16 * n_samples * self.n_features_in_,
                              f"{type(self).__name__}.sample({n_samples})",
                              "Draw fewer rows at a time.")
@@ -510,37 +477,6 @@ class TorchEstimator(BaseEstimator, metaclass=ABCMeta):
                 "be finite (NaN may mark the values to draw when mask is None).")
         self._check_input_values(known)
         return known, free
-
-    # ---------------------------------------------------------- pickle
-    def __getstate__(self):
-        """Store every torch object on the CPU, whatever device it lives on."""
-        state = dict(super().__getstate__())  # object's is self.__dict__ itself
-        for key, value in state.items():
-            if isinstance(value, (torch.nn.Module, torch.Tensor)):
-                state[key] = copy.deepcopy(value).cpu()
-        if "device_" in state:
-            state["device_"] = str(state["device_"])
-        return state
-
-    def __setstate__(self, state):
-        """Put the torch objects back on the fitted device when this machine
-        has it, on the CPU otherwise (a GPU-fitted model scores anywhere)."""
-        super().__setstate__(state)
-        if "device_" not in state:
-            return
-        try:
-            device = resolve_device(state["device_"])
-        except ValueError:
-            device = torch.device("cpu")
-        self.device_ = device
-        for key, value in list(vars(self).items()):
-            if isinstance(value, (torch.nn.Module, torch.Tensor)):
-                setattr(self, key, value.to(device))
-
-
-def _is_integer(value):
-    """Whether ``value`` is an integer (numpy's included), a bool not being one."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _cpu_state(rule):

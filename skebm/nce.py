@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from ._base import Step, TorchEstimator
+from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._nce_model import NCEModel, Snapshot
 from ._runtime import make_generator, refuse_beyond_memory
@@ -473,7 +474,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
             The draw, in the units of the training data.
         """
         self._check_fitted()
-        self._check_n_steps(n_steps)
+        check_n_steps(n_steps)
         module = self._inference_module()
         return self._sample_rows(lambda n, generator: module.sample(n, n_steps, generator),
                                  n_samples, random_state, chunk_rows=_SAMPLE_CHUNK)

@@ -9,7 +9,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import input_attributes_restored_on_failure
+from ._checks import input_attributes_restored_on_failure
 
 __all__ = ["DensityOutlierDetector"]
 

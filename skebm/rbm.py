@@ -13,6 +13,7 @@ from sklearn.base import (
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import Step, TorchEstimator
+from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._rbm_model import MAX_EXACT_UNITS, ContrastiveDivergence, RBMModule, rbm_pseudo_likelihood
 from ._runtime import make_generator
@@ -475,7 +476,7 @@ class PCDRestrictedBoltzmann(
             training data for Gaussian ones.
         """
         self._check_fitted()
-        self._check_n_steps(n_steps)
+        check_n_steps(n_steps)
         module = self._inference_module()
 
         def draw(n, generator):
@@ -510,7 +511,7 @@ class PCDRestrictedBoltzmann(
             The known values exactly as given; the drawn ones binary for
             Bernoulli visible units.
         """
-        self._check_n_steps(n_steps)
+        check_n_steps(n_steps)
         self._check_fitted()
         module = self._inference_module()
 

@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import Step, TorchEstimator
+from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._monitors import EpochMonitor
 from ._runtime import make_generator
@@ -542,10 +543,10 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
             In the units of the training data.
         """
         self._check_fitted()
-        self._check_n_samples(n_samples)
+        check_n_samples(n_samples)
         module = self._inference_module()
         n_steps = module.n_steps if n_steps is None else n_steps
-        self._check_n_steps(n_steps)
+        check_n_steps(n_steps)
         replace = module.persistent and n_samples > len(module.buffer)
         draw = lambda n, generator: module.sample(n, n_steps, generator, replace=replace)
         return self._sample_rows(draw, n_samples, random_state, chunk_rows=_SAMPLE_CHUNK)
@@ -576,7 +577,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         -------
         X_completed : ndarray of shape (n_samples, `n_features_in_`), float64
         """
-        self._check_n_steps(n_steps)
+        check_n_steps(n_steps)
         self._check_fitted()
         module = self._inference_module()
         complete = lambda Z, free, generator: module.complete(Z, free, n_steps, generator)
