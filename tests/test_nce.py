@@ -275,6 +275,19 @@ def test_extreme_scales_shift_the_log_density_by_the_jacobian(scale):
                                fits[0].score_samples(X[:50]) - 2 * np.log(scale), atol=1e-3)
 
 
+def test_tiny_data_is_refused_or_scored_sanely():
+    """3 rows of 2 features leave 2 training rows beside a validation row: no
+    full covariance exists for them, a clear refusal; 4 rows score near a
+    GaussianMixture's (3 rows used to score -1.17e6 nats on their own rows)."""
+    from sklearn.mixture import GaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    with pytest.raises(ValueError, match="more training rows than features"):
+        NCEDensity(random_state=0).fit(X[:3])
+    model = NCEDensity(max_iter=5, random_state=0).fit(X)
+    assert abs(model.score(X) - GaussianMixture().fit(X).score(X)) < 2
+
+
 def test_verbose_shows_progress(eight_gaussians, capsys):
     X, _ = eight_gaussians
     NCEDensity(**{**QUICK, "max_iter": 3, "early_stopping": False, "verbose": 1}).fit(X[:300])
