@@ -10,10 +10,11 @@ from sklearn import get_config
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _num_samples
 
 from ._base import Step, TorchEstimator
 from ._monitors import EarlyStopping, PlateauDecay
-from ._runtime import available_memory
+from ._runtime import available_memory, refuse_beyond_memory
 from ._softmax_model import LOSSES, SoftmaxModel, SparseBagRows, bags_from_rows
 from .nets import ACTIVATIONS, layer_sizes
 from .optim import LazyAdam
@@ -439,9 +440,15 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return max(1, int(budget // (3 * bytes_per_value * (n_classes + sum(self._layer_widths())))))
 
     # -- prediction ------------------------------------------------------------
-    def _map_scores(self, function, X):
+    def _map_scores(self, function, X, *, per_class=True):
         """``function(scores)`` of the rows of X, where ``scores`` are every
-        class's scores (float64), a chunk of rows at a time."""
+        class's scores (float64), a chunk of rows at a time; ``per_class``:
+        the result has a column per class, and must fit in memory."""
+        self._check_fitted()
+        n_rows = _num_samples(X) if per_class else 0
+        refuse_beyond_memory(8 * n_rows * len(self.classes_),
+                             f"Scores of {n_rows:,} rows over {len(self.classes_):,} classes",
+                             "Predict fewer rows at a time (predict needs no such room).")
         return self._map_fitted(X, lambda module, bags: function(
             module.scores(module.features(bags))))
 
@@ -501,7 +508,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        best = self._map_scores(lambda s: s.argmax(1).to(s.dtype), X)
+        best = self._map_scores(lambda s: s.argmax(1).to(s.dtype), X, per_class=False)
         return self.classes_[best.astype(np.intp)]
 
     def __sklearn_tags__(self):

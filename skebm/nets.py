@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._runtime import draw_seed
+from ._runtime import draw_seed, refuse_beyond_memory
 
 __all__ = ["ACTIVATIONS", "ConvEnergy", "FourierFeatures", "MLPEnergy", "fourier_feature_count",
            "layer_shapes", "layer_sizes"]
@@ -74,6 +74,14 @@ def layer_shapes(n_features, hidden_sizes, *, n_fourier=0, image_shape=None):
         shapes.append((9 * n_in, n_out, height * width))
         n_in = n_out
     return shapes + [(n_in * height * width, 1, 1)]
+
+
+def _refuse_too_large(n_parameters):
+    """Refuse, before allocating, a network whose training (values, gradients
+    and Adam's two moments: 16 bytes a parameter) the memory cannot hold."""
+    refuse_beyond_memory(16 * n_parameters,
+                         f"Training an energy network of {n_parameters:,} parameters",
+                         "Lower hidden_layer_sizes or fourier_features.")
 
 
 def _linear(n_in, n_out, generator, *, zero=False):
@@ -188,6 +196,8 @@ class MLPEnergy(nn.Module):
         spectral_norm=False,
     ):
         super().__init__()
+        shapes = layer_shapes(n_inputs, hidden_layer_sizes, n_fourier=fourier_features)
+        _refuse_too_large(sum((a + 1) * b for a, b, _ in shapes) + n_inputs * fourier_features)
         layers = []
         width = n_inputs
         if fourier_features:

@@ -16,7 +16,7 @@ from ._base import Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._rbm_model import MAX_EXACT_UNITS, ContrastiveDivergence, RBMModule, rbm_pseudo_likelihood
-from ._runtime import make_generator
+from ._runtime import make_generator, refuse_beyond_memory
 
 __all__ = ["PCDRestrictedBoltzmann"]
 
@@ -306,6 +306,9 @@ class PCDRestrictedBoltzmann(
         else:
             base = Z.mean(0)
         n_chains = self.n_persistent_chains or self.batch_size
+        refuse_beyond_memory(4 * 2 * Z.shape[1] * self.n_components + 4 * n_chains * (
+            Z.shape[1] + self.n_components), f"An RBM of {self.n_components:,} hidden units on "
+            f"{Z.shape[1]:,} features", "Lower n_components or n_persistent_chains.")
         return RBMModule(Z.shape[1], self.n_components, n_chains, base, self.visible_units,
                          generator)
 

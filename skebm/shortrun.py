@@ -14,7 +14,7 @@ from ._base import Step, TorchEstimator
 from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._monitors import EpochMonitor
-from ._runtime import make_generator
+from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
 from .base_density import GaussianMixtureDensity, fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, ConvEnergy, MLPEnergy, fourier_feature_count,
@@ -438,6 +438,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
                                                     device=covariance.device)
             base = GaussianMixtureDensity(base.log_weights.exp(), base.means, covariance[None])
         buffer_size = self.buffer_size if self.persistent else 0
+        refuse_beyond_memory(8 * buffer_size * Z.shape[1], f"A replay buffer of {buffer_size:,} "
+                             f"rows of {Z.shape[1]} features", "Lower buffer_size.")
         module = ShortRunModel(energy, base, Z.min(0).values, Z.max(0).values, buffer_size,
                                generator, self.init)
         module.base_ridge = ridge

@@ -365,3 +365,14 @@ def test_bad_hidden_layer_sizes_are_a_clear_value_error(digits, sizes):
     X, y, _, _ = digits
     with pytest.raises(ValueError, match="hidden_layer_sizes must be positive integers"):
         NCESoftmaxClassifier(hidden_layer_sizes=sizes).fit(X[:50], y[:50])
+
+
+def test_probabilities_beyond_memory_are_refused_and_predict_still_works(monkeypatch):
+    import skebm._runtime
+
+    X, y = _make_classes(6, 300, 40, random_state=0)
+    clf = NCESoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
+    monkeypatch.setattr(skebm._runtime, "available_memory", lambda device: 1000)
+    with pytest.raises(ValueError, match="Scores of 300 rows over 6 classes"):
+        clf.predict_proba(X)
+    assert clf.predict(X).shape == (300,)

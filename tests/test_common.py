@@ -337,3 +337,15 @@ def test_requests_beyond_memory_are_refused_before_allocating(case):
         model = make_estimator().set_params(n_importance_samples=10**13).fit(X_train)
         with pytest.raises(ValueError, match="n_importance_samples.*GiB"):
             model.score_samples(X_train[:2])
+
+
+@pytest.mark.parametrize("make, X", [
+    (lambda: NCEDensity(hidden_layer_sizes=(100_000, 100_000)), np.zeros((50, 2))),
+    (lambda: NCEDensity(fourier_features=10**7), np.zeros((50, 2))),
+    (lambda: ShortRunEBM(buffer_size=10**11), np.zeros((50, 2))),
+    (lambda: PCDRestrictedBoltzmann(n_components=10**6), np.zeros((50, 10_000))),
+], ids=["hidden_layer_sizes", "fourier_features", "buffer_size", "n_components"])
+def test_models_beyond_memory_are_refused_before_allocating(make, X):
+    X = X + np.random.default_rng(0).random(X.shape) * 0.5  # varied, in [0, 1]
+    with pytest.raises(ValueError, match="would need about .* GiB"):
+        make().fit(X)
