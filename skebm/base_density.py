@@ -21,7 +21,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from torch import nn
 
-from ._runtime import draw_seed, refuse_beyond_memory
+from ._runtime import draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "fit_base", "select_base"]
 
@@ -348,6 +348,11 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None):
     of the rows).
     """
     _check_size(len(Z), Z.shape[1], 1 if name == "gaussian" else max_components)
+    with thread_limit(1):  # small products: a second BLAS thread costs more than it saves
+        return _fit_base(name, Z, max_components, marginals, generator, choice)
+
+
+def _fit_base(name, Z, max_components, marginals, generator, choice):
     seed = draw_seed(generator)
     rng = np.random.RandomState(seed)
     data = Z.detach().cpu().to(torch.float64).numpy()
