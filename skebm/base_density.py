@@ -25,13 +25,15 @@ from ._runtime import draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "fit_base", "select_base"]
 
-#: Candidate numbers of components (each about a third more than the one
-#: before) and covariance ridges (in units of the standardized data's
-#: variance) that :func:`select_base` compares, and how many sizes in a row
-#: may fail to improve the held-out score before the search stops.
-COMPONENT_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+#: Candidate numbers of components and covariance ridges (in units of the
+#: standardized data's variance) that :func:`select_base` compares, and how
+#: many sizes in a row may fail to improve the held-out score before the
+#: search stops. Small tables (at most SPLIT_ROWS rows), whose fits are cheap
+#: and whose cross-validated scores are bumpy, try every size up to 16 with
+#: more patience; larger ones grow by about a third at a time.
+SMALL_TABLE_GRID, SMALL_TABLE_PATIENCE = (*range(1, 17), 20, 24, 28, 32), 3
+COMPONENT_GRID, PATIENCE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32), 2
 RIDGE_GRID = (1e-6, 1e-3, 1e-2, 1e-1)
-PATIENCE = 2
 #: EM iterations of a candidate during the search (the chosen base is
 #: refitted to convergence); rows from which one held-out split replaces
 #: 3-fold cross-validation.
@@ -281,10 +283,11 @@ def select_base(data, max_components, marginal_options, rng):
 
     The candidates: with or without :class:`MarginalGaussianization` (the
     booleans in ``marginal_options``), times full-covariance Gaussian
-    mixtures of :data:`COMPONENT_GRID` components up to ``max_components``,
-    each with the best of the covariance ridges of :data:`RIDGE_GRID`
-    (tried from the smallest up, until one scores worse). Components grow
-    until :data:`PATIENCE` sizes in a row fail to improve the score. Held-out
+    mixtures of :data:`COMPONENT_GRID` components (:data:`SMALL_TABLE_GRID`
+    for small tables) up to ``max_components``, each with the best of the
+    covariance ridges of :data:`RIDGE_GRID` (tried from the smallest up, until
+    one scores worse). Components grow until :data:`PATIENCE`
+    (:data:`SMALL_TABLE_PATIENCE`) sizes in a row fail to improve the score. Held-out
     likelihood, not BIC: on small tables BIC picks mixtures whose components
     collapse onto a few rows (an example is in the user guide), and it cannot
     choose the ridge or the marginals. Scores are 3-fold cross-validated up to
@@ -296,14 +299,15 @@ def select_base(data, max_components, marginal_options, rng):
         data = data[rng.choice(len(data), SELECTION_ROWS, replace=False)]
     splits = KFold(min(3, len(data)), shuffle=True, random_state=rng.randint(2**31 - 1))
     folds = list(splits.split(data))
+    grid, patience = SMALL_TABLE_GRID, SMALL_TABLE_PATIENCE
     if len(data) > SPLIT_ROWS:
-        folds = folds[:1]
+        folds, grid, patience = folds[:1], COMPONENT_GRID, PATIENCE
     smallest_fold = min(len(train) for train, _ in folds)
     best, best_score = (False, 1, RIDGE_GRID[0]), -math.inf
     for marginals in marginal_options:
         fold_rows = _fold_rows(data, folds, marginals, rng)
         option_best, misses = -math.inf, 0
-        for n_components in COMPONENT_GRID:
+        for n_components in grid:
             if n_components > max_components or n_components > smallest_fold // 2:
                 break
             score, ridge = _best_ridge(fold_rows, n_components)
@@ -313,7 +317,7 @@ def select_base(data, max_components, marginal_options, rng):
                 option_best, misses = score, 0
             else:
                 misses += 1
-                if misses == PATIENCE:
+                if misses == patience:
                     break
     return best
 
