@@ -65,9 +65,9 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         input): larger values resolve finer detail and overfit sooner.
     base : {"gaussian_mixture", "gaussian"}, default="gaussian_mixture"
         The base density ``b``: a full-covariance Gaussian mixture whose
-        number of components and covariance ridge are chosen by 3-fold
-        cross-validated likelihood, or a single Gaussian (ridge chosen the
-        same way).
+        number of components and covariance ridge are chosen by held-out
+        likelihood (3-fold cross-validated on small tables, one held-out third
+        on larger ones), or a single Gaussian (ridge chosen the same way).
     base_components : int, default=32
         Most mixture components the base may have. The choice and the EM fit
         look at a random subset of large data, so their cost is bounded (the
