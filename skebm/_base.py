@@ -39,6 +39,7 @@ from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_mem
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
+
 class Step(NamedTuple):
     """What a training step returns: its ``loss`` (a tensor; detached once the
     step is taken; None for an update rule that computes none) and
