@@ -2,8 +2,10 @@
 sampled softmax and predicting with the full softmax."""
 
 import numbers
+import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from sklearn import get_config
@@ -26,6 +28,9 @@ __all__ = ["NCESoftmaxClassifier"]
 _TRAINING_BYTES_PER_PARAMETER = 16
 #: Part of the memory the device has free that a model may plan to use.
 _MEMORY_SHARE = 0.8
+#: Feature values beyond this (in magnitude) are warned about: features are
+#: used unscaled, and a row's embedding is their weighted sum.
+_LARGEST_FEATURE = 1e6
 
 
 class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
@@ -321,6 +326,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return 0.0, 1.0  # features as they are: sparse rows stay sparse
 
     def _training_rows(self, X, mean, scale, device):
+        values = X.data if sp.issparse(X) else X
+        largest = float(np.abs(values).max()) if values.size else 0.0
+        if largest > _LARGEST_FEATURE:
+            warnings.warn(
+                f"{type(self).__name__} uses features as they are, and X has values up to "
+                f"{largest:.3g}: such rows' embeddings swamp the rest and float32 loses them. "
+                "Scale the features (StandardScaler, or normalized counts).", UserWarning)
         return SparseBagRows(bags_from_rows(X, device, torch.float32))
 
     def _inference_rows(self, X, rows, mean, scale, device):
