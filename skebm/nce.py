@@ -17,7 +17,7 @@ from ._nce_model import NCEModel, Snapshot
 from ._runtime import make_generator, refuse_beyond_memory
 from .base_density import fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, MLPEnergy, fourier_feature_count, layer_shapes,
-                   layer_sizes)
+                   layer_sizes, network_work)
 from .partition import importance_log_partition
 
 __all__ = ["NCEDensity"]
@@ -28,6 +28,13 @@ _SAMPLE_CHUNK = 1024
 # LOW_DIMENSION features, Fourier features, a base widened by 1.2 and no marginal
 # map; above, no Fourier features, the base as chosen, marginals chosen by CV.
 _LOW_DIMENSION_BASE_SCALE = 1.2
+
+
+def _row_work(shapes, n_features, n_components):
+    """Multiply-adds of one row: the network of these layer shapes, its
+    Fourier projection and the base mixture's log-density."""
+    n_fourier = (shapes[0][0] - n_features) // 2
+    return network_work(shapes) + n_features * n_fourier + n_components * n_features**2
 
 
 class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
@@ -370,21 +377,20 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         return marginals, base, proposal, choice
 
     def _multiply_adds_per_row(self, n_features):
-        n_fourier = fourier_feature_count(self.fourier_features, n_features)
-        shapes = layer_shapes(n_features, layer_sizes(self.hidden_layer_sizes), n_fourier=n_fourier)
-        network = sum(a * b for a, b, _ in shapes)
-        base = self.base_components * n_features * n_features  # the mixture's log-density
-        return network + n_features * n_fourier + base
+        # Inference: the fitted network and base, whatever set_params did since.
+        return _row_work(self.module_.energy.shapes, n_features, self.module_.base.n_components)
 
     def _multiply_adds_per_step(self, n_features, target_attributes):
         # Forward and backward (about three forwards) over data and noise rows.
+        n_fourier = fourier_feature_count(self.fourier_features, n_features)
+        shapes = layer_shapes(n_features, layer_sizes(self.hidden_layer_sizes), n_fourier=n_fourier)
         rows = self.batch_size * (1 + self.noise_ratio)
-        return 3 * rows * self._multiply_adds_per_row(n_features)
+        return 3 * rows * _row_work(shapes, n_features, self.base_components)
 
     def _inference_row_bytes(self):
-        n_fourier = fourier_feature_count(self.fourier_features, self.n_features_in_)
-        widths = [self.n_features_in_, 2 * n_fourier, *layer_sizes(self.hidden_layer_sizes)]
-        return 8 * 4 * (sum(widths) + self.module_.base.n_components)
+        shapes = self.module_.energy.shapes
+        return 8 * 4 * (shapes[0][0] + sum(n_out for _, n_out, _ in shapes)
+                        + self.module_.base.n_components)
 
     def _training_loss(self, module, batch, generator):
         """NCE loss per data row: -log h(data) - nu * E_q[log(1 - h(noise))]."""

@@ -17,7 +17,7 @@ from torch import nn
 from ._runtime import draw_seed, refuse_beyond_memory
 
 __all__ = ["ACTIVATIONS", "ConvEnergy", "FourierFeatures", "MLPEnergy", "fourier_feature_count",
-           "layer_shapes", "layer_sizes"]
+           "layer_shapes", "layer_sizes", "network_work"]
 
 #: Activation names accepted by the estimators' ``activation`` parameter.
 ACTIVATIONS = {
@@ -74,6 +74,11 @@ def layer_shapes(n_features, hidden_sizes, *, n_fourier=0, image_shape=None):
         shapes.append((9 * n_in, n_out, height * width))
         n_in = n_out
     return shapes + [(n_in * height * width, 1, 1)]
+
+
+def network_work(shapes):
+    """Multiply-adds of one row through layers of these :func:`layer_shapes`."""
+    return sum(n_in * n_out * positions for n_in, n_out, positions in shapes)
 
 
 def _refuse_too_large(n_parameters):
@@ -196,8 +201,9 @@ class MLPEnergy(nn.Module):
         spectral_norm=False,
     ):
         super().__init__()
-        shapes = layer_shapes(n_inputs, hidden_layer_sizes, n_fourier=fourier_features)
-        _refuse_too_large(sum((a + 1) * b for a, b, _ in shapes) + n_inputs * fourier_features)
+        self.shapes = layer_shapes(n_inputs, hidden_layer_sizes, n_fourier=fourier_features)
+        _refuse_too_large(sum((a + 1) * b for a, b, _ in self.shapes)
+                          + n_inputs * fourier_features)
         layers = []
         width = n_inputs
         if fourier_features:
@@ -257,6 +263,7 @@ class ConvEnergy(nn.Module):
                  spectral_norm=False):
         super().__init__()
         self.image_shape = tuple(int(size) for size in image_shape)
+        self.shapes = layer_shapes(None, channels, image_shape=self.image_shape)
         n_channels, height, width = self.image_shape
         layers = []
         for index, n_out in enumerate(channels):

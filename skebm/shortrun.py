@@ -18,7 +18,7 @@ from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
 from .base_density import GaussianMixtureDensity, fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, ConvEnergy, MLPEnergy, fourier_feature_count,
-                   layer_shapes, layer_sizes)
+                   layer_shapes, layer_sizes, network_work)
 
 __all__ = ["ShortRunEBM"]
 
@@ -453,19 +453,20 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
                             n_fourier=self._n_fourier_features(n_features))
 
     def _multiply_adds_per_row(self, n_features):
-        network = sum(a * b * positions for a, b, positions in self._layer_shapes(n_features))
-        return network + n_features * n_features  # and the Gaussian's whitening
+        # Inference: the fitted network (and the Gaussian's whitening).
+        return network_work(self.module_.energy.shapes) + n_features * n_features
 
     def _multiply_adds_per_step(self, n_features, target_attributes):
         # What a second thread can share is one pass of forward and backward
         # (~3 forwards) over the chains, a Langevin step: an update is many
         # such small passes, each synchronised, so the thread policy is
         # given one pass, not the whole update (see the user guide).
-        return 3 * self.batch_size * self._multiply_adds_per_row(n_features)
+        return 3 * self.batch_size * (network_work(self._layer_shapes(n_features))
+                                      + n_features * n_features)
 
     def _inference_row_bytes(self):
         # Activations (float64, ~4 copies with their gradients), layer by layer.
-        shapes = self._layer_shapes(self.n_features_in_)
+        shapes = self.module_.energy.shapes
         return 8 * 4 * (self.n_features_in_ + sum(b * positions for _, b, positions in shapes))
 
     def _training_loss(self, module, batch, generator):

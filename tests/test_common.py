@@ -349,3 +349,17 @@ def test_models_beyond_memory_are_refused_before_allocating(make, X):
     X = X + np.random.default_rng(0).random(X.shape) * 0.5  # varied, in [0, 1]
     with pytest.raises(ValueError, match="would need about .* GiB"):
         make().fit(X)
+
+
+def test_a_fitted_model_answers_from_its_fit_not_from_set_params(case):
+    """Parameters take effect at the next fit: set_params after fit changes no
+    score and no sample (scikit-learn's convention)."""
+    make_estimator, X_train, X_test = case
+    model = make_estimator().fit(X_train)
+    scores, samples = model.score_samples(X_test), model.sample(3, random_state=0)
+    changed = ({"n_components": 1, "visible_units": "gaussian"}
+               if isinstance(model, PCDRestrictedBoltzmann) else
+               {"hidden_layer_sizes": (0,), "fourier_features": 0})
+    model.set_params(**changed)
+    np.testing.assert_array_equal(model.score_samples(X_test), scores)
+    np.testing.assert_array_equal(model.sample(3, random_state=0), samples)
