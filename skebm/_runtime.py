@@ -4,13 +4,14 @@ Nothing here knows about estimators; each function takes what it needs.
 """
 
 import contextlib
+import functools
 import math
 import os
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["available_memory", "cpu_threads", "draw_seed", "idle_cores", "make_generator",
            "refuse_beyond_memory", "resolve_device", "thread_limit"]
@@ -79,12 +80,19 @@ def thread_limit(n_threads):
         yield
         return
     previous = torch.get_num_threads()
-    with threadpool_limits(limits=n_threads):
+    with _thread_pools().limit(limits=n_threads):
         torch.set_num_threads(n_threads)
         try:
             yield
         finally:
             torch.set_num_threads(previous)
+
+
+@functools.cache
+def _thread_pools():
+    """The process's BLAS and OpenMP pools, found once: finding them scans the
+    loaded libraries, which took longer than scoring a row."""
+    return ThreadpoolController()
 
 
 def cpu_threads(n_threads, multiply_adds, device):
