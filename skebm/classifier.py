@@ -389,9 +389,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         """With early stopping, a constant rate that :class:`PlateauDecay`
         lowers; otherwise the base's cosine over the epochs (constant in
         ``partial_fit``)."""
-        if n_steps is None or not self.early_stopping:
-            return super()._make_update_rule(module, n_steps)
-        return super()._make_update_rule(module, None)
+        return super()._make_update_rule(module, None if self.early_stopping else n_steps)
 
     def _monitors(self, validation):
         monitors = super()._monitors(validation)
