@@ -12,6 +12,7 @@ data, choosing its size by cross-validation.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,9 +22,11 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from torch import nn
 
+from ._mixture import ComponentConditionals, category_log_likelihoods, fit_mixture, gaussian_observed
 from ._runtime import draw_seed, refuse_beyond_memory, thread_limit
 
-__all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "fit_base", "select_base"]
+__all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "fit_base",
+           "select_base"]
 
 #: Candidate numbers of components and covariance ridges (in units of the
 #: standardized data's variance) that :func:`select_base` compares, and how
@@ -48,27 +51,58 @@ FIT_ROWS = 200_000
 
 
 class GaussianMixtureDensity(nn.Module):
-    """A mixture of full-covariance Gaussians (one component: a Gaussian).
+    """A mixture of full-covariance Gaussians (one component: a Gaussian),
+    on tables with categorical columns a latent class model.
+
+    On a table (``categorical`` given), each component is a Gaussian over the
+    continuous columns times an independent categorical distribution of each
+    categorical column, whose entries are category codes ``0 .. K-1``; the
+    density is then a probability for the categories times a density for the
+    rest. Missing entries (NaN) are marginalized exactly, and
+    :meth:`conditionals` gives each row's distribution of its missing entries
+    (see :mod:`skebm._mixture`).
 
     Parameters
     ----------
     weights : torch.Tensor of shape (n_components,)
         Mixing proportions, summing to 1.
-    means : torch.Tensor of shape (n_components, n_features)
-    covariances : torch.Tensor of shape (n_components, n_features, n_features)
+    means : torch.Tensor of shape (n_components, n_continuous)
+    covariances : torch.Tensor of shape (n_components, n_continuous, n_continuous)
         Each positive definite.
+    category_log_probs : torch.Tensor of shape (n_components, n_categorical, most categories)
+        Log-probabilities of each categorical column's categories, -inf
+        beyond them; None without categorical columns.
+    categorical : torch.Tensor of bool, shape (n_features,), or None
+        Which columns are categorical; None: none.
     """
 
-    def __init__(self, weights, means, covariances):
+    def __init__(self, weights, means, covariances, category_log_probs=None, categorical=None):
         super().__init__()
         self.register_buffer("log_weights", torch.log(weights))
         self.register_buffer("means", means)
         self.register_buffer("cholesky", torch.linalg.cholesky(covariances))
+        self.table = categorical is not None
+        if self.table:
+            self.register_buffer("categorical", categorical.to(device=means.device))
+            self.register_buffer("category_log_probs", category_log_probs)
 
     @classmethod
-    def fit_to(cls, Z, *, n_components=1, ridge=1e-6, seed=0):
+    def fit_to(cls, Z, *, n_components=1, ridge=1e-6, seed=0, categorical=None,
+               n_categories=()):
         """Fit to the rows of ``Z`` by maximum likelihood (EM for a mixture),
-        ``ridge`` added to every covariance's diagonal."""
+        ``ridge`` added to every covariance's diagonal. Tables (categorical
+        columns, or missing entries) are fitted by :func:`fit_mixture`."""
+        if categorical is not None or torch.isnan(Z).any():
+            if categorical is None:
+                categorical = torch.zeros(Z.shape[1], dtype=torch.bool)
+            X, codes = _split(Z.detach().to(torch.float64), categorical.to(Z.device))
+            weights, means, covariances, log_probs = fit_mixture(
+                X, codes, list(n_categories), n_components, ridge, seed)
+            as_float = lambda tensor: tensor.to(torch.float32)
+            if not categorical.any():
+                return cls(as_float(weights), as_float(means), as_float(covariances))
+            return cls(as_float(weights), as_float(means), as_float(covariances),
+                       as_float(log_probs), categorical)
         data = Z.detach().cpu().to(torch.float64).numpy()
         if n_components == 1:
             means = data.mean(axis=0, keepdims=True)
@@ -85,9 +119,13 @@ class GaussianMixtureDensity(nn.Module):
         return cls(as_tensor(weights), as_tensor(means), as_tensor(covariances))
 
     def widened(self, scale):
-        """The same mixture with every standard deviation multiplied by ``scale``."""
+        """The same mixture with every standard deviation multiplied by
+        ``scale`` (category probabilities unchanged)."""
         covariances = self.cholesky @ self.cholesky.transpose(-1, -2) * scale**2
-        return type(self)(self.log_weights.exp(), self.means.clone(), covariances)
+        if not self.table:
+            return type(self)(self.log_weights.exp(), self.means.clone(), covariances)
+        return type(self)(self.log_weights.exp(), self.means.clone(), covariances,
+                          self.category_log_probs.clone(), self.categorical.clone())
 
     @property
     def n_components(self):
@@ -104,11 +142,20 @@ class GaussianMixtureDensity(nn.Module):
         for k in range(self.n_components):
             rows = components == k
             draws[rows] = self.means[k] + eps[rows] @ self.cholesky[k].T
-        return draws
+        if not self.table:
+            return draws
+        codes = torch.stack([
+            torch.multinomial(self.category_log_probs[components, j].exp(), 1,
+                              generator=generator).squeeze(1)
+            for j in range(self.category_log_probs.shape[1])], 1)
+        return _join(draws, codes, self.categorical)
 
     def log_prob(self, Z):
-        """Log-density of each row; memory is one (n_samples, n_features)
-        block at a time, whatever the number of components."""
+        """Log-density of each row (of its observed entries, the rest
+        marginalized); memory is one (n_samples, n_features) block at a time
+        for complete rows, whatever the number of components."""
+        if self.table or torch.isnan(Z).any():
+            return torch.logsumexp(self._log_joint(Z), dim=1)
         n_features = Z.shape[-1]
         log_det = torch.log(torch.diagonal(self.cholesky, dim1=-2, dim2=-1)).sum(-1)
         log_components = []
@@ -118,6 +165,62 @@ class GaussianMixtureDensity(nn.Module):
             log_components.append(-0.5 * (white**2).sum(0) - log_det[k] + self.log_weights[k])
         log_norm = 0.5 * n_features * math.log(2 * math.pi)
         return torch.logsumexp(torch.stack(log_components), dim=0) - log_norm
+
+    def _log_joint(self, Z):
+        """``(n_rows, n_components)``: log of weight times component density."""
+        X, codes = self._split(Z)
+        log_joint = self.log_weights + self._category_terms(codes)
+        if X.shape[1]:
+            covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
+            log_joint = log_joint + torch.stack([
+                gaussian_observed(X, self.means[k], covariances[k])[0]
+                for k in range(self.n_components)], 1)
+        return log_joint
+
+    def _category_terms(self, codes):
+        if not self.table:
+            return torch.zeros((), dtype=self.means.dtype, device=self.means.device)
+        return category_log_likelihoods(codes, self.category_log_probs.to(codes.device))
+
+    def _split(self, Z):
+        if not self.table:
+            return Z, Z[:, :0].long()
+        return _split(Z, self.categorical)
+
+    def conditionals(self, Z):
+        """Each row's distribution of its missing (NaN) entries given the
+        others: a :class:`~skebm._mixture.ComponentConditionals`, whose
+        ``sample`` this mixture's :meth:`complete` turns back into rows."""
+        X, codes = self._split(Z)
+        covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
+        log_probs = self.category_log_probs if self.table else torch.zeros(
+            self.n_components, 0, 1, dtype=Z.dtype, device=Z.device)
+        double = lambda tensor: tensor.to(torch.float64)  # float32 factors of a 1e-6 ridge fail
+        return ComponentConditionals(double(self.log_weights), double(self.means),
+                                     double(covariances), double(log_probs), double(X), codes)
+
+    def complete(self, conditionals, n_draws, generator):
+        """``(n_rows, n_draws, n_features)``: ``n_draws`` completions of each
+        row drawn from ``conditionals``, observed entries as they were."""
+        X, codes = conditionals.sample(n_draws, generator)
+        X = X.to(self.means.dtype)
+        if not self.table:
+            return X
+        return _join(X, codes, self.categorical)
+
+
+def _split(Z, categorical):
+    """``(continuous columns, category codes with -1 where missing)`` of rows."""
+    codes = Z[..., categorical]
+    return Z[..., ~categorical], torch.where(torch.isnan(codes), -1, codes).long()
+
+
+def _join(X, codes, categorical):
+    """Rows from their continuous columns and category codes (-1: NaN)."""
+    Z = torch.empty((*X.shape[:-1], len(categorical)), dtype=X.dtype, device=X.device)
+    Z[..., ~categorical] = X
+    Z[..., categorical] = torch.where(codes < 0, torch.nan, codes.to(X.dtype))
+    return Z
 
 
 class MarginalGaussianization(nn.Module):
@@ -161,8 +264,9 @@ class MarginalGaussianization(nn.Module):
     KNOT_ROWS = 2000
     FINE_POINTS, TAIL_POINTS = 1024, 64
 
-    def __init__(self, grid, cdf, survival):
+    def __init__(self, grid, cdf, survival, columns=None):
         super().__init__()
+        self.columns = columns  # the columns mapped (a list of indices), None: all
         self.register_buffer("grid", grid)
         self.register_buffer("cdf", cdf)
         self.register_buffer("survival", survival)
@@ -172,10 +276,12 @@ class MarginalGaussianization(nn.Module):
         self.register_buffer("log_slope", torch.log(slope))
 
     @classmethod
-    def fit_to(cls, data, rng):
-        """Fit to the rows of ``data`` (a float64 numpy array, standardized)."""
+    def fit_to(cls, data, rng, columns=None):
+        """Fit to the rows of ``data`` (a float64 numpy array, standardized;
+        NaN entries left out), mapping ``columns`` (indices; None: all)."""
         grids, cdfs, survivals = [], [], []
-        for column in data.T:
+        for column in (data if columns is None else data[:, columns]).T:
+            column = column[~np.isnan(column)]
             knots = column if len(column) <= cls.KNOT_ROWS else rng.choice(
                 column, cls.KNOT_ROWS, replace=False)
             bandwidth = _loo_bandwidth(knots if len(knots) <= cls.BANDWIDTH_ROWS else rng.choice(
@@ -192,11 +298,31 @@ class MarginalGaussianization(nn.Module):
             survivals.append((1 - w) * upper + w * special.ndtr(-grid / s))
             grids.append(grid)
         as_tensor = lambda arrays: torch.as_tensor(np.stack(arrays), dtype=torch.float64)
-        return cls(as_tensor(grids), as_tensor(cdfs), as_tensor(survivals))
+        return cls(as_tensor(grids), as_tensor(cdfs), as_tensor(survivals),
+                   None if columns is None else list(columns))
 
     def forward(self, Z):
-        """``(U, log_det)``: the map of each row and ``log |dU/dZ|`` (per row)."""
+        """``(U, log_det)``: the map of each row and ``log |dU/dZ|`` (per row,
+        of its observed entries: NaN maps to NaN)."""
+        if self.columns is not None:
+            U, log_det = self._map(Z[:, self.columns])
+            U = torch.cat([U, Z], 1)[:, self._placement(Z.shape[1])]
+            return U, log_det
+        return self._map(Z)
+
+    def _placement(self, n_features):
+        """Where each column of ``cat([mapped, Z])`` goes: mapped columns from
+        the first block, the others from ``Z``."""
+        order = list(range(len(self.columns), len(self.columns) + n_features))
+        for position, column in enumerate(self.columns):
+            order[column] = position
+        return order
+
+    def _map(self, Z):
+        missing = torch.isnan(Z).T if torch.isnan(Z).any() else None
         z = Z.to(torch.float64).T.contiguous()  # (n_features, n_rows)
+        if missing is not None:
+            z = torch.nan_to_num(z)
         cell = (torch.searchsorted(self.grid, z) - 1).clamp_(0, self.grid.shape[1] - 2)
         z = torch.minimum(torch.maximum(z, self.grid[:, :1]), self.grid[:, -1:])
         offset = z - torch.gather(self.grid, 1, cell)
@@ -205,11 +331,22 @@ class MarginalGaussianization(nn.Module):
         upper = torch.gather(self.survival, 1, cell) - log_slope.exp() * offset
         u = torch.where(lower < 0.5, special_torch.ndtri(lower), -special_torch.ndtri(upper))
         log_normal = -0.5 * u**2 - 0.5 * math.log(2 * math.pi)
-        log_det = (log_slope - log_normal).sum(0)
+        if missing is None:
+            log_det = (log_slope - log_normal).sum(0)
+        else:
+            log_det = torch.where(missing, 0.0, log_slope - log_normal).sum(0)
+            u = torch.where(missing, torch.nan, u)
         return u.T.to(Z.dtype), log_det.to(Z.dtype)
 
     def inverse(self, U):
-        """The rows ``Z`` that map to ``U``."""
+        """The rows ``Z`` that map to ``U`` (NaN to NaN)."""
+        if self.columns is not None:
+            Z = U.clone()
+            Z[:, self.columns] = self._unmap(U[:, self.columns])
+            return Z
+        return self._unmap(U)
+
+    def _unmap(self, U):
         u = U.to(torch.float64).T.contiguous()
         lower, upper = special_torch.ndtr(u), special_torch.ndtr(-u)
         last = self.grid.shape[1] - 2
@@ -222,7 +359,7 @@ class MarginalGaussianization(nn.Module):
         from_lower = (lower - torch.gather(self.cdf, 1, cell)) / slope
         from_upper = (torch.gather(self.survival, 1, cell) - upper) / slope
         z = torch.gather(self.grid, 1, cell) + torch.where(u < 0, from_lower, from_upper)
-        return z.T.to(U.dtype)
+        return torch.where(torch.isnan(u), torch.nan, z).T.to(U.dtype)
 
 
 def _kernel_cdf(grid, knots, bandwidth):
@@ -260,7 +397,7 @@ def _loo_bandwidth(values):
 
 
 
-def _fold_rows(data, folds, marginals, rng):
+def _fold_rows(data, folds, marginals, rng, layout):
     """For each fold: (training rows, held-out rows, log-Jacobian of the
     held-out rows), mapped by a :class:`MarginalGaussianization` fitted to
     the fold's training rows when ``marginals``, as they are otherwise."""
@@ -269,7 +406,7 @@ def _fold_rows(data, folds, marginals, rng):
         if not marginals:
             rows.append((data[train], data[test], 0.0))
             continue
-        transform = MarginalGaussianization.fit_to(data[train], rng)
+        transform = MarginalGaussianization.fit_to(data[train], rng, _continuous_columns(layout))
         with torch.no_grad():
             train_rows, _ = transform(torch.as_tensor(data[train]))
             test_rows, log_det = transform(torch.as_tensor(data[test]))
@@ -277,9 +414,10 @@ def _fold_rows(data, folds, marginals, rng):
     return rows
 
 
-def select_base(data, max_components, marginal_options, rng):
+def select_base(data, max_components, marginal_options, rng, layout=None):
     """``(marginals, n_components, ridge)`` of the base with the best held-out
-    log-likelihood on the rows of ``data`` (numpy, standardized).
+    log-likelihood on the rows of ``data`` (numpy, standardized; with
+    ``layout``, :class:`TableLayout`, a table of categories too).
 
     The candidates: with or without :class:`MarginalGaussianization` (the
     booleans in ``marginal_options``), times full-covariance Gaussian
@@ -305,12 +443,12 @@ def select_base(data, max_components, marginal_options, rng):
     smallest_fold = min(len(train) for train, _ in folds)
     best, best_score = (False, 1, RIDGE_GRID[0]), -math.inf
     for marginals in marginal_options:
-        fold_rows = _fold_rows(data, folds, marginals, rng)
+        fold_rows = _fold_rows(data, folds, marginals, rng, layout)
         option_best, misses = -math.inf, 0
         for n_components in grid:
             if n_components > max_components or n_components > smallest_fold // 2:
                 break
-            score, ridge = _best_ridge(fold_rows, n_components)
+            score, ridge = _best_ridge(fold_rows, n_components, layout)
             if score > best_score:
                 best, best_score = (marginals, n_components, ridge), score
             if score > option_best:
@@ -322,15 +460,14 @@ def select_base(data, max_components, marginal_options, rng):
     return best
 
 
-def _best_ridge(fold_rows, n_components):
+def _best_ridge(fold_rows, n_components, layout):
     """(score, ridge) of the best ridge for mixtures of ``n_components``,
     ridges tried from the smallest up until one scores worse."""
     best_score, best_ridge = -math.inf, RIDGE_GRID[0]
     for ridge in RIDGE_GRID:
         score = np.mean([
-            np.mean(GaussianMixture(n_components, covariance_type="full", reg_covar=ridge,
-                                    max_iter=SEARCH_EM_ITERATIONS, random_state=0)
-                    .fit(train_rows).score_samples(test_rows) + log_det)
+            np.mean(_held_out_scores(train_rows, test_rows, n_components, ridge, layout)
+                    + log_det)
             for train_rows, test_rows, log_det in fold_rows
         ])
         if score <= best_score:
@@ -339,7 +476,38 @@ def _best_ridge(fold_rows, n_components):
     return best_score, best_ridge
 
 
-def fit_base(name, Z, *, max_components, marginals, generator, choice=None):
+def _held_out_scores(train_rows, test_rows, n_components, ridge, layout):
+    """Log-likelihoods of ``test_rows`` under a mixture fitted to ``train_rows``."""
+    if layout is None and not (np.isnan(train_rows).any() or np.isnan(test_rows).any()):
+        return (GaussianMixture(n_components, covariance_type="full", reg_covar=ridge,
+                                max_iter=SEARCH_EM_ITERATIONS, random_state=0)
+                .fit(train_rows).score_samples(test_rows))
+    mixture = GaussianMixtureDensity.fit_to(
+        torch.as_tensor(train_rows), n_components=n_components, ridge=ridge,
+        **_table_arguments(layout))
+    return mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32)).double().numpy()
+
+
+class TableLayout(NamedTuple):
+    """Which columns of a table are categorical (a bool array) and how many
+    categories each has."""
+
+    categorical: np.ndarray
+    n_categories: tuple
+
+
+def _continuous_columns(layout):
+    return None if layout is None else np.flatnonzero(~layout.categorical)
+
+
+def _table_arguments(layout):
+    if layout is None:
+        return {}
+    return {"categorical": torch.as_tensor(layout.categorical),
+            "n_categories": layout.n_categories}
+
+
+def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layout=None):
     """The base density of a model of the standardized rows ``Z``:
     ``(marginal map or None, mixture on its output, choice)``.
 
@@ -349,30 +517,36 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None):
     ``"kde"`` or ``"none"``. The choice ``(marginals or not, components,
     ridge)`` is made by :func:`select_base` unless given; then the map and
     the mixture are fitted (the mixture by EM, to at most :data:`FIT_ROWS`
-    of the rows).
+    of the rows). ``layout`` (a :class:`TableLayout`): the rows are a table
+    with categorical columns; the map then leaves them as they are.
     """
     _check_size(len(Z), Z.shape[1], 1 if name == "gaussian" else max_components)
     with thread_limit(1):  # small products: a second BLAS thread costs more than it saves
-        return _fit_base(name, Z, max_components, marginals, generator, choice)
+        return _fit_base(name, Z, max_components, marginals, generator, choice, layout)
 
 
-def _fit_base(name, Z, max_components, marginals, generator, choice):
+def _fit_base(name, Z, max_components, marginals, generator, choice, layout):
     seed = draw_seed(generator)
     rng = np.random.RandomState(seed)
     data = Z.detach().cpu().to(torch.float64).numpy()
     if choice is None:
         options = {"auto": (False, True), "kde": (True,), "none": (False,)}[marginals]
-        choice = select_base(data, 1 if name == "gaussian" else max_components, options, rng)
+        if layout is not None and layout.categorical.all():
+            options = (False,)  # no continuous column to map
+        choice = select_base(data, 1 if name == "gaussian" else max_components, options, rng,
+                             layout)
     use_marginals, n_components, ridge = choice
     transform = None
     if use_marginals:
-        transform = MarginalGaussianization.fit_to(data, rng).to(Z.device)
+        transform = MarginalGaussianization.fit_to(data, rng, _continuous_columns(layout))
+        transform = transform.to(Z.device)
         with torch.no_grad():
             Z = transform(Z)[0]
     if len(data) > FIT_ROWS:
         Z = Z[torch.as_tensor(np.sort(rng.choice(len(data), FIT_ROWS, replace=False)),
                               device=Z.device)]
-    mixture = GaussianMixtureDensity.fit_to(Z, n_components=n_components, ridge=ridge, seed=seed)
+    mixture = GaussianMixtureDensity.fit_to(Z, n_components=n_components, ridge=ridge, seed=seed,
+                                            **_table_arguments(layout))
     return transform, mixture, choice
 
 
