@@ -28,7 +28,7 @@ from sklearn import get_config
 from sklearn.base import BaseEstimator
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._checks import check_n_samples, input_attributes_restored_on_failure
 from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
@@ -36,6 +36,7 @@ from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
                        resolve_device, thread_limit)
+from ._table import TableColumns
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
@@ -101,6 +102,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     #: Most rows one epoch visits (None: all); with a cap, an epoch costs the
     #: same however large the data, and each draws a fresh random subset.
     _max_epoch_rows = None
+    #: Whether X may be a table (:mod:`skebm._table`): categorical columns
+    #: (``categorical_features``) and missing cells (NaN). The hooks then see
+    #: category codes and NaN among the standardized rows.
+    _accepts_tables = False
 
     def _make_optimizer(self, module):
         """The torch optimizer of ``module``'s parameters: Adam with
@@ -169,8 +174,13 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         """Estimator-specific checks of validated X (a range, say)."""
 
     def _input_standardization(self, X):
-        """(mean, scale) the inputs are standardized with before torch."""
-        return standardization(X)
+        """(mean, scale) the inputs are standardized with before torch; a
+        table's category codes are left as they are."""
+        mean, scale = standardization(X)
+        table = getattr(self, "_table", None)
+        if table is not None:
+            mean[table.is_categorical], scale[table.is_categorical] = 0.0, 1.0
+        return mean, scale
 
     def _training_rows(self, X, mean, scale, device):
         """The standardized training rows: a float32 tensor on ``device``, or
@@ -366,6 +376,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         Sparse X is accepted where the estimator's tags say so (and kept
         sparse); integers and float16 become float64, float32 stays float32.
         """
+        if self._accepts_tables and y is None:
+            return self._validated_table(X, reset=reset, ensure_min_samples=ensure_min_samples)
         sparse = self.__sklearn_tags__().input_tags.sparse
         kwargs = dict(dtype=[np.float64, np.float32], accept_sparse="csr" if sparse else False,
                       ensure_min_samples=ensure_min_samples, reset=reset)
@@ -375,6 +387,41 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             X, y = validate_data(self, X, y, **kwargs)
         self._check_input_values(X)
         return X if y is None else (X, y)
+
+    def _validated_table(self, X, *, reset, ensure_min_samples):
+        """A table at the door: numbers as ``_validated`` takes them, NaN
+        allowed; with categorical columns (resolved at fit from
+        ``categorical_features``, kept in ``_table``), the float64 array of
+        values and category codes."""
+        frame = hasattr(X, "columns") and hasattr(X, "dtypes")
+        if not frame and (sp.issparse(X) or np.asarray(X).dtype != object):
+            X = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan",
+                            ensure_min_samples=ensure_min_samples, accept_sparse=False)
+        if reset:
+            self._table = TableColumns.fit(X, self.categorical_features)
+        table = getattr(self, "_table", None)
+        if table is None or not table.needs_encoding:
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=reset,
+                              ensure_all_finite="allow-nan",
+                              ensure_min_samples=ensure_min_samples)
+        else:
+            validate_data(self, X, skip_check_array=True, reset=reset)
+            X = check_array(table.encode(X), ensure_all_finite="allow-nan",
+                            ensure_min_samples=ensure_min_samples)
+        self._check_input_values(X)
+        return X
+
+    def _decoded(self, rows):
+        """Drawn rows (values and category codes) as the table they model."""
+        table = getattr(self, "_table", None)
+        return rows if table is None else table.decode(rows)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._accepts_tables
+        tags.input_tags.categorical = self._accepts_tables
+        tags.input_tags.string = False  # strings only in marked categorical columns
+        return tags
 
     def _check_fitted(self):
         check_is_fitted(self, "module_")
@@ -438,7 +485,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         with thread_limit(self._cpu_threads(work, device)):
             for rows in gen_batches(int(n_samples), chunk_rows):
                 chunks.append(draw(rows.stop - rows.start, generator).detach().cpu().numpy())
-        return np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
+        return self._decoded(np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_)
 
     def _complete_rows(self, X, mask, complete, random_state, *, chunk_rows=1024):
         """``sample_conditional``'s frame: ``complete(Z, free, generator)`` gets
@@ -457,15 +504,16 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 completed = complete(Z, torch.as_tensor(free[rows], device=device), generator)
                 chunks.append(completed.detach().cpu().numpy())
         completed = np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
-        return np.where(free, completed, X)
+        return self._decoded(np.where(free, completed, X))
 
     def _conditional_inputs(self, X, mask):
         """``(X, free)`` for ``sample_conditional``, validated: free entries of
         X may hold anything and come back as 0; the known ones must be finite
         and pass ``_check_input_values``."""
         self._check_fitted()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False,
-                          ensure_all_finite="allow-nan")
+        X = (self._validated_table(X, reset=False, ensure_min_samples=1) if self._accepts_tables
+             else validate_data(self, X, dtype=[np.float64, np.float32], reset=False,
+                                ensure_all_finite="allow-nan"))
         free = np.isnan(X) if mask is None else np.asarray(mask)
         if free.dtype != bool or free.shape != X.shape:
             raise ValueError(

@@ -10,8 +10,9 @@ __all__ = ["check_n_samples", "check_n_steps", "input_attributes_restored_on_fai
            "is_integer"]
 
 #: What scikit-learn's ``validate_data(reset=True)`` sets (or removes) on the
-#: estimator: it does so at the door, before a fit can fail.
-_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+#: estimator, and a table's columns (:mod:`skebm._table`): set at the door,
+#: before a fit can fail.
+_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_", "_table")
 
 
 @contextlib.contextmanager

@@ -45,7 +45,9 @@ class LikelihoodDensityMixin(DensityMixin):
 
         ``log p(x)`` of the rows in the units given, the standardization's
         log-Jacobian included; log Z is estimated on first use (see
-        ``log_partition_``).
+        ``log_partition_``). Where the estimator takes tables, a row with
+        missing cells (NaN) gets the log-density of its observed cells, and
+        a categorical cell contributes the log-probability of its category.
 
         Parameters
         ----------
@@ -55,8 +57,16 @@ class LikelihoodDensityMixin(DensityMixin):
         -------
         log_likelihood : ndarray of shape (n_samples,), float64
         """
-        return self._map_fitted(X, lambda module, Z: (
-            self._unnormalized_log_density(module, Z) + self._log_density_offset()))
+        log_scale = torch.as_tensor(np.log(self.scale_))
+
+        def log_likelihood(module, Z):
+            value = self._unnormalized_log_density(module, Z) + self._log_density_offset()
+            missing = torch.isnan(Z)
+            if missing.any():  # the standardization's Jacobian of the observed entries only
+                value = value + (missing * log_scale.to(Z.device)).sum(1)
+            return value
+
+        return self._map_fitted(X, log_likelihood)
 
     def score(self, X, y=None):
         """Mean log-likelihood of the rows of X (higher is better).

@@ -70,7 +70,8 @@ class Snapshot(nn.Module):
             self.energy.load_state_dict(module.energy.state_dict())
         log_density = lambda Z: module.base.log_prob(Z) - self.energy(Z)
         pool, _ = metropolis_adjusted_langevin(
-            log_density, self.pool[rows], _POOL_MALA_STEPS, MALA_STEP_SIZE, generator)
+            log_density, self.pool[rows], _POOL_MALA_STEPS, MALA_STEP_SIZE, generator,
+            mask=module.moving)
         self.pool.copy_(pool)
 
     def sample(self, n_samples, generator):
@@ -96,6 +97,9 @@ class NCEModel(nn.Module):
     def __init__(self, energy, marginals, base, proposal, base_choice, snapshot=None):
         super().__init__()
         self.energy = energy
+        # Which columns Langevin moves: the continuous ones (None: all).
+        self.register_buffer("moving", (~base.categorical).to(torch.float32)
+                             if base.table else None)
         self.marginals = marginals
         self.base = base
         self.proposal = proposal
@@ -143,11 +147,83 @@ class NCEModel(nn.Module):
         """Rows of the model, on ``z``: sampling-importance-resampling from the
         proposal, then ``n_steps`` Metropolis-adjusted Langevin steps, which
         leave the model exactly invariant and separate rows resampling made
-        identical."""
+        identical (on a table, after a Gibbs sweep over the categories; the
+        steps then move the continuous columns only)."""
         with torch.no_grad():
             start = sampling_importance_resampling(
                 self.latent_log_density, self.proposal, n_samples, SIR_CANDIDATES, generator)
-        chains, _ = metropolis_adjusted_langevin(
-            self.latent_log_density, start, n_steps, MALA_STEP_SIZE, generator)
+        return self._moved(start, None, n_steps, generator)
+
+    def _moved(self, U, free, n_steps, generator):
+        """Rows ``U`` moved by steps that leave the model (conditioned on the
+        entries not ``free``; None: all free) invariant, back on ``z``."""
+        if n_steps and self.moving is not None:
+            with torch.no_grad():
+                U = self._gibbs_categories(U, free, generator)
+        mask = None if free is None and self.moving is None else (
+            (torch.ones_like(U) if free is None else free.to(U.dtype))
+            * (1.0 if self.moving is None else self.moving.to(U.dtype)))
+        if mask is None or mask.any():
+            U, _ = metropolis_adjusted_langevin(
+                self.latent_log_density, U, n_steps, MALA_STEP_SIZE, generator, mask=mask)
         with torch.no_grad():
-            return self.from_latent(chains)
+            return self.from_latent(U)
+
+    def _gibbs_categories(self, U, free, generator):
+        """One sweep of Gibbs sampling over the categorical columns: each
+        (free) category redrawn from its exact conditional given the rest of
+        its row, every category of the column scored."""
+        U = U.clone()
+        for position, column in enumerate(torch.nonzero(self.moving == 0).squeeze(1).tolist()):
+            count = self.energy.layers[0].n_categories[position]
+            given = U[:, column].clone()
+            scores = []
+            for code in range(count):
+                U[:, column] = code
+                scores.append(self.latent_log_density(U))
+            drawn = torch.multinomial(torch.softmax(torch.stack(scores, 1), 1), 1,
+                                      generator=generator).squeeze(1).to(U.dtype)
+            U[:, column] = drawn if free is None else torch.where(free[:, column], drawn, given)
+        return U
+
+    # -- rows with missing entries ------------------------------------------
+    def completions(self, Z, n_draws, generator):
+        """Draws of the missing (NaN) entries of rows ``Z`` from the base's
+        conditional: ``(U, log_weights, log_observed)``, ``U`` of shape
+        (n_rows, n_draws, n_features) on ``u``, ``log_weights = -E(U)`` (the
+        base's conditional is the proposal, so the model's conditional is it
+        reweighted by exp(-E)), ``log_observed`` the base's log-density of
+        the observed entries with the map's log-Jacobian."""
+        U, log_det = self.latent(Z)
+        conditionals = self.base.conditionals(U)
+        draws = self.base.complete(conditionals, n_draws, generator)
+        log_weights = -self.energy(draws.reshape(-1, Z.shape[1])).view(len(Z), n_draws)
+        return draws, log_weights, conditionals.log_marginal.to(Z.dtype) + log_det
+
+    def observed_log_density(self, Z, n_draws, generator):
+        """``(value, standard error)``: the unnormalized log-density of each
+        row's observed entries, its missing ones integrated out by importance
+        sampling from the base's conditional with ``n_draws`` draws (exact
+        while ``E = 0``); the error is the delta-method standard error of the
+        log of the mean weight."""
+        _, log_weights, log_observed = self.completions(Z, n_draws, generator)
+        log_mean = torch.logsumexp(log_weights, 1) - math.log(n_draws)
+        relative = torch.exp(log_weights - log_mean[:, None])
+        return log_observed + log_mean, relative.std(1) / math.sqrt(n_draws)
+
+    def impute(self, Z, n_candidates, generator):
+        """Rows ``Z`` with each missing entry drawn from the model's
+        conditional by sampling-importance-resampling (one of
+        ``n_candidates`` completions, by weight), on ``u``."""
+        draws, log_weights, _ = self.completions(Z, n_candidates, generator)
+        chosen = torch.multinomial(torch.softmax(log_weights, 1), 1, generator=generator)
+        return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
+
+    def complete(self, Z, free, n_candidates, n_steps, generator):
+        """Rows ``Z`` with their ``free`` entries drawn given the others:
+        sampling-importance-resampling from the base's conditional, then
+        ``n_steps`` steps of the model's conditional; on ``z``."""
+        Z = torch.where(free, torch.nan, Z)
+        with torch.no_grad():
+            U = self.impute(Z, n_candidates, generator)
+        return self._moved(U, free, n_steps, generator)

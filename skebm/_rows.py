@@ -14,12 +14,15 @@ __all__ = ["LabelledRows", "SparseRows", "as_tensor", "dense_rows", "standardiza
 
 
 def standardization(X):
-    """Mean and scale of each column (dense or sparse X); constant columns get
-    scale 1. Constant is judged relative to the column's own magnitude, so a
+    """Mean and scale of each column (dense or sparse X, NaN left out);
+    constant columns get scale 1. Constant is judged relative to the column's own magnitude, so a
     column of values near 1e-30 is scaled like one near 1."""
     if sp.issparse(X):
         mean, variance = mean_variance_axis(X.astype(np.float64), axis=0)
         scale = np.sqrt(variance)
+    elif np.isnan(X).any():  # missing cells: the statistics of the observed ones
+        X = X.astype(np.float64, copy=False)
+        mean, scale = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
     else:
         X = X.astype(np.float64, copy=False)
         mean, scale = X.mean(axis=0), X.std(axis=0)

@@ -15,7 +15,7 @@ from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._nce_model import NCEModel, Snapshot
 from ._runtime import make_generator, refuse_beyond_memory
-from .base_density import fit_base
+from .base_density import TableLayout, fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, MLPEnergy, fourier_feature_count, layer_shapes,
                    layer_sizes, network_work)
 from .partition import importance_log_partition
@@ -24,6 +24,14 @@ __all__ = ["NCEDensity"]
 
 #: Rows ``sample`` draws at once.
 _SAMPLE_CHUNK = 1024
+#: Rows with missing cells: draws of their missing entries from the base's
+#: conditional that ``score_samples`` averages over (importance sampling),
+#: candidates that ``sample_conditional`` resamples from and training
+#: imputes from, and rows handled at once (their draws' memory).
+MISSING_DRAWS = 128
+CONDITIONAL_CANDIDATES = 64
+TRAINING_CANDIDATES = 8
+_INCOMPLETE_ROWS_AT_ONCE = 64
 # Defaults that switch with the dimension (chosen by benchmark, see the user guide): up to
 # LOW_DIMENSION features, Fourier features, a base widened by 1.2 and no marginal
 # map; above, no Fourier features, the base as chosen, marginals chosen by CV.
@@ -55,6 +63,11 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     its standard error ``log_partition_std_``), not taken from NCE's ``c``.
 
     Read more in the :ref:`User Guide <nce_density>`.
+
+    Tables come as they are: a categorical column (``categorical_features``)
+    gets a probability for each category, a missing cell (NaN) is integrated
+    out, in ``fit`` as in ``score_samples``, and ``sample_conditional``
+    fills missing cells from the model's conditional.
 
     Parameters
     ----------
@@ -157,6 +170,19 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         torch threads on the CPU; None lets skebm choose: one for small
         steps, the idle cores the environment allows for large ones (see
         :ref:`threads` in the user guide).
+    categorical_features : "auto", "from_dtype", array-like of int, bool or str, or None, \
+            default="auto"
+        Columns modelled as categories, each with a probability per category
+        seen in fit (in the base, a categorical distribution per mixture
+        component; in the network, one-hot inputs): "from_dtype", the
+        DataFrame columns of category, object, string or bool dtype (and the
+        non-numeric columns of an object array); "auto", those and numeric
+        columns with at most 5 distinct values, each seen 10 times on average
+        (a flag or a small count has no density); or
+        indices, a boolean mask, column names; None for none. A row's
+        ``score_samples`` is then the log of its categories' probability
+        times its continuous columns' density. A category not seen in fit is
+        an error.
 
     Attributes
     ----------
@@ -180,7 +206,11 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         Whether the base maps the features through their marginals, as
         chosen.
     mean_, scale_ : ndarray of shape (`n_features_in_`,)
-        Standardization of the inputs.
+        Standardization of the inputs (0 and 1 for categorical columns).
+    is_categorical_ : ndarray of bool, shape (`n_features_in_`,)
+        Which columns are modelled as categories.
+    categories_ : list of ndarray
+        The categories of each categorical column, in column order.
     device_ : torch.device
         Device the model was fitted on.
     history_ : list of dict
@@ -243,11 +273,13 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         "noise_update_interval": [Interval(numbers.Integral, 1, None, closed="left")],
         "noise_ratio": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_importance_samples": [Interval(numbers.Integral, 2, None, closed="left")],
+        "categorical_features": ["array-like", StrOptions({"auto", "from_dtype"}), None],
     }
 
     _loss_growth_is_divergence = True
     _supports_early_stopping = True
     _max_epoch_rows = 65_536
+    _accepts_tables = True
 
     def __init__(
         self,
@@ -278,6 +310,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         random_state=None,
         device="auto",
         n_threads=None,
+        categorical_features="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -305,6 +338,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
+        self.categorical_features = categorical_features
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -350,10 +384,12 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
 
     # -- the pieces the shared training loop calls --------------------------
     def _build(self, Z, generator):
+        layout = self._layout()
         energy = MLPEnergy(
             Z.shape[1], layer_sizes(self.hidden_layer_sizes), self.activation, generator,
             fourier_features=fourier_feature_count(self.fourier_features, Z.shape[1]),
             fourier_scale=self.fourier_scale, zero_output=True,
+            categories=None if layout is None else tuple(layout),
         )
         marginals, base, proposal, choice = self._fit_base(Z, generator)
         snapshot = Snapshot(energy, base, generator) if self.noise == "self" else None
@@ -368,13 +404,29 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         marginals, base, choice = fit_base(
             self.base, Z, max_components=self.base_components,
             marginals="none" if self.marginals == "auto" and low_dimensional else self.marginals,
-            generator=generator, choice=choice)
+            generator=generator, choice=choice, layout=self._layout())
         base_scale = self.base_scale
         if base_scale == "auto":
             base_scale = _LOW_DIMENSION_BASE_SCALE if low_dimensional else 1.0
         base = base.widened(base_scale)
         proposal = base if self.noise_scale == 1 else base.widened(self.noise_scale)
         return marginals, base, proposal, choice
+
+    def _layout(self):
+        """The table's :class:`TableLayout` when it has categorical columns, else None."""
+        table = self._table
+        return TableLayout(table.is_categorical, tuple(table.n_categories)) if (
+            table.needs_encoding) else None
+
+    @property
+    def is_categorical_(self):
+        self._check_fitted()
+        return self._table.is_categorical.copy()
+
+    @property
+    def categories_(self):
+        self._check_fitted()
+        return [values.copy() for values in self._table.categories]
 
     def _multiply_adds_per_row(self, n_features):
         # Inference: the fitted network and base, whatever set_params did since.
@@ -399,6 +451,11 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         log_ratio = math.log(self.noise_ratio)
         noise_rows = module.sample_noise(len(batch) * self.noise_ratio, generator)
         data_rows, _ = module.latent(batch)
+        incomplete = torch.isnan(batch).any(1)
+        if incomplete.any():  # missing cells: drawn from the model's conditional (on u)
+            with torch.no_grad():
+                data_rows[incomplete] = module.impute(batch[incomplete], TRAINING_CANDIDATES,
+                                                      generator)
         data_term = nn.functional.logsigmoid(module.nce_logit(data_rows, log_ratio)).sum()
         noise_term = nn.functional.logsigmoid(-module.nce_logit(noise_rows, log_ratio)).sum()
         return Step(-(data_term + noise_term) / len(batch))
@@ -409,9 +466,10 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         log Z comes from the same 8192 proposal draws at every epoch, so
         epochs are compared on a precise, common footing.
         """
-        draws = module.proposal.sample(8192, make_generator(0, Z_val.device))
+        generator = make_generator(0, Z_val.device)
+        draws = module.proposal.sample(8192, generator)
         log_z, _ = importance_log_partition(module.log_importance_weights(draws))
-        return float(module.unnormalized_log_density(Z_val).mean()) - log_z
+        return float(self._log_density_of_rows(module, Z_val, generator).mean()) - log_z
 
     def _epoch_diagnostics(self, module):
         if module.snapshot is None:
@@ -452,7 +510,23 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         return self.n_importance_samples * self._multiply_adds_per_row(self.n_features_in_)
 
     def _unnormalized_log_density(self, module, Z):
-        return module.unnormalized_log_density(Z)
+        generator = make_generator(self._log_partition_memo["seed"] + 1, Z.device)
+        return self._log_density_of_rows(module, Z, generator)
+
+    def _log_density_of_rows(self, module, Z, generator):
+        """The unnormalized log-density of rows, of a row with missing cells
+        that of its observed ones (importance sampling from the base's
+        conditional, :data:`MISSING_DRAWS` draws: exact while the energy is
+        0, and its error otherwise in the user guide)."""
+        incomplete = torch.isnan(Z).any(1)
+        if not incomplete.any():
+            return module.unnormalized_log_density(Z)
+        value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
+        value[~incomplete] = module.unnormalized_log_density(Z[~incomplete])
+        rows = torch.nonzero(incomplete).squeeze(1)
+        for block in torch.split(rows, _INCOMPLETE_ROWS_AT_ONCE):
+            value[block] = module.observed_log_density(Z[block], MISSING_DRAWS, generator)[0]
+        return value
 
     # -- inference -----------------------------------------------------------
     def sample(self, n_samples=1, random_state=None, *, n_steps=20):
@@ -484,3 +558,40 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         module = self._inference_module()
         return self._sample_rows(lambda n, generator: module.sample(n, n_steps, generator),
                                  n_samples, random_state, chunk_rows=_SAMPLE_CHUNK)
+
+    def sample_conditional(self, X, mask=None, *, n_steps=20, random_state=None):
+        """Fill in cells of X by drawing them from the model given the others.
+
+        For each row, the free cells (``mask`` True, or X's missing cells
+        when ``mask`` is None) are drawn by sampling-importance-resampling:
+        64 completions from the base's conditional distribution (exact for a
+        Gaussian mixture), one kept with probability proportional to
+        ``exp(-E)``; then ``n_steps`` steps that leave the model's
+        conditional exactly invariant (a Gibbs sweep over free categories,
+        Metropolis-adjusted Langevin steps over free continuous cells). The
+        known cells come back exactly as given.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, `n_features_in_`)
+            Known values; the free cells may hold anything, NaN included.
+        mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
+            True where a value is to be drawn; None means X's missing cells.
+        n_steps : int, default=20
+            Steps of the model's conditional after resampling; 0 keeps the
+            resampled cells.
+        random_state : int, RandomState instance or None, default=None
+            Seeds this draw.
+
+        Returns
+        -------
+        X_completed : ndarray of shape (n_samples, `n_features_in_`) or DataFrame
+            float64; a DataFrame when categories are strings.
+        """
+        check_n_steps(n_steps)
+        self._check_fitted()
+        module = self._inference_module()
+        complete = lambda Z, free, generator: module.complete(
+            Z, free, CONDITIONAL_CANDIDATES, n_steps, generator)
+        return self._complete_rows(X, mask, complete, random_state,
+                                   chunk_rows=_INCOMPLETE_ROWS_AT_ONCE)

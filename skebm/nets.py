@@ -199,12 +199,16 @@ class MLPEnergy(nn.Module):
         fourier_scale=1.0,
         zero_output=False,
         spectral_norm=False,
+        categories=None,
     ):
         super().__init__()
+        layers = []
+        if categories is not None:
+            layers.append(OneHotCategories(*categories))
+            n_inputs = layers[0].n_outputs
         self.shapes = layer_shapes(n_inputs, hidden_layer_sizes, n_fourier=fourier_features)
         _refuse_too_large(sum((a + 1) * b for a, b, _ in self.shapes)
                           + n_inputs * fourier_features)
-        layers = []
         width = n_inputs
         if fourier_features:
             encoding = FourierFeatures(n_inputs, fourier_features, fourier_scale, generator)
@@ -226,6 +230,31 @@ class MLPEnergy(nn.Module):
 
     def forward(self, x):
         return self.layers(x).squeeze(-1)
+
+
+class OneHotCategories(nn.Module):
+    """The rows with each categorical column (category codes ``0 .. K-1``)
+    replaced by its one-hot encoding, after the continuous columns: how a
+    network reads a table's categories.
+
+    Parameters
+    ----------
+    categorical : array-like of bool, shape (n_features,)
+    n_categories : sequence of int
+        Categories of each categorical column, in column order.
+    """
+
+    def __init__(self, categorical, n_categories):
+        super().__init__()
+        self.register_buffer("categorical", torch.as_tensor(categorical, dtype=torch.bool))
+        self.n_categories = [int(count) for count in n_categories]
+        self.n_outputs = int((~self.categorical).sum()) + sum(self.n_categories)
+
+    def forward(self, x):
+        codes = x[:, self.categorical].long()
+        return torch.cat([x[:, ~self.categorical]] + [
+            nn.functional.one_hot(codes[:, j], count).to(x.dtype)
+            for j, count in enumerate(self.n_categories)], 1)
 
 
 class ConvEnergy(nn.Module):

@@ -57,7 +57,7 @@ def _log_density_and_grad(log_density, z):
 
 
 def metropolis_adjusted_langevin(
-    log_density, z, n_steps, step_size, generator, *, target_acceptance=0.574
+    log_density, z, n_steps, step_size, generator, *, target_acceptance=0.574, mask=None
 ):
     """Run Metropolis-adjusted Langevin (MALA) chains from ``z``.
 
@@ -77,6 +77,9 @@ def metropolis_adjusted_langevin(
     step_size : float
         Initial step size.
     generator : torch.Generator
+    mask : torch.Tensor of shape (m, d) or (d,), or None
+        Where the chains move (1) and where they stay (0): the others are
+        held fixed, so the chains follow the conditional of the moving entries.
 
     Returns
     -------
@@ -90,13 +93,16 @@ def metropolis_adjusted_langevin(
     .. [1] Roberts, G. O. and Rosenthal, J. S. "Optimal scaling of discrete
        approximations to Langevin diffusions." JRSS B 60 (1998).
     """
+    masked = (lambda grad: grad) if mask is None else (lambda grad: grad * mask)
     value, grad = _log_density_and_grad(log_density, z)
+    grad = masked(grad)
     z = z.detach()
     accepted_total, counted = 0.0, 0
     for step in range(n_steps):
-        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        noise = masked(torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype))
         proposal = z + 0.5 * step_size**2 * grad + step_size * noise
         new_value, new_grad = _log_density_and_grad(log_density, proposal)
+        new_grad = masked(new_grad)
         forward = ((proposal - z - 0.5 * step_size**2 * grad) ** 2).sum(-1)
         backward = ((z - proposal - 0.5 * step_size**2 * new_grad) ** 2).sum(-1)
         log_ratio = new_value - value - (backward - forward) / (2 * step_size**2)

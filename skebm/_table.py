@@ -1,0 +1,255 @@
+"""Tables as data scientists have them: categorical columns and missing cells.
+
+A :class:`TableColumns`, fitted to the training table, says which columns are
+categorical and what their categories are. It encodes a table (a numpy array
+or a pandas DataFrame, NaN, None and ``pd.NA`` marking missing cells) as one
+float64 array, the form every row container and model of skebm takes:
+numeric columns as they are, a categorical column as the code ``0 .. K-1`` of
+its category, a missing cell as NaN. It decodes drawn rows back, categories
+as they came (strings stay strings).
+
+Which columns are categorical (``categorical_features``), in the style of
+:class:`~sklearn.ensemble.HistGradientBoostingClassifier`:
+
+- ``"from_dtype"``: the DataFrame columns of a category, object, string or
+  bool dtype;
+- ``"auto"``: those, and numeric columns with at most
+  :data:`AUTO_MAX_LEVELS` distinct values, each seen 10 times on average
+  (a flag or a small count has no density, only a probability for each
+  value);
+- indices, a boolean mask, or column names; None for none.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["TableColumns"]
+
+#: ``categorical_features="auto"``: a numeric column with at most this many
+#: distinct values, each seen 10 times on average, is categorical.
+AUTO_MAX_LEVELS = 5
+
+
+def _is_frame(X):
+    return hasattr(X, "columns") and hasattr(X, "dtypes")
+
+
+def _non_numeric(dtype):
+    """Whether a pandas (or numpy) dtype holds categories rather than numbers."""
+    return not (np.issubdtype(np.dtype(dtype), np.number)
+                if isinstance(dtype, np.dtype) else _numeric_extension(dtype))
+
+
+def _numeric_extension(dtype):
+    import pandas as pd  # only reached with a DataFrame, so pandas is there
+    return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+            and not isinstance(dtype, pd.CategoricalDtype))
+
+
+def _missing(column):
+    """Boolean mask of the missing cells of a 1-D object or float array."""
+    if column.dtype.kind == "f":
+        return np.isnan(column)
+    import pandas as pd
+    return np.asarray(pd.isna(column), dtype=bool)
+
+
+def _columns_of(X):
+    """The columns of a table as 1-D numpy arrays, and whether any is non-numeric."""
+    if _is_frame(X):
+        columns = []
+        for name, dtype in zip(X.columns, X.dtypes):
+            series = X[name]
+            if _non_numeric(dtype):
+                columns.append(np.asarray(series.astype(object), dtype=object))
+            else:
+                columns.append(np.asarray(series.astype("float64").to_numpy(na_value=np.nan),
+                                          dtype=np.float64))
+        return columns, list(X.dtypes)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"Expected a 2-D table, got an array of shape {X.shape}.")
+    if X.dtype.kind in "biuf":
+        X = X.astype(np.float64, copy=False)
+    columns = [_as_numbers(X[:, j]) if X.dtype == object else X[:, j] for j in range(X.shape[1])]
+    return columns, [column.dtype for column in columns]
+
+
+def _as_numbers(column):
+    """An object column as float64 when every value is a number (or missing),
+    as scikit-learn reads object arrays; else as it is."""
+    try:
+        return column.astype(np.float64)
+    except (TypeError, ValueError):
+        return column
+
+
+class TableColumns:
+    """Which columns of a table are categorical, their categories, and the
+    encoding to (and from) a float64 array of values and codes.
+
+    Parameters
+    ----------
+    is_categorical : ndarray of bool, shape (n_features,)
+    categories : list of ndarray
+        The sorted categories of each categorical column, in column order.
+    names : ndarray of str or None
+        The DataFrame's column names, for messages.
+    """
+
+    def __init__(self, is_categorical, categories, names=None):
+        self.is_categorical = np.asarray(is_categorical, dtype=bool)
+        self.categories = categories
+        self.names = names
+
+    @classmethod
+    def fit(cls, X, categorical_features):
+        """Resolve ``categorical_features`` on the training table ``X`` and
+        collect each categorical column's categories (missing cells left out)."""
+        columns, dtypes = _columns_of(X)
+        names = np.asarray(X.columns, dtype=object) if _is_frame(X) else None
+        mask = cls._resolve(categorical_features, columns, dtypes, names)
+        table = cls(mask, [], names)
+        for j in np.flatnonzero(mask):
+            column = columns[j]
+            observed = column[~_missing(column)]
+            if observed.size == 0:
+                raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
+            odd = [v for v in observed if not isinstance(v, (str, numbers.Number, np.bool_))]
+            if odd:
+                raise TypeError(f"Column {table.name(j)} holds a {type(odd[0]).__name__}: "
+                                "its argument must be a string or a number, as every cell.")
+            try:
+                table.categories.append(np.unique(observed))
+            except TypeError as error:
+                raise ValueError(
+                    f"Column {table.name(j)} mixes categories of different types "
+                    f"({sorted({type(v).__name__ for v in observed})}); make them one type."
+                ) from error
+        for j in np.flatnonzero(~mask):
+            if columns[j].dtype == object:
+                raise ValueError(
+                    f"Column {table.name(j)} is not numeric; mark it categorical "
+                    "(categorical_features) or encode it.")
+            if np.isnan(columns[j]).all():
+                raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
+        return table
+
+    @staticmethod
+    def _resolve(spec, columns, dtypes, names):
+        n_features = len(columns)
+        if spec is None:
+            return np.zeros(n_features, dtype=bool)
+        if isinstance(spec, str):
+            mask = np.array([columns[j].dtype == object and _non_numeric(dtypes[j])
+                             for j in range(n_features)], dtype=bool)
+            if spec == "auto":
+                for j in np.flatnonzero(~mask):
+                    values = columns[j][~np.isnan(columns[j])]
+                    levels = len(np.unique(values))
+                    mask[j] = levels <= AUTO_MAX_LEVELS and len(values) >= 10 * levels
+            return mask
+        spec = np.asarray(spec)
+        if spec.dtype == bool:
+            if spec.shape != (n_features,):
+                raise ValueError(f"categorical_features as a mask needs {n_features} entries, "
+                                 f"got {spec.shape[0]}.")
+            return spec.copy()
+        mask = np.zeros(n_features, dtype=bool)
+        if spec.dtype.kind in "OUS":
+            if names is None:
+                raise ValueError("categorical_features names columns, but X has no column "
+                                 "names; give indices or a mask.")
+            index = {str(name): j for j, name in enumerate(names)}
+            unknown = [str(name) for name in spec if str(name) not in index]
+            if unknown:
+                raise ValueError(f"categorical_features names columns X lacks: {unknown}.")
+            mask[[index[str(name)] for name in spec]] = True
+            return mask
+        if spec.dtype.kind not in "iu" or np.any(spec < 0) or np.any(spec >= n_features):
+            raise ValueError(f"categorical_features must be column indices in "
+                             f"[0, {n_features}), a boolean mask, names or 'auto', got {spec}.")
+        mask[spec] = True
+        return mask
+
+    # ------------------------------------------------------------ queries
+    @property
+    def n_categories(self):
+        """Number of categories of each categorical column."""
+        return [len(values) for values in self.categories]
+
+    @property
+    def needs_encoding(self):
+        return bool(self.is_categorical.any())
+
+    def name(self, j):
+        return f"{self.names[j]!r}" if self.names is not None else f"{j}"
+
+    def is_numeric_output(self):
+        """Whether decoded rows are all numbers (a float64 array)."""
+        return all(values.dtype.kind in "biuf" for values in self.categories)
+
+    # ----------------------------------------------------------- encoding
+    def encode(self, X):
+        """X as a float64 array: numbers, category codes, NaN where missing.
+
+        A category not seen in fit is an error that names the column and the
+        value: the model gives it probability 0, which no likelihood or
+        imputation can use.
+        """
+        columns, _ = _columns_of(X)
+        if len(columns) != len(self.is_categorical):
+            raise ValueError(f"X has {len(columns)} features, the table was fitted with "
+                             f"{len(self.is_categorical)}.")
+        encoded = np.empty((len(columns[0]) if columns else 0, len(columns)), dtype=np.float64)
+        categories = iter(self.categories)
+        for j, column in enumerate(columns):
+            if not self.is_categorical[j]:
+                if column.dtype == object:
+                    raise ValueError(f"Column {self.name(j)} was numeric in fit; it holds "
+                                     "non-numeric values now.")
+                encoded[:, j] = column
+                continue
+            known = next(categories)
+            missing = _missing(column)
+            values = column[~missing]
+            if known.dtype.kind in "biuf" and values.dtype == object:
+                try:
+                    values = values.astype(np.float64)
+                except (TypeError, ValueError):
+                    pass
+            codes = np.searchsorted(known, values) if len(values) else np.zeros(0, dtype=int)
+            codes = np.minimum(codes, len(known) - 1)
+            unseen = known[codes] != values
+            if np.any(unseen):
+                raise ValueError(
+                    f"Column {self.name(j)} has a category not seen in fit: "
+                    f"{values[np.flatnonzero(unseen)[0]]!r} (seen: {list(known)[:10]}). "
+                    "The model gives it probability 0; map it to a known category or "
+                    "refit with it.")
+            encoded[~missing, j] = codes
+            encoded[missing, j] = np.nan
+        return encoded
+
+    def decode(self, encoded, feature_names=None):
+        """Rows of values and codes back as the table they came from: a float64
+        array when every category is a number, else a DataFrame (with the
+        fitted column names, or 0, 1, ...)."""
+        if not self.needs_encoding:
+            return encoded
+        columns = [encoded[:, j] for j in range(encoded.shape[1])]
+        for j, known in zip(np.flatnonzero(self.is_categorical), self.categories):
+            codes = np.clip(np.rint(np.nan_to_num(columns[j])), 0, len(known) - 1).astype(int)
+            decoded = known[codes]
+            if known.dtype.kind not in "biuf":
+                decoded = decoded.astype(object)
+                decoded[np.isnan(encoded[:, j])] = None
+            else:
+                decoded = np.where(np.isnan(encoded[:, j]), np.nan, decoded.astype(np.float64))
+            columns[j] = decoded
+        if self.is_numeric_output():
+            return np.column_stack(columns).astype(np.float64) if columns else encoded
+        import pandas as pd
+        names = self.names if self.names is not None else range(len(columns))
+        return pd.DataFrame({name: column for name, column in zip(names, columns)})

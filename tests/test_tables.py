@@ -1,0 +1,233 @@
+"""NCEDensity on tables: categorical columns, missing cells, conditionals."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+from sklearn.mixture import GaussianMixture
+
+from skebm import NCEDensity
+from skebm._mixture import fit_mixture
+from skebm.base_density import GaussianMixtureDensity
+
+QUICK = dict(hidden_layer_sizes=(32, 32), max_iter=30, n_importance_samples=20_000,
+             random_state=0)
+CATEGORIES = np.array(["a", "b", "c"], dtype=object)
+
+
+def make_table(n_rows, seed):
+    """Two continuous columns whose shape depends on a category: a parabola
+    for "a", tilted Gaussians for "b" and "c"."""
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(3, n_rows, p=[0.5, 0.3, 0.2])
+    x1 = rng.normal(size=n_rows)
+    x2 = np.where(kind == 0, x1**2 - 1 + 0.3 * rng.normal(size=n_rows),
+                  np.where(kind == 1, 2 + 0.5 * x1, -2 - 0.5 * x1) + 0.5 * rng.normal(size=n_rows))
+    return pd.DataFrame({"x1": x1, "x2": 10 * x2, "kind": pd.Categorical(CATEGORIES[kind])})
+
+
+@pytest.fixture(scope="module")
+def table():
+    return make_table(1500, 0), make_table(500, 1)
+
+
+@pytest.fixture(scope="module")
+def fitted(table):
+    return NCEDensity(**QUICK).fit(table[0])
+
+
+def test_columns_and_dependence_on_the_category(fitted, table):
+    """The model sees the categories and uses them: it beats a Gaussian
+    mixture of the continuous columns times the categories' frequencies."""
+    train, test = table
+    np.testing.assert_array_equal(fitted.is_categorical_, [False, False, True])
+    assert list(fitted.categories_[0]) == ["a", "b", "c"]
+    mixture = GaussianMixture(6, random_state=0).fit(train[["x1", "x2"]])
+    frequency = train.kind.value_counts(normalize=True)
+    independent = (mixture.score_samples(test[["x1", "x2"]])
+                   + np.log(frequency[test.kind].to_numpy())).mean()
+    assert fitted.score(test) > independent + 0.2
+
+
+def test_mass_times_density_is_normalized(fitted, table):
+    """The sum over categories of the 2-D integral of the density is 1."""
+    train = table[0]
+    grid_1 = np.linspace(train.x1.min() - 2, train.x1.max() + 2, 160)
+    grid_2 = np.linspace(train.x2.min() - 20, train.x2.max() + 20, 160)
+    g1, g2 = np.meshgrid(grid_1, grid_2, indexing="ij")
+    cell = (grid_1[1] - grid_1[0]) * (grid_2[1] - grid_2[0])
+    total = 0.0
+    for category in CATEGORIES:
+        rows = pd.DataFrame({"x1": g1.ravel(), "x2": g2.ravel(),
+                             "kind": pd.Categorical([category] * g1.size, categories=CATEGORIES)})
+        total += np.exp(fitted.score_samples(rows)).sum() * cell
+    assert total == pytest.approx(1.0, abs=0.01)
+
+
+def test_missing_cell_is_integrated_out(fitted, table):
+    """log p(x1, kind) with x2 missing equals the log of the grid integral of
+    p(x1, x2, kind) over x2, within the importance-sampling estimator's error."""
+    train = table[0]
+    grid_2 = np.linspace(train.x2.min() - 30, train.x2.max() + 30, 4000)
+    for x1, category in [(0.3, "a"), (-1.0, "b"), (1.2, "c")]:
+        rows = pd.DataFrame({"x1": x1, "x2": grid_2,
+                             "kind": pd.Categorical([category] * len(grid_2), categories=CATEGORIES)})
+        integral = np.log(np.exp(fitted.score_samples(rows)).sum() * (grid_2[1] - grid_2[0]))
+        missing = pd.DataFrame({"x1": [x1], "x2": [np.nan],
+                                "kind": pd.Categorical([category], categories=CATEGORIES)})
+        assert fitted.score_samples(missing)[0] == pytest.approx(integral, abs=0.05)
+    # A missing category sums the categories' probabilities.
+    row = pd.DataFrame({"x1": [0.3], "x2": [5.0], "kind": pd.Categorical([np.nan], categories=CATEGORIES)})
+    each = [fitted.score_samples(row.assign(kind=pd.Categorical([c], categories=CATEGORIES)))[0]
+            for c in CATEGORIES]
+    assert fitted.score_samples(row)[0] == pytest.approx(np.logaddexp.reduce(each), abs=0.05)
+
+
+def test_samples_have_valid_categories_in_the_right_proportions(fitted, table):
+    samples = fitted.sample(3000, random_state=0)
+    assert isinstance(samples, pd.DataFrame) and list(samples.columns) == ["x1", "x2", "kind"]
+    assert set(samples.kind) <= set(CATEGORIES)
+    share = samples.kind.value_counts(normalize=True)
+    for category, expected in zip(CATEGORIES, [0.5, 0.3, 0.2]):
+        assert share[category] == pytest.approx(expected, abs=0.05)
+    # Within category "a", x2/10 follows x1^2 - 1.
+    a = samples[samples.kind == "a"]
+    assert np.median(np.abs(a.x2 / 10 - (a.x1**2 - 1))) < 0.5
+
+
+def test_sample_conditional_keeps_known_cells_and_follows_the_model(fitted, table):
+    test = table[1].copy()
+    hidden = test.copy()
+    rng = np.random.default_rng(0)
+    hide_kind = rng.random(len(test)) < 0.5
+    hidden.loc[hide_kind, "kind"] = np.nan
+    hidden.loc[~hide_kind, "x2"] = np.nan
+    completed = fitted.sample_conditional(hidden, random_state=0)
+    np.testing.assert_array_equal(completed.x1.to_numpy(), test.x1.to_numpy())
+    known = ~hide_kind
+    assert (completed.kind[known] == test.kind[known]).all()
+    np.testing.assert_array_equal(completed.x2[hide_kind].to_numpy(), test.x2[hide_kind].to_numpy())
+    # The category is mostly determined by (x1, x2): far better than the base rate.
+    assert (completed.kind[hide_kind] == test.kind[hide_kind]).mean() > 0.8
+    # Drawn x2 given x1 and the category follows its curve.
+    a = known & (test.kind == "a").to_numpy()
+    assert np.median(np.abs(completed.x2[a] / 10 - (test.x1[a] ** 2 - 1))) < 0.5
+
+
+def test_fit_with_missing_cells_keeps_every_row(table):
+    train = table[0].copy()
+    rng = np.random.default_rng(1)
+    for column in train.columns:
+        train.loc[rng.random(len(train)) < 0.2, column] = np.nan
+    model = NCEDensity(**{**QUICK, "max_iter": 5}).fit(train)
+    scores = model.score_samples(train)
+    assert np.isfinite(scores).all() and len(scores) == len(train)
+    assert model.mean_[0] == pytest.approx(np.nanmean(train.x1))
+    completed = model.sample_conditional(train, random_state=0)
+    assert not completed.isna().any().any()
+
+
+def test_missing_values_of_a_mixture_only_model_are_exact():
+    """A model whose energy is 0 scores a row with missing cells by the
+    mixture's analytic marginal."""
+    rng = np.random.default_rng(0)
+    X = rng.multivariate_normal([0, 1, 2], [[1, 0.8, 0.3], [0.8, 1, 0.5], [0.3, 0.5, 2]], 400)
+    model = NCEDensity(**{**QUICK, "max_iter": 1}, marginals="none", base="gaussian",
+                       base_scale=1.0).fit(X)
+    with torch.no_grad():
+        model.module_.energy.layers[-1].weight.zero_()
+        model.module_.energy.layers[-1].bias.zero_()
+    model._log_partition_memo.pop("estimate", None)
+    base = model.module_.base
+    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
+    mean = base.means[0].double().numpy()
+    rows = np.array([[0.5, np.nan, 1.0], [np.nan, np.nan, 3.0], [0.1, 0.2, 0.3]])
+    for row, score in zip(rows, model.score_samples(rows)):
+        seen = ~np.isnan(row)
+        z = (row[seen] - model.mean_[seen]) / model.scale_[seen]
+        expected = (multivariate_normal(mean[seen], covariance[np.ix_(seen, seen)]).logpdf(z)
+                    - np.log(model.scale_[seen]).sum())
+        assert score == pytest.approx(expected, abs=1e-6)
+
+
+def test_em_with_missing_cells_matches_the_complete_data_fit():
+    """EM on rows with 10% of cells missing lands near the complete-data
+    maximum likelihood, and with no cell missing equals it."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(-2, 1, (300, 3)), rng.normal(2, 0.5, (300, 3))])
+    codes = torch.zeros(len(X), 0, dtype=torch.long)
+    full = fit_mixture(torch.as_tensor(X), codes, [], 2, 1e-6, 0)
+    holes = X.copy()
+    holes[rng.random(X.shape) < 0.1] = np.nan
+    gappy = fit_mixture(torch.as_tensor(holes), codes, [], 2, 1e-6, 0)
+    order = lambda means: np.argsort(means[:, 0].numpy())
+    np.testing.assert_allclose(gappy[1][order(gappy[1])], full[1][order(full[1])], atol=0.15)
+    assert sorted(full[0].tolist()) == pytest.approx([0.5, 0.5], abs=1e-3)
+
+
+def test_categorical_features_forms(table):
+    train = table[0]
+    as_objects = train.to_numpy(dtype=object)
+    quick = {**QUICK, "max_iter": 1}
+    for spec, data in [([2], as_objects), ([False, False, True], as_objects),
+                       (["kind"], train), ("from_dtype", train)]:
+        model = NCEDensity(**quick, categorical_features=spec).fit(data)
+        np.testing.assert_array_equal(model.is_categorical_, [False, False, True])
+    binary = np.column_stack([train.x1, train.x2, (train.kind == "a").astype(float)])
+    assert NCEDensity(**quick).fit(binary).is_categorical_.tolist() == [False, False, True]
+    assert not NCEDensity(**quick, categorical_features=None).fit(binary).is_categorical_.any()
+
+
+def test_bad_tables_are_refused_with_the_column_named(fitted, table):
+    train = table[0]
+    unseen = train.head(3).assign(kind=pd.Categorical(["a", "zebra", "b"]))
+    with pytest.raises(ValueError, match="'kind' has a category not seen in fit: 'zebra'"):
+        fitted.score_samples(unseen)
+    empty = train.assign(x2=np.nan)
+    with pytest.raises(ValueError, match="'x2' has no observed value"):
+        NCEDensity(**QUICK).fit(empty)
+    with pytest.raises(ValueError, match="'x1' is not numeric"):
+        NCEDensity(**QUICK, categorical_features=["kind"]).fit(
+            train.assign(x1=train.x1.astype(str)))
+    with pytest.raises(ValueError, match="names columns X lacks"):
+        NCEDensity(**QUICK, categorical_features=["colour"]).fit(train)
+
+
+def test_failed_fit_leaves_the_table_as_it_was(table):
+    train = table[0]
+    model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(train)
+    before = model.score_samples(train.head(20))
+    with pytest.raises(ValueError):
+        model.fit(train.assign(x2=np.nan))
+    np.testing.assert_array_equal(model.is_categorical_, [False, False, True])
+    np.testing.assert_array_equal(model.score_samples(train.head(20)), before)
+
+
+def test_pickle_round_trip_of_a_table_model(fitted, table):
+    test = table[1].head(50)
+    clone = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(clone.score_samples(test), fitted.score_samples(test), rtol=1e-12)
+    pd.testing.assert_frame_equal(clone.sample(5, random_state=1), fitted.sample(5, random_state=1))
+
+
+def test_mixture_log_prob_with_categories_and_gaps():
+    """GaussianMixtureDensity on a table: log weight + Gaussian marginal +
+    category log-probabilities, summed over components."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    codes = (X[:, :1] > 0).astype(float)
+    Z = torch.as_tensor(np.hstack([X, codes]), dtype=torch.float32)
+    mixture = GaussianMixtureDensity.fit_to(Z, n_components=2, categorical=torch.tensor(
+        [False, False, True]), n_categories=(2,)).double()
+    row = torch.tensor([[0.4, np.nan, 1.0]], dtype=torch.float64)
+    expected = np.logaddexp.reduce([
+        float(mixture.log_weights[k]) + multivariate_normal(
+            mixture.means[k, :1].numpy(),
+            (mixture.cholesky[k] @ mixture.cholesky[k].T)[:1, :1].numpy()).logpdf([0.4])
+        + float(mixture.category_log_probs[k, 0, 1]) for k in range(2)])
+    assert float(mixture.log_prob(row)[0]) == pytest.approx(expected, abs=1e-9)
+    draws = mixture.sample(1000, torch.Generator().manual_seed(0))
+    assert set(draws[:, 2].tolist()) <= {0.0, 1.0}
