@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.model_selection import check_cv
-from sklearn.utils import get_tags
+from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -122,7 +122,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         else:
             scores = np.empty(X.shape[0])
             for train, held_out in check_cv(self.cv).split(X):
-                scores[held_out] = clone(self.density).fit(X[train]).score_samples(X[held_out])
+                scores[held_out] = clone(self.density).fit(_safe_indexing(X, train)).score_samples(
+                    _safe_indexing(X, held_out))
         self.density_ = density
         self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
         return self
@@ -172,8 +173,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _validated(self, X, *, reset):
         """X checked here, with what the wrapped density accepts, so that
-        feature counts and names are checked whatever the density does."""
+        feature counts and names are checked whatever the density does; a
+        density that takes tables (categories) gets the table as it is."""
         input_tags = get_tags(self.density).input_tags
+        if input_tags.categorical:
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            return X
         return validate_data(
             self, X, reset=reset, accept_sparse=["csr", "csc"] if input_tags.sparse else False,
             ensure_all_finite="allow-nan" if input_tags.allow_nan else True)
