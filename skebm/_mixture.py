@@ -31,40 +31,57 @@ __all__ = ["ComponentConditionals", "category_log_likelihoods", "fit_mixture",
 CATEGORY_PSEUDO_COUNT = 0.5
 
 
-def gaussian_observed(X, mean, covariance, *, with_covariance=False):
-    """Each row's Gaussian over its observed columns: ``(log-density of the
-    observed entries, conditional mean of every entry)`` and, with
-    ``with_covariance``, the conditional covariance (zero outside the missing
-    block).
+def gaussian_observed(X, means, covariances, *, with_covariance=False):
+    """Each row's Gaussians over its observed columns, one per component:
+    ``(log-density of the observed entries, (n_rows, n_components);
+    conditional mean of every entry, (n_rows, n_components, n_columns))``
+    and, with ``with_covariance``, the conditional covariance (zero outside
+    the missing block; (n_rows, n_components, n_columns, n_columns)).
 
-    The observed block of the covariance is padded with the identity on the
+    The observed block of a covariance is padded with the identity on the
     missing columns (``A = M S M + I - M``), so one batched Cholesky factor
     serves rows with any pattern of missing entries: its log-determinant is
     that of the observed block, and ``A^-1`` restricted to it is that block's
-    inverse.
+    inverse. Rows go in chunks of bounded memory.
     """
+    n_components, n_columns = means.shape
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, n_components * n_columns**2))
+    parts = [_gaussian_observed(block, means, covariances, with_covariance)
+             for block in torch.split(X, chunk)] or [
+        _gaussian_observed(X, means, covariances, with_covariance)]
+    return tuple(torch.cat(outputs) for outputs in zip(*parts))
+
+
+#: Elements of the batched (rows, components, columns, columns) matrices at once.
+_CHUNK_ELEMENTS = 2**22
+
+
+def _gaussian_observed(X, means, covariances, with_covariance):
     observed = ~torch.isnan(X)
-    weight = observed.to(X.dtype)
-    if observed.all():  # one factor for every row
-        factor = torch.linalg.cholesky(covariance)
-        cholesky = factor.expand(len(X), -1, -1)
+    weight = observed.to(X.dtype)[:, None, :]  # (n, 1, d)
+    centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # (n, K, d)
+    if observed.all():  # one factor per component for every row
+        factor = torch.linalg.cholesky(covariances)
+        solved = torch.cholesky_solve(centred.permute(1, 2, 0), factor).permute(2, 0, 1)
+        log_det = 2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
+        cholesky = None
     else:
         eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-        cholesky = torch.linalg.cholesky(covariance * weight[:, :, None] * weight[:, None, :]
-                                         + eye * (1 - weight)[:, None, :])
-    centred = torch.where(observed, X - mean, 0.0)
-    if observed.all():
-        solved = torch.cholesky_solve(centred.T, factor).T
-    else:
-        solved = torch.cholesky_solve(centred[:, :, None], cholesky).squeeze(-1)
-    log_det = 2 * torch.log(torch.diagonal(cholesky, dim1=-2, dim2=-1)).sum(-1)
+        cholesky = torch.linalg.cholesky(covariances * weight[..., :, None] * weight[..., None, :]
+                                         + eye * (1 - weight)[..., None, :])
+        solved = torch.cholesky_solve(centred[..., None], cholesky).squeeze(-1)
+        log_det = 2 * torch.log(torch.diagonal(cholesky, dim1=-2, dim2=-1)).sum(-1)
     log_density = (-0.5 * (centred * solved).sum(-1) - 0.5 * log_det
                    - 0.5 * weight.sum(-1) * math.log(2 * math.pi))
-    conditional_mean = torch.where(observed, X, mean + solved @ covariance)
+    conditional_mean = torch.where(observed[:, None, :], X[:, None, :],
+                                   means + torch.einsum("nkd,kde->nke", solved, covariances))
     if not with_covariance:
         return log_density, conditional_mean
-    gain = torch.cholesky_solve(covariance * weight[:, :, None], cholesky)  # A^-1 M S
-    conditional_covariance = covariance - (covariance * weight[:, None, :]) @ gain
+    if cholesky is None:
+        return log_density, conditional_mean, torch.zeros(
+            *centred.shape, X.shape[1], dtype=X.dtype, device=X.device)
+    gain = torch.cholesky_solve(covariances * weight[..., :, None], cholesky)  # A^-1 M S
+    conditional_covariance = covariances - (covariances * weight[..., None, :]) @ gain
     return log_density, conditional_mean, conditional_covariance
 
 
@@ -91,23 +108,17 @@ class ComponentConditionals:
 
     def __init__(self, log_weights, means, covariances, log_probs, X, codes):
         self.X, self.codes, self.log_probs = X, codes, log_probs
-        log_joint, self.means, self.factors = [], [], []
-        category_terms = category_log_likelihoods(codes, log_probs)
-        eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-        for k in range(len(log_weights)):
-            log_density, mean, covariance = (
-                gaussian_observed(X, means[k], covariances[k], with_covariance=True)
-                if X.shape[1] else (torch.zeros(len(X), dtype=X.dtype, device=X.device), X, None))
-            log_joint.append(log_weights[k] + log_density + category_terms[:, k])
-            self.means.append(mean)
-            if X.shape[1]:
-                missing = torch.isnan(X).to(X.dtype)
-                # The conditional covariance, identity on observed columns, factored;
-                # the factor keeps observed rows and columns of the identity.
-                self.factors.append(torch.linalg.cholesky(
-                    covariance + eye * (1 - missing)[:, None, :]
-                    + 1e-12 * eye * missing[:, None, :]))
-        log_joint = torch.stack(log_joint, 1)
+        log_joint = log_weights + category_log_likelihoods(codes, log_probs)
+        if X.shape[1]:
+            log_density, self.means, covariance = gaussian_observed(
+                X, means, covariances, with_covariance=True)
+            log_joint = log_joint + log_density
+            # The conditional covariance, identity on observed columns, factored;
+            # the factor keeps observed rows and columns of the identity.
+            missing = torch.isnan(X).to(X.dtype)[:, None, None, :]
+            eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+            self.factors = torch.linalg.cholesky(covariance + eye * (1 - missing)
+                                                 + 1e-12 * eye * missing)
         self.log_marginal = torch.logsumexp(log_joint, 1)
         self.posterior = torch.softmax(log_joint, 1)
 
@@ -121,12 +132,11 @@ class ComponentConditionals:
         missing = torch.isnan(X)
         if X.shape[2]:
             noise = torch.randn(X.shape, generator=generator, dtype=X.dtype, device=X.device)
-            for k in range(len(self.means)):
-                chosen = components == k
-                if not chosen.any():
-                    continue
-                draws = self.means[k][:, None, :] + noise @ self.factors[k].transpose(-1, -2)
-                X = torch.where(chosen[:, :, None] & missing, draws, X)
+            rows = torch.arange(n_rows, device=X.device)[:, None]
+            means = self.means[rows, components]  # (n_rows, n_draws, d)
+            factors = self.factors[rows, components]  # (n_rows, n_draws, d, d)
+            draws = means + (factors @ noise[..., None]).squeeze(-1)
+            X = torch.where(missing, draws, X)
         codes = self.codes[:, None, :].expand(-1, n_draws, -1).clone()
         for j in range(codes.shape[2]):
             free = codes[:, :, j] < 0
@@ -167,17 +177,13 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
         weights, means, covariances, log_probs = parameters
         log_joint = torch.log(weights) + category_log_likelihoods(codes, log_probs)
         if n_continuous:
-            gaussians = [gaussian_observed(X, means[k], covariances[k])
-                         for k in range(n_components)]
-            log_joint = log_joint + torch.stack([log_density for log_density, _ in gaussians], 1)
-            completed = torch.stack([mean for _, mean in gaussians], 1)
+            gaussians = gaussian_observed(X, means, covariances, with_covariance=incomplete)
+            log_joint = log_joint + gaussians[0]
+            completed = gaussians[1]
         score = torch.logsumexp(log_joint, 1).mean().item()
         responsibilities = torch.softmax(log_joint, 1)
         if incomplete:  # the missing entries' conditional covariances, summed per component
-            spread = torch.stack([
-                torch.einsum("n,nde->de", responsibilities[:, k], gaussian_observed(
-                    X, means[k], covariances[k], with_covariance=True)[2])
-                for k in range(n_components)])
+            spread = torch.einsum("nk,nkde->kde", responsibilities, gaussians[2])
         if score - previous < tol:
             break
         previous = score

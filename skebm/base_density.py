@@ -22,7 +22,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from torch import nn
 
-from ._mixture import ComponentConditionals, category_log_likelihoods, fit_mixture, gaussian_observed
+from ._mixture import (ComponentConditionals, category_log_likelihoods, fit_mixture,
+                       gaussian_observed)
 from ._runtime import draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "fit_base",
@@ -172,9 +173,7 @@ class GaussianMixtureDensity(nn.Module):
         log_joint = self.log_weights + self._category_terms(codes)
         if X.shape[1]:
             covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
-            log_joint = log_joint + torch.stack([
-                gaussian_observed(X, self.means[k], covariances[k])[0]
-                for k in range(self.n_components)], 1)
+            log_joint = log_joint + gaussian_observed(X, self.means, covariances)[0]
         return log_joint
 
     def _category_terms(self, codes):
