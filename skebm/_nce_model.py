@@ -219,6 +219,23 @@ class NCEModel(nn.Module):
         chosen = torch.multinomial(torch.softmax(log_weights, 1), 1, generator=generator)
         return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
 
+    def conditional_mean(self, Z, free, n_draws, generator):
+        """Rows ``Z`` with each ``free`` entry replaced by its conditional
+        mean under the model (a category by its most probable value), on
+        ``z``: self-normalized importance sampling over ``n_draws``
+        completions from the base's conditional, weighted by ``exp(-E)``."""
+        Z = torch.where(free, torch.nan, Z)
+        draws, log_weights, _ = self.completions(Z, n_draws, generator)
+        weights = torch.softmax(log_weights, 1)[:, :, None]
+        rows = self.from_latent(draws.reshape(-1, Z.shape[1])).view(draws.shape)
+        filled = (weights * rows).sum(1)
+        if self.moving is not None:
+            for position, column in enumerate(torch.nonzero(self.moving == 0).squeeze(1).tolist()):
+                count = self.energy.layers[0].n_categories[position]
+                one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
+                filled[:, column] = (weights * one_hot).sum(1).argmax(1).to(Z.dtype)
+        return torch.where(free, filled, Z)
+
     def complete(self, Z, free, n_candidates, n_steps, generator):
         """Rows ``Z`` with their ``free`` entries drawn given the others:
         sampling-importance-resampling from the base's conditional, then
