@@ -16,7 +16,7 @@ from sklearn.utils.validation import _num_samples
 
 from ._base import Step, TorchEstimator
 from ._monitors import EarlyStopping, PlateauDecay
-from ._runtime import available_memory, refuse_beyond_memory
+from ._runtime import available_memory, refuse_beyond_memory, resolve_device
 from ._softmax_model import LOSSES, SoftmaxModel, SparseBagRows, bags_from_rows
 from .nets import ACTIVATIONS, layer_sizes
 from .optim import LazyAdam
@@ -283,8 +283,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         -------
         self : NCESoftmaxClassifier
         """
-        if not hasattr(self, "module_") and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if not hasattr(self, "module_"):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            # The model's size from the classes as given, before any copy of them is sorted.
+            n_classes, n_features = len(classes), np.shape(X)[1] if np.ndim(X) == 2 else 0
+            self._check_memory(n_features, n_classes, self._resolved_loss(n_classes),
+                               resolve_device(self.device))
         return self._fit_module(X, y, partial=True, classes=classes)
 
     # -- targets -------------------------------------------------------------

@@ -133,6 +133,23 @@ def test_a_model_too_big_for_memory_is_refused_before_allocation():
     assert not hasattr(clf, "module_")
 
 
+def test_partial_fit_refuses_too_many_classes_before_reading_them():
+    """The model's size comes from len(classes): a billion classes are
+    refused before any copy of them is made (np.unique would sort them)."""
+
+    class Billion:
+        def __len__(self):
+            return 10**9
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("classes were read before the memory check")
+
+    clf = NCESoftmaxClassifier()
+    with pytest.raises(ValueError, match="1,000,000,000 classes"):
+        clf.partial_fit(np.zeros((4, 3)), [0, 1, 0, 1], classes=Billion())
+    assert not hasattr(clf, "module_")
+
+
 def test_labels_and_partial_fit(digits):
     X, y, X_test, y_test = digits
     with pytest.raises(ValueError, match="at least 2 classes; the data has only"):
