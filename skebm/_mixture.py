@@ -31,12 +31,14 @@ __all__ = ["ComponentConditionals", "category_log_likelihoods", "fit_mixture",
 CATEGORY_PSEUDO_COUNT = 0.5
 
 
-def gaussian_observed(X, means, covariances, *, with_covariance=False):
+def gaussian_observed(X, means, covariances, *, with_precision=False):
     """Each row's Gaussians over its observed columns, one per component:
     ``(log-density of the observed entries, (n_rows, n_components);
     conditional mean of every entry, (n_rows, n_components, n_columns))``
-    and, with ``with_covariance``, the conditional covariance (zero outside
-    the missing block; (n_rows, n_components, n_columns, n_columns)).
+    and, with ``with_precision``, ``P``, the inverse of the observed block of
+    the covariance, zero elsewhere ((n_rows, n_components, n_columns,
+    n_columns)): the conditional covariance of the missing entries is then
+    ``S - S P S`` (zero outside the missing block).
 
     The observed block of a covariance is padded with the identity on the
     missing columns (``A = M S M + I - M``), so one batched Cholesky factor
@@ -46,9 +48,9 @@ def gaussian_observed(X, means, covariances, *, with_covariance=False):
     """
     n_components, n_columns = means.shape
     chunk = max(1, _CHUNK_ELEMENTS // max(1, n_components * n_columns**2))
-    parts = [_gaussian_observed(block, means, covariances, with_covariance)
+    parts = [_gaussian_observed(block, means, covariances, with_precision)
              for block in torch.split(X, chunk)] or [
-        _gaussian_observed(X, means, covariances, with_covariance)]
+        _gaussian_observed(X, means, covariances, with_precision)]
     return tuple(torch.cat(outputs) for outputs in zip(*parts))
 
 
@@ -56,7 +58,7 @@ def gaussian_observed(X, means, covariances, *, with_covariance=False):
 _CHUNK_ELEMENTS = 2**22
 
 
-def _gaussian_observed(X, means, covariances, with_covariance):
+def _gaussian_observed(X, means, covariances, with_precision):
     observed = ~torch.isnan(X)
     weight = observed.to(X.dtype)[:, None, :]  # (n, 1, d)
     centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # (n, K, d)
@@ -64,25 +66,23 @@ def _gaussian_observed(X, means, covariances, with_covariance):
         factor = torch.linalg.cholesky(covariances)
         solved = torch.cholesky_solve(centred.permute(1, 2, 0), factor).permute(2, 0, 1)
         log_det = 2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
-        cholesky = None
+        precision = torch.cholesky_inverse(factor).expand(len(X), -1, -1, -1) if (
+            with_precision) else None
     else:
         eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-        cholesky = torch.linalg.cholesky(covariances * weight[..., :, None] * weight[..., None, :]
-                                         + eye * (1 - weight)[..., None, :])
-        solved = torch.cholesky_solve(centred[..., None], cholesky).squeeze(-1)
+        both = (observed[:, :, None] & observed[:, None, :])[:, None]  # (n, 1, d, d)
+        cholesky = torch.linalg.cholesky(torch.where(both, covariances, eye))
         log_det = 2 * torch.log(torch.diagonal(cholesky, dim1=-2, dim2=-1)).sum(-1)
+        # A^-1 is the observed block's inverse there and the identity elsewhere.
+        precision = torch.where(both, torch.cholesky_inverse(cholesky), 0.0)
+        solved = torch.einsum("nkde,nke->nkd", precision, centred)
     log_density = (-0.5 * (centred * solved).sum(-1) - 0.5 * log_det
                    - 0.5 * weight.sum(-1) * math.log(2 * math.pi))
     conditional_mean = torch.where(observed[:, None, :], X[:, None, :],
                                    means + torch.einsum("nkd,kde->nke", solved, covariances))
-    if not with_covariance:
+    if not with_precision:
         return log_density, conditional_mean
-    if cholesky is None:
-        return log_density, conditional_mean, torch.zeros(
-            *centred.shape, X.shape[1], dtype=X.dtype, device=X.device)
-    gain = torch.cholesky_solve(covariances * weight[..., :, None], cholesky)  # A^-1 M S
-    conditional_covariance = covariances - (covariances * weight[..., None, :]) @ gain
-    return log_density, conditional_mean, conditional_covariance
+    return log_density, conditional_mean, precision
 
 
 def category_log_likelihoods(codes, log_probs):
@@ -110,8 +110,9 @@ class ComponentConditionals:
         self.X, self.codes, self.log_probs = X, codes, log_probs
         log_joint = log_weights + category_log_likelihoods(codes, log_probs)
         if X.shape[1]:
-            log_density, self.means, covariance = gaussian_observed(
-                X, means, covariances, with_covariance=True)
+            log_density, self.means, precision = gaussian_observed(
+                X, means, covariances, with_precision=True)
+            covariance = covariances - covariances @ precision @ covariances
             log_joint = log_joint + log_density
             # The conditional covariance, identity on observed columns, factored;
             # the factor keeps observed rows and columns of the identity.
@@ -177,13 +178,15 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
         weights, means, covariances, log_probs = parameters
         log_joint = torch.log(weights) + category_log_likelihoods(codes, log_probs)
         if n_continuous:
-            gaussians = gaussian_observed(X, means, covariances, with_covariance=incomplete)
+            gaussians = gaussian_observed(X, means, covariances, with_precision=incomplete)
             log_joint = log_joint + gaussians[0]
             completed = gaussians[1]
         score = torch.logsumexp(log_joint, 1).mean().item()
         responsibilities = torch.softmax(log_joint, 1)
-        if incomplete:  # the missing entries' conditional covariances, summed per component
-            spread = torch.einsum("nk,nkde->kde", responsibilities, gaussians[2])
+        if incomplete:  # the missing entries' conditional covariances S - S P S, summed
+            summed = torch.einsum("nk,nkde->kde", responsibilities, gaussians[2])
+            spread = (responsibilities.sum(0)[:, None, None] * covariances
+                      - covariances @ summed @ covariances)
         if score - previous < tol:
             break
         previous = score
