@@ -2,6 +2,7 @@
 
 from ._monitors import ConvergenceDivergedError
 from .classifier import NCESoftmaxClassifier
+from .impute import DensityImputer
 from .nce import NCEDensity
 from .outlier import DensityOutlierDetector
 from .rbm import PCDRestrictedBoltzmann
@@ -9,6 +10,7 @@ from .shortrun import ShortRunEBM
 
 __all__ = [
     "ConvergenceDivergedError",
+    "DensityImputer",
     "DensityOutlierDetector",
     "NCEDensity",
     "NCESoftmaxClassifier",

@@ -1,0 +1,380 @@
+"""Imputation of missing values from any density's conditional distribution."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.impute import MissingIndicator
+from sklearn.utils import _safe_indexing, check_array, check_random_state, get_tags
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._set_output import _get_output_config
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+
+from ._checks import input_attributes_restored_on_failure
+from ._runtime import refuse_beyond_memory
+
+__all__ = ["DensityImputer"]
+
+
+class DensityImputer(TransformerMixin, BaseEstimator):
+    """Fill in missing values by drawing them from a density given the rest of the row.
+
+    Wraps an estimator with ``fit`` and ``sample_conditional`` (skebm's
+    densities) in scikit-learn's imputer API. The density is fitted to X as
+    given, missing values included: whether it accepts them (and columns of
+    categories) is the density's to decide, and its errors are raised as
+    they are. ``transform`` asks it, for every row with a missing value
+    (NaN, or None in a column of objects), for draws of the missing entries
+    from its conditional distribution given the observed ones; observed
+    entries come back exactly as given and rows without a missing value are
+    not drawn for.
+
+    By default the filled value is an estimate of the conditional mean: the
+    density's own ``conditional_mean`` where it has one (``NCEDensity``:
+    importance sampling over 256 completions, a category's most probable
+    value), else the average of ``n_draws`` draws, and in categorical
+    columns the value drawn most often (the mean of category codes is not a
+    category). That
+    minimizes the expected squared error of each cell, as
+    :class:`~sklearn.impute.IterativeImputer` does with its regressions,
+    but it shrinks the filled values toward the centre: their spread is too
+    small. ``sample_posterior=True`` fills one draw instead, which keeps the
+    joint distribution (spread and correlations included) at the price of
+    more noise per cell; imputing several times with different seeds and
+    pooling the analyses is multiple imputation [1]_.
+
+    Parameters
+    ----------
+    density : estimator with ``fit`` and ``sample_conditional``, default=None
+        The density model. It is cloned at ``fit``; the fitted clone is
+        ``density_``. None: ``NCEDensity(random_state=random_state)`` (an
+        int drawn from ``random_state`` when it is a RandomState instance).
+        ``sample_conditional(X, random_state=...)`` must return X with its
+        missing entries drawn (an array or a DataFrame of X's shape).
+    sample_posterior : bool, default=False
+        Fill one conditional draw per missing cell instead of the average of
+        ``n_draws`` draws (the most frequent draw in categorical columns).
+    n_draws : int >= 1, default=20
+        Draws averaged per missing cell when ``sample_posterior`` is False
+        and the density has no ``conditional_mean``;
+        each costs one ``sample_conditional`` call over the rows with missing
+        values, and the Monte-Carlo error of the mean falls as
+        ``1 / sqrt(n_draws)`` of the conditional's standard deviation.
+        Unused when ``sample_posterior`` is True.
+    add_indicator : bool, default=False
+        If True, a :class:`~sklearn.impute.MissingIndicator` transform stacks
+        onto the output, as in :class:`~sklearn.impute.SimpleImputer`: a
+        column per feature that had missing values at fit, True where the
+        value was missing.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draws: each ``transform`` draws its seeds for
+        ``sample_conditional`` from ``check_random_state(random_state)``, so
+        with an int, ``transform`` and ``fit_transform`` return the same
+        values for the same X and fitted density. Also the seed of the
+        default density.
+
+    Attributes
+    ----------
+    density_ : estimator
+        The fitted clone of ``density``.
+    is_categorical_ : ndarray of bool, shape (`n_features_in_`,)
+        The columns filled with the most frequent draw rather than the mean:
+        those the density marks in its own ``is_categorical_``, and those of
+        the training X that are not numeric.
+    indicator_ : :class:`~sklearn.impute.MissingIndicator` or None
+        Indicator of the missing values; None when ``add_indicator`` is
+        False.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when X has string column names.
+
+    See Also
+    --------
+    sklearn.impute.IterativeImputer : Imputation by regressing each feature
+        on the others in turn.
+    sklearn.impute.KNNImputer : Imputation from the nearest complete rows.
+    sklearn.impute.SimpleImputer : Imputation by a statistic of each column.
+
+    References
+    ----------
+    .. [1] Rubin, D. B. "Multiple Imputation for Nonresponse in Surveys."
+       Wiley, 1987.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebm import DensityImputer, ShortRunEBM
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.multivariate_normal([0, 0], [[1, 0.9], [0.9, 1]], size=500)
+    >>> imputer = DensityImputer(ShortRunEBM(max_iter=2, random_state=0),
+    ...                          random_state=0).fit(X)
+    >>> filled = imputer.transform([[1.0, np.nan], [np.nan, -2.0]])
+    >>> filled.shape, bool(np.isnan(filled).any()), filled[0, 0], filled[1, 1]
+    ((2, 2), False, np.float64(1.0), np.float64(-2.0))
+    """
+
+    _parameter_constraints = {
+        "density": [None, HasMethods(["fit", "sample_conditional"])],
+        "sample_posterior": ["boolean"],
+        "n_draws": [Interval(numbers.Integral, 1, None, closed="left")],
+        "add_indicator": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, density=None, *, sample_posterior=False, n_draws=20, add_indicator=False,
+                 random_state=None):
+        self.density = density
+        self.sample_posterior = sample_posterior
+        self.n_draws = n_draws
+        self.add_indicator = add_indicator
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit a clone of the density to X, missing values included.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training rows, NaN (or None) where a value is missing; what the
+            density accepts.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : DensityImputer
+        """
+        with input_attributes_restored_on_failure(self):
+            return self._fit_validated(X)
+
+    def _fit_validated(self, X):
+        """``fit``'s work; on failure it may have set ``n_features_in_`` and
+        ``feature_names_in_`` (only)."""
+        values, missing = _table(X)
+        validate_data(self, X, reset=True, skip_check_array=True)
+        density = self._make_density().fit(X)
+        is_categorical = _non_numeric_columns(X, values)
+        marked = getattr(density, "is_categorical_", None)
+        if marked is not None:
+            marked = np.asarray(marked, dtype=bool)
+            if marked.shape != (values.shape[1],):
+                raise ValueError(
+                    f"The density's is_categorical_ has shape {marked.shape}; expected one "
+                    f"flag per feature, ({values.shape[1]},).")
+            is_categorical = is_categorical | marked
+        indicator = None
+        if self.add_indicator:
+            indicator = MissingIndicator(error_on_new=False).fit(_nan_where(missing))
+        self.density_ = density
+        # A fitted imputer answers as it was fitted, whatever set_params does since.
+        self._transform_options = (self.sample_posterior, self.n_draws, self.random_state)
+        self.is_categorical_ = is_categorical
+        self.indicator_ = indicator
+        return self
+
+    def _make_density(self):
+        if self.density is not None:
+            return clone(self.density)
+        from .nce import NCEDensity
+
+        seed = self.random_state
+        if seed is not None and not isinstance(seed, numbers.Integral):
+            seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
+        return NCEDensity(random_state=seed)
+
+    def transform(self, X):
+        """Fill in the missing values of X from the density's conditional.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, `n_features_in_`)
+            Rows to complete, NaN (or None) where a value is missing.
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features_out)
+            X with its missing values filled: float64 when all its columns
+            are numeric, object otherwise; the observed entries exactly as
+            given. With ``add_indicator``, the indicator columns follow.
+            Or the container ``set_output`` asks for (its pandas DataFrame
+            with a dtype per column).
+        """
+        check_is_fitted(self, "density_")
+        values, missing = _table(X)
+        validate_data(self, X, reset=False, skip_check_array=True)
+        is_categorical = self.is_categorical_ | _non_numeric_columns(X, values)
+        rows = np.flatnonzero(missing.any(axis=1))
+        if len(rows):
+            X_rows = _safe_indexing(X, rows, axis=0) if len(rows) < len(values) else X
+            sample_posterior, n_draws, random_state = self._transform_options
+            seeds = check_random_state(random_state).randint(
+                np.iinfo(np.int32).max, size=1 if sample_posterior else n_draws)
+            values[rows] = self._filled(X_rows, values[rows], missing[rows], is_categorical,
+                                        seeds)
+        if self.indicator_ is not None:
+            values = np.hstack([values, self.indicator_.transform(_nan_where(missing))])
+        if values.dtype == object and _get_output_config("transform", self)["dense"] == "pandas":
+            # One dtype per column (float64 for numbers), not object throughout.
+            import pandas as pd
+
+            index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
+            return pd.DataFrame(values, index=index).infer_objects()
+        return values
+
+    def _filled(self, X, values, missing, is_categorical, seeds):
+        """``values`` (the rows of X as an array) with their ``missing``
+        entries filled from draws of ``density_.sample_conditional``, one
+        per seed: the draw itself for one seed, else the mean (numeric
+        columns) or the most frequent (categorical columns) of the draws."""
+        if len(seeds) == 1:
+            return np.where(missing, self._draw(X, values, seeds[0]), values)
+        if hasattr(self.density_, "conditional_mean"):
+            return np.where(missing, self._draw(X, values, seeds[0], "conditional_mean"), values)
+        # Held at once: the running sum, one draw and the filled copy (plus
+        # the counts of the categorical cells, below that for few categories).
+        refuse_beyond_memory(
+            3 * values.size * 8,
+            f"Averaging {len(seeds)} conditional draws of {values.shape[0]} rows x "
+            f"{values.shape[1]} features",
+            "Transform fewer rows at a time, or set sample_posterior=True.")
+        numeric = np.flatnonzero(~is_categorical)
+        categorical = np.flatnonzero(is_categorical)
+        total = np.zeros((values.shape[0], len(numeric)))
+        votes = [_Votes(np.flatnonzero(missing[:, j])) for j in categorical]
+        for seed in seeds:
+            draw = self._draw(X, values, seed)
+            total += draw[:, numeric].astype(np.float64)
+            for j, column_votes in zip(categorical, votes):
+                column_votes.add(draw[column_votes.rows, j])
+        filled = values.copy()
+        filled[:, numeric] = np.where(missing[:, numeric], total / len(seeds), values[:, numeric])
+        for j, column_votes in zip(categorical, votes):
+            filled[column_votes.rows, j] = column_votes.most_frequent()
+        return filled
+
+    def _draw(self, X, values, seed, method="sample_conditional"):
+        """One ``sample_conditional`` (or ``conditional_mean``) of X, as an
+        array of ``values``' dtype."""
+        draw = getattr(self.density_, method)(X, random_state=int(seed))
+        if hasattr(draw, "to_numpy"):
+            draw = draw.to_numpy(dtype=values.dtype)
+        draw = np.asarray(draw, dtype=values.dtype)
+        name = type(self.density_).__name__
+        if draw.shape != values.shape:
+            raise ValueError(f"{name}.sample_conditional returned shape {draw.shape} for X of "
+                             f"shape {values.shape}.")
+        if _missing_mask(draw[_missing_mask(values)]).any():
+            raise ValueError(f"{name}.sample_conditional left missing values in X unfilled.")
+        return draw
+
+    def get_feature_names_out(self, input_features=None):
+        """The input feature names, then ``missingindicator_<name>`` for the
+        indicator's columns.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Input feature names; None means ``feature_names_in_``, or
+            ``x0, x1, ...`` when fit saw no names.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self, "n_features_in_")
+        names = _check_feature_names_in(self, input_features)
+        if getattr(self, "indicator_", None) is None:
+            return names
+        return np.concatenate([names, self.indicator_.get_feature_names_out(names)])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        if self.density is None:
+            from .nce import NCEDensity
+
+            tags.non_deterministic = get_tags(NCEDensity()).non_deterministic
+        else:
+            tags.non_deterministic = get_tags(self.density).non_deterministic
+        return tags
+
+
+class _Votes:
+    """Counts of the values drawn for some cells of one categorical column."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.index = {}  # value -> column of counts, in the order first drawn
+        self.values = []
+        self.counts = np.zeros((len(rows), 0), dtype=np.int64)
+
+    def add(self, drawn):
+        codes = np.fromiter((self._code(value) for value in drawn), dtype=np.int64,
+                            count=len(drawn))
+        new = len(self.values) - self.counts.shape[1]
+        if new:
+            self.counts = np.pad(self.counts, ((0, 0), (0, new)))
+        np.add.at(self.counts, (np.arange(len(drawn)), codes), 1)
+
+    def _code(self, value):
+        if value not in self.index:
+            self.index[value] = len(self.values)
+            self.values.append(value)
+        return self.index[value]
+
+    def most_frequent(self):
+        """The most frequent value of each cell; ties go to the value drawn first."""
+        if not len(self.rows):
+            return np.empty(0)
+        chosen = np.empty(len(self.rows), dtype=object)
+        chosen[:] = [self.values[code] for code in self.counts.argmax(axis=1)]
+        return chosen
+
+
+def _table(X):
+    """X as a 2-D array (float64 when numeric, else object) with every
+    missing value as NaN, and the boolean mask of the missing values."""
+    values = check_array(X, dtype=None, ensure_all_finite="allow-nan")
+    if values.dtype.kind in "biuf":
+        values = values.astype(np.float64)
+        return values, np.isnan(values)
+    values = values.astype(object)
+    missing = _missing_mask(values)
+    values[missing] = np.nan
+    return values, missing
+
+
+def _missing_mask(values):
+    """Where an array (float64 or object) holds NaN, None or pandas' NA."""
+    if values.dtype != object:
+        return np.isnan(values)
+    return np.frompyfunc(_is_missing, 1, 1)(values).astype(bool)
+
+
+def _is_missing(value):
+    """None, NaN or pandas' NA."""
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    return isinstance(value, numbers.Real) and value != value
+
+
+def _non_numeric_columns(X, values):
+    """Columns that cannot be averaged: a DataFrame's columns of non-numeric
+    dtype (categories, strings, booleans), or in an object array those with
+    an observed value that is not a number."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(X, "columns"):
+        return np.array([getattr(dtype, "kind", "O") not in "iuf" for dtype in dtypes])
+    if values.dtype != object:
+        return np.zeros(values.shape[1], dtype=bool)
+    is_number = np.frompyfunc(
+        lambda value: isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)),
+        1, 1)(values).astype(bool)
+    return ~is_number.all(axis=0)
+
+
+def _nan_where(missing):
+    """A float array, NaN where ``missing``: what MissingIndicator reads."""
+    return np.where(missing, np.nan, 0.0)
