@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._checks import input_attributes_restored_on_failure
 
@@ -177,6 +177,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         density that takes tables (categories) gets the table as it is."""
         input_tags = get_tags(self.density).input_tags
         if input_tags.categorical:
+            if not hasattr(X, "columns"):  # shape and dtype checks; strings stay strings
+                X = check_array(X, dtype=None, ensure_all_finite="allow-nan")
             validate_data(self, X, reset=reset, skip_check_array=True)
             return X
         return validate_data(
