@@ -148,49 +148,69 @@ class ComponentConditionals:
 
 
 def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
-                max_iter=100, tol=1e-3):
+                max_iter=100, tol=1e-3, start=None):
     """EM for a mixture of Gaussians times categorical factors on rows with
     missing entries: ``(weights, means, covariances, log_probs)``.
 
     The E-step marginalizes each row's missing entries; the M-step uses the
     expected sufficient statistics (conditional means, and conditional
-    covariances added to the scatter). Starts from k-means on the rows with
-    missing continuous entries at the column mean and categories one-hot;
-    stops when the mean log-likelihood gains less than ``tol``.
+    covariances added to the scatter). Starts from ``start`` (parameters, a
+    fit with another ridge, say) or from k-means on the rows with missing
+    continuous entries at the column mean and categories one-hot; stops when
+    the mean log-likelihood gains less than ``tol``.
     """
+    if start is None:
+        start = _maximize(*_kmeans_start(X, codes, n_categories, n_components, seed),
+                          codes, n_categories, ridge)
+    parameters, previous = start, -math.inf
+    for _ in range(max_iter):
+        responsibilities, completed, spread, score = _expect(X, codes, parameters)
+        parameters = _maximize(responsibilities, completed, spread, codes, n_categories, ridge)
+        if score - previous < tol:
+            break
+        previous = score
+    return parameters
+
+
+def _kmeans_start(X, codes, n_categories, n_components, seed):
+    """Hard responsibilities from k-means, missing entries at 0 (the mean of
+    standardized rows) and no spread: what the first M-step takes."""
     from sklearn.cluster import KMeans
 
     n_rows, n_continuous = X.shape
     filled = torch.nan_to_num(X).cpu().numpy()
     one_hot = [np.eye(count)[np.maximum(c, 0)] * (c >= 0)[:, None] + (c < 0)[:, None] / count
                for c, count in zip(codes.T.cpu().numpy(), n_categories)]
-    start = np.hstack([filled, *one_hot]) if one_hot or n_continuous else filled
+    rows = np.hstack([filled, *one_hot]) if one_hot or n_continuous else filled
     labels = (np.zeros(n_rows, dtype=int) if n_components == 1 else
-              KMeans(n_components, n_init=1, random_state=seed).fit(start).labels_)
+              KMeans(n_components, n_init=1, random_state=seed).fit(rows).labels_)
     responsibilities = torch.zeros(n_rows, n_components, dtype=X.dtype, device=X.device)
     responsibilities[torch.arange(n_rows), torch.as_tensor(labels, device=X.device)] = 1.0
     completed = torch.nan_to_num(X)[:, None, :].expand(-1, n_components, -1)
     spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype, device=X.device)
+    return responsibilities, completed, spread
+
+
+def _expect(X, codes, parameters):
+    """The E-step: ``(responsibilities, conditional means of the rows per
+    component, summed conditional covariances of their missing entries per
+    component, mean log-likelihood)``."""
+    weights, means, covariances, log_probs = parameters
+    n_continuous = X.shape[1]
+    log_joint = torch.log(weights) + category_log_likelihoods(codes, log_probs)
+    completed = X[:, None, :].expand(-1, len(weights), -1)
+    spread = torch.zeros(len(weights), n_continuous, n_continuous, dtype=X.dtype, device=X.device)
     incomplete = bool(torch.isnan(X).any())
-    previous = -math.inf
-    for _ in range(max_iter):
-        parameters = _maximize(responsibilities, completed, spread, codes, n_categories, ridge)
-        weights, means, covariances, log_probs = parameters
-        log_joint = torch.log(weights) + category_log_likelihoods(codes, log_probs)
-        if n_continuous:
-            gaussians = gaussian_observed(X, means, covariances, with_precision=incomplete)
-            log_joint = log_joint + gaussians[0]
-            completed = gaussians[1]
-        score = torch.logsumexp(log_joint, 1).mean().item()
-        responsibilities = torch.softmax(log_joint, 1)
-        if incomplete:  # the missing entries' conditional covariances S - S P S, summed
-            summed = torch.einsum("nk,nkde->kde", responsibilities, gaussians[2])
-            spread = (responsibilities.sum(0)[:, None, None] * covariances
-                      - covariances @ summed @ covariances)
-        if score - previous < tol:
-            break
-        previous = score
-    return _maximize(responsibilities, completed, spread, codes, n_categories, ridge)
+    if n_continuous:
+        gaussians = gaussian_observed(X, means, covariances, with_precision=incomplete)
+        log_joint = log_joint + gaussians[0]
+        completed = gaussians[1]
+    responsibilities = torch.softmax(log_joint, 1)
+    if incomplete:  # the missing entries' conditional covariances S - S P S, summed
+        summed = torch.einsum("nk,nkde->kde", responsibilities, gaussians[2])
+        spread = (responsibilities.sum(0)[:, None, None] * covariances
+                  - covariances @ summed @ covariances)
+    return responsibilities, completed, spread, torch.logsumexp(log_joint, 1).mean().item()
 
 
 def _maximize(responsibilities, completed, spread, codes, n_categories, ridge):

@@ -93,18 +93,19 @@ class GaussianMixtureDensity(nn.Module):
 
     @classmethod
     def fit_to(cls, Z, *, n_components=1, ridge=1e-6, seed=0, categorical=None,
-               n_categories=(), max_iter=100, tol=1e-3):
+               n_categories=(), max_iter=100, tol=1e-3, start=None):
         """Fit to the rows of ``Z`` by maximum likelihood (EM for a mixture),
         ``ridge`` added to every covariance's diagonal. Tables (categorical
         columns, or missing entries) are fitted by :func:`fit_mixture`, with
-        ``max_iter`` and ``tol``."""
+        ``max_iter`` and ``tol``, from ``start`` (a fitted mixture of the same
+        size) when given."""
         if categorical is not None or torch.isnan(Z).any():
             if categorical is None:
                 categorical = torch.zeros(Z.shape[1], dtype=torch.bool)
             X, codes = _split(Z.detach().to(torch.float64), categorical.to(Z.device))
             weights, means, covariances, log_probs = fit_mixture(
                 X, codes, list(n_categories), n_components, ridge, seed,
-                max_iter=max_iter, tol=tol)
+                max_iter=max_iter, tol=tol, start=None if start is None else start.parameters())
             as_float = lambda tensor: tensor.to(torch.float32)
             if not categorical.any():
                 return cls(as_float(weights), as_float(means), as_float(covariances))
@@ -124,6 +125,15 @@ class GaussianMixtureDensity(nn.Module):
             weights, means, covariances = mixture.weights_, mixture.means_, mixture.covariances_
         as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=Z.device)
         return cls(as_tensor(weights), as_tensor(means), as_tensor(covariances))
+
+    def parameters(self):
+        """``(weights, means, covariances, category log-probabilities)`` in
+        float64, as :func:`~skebm._mixture.fit_mixture` takes them."""
+        covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
+        log_probs = self.category_log_probs if self.table else torch.zeros(
+            self.n_components, 0, 1, device=self.means.device)
+        return tuple(tensor.to(torch.float64) for tensor in (
+            self.log_weights.exp(), self.means, covariances, log_probs))
 
     def widened(self, scale):
         """The same mixture with every standard deviation multiplied by
@@ -469,28 +479,35 @@ def _best_ridge(fold_rows, n_components, layout):
     """(score, ridge) of the best ridge for mixtures of ``n_components``,
     ridges tried from the smallest up until one scores worse."""
     best_score, best_ridge = -math.inf, RIDGE_GRID[0]
+    fits = [None] * len(fold_rows)  # each fold's last mixture, where the next ridge starts
     for ridge in RIDGE_GRID:
-        score = np.mean([
-            np.mean(_held_out_scores(train_rows, test_rows, n_components, ridge, layout)
-                    + log_det)
-            for train_rows, test_rows, log_det in fold_rows
-        ])
+        scores = []
+        for fold, (train_rows, test_rows, log_det) in enumerate(fold_rows):
+            held_out, fits[fold] = _held_out_scores(train_rows, test_rows, n_components, ridge,
+                                                    layout, fits[fold])
+            scores.append(np.mean(held_out + log_det))
+        score = np.mean(scores)
         if score <= best_score:
             break
         best_score, best_ridge = score, ridge
     return best_score, best_ridge
 
 
-def _held_out_scores(train_rows, test_rows, n_components, ridge, layout):
-    """Log-likelihoods of ``test_rows`` under a mixture fitted to ``train_rows``."""
+def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=None):
+    """``(log-likelihoods of test_rows, the mixture)`` for a mixture fitted to
+    ``train_rows``. A table's EM starts from ``start`` when given (the fit
+    with the previous ridge: a few iterations instead of a new k-means run);
+    scikit-learn's GaussianMixture (complete continuous rows) starts anew."""
     if layout is None and not (np.isnan(train_rows).any() or np.isnan(test_rows).any()):
         return (GaussianMixture(n_components, covariance_type="full", reg_covar=ridge,
                                 max_iter=SEARCH_EM_ITERATIONS, random_state=0)
-                .fit(train_rows).score_samples(test_rows))
+                .fit(train_rows).score_samples(test_rows)), None
     mixture = GaussianMixtureDensity.fit_to(
         torch.as_tensor(train_rows), n_components=n_components, ridge=ridge,
-        max_iter=SEARCH_EM_ITERATIONS, tol=SEARCH_TABLE_TOL, **_table_arguments(layout))
-    return mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32)).double().numpy()
+        max_iter=SEARCH_EM_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start,
+        **_table_arguments(layout))
+    scores = mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32)).double().numpy()
+    return scores, mixture
 
 
 class TableLayout(NamedTuple):
