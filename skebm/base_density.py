@@ -104,8 +104,8 @@ class GaussianMixtureDensity(nn.Module):
                 categorical = torch.zeros(Z.shape[1], dtype=torch.bool)
             X, codes = _split(Z.detach().to(torch.float64), categorical.to(Z.device))
             weights, means, covariances, log_probs = fit_mixture(
-                X, codes, list(n_categories), n_components, ridge, seed,
-                max_iter=max_iter, tol=tol, start=None if start is None else start.parameters())
+                X, codes, list(n_categories), n_components, ridge, seed, max_iter=max_iter,
+                tol=tol, start=None if start is None else start.mixture_parameters())
             as_float = lambda tensor: tensor.to(torch.float32)
             if not categorical.any():
                 return cls(as_float(weights), as_float(means), as_float(covariances))
@@ -126,7 +126,7 @@ class GaussianMixtureDensity(nn.Module):
         as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=Z.device)
         return cls(as_tensor(weights), as_tensor(means), as_tensor(covariances))
 
-    def parameters(self):
+    def mixture_parameters(self):
         """``(weights, means, covariances, category log-probabilities)`` in
         float64, as :func:`~skebm._mixture.fit_mixture` takes them."""
         covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
