@@ -48,15 +48,18 @@ def _numeric_extension(dtype):
 
 
 def _missing(column):
-    """Boolean mask of the missing cells of a 1-D object or float array."""
+    """Boolean mask of the missing cells (NaN, None, ``pd.NA``) of a 1-D
+    object or float array; pandas is not needed for numpy input."""
     if column.dtype.kind == "f":
         return np.isnan(column)
-    import pandas as pd
-    return np.asarray(pd.isna(column), dtype=bool)
+    return np.fromiter((value is None or type(value).__name__ == "NAType"
+                        or (isinstance(value, float) and value != value) for value in column),
+                       dtype=bool, count=len(column))
 
 
 def _columns_of(X):
-    """The columns of a table as 1-D numpy arrays, and whether any is non-numeric."""
+    """``(columns, dtypes)``: the columns of a table as 1-D numpy arrays
+    (float64, or object for non-numeric ones) and the dtypes they came with."""
     if _is_frame(X):
         columns = []
         for name, dtype in zip(X.columns, X.dtypes):
@@ -232,7 +235,7 @@ class TableColumns:
             encoded[missing, j] = np.nan
         return encoded
 
-    def decode(self, encoded, feature_names=None):
+    def decode(self, encoded):
         """Rows of values and codes back as the table they came from: a float64
         array when every category is a number, else a DataFrame (with the
         fitted column names, or 0, 1, ...)."""
@@ -250,6 +253,9 @@ class TableColumns:
             columns[j] = decoded
         if self.is_numeric_output():
             return np.column_stack(columns).astype(np.float64) if columns else encoded
-        import pandas as pd
+        try:
+            import pandas as pd
+        except ImportError:  # numpy in, numpy out: an object array
+            return np.column_stack([column.astype(object) for column in columns])
         names = self.names if self.names is not None else range(len(columns))
         return pd.DataFrame({name: column for name, column in zip(names, columns)})
