@@ -277,3 +277,39 @@ def test_conditional_mean_is_the_conditional_expectation(fitted, table):
     test = table[1]
     hidden = test.assign(kind=pd.Categorical([np.nan] * len(test), categories=CATEGORIES))
     assert (fitted.conditional_mean(hidden).kind == test.kind).mean() > 0.8
+
+
+def test_every_tensor_of_a_table_model_moves_with_it(fitted):
+    """What the GPU path needs: the table's tensors (category masks and
+    probabilities, the one-hot layer's mask, Langevin's mask) are buffers
+    that .to() moves, with no tensor left behind as a plain attribute."""
+    module = pickle.loads(pickle.dumps(fitted)).module_.to("meta")
+    assert all(tensor.device.type == "meta" for tensor in module.buffers())
+    assert all(tensor.device.type == "meta" for tensor in module.parameters())
+    for submodule in module.modules():
+        stray = [name for name, value in vars(submodule).items()
+                 if isinstance(value, torch.Tensor)]
+        assert not stray, f"{type(submodule).__name__} keeps tensors outside its buffers: {stray}"
+
+
+def test_gpu_pickle_of_a_table_model_loads_on_cpu_only_machine(fitted, table, monkeypatch):
+    state = fitted.__getstate__()
+    state["device_"] = "cuda:0"  # as written by a GPU-fitted model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    restored = NCEDensity.__new__(NCEDensity)
+    restored.__setstate__(state)
+    test = table[1].head(30).copy()
+    test.loc[test.index[:10], "x2"] = np.nan
+    np.testing.assert_allclose(restored.score_samples(test), fitted.score_samples(test))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_table_fit_on_gpu_scores_and_completes_like_cpu(table):
+    train, test = table
+    test = test.head(100).copy()
+    test.loc[test.index[:30], "kind"] = np.nan
+    model = NCEDensity(**{**QUICK, "device": "cuda"}).fit(train)
+    assert model.device_.type == "cuda"
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(restored.score_samples(test), model.score_samples(test), rtol=1e-6)
+    assert not model.sample_conditional(test, random_state=0).isna().any().any()
