@@ -13,10 +13,9 @@ Which columns are categorical (``categorical_features``), in the style of
 
 - ``"from_dtype"``: the DataFrame columns of a category, object, string or
   bool dtype;
-- ``"auto"``: those, and numeric columns with at most
-  :data:`AUTO_MAX_LEVELS` distinct values, each seen 10 times on average
-  (a flag or a small count has no density, only a probability for each
-  value);
+- ``"auto"``: those, and numeric columns of 2 to :data:`AUTO_MAX_LEVELS`
+  distinct values, each in at least 5% of the rows (a flag or a year of
+  three has no density, only a probability for each value);
 - indices, a boolean mask, or column names; None for none.
 """
 
@@ -26,9 +25,10 @@ import numpy as np
 
 __all__ = ["TableColumns"]
 
-#: ``categorical_features="auto"``: a numeric column with at most this many
-#: distinct values, each seen 10 times on average, is categorical.
+#: ``categorical_features="auto"``: a numeric column of 2 to this many
+#: distinct values, each in at least this share of the rows, is categorical.
 AUTO_MAX_LEVELS = 5
+AUTO_LEAST_SHARE = 0.05
 
 
 def _is_frame(X):
@@ -86,6 +86,16 @@ def _as_numbers(column):
         return column.astype(np.float64)
     except (TypeError, ValueError):
         return column
+
+
+def _few_common_values(values):
+    """Whether a numeric column is, to ``"auto"``, a category: 2 to
+    :data:`AUTO_MAX_LEVELS` distinct values, each in at least
+    :data:`AUTO_LEAST_SHARE` of the rows (a flag, a year of three). Sparse
+    counts (mostly 0, a rare 1 or 2) stay continuous: a held-out row would
+    bring values fit never saw."""
+    levels, counts = np.unique(values, return_counts=True)
+    return 2 <= len(levels) <= AUTO_MAX_LEVELS and counts.min() >= AUTO_LEAST_SHARE * len(values)
 
 
 class TableColumns:
@@ -149,9 +159,7 @@ class TableColumns:
                              for j in range(n_features)], dtype=bool)
             if spec == "auto":
                 for j in np.flatnonzero(~mask):
-                    values = columns[j][~np.isnan(columns[j])]
-                    levels = len(np.unique(values))
-                    mask[j] = levels <= AUTO_MAX_LEVELS and len(values) >= 10 * levels
+                    mask[j] = _few_common_values(columns[j][~np.isnan(columns[j])])
             return mask
         spec = np.asarray(spec)
         if spec.dtype == bool:

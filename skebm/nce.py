@@ -178,9 +178,10 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         component; in the network, one-hot inputs): "from_dtype", the
         DataFrame columns of category, object, string or bool dtype (and the
         non-numeric columns of an object array); "auto", those and numeric
-        columns with at most 5 distinct values, each seen 10 times on average
-        (a flag or a small count has no density); or
-        indices, a boolean mask, column names; None for none. A row's
+        columns of 2 to 5 distinct values, each in at least 5% of the rows
+        (a flag has no density; sparse counts stay continuous, as held-out
+        rows would bring values fit never saw); or indices, a boolean mask,
+        column names; None for none. A row's
         ``score_samples`` is then the log of its categories' probability
         times its continuous columns' density. A category not seen in fit is
         an error.

@@ -313,3 +313,14 @@ def test_table_fit_on_gpu_scores_and_completes_like_cpu(table):
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_allclose(restored.score_samples(test), model.score_samples(test), rtol=1e-6)
     assert not model.sample_conditional(test, random_state=0).isna().any().any()
+
+
+def test_auto_leaves_sparse_counts_continuous():
+    """Raw digits (counts 0-16): edge pixels take a few values, mostly 0;
+    "auto" keeps them continuous, so a held-out half scores."""
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data
+    model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(X[::2])
+    assert not model.is_categorical_.any()
+    assert np.isfinite(model.score_samples(X[1::2])).all()
