@@ -397,6 +397,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if not frame and (sp.issparse(X) or np.asarray(X).dtype != object):
             X = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan",
                             ensure_min_samples=ensure_min_samples, accept_sparse=False)
+        elif len(X) < ensure_min_samples:  # before any column is judged empty
+            raise ValueError(f"Found a table with {len(X)} sample(s) while a minimum of "
+                             f"{ensure_min_samples} is required.")
         if reset:
             self._table = TableColumns.fit(X, self.categorical_features)
         table = getattr(self, "_table", None)

@@ -335,8 +335,15 @@ class _Votes:
 
 def _table(X):
     """X as a 2-D array (float64 when numeric, else object) with every
-    missing value as NaN, and the boolean mask of the missing values."""
-    values = check_array(X, dtype=None, ensure_all_finite="allow-nan")
+    missing value as NaN, and the boolean mask of the missing values. A
+    DataFrame is read column by column as it is (check_array would cast
+    every column to float as soon as one is a nullable integer)."""
+    if hasattr(X, "columns") and hasattr(X, "dtypes"):
+        numeric = all(getattr(dtype, "kind", "O") in "iuf" for dtype in X.dtypes)
+        values = (X.to_numpy(dtype=np.float64, na_value=np.nan) if numeric
+                  else X.astype(object).to_numpy())
+    else:
+        values = check_array(X, dtype=None, ensure_all_finite="allow-nan")
     if values.dtype.kind in "biuf":
         values = values.astype(np.float64)
         return values, np.isnan(values)

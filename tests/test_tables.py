@@ -324,3 +324,21 @@ def test_auto_leaves_sparse_counts_continuous():
     model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(X[::2])
     assert not model.is_categorical_.any()
     assert np.isfinite(model.score_samples(X[1::2])).all()
+
+
+def test_nullable_integers_and_empty_tables(table):
+    """pandas' nullable integers (pd.NA) are numbers with missing cells, for
+    the density and for DensityImputer; an empty table is refused for its
+    rows, not for an empty column."""
+    from skebm import DensityImputer
+
+    train = table[0].head(300).copy()
+    counts = np.random.default_rng(0).integers(0, 100, len(train)).astype(object)
+    counts[::7] = None
+    train["count"] = pd.array(counts, dtype="Int64")
+    model = NCEDensity(**{**QUICK, "max_iter": 2})
+    filled = DensityImputer(model, random_state=0).fit_transform(train)
+    assert not pd.isna(filled).any()
+    np.testing.assert_array_equal(filled[1::7, 3].astype(float), train["count"].iloc[1::7])
+    with pytest.raises(ValueError, match="0 sample"):
+        NCEDensity(**QUICK).fit(train.iloc[:0])
