@@ -90,8 +90,8 @@ def thread_limit(n_threads):
 
 @functools.cache
 def _thread_pools():
-    """The process's BLAS and OpenMP pools, found once: finding them scans the
-    loaded libraries, which took longer than scoring a row."""
+    """The process's BLAS and OpenMP pools, found once: finding them scans
+    every loaded library, work that need not be redone at each call."""
     return ThreadpoolController()
 
 

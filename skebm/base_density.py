@@ -45,7 +45,8 @@ SEARCH_EM_ITERATIONS = 100
 SPLIT_ROWS = 600
 #: EM's tolerance (mean log-likelihood per row) for the candidates of a table
 #: with missing cells or categories, whose E-step factors a covariance per
-#: row: scores to 0.01 nats per row rank candidates well enough.
+#: row: a ranking of candidates needs coarser scores than the final fit
+#: (its effect on the choice and the time: benchmarks/RESULTS.md).
 SEARCH_TABLE_TOL = 1e-2
 
 #: Rows the cross-validated choice looks at, and rows the chosen mixture is
