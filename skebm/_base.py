@@ -394,22 +394,20 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         ``categorical_features``, kept in ``_table``), the float64 array of
         values and category codes."""
         frame = hasattr(X, "columns") and hasattr(X, "dtypes")
-        if not frame and (sp.issparse(X) or np.asarray(X).dtype != object):
-            X = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan",
-                            ensure_min_samples=ensure_min_samples, accept_sparse=False)
-        elif len(X) < ensure_min_samples:  # before any column is judged empty
-            raise ValueError(f"Found a table with {len(X)} sample(s) while a minimum of "
-                             f"{ensure_min_samples} is required.")
-        if reset:
-            self._table = TableColumns.fit(X, self.categorical_features)
-        table = getattr(self, "_table", None)
-        if table is None or not table.needs_encoding:
+        numbers = not frame and (sp.issparse(X) or np.asarray(X).dtype != object)
+        if numbers:  # scikit-learn's checks in one pass, as _validated makes them
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=reset,
                               ensure_all_finite="allow-nan",
                               ensure_min_samples=ensure_min_samples)
         else:
+            if len(X) < ensure_min_samples:  # before any column is judged empty
+                raise ValueError(f"Found a table with {len(X)} sample(s) while a minimum of "
+                                 f"{ensure_min_samples} is required.")
             validate_data(self, X, skip_check_array=True, reset=reset)
-            X = check_array(table.encode(X), ensure_all_finite="allow-nan",
+        if reset:
+            self._table = TableColumns.fit(X, self.categorical_features)
+        if self._table.needs_encoding or not numbers:
+            X = check_array(self._table.encode(X), ensure_all_finite="allow-nan",
                             ensure_min_samples=ensure_min_samples)
         self._check_input_values(X)
         return X
@@ -423,7 +421,6 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self._accepts_tables
         tags.input_tags.categorical = self._accepts_tables
-        tags.input_tags.string = False  # strings only in marked categorical columns
         return tags
 
     def _check_fitted(self):

@@ -160,22 +160,28 @@ class NCEModel(nn.Module):
         if n_steps and self.moving is not None:
             with torch.no_grad():
                 U = self._gibbs_categories(U, free, generator)
-        mask = None if free is None and self.moving is None else (
-            (torch.ones_like(U) if free is None else free.to(U.dtype))
-            * (1.0 if self.moving is None else self.moving.to(U.dtype)))
+        mask = None if free is None else free.to(U.dtype)
+        if self.moving is not None:
+            mask = self.moving.to(U.dtype) if mask is None else mask * self.moving
         if mask is None or mask.any():
             U, _ = metropolis_adjusted_langevin(
                 self.latent_log_density, U, n_steps, MALA_STEP_SIZE, generator, mask=mask)
         with torch.no_grad():
             return self.from_latent(U)
 
+    def _categorical_columns(self):
+        """``(column, number of categories)`` of each categorical column."""
+        if self.moving is None:
+            return []
+        columns = torch.nonzero(self.moving == 0).squeeze(1).tolist()
+        return list(zip(columns, self.energy.layers[0].n_categories))
+
     def _gibbs_categories(self, U, free, generator):
         """One sweep of Gibbs sampling over the categorical columns: each
         (free) category redrawn from its exact conditional given the rest of
         its row, every category of the column scored."""
         U = U.clone()
-        for position, column in enumerate(torch.nonzero(self.moving == 0).squeeze(1).tolist()):
-            count = self.energy.layers[0].n_categories[position]
+        for column, count in self._categorical_columns():
             given = U[:, column].clone()
             scores = []
             for code in range(count):
@@ -229,11 +235,9 @@ class NCEModel(nn.Module):
         weights = torch.softmax(log_weights, 1)[:, :, None]
         rows = self.from_latent(draws.reshape(-1, Z.shape[1])).view(draws.shape)
         filled = (weights * rows).sum(1)
-        if self.moving is not None:
-            for position, column in enumerate(torch.nonzero(self.moving == 0).squeeze(1).tolist()):
-                count = self.energy.layers[0].n_categories[position]
-                one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
-                filled[:, column] = (weights * one_hot).sum(1).argmax(1).to(Z.dtype)
+        for column, count in self._categorical_columns():
+            one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
+            filled[:, column] = (weights * one_hot).sum(1).argmax(1).to(Z.dtype)
         return torch.where(free, filled, Z)
 
     def complete(self, Z, free, n_candidates, n_steps, generator):

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["TableColumns"]
+__all__ = ["TableColumns", "missing_cells"]
 
 #: ``categorical_features="auto"``: a numeric column of 2 to this many
 #: distinct values, each in at least this share of the rows, is categorical.
@@ -47,14 +47,17 @@ def _numeric_extension(dtype):
             and not isinstance(dtype, pd.CategoricalDtype))
 
 
-def _missing(column):
-    """Boolean mask of the missing cells (NaN, None, ``pd.NA``) of a 1-D
-    object or float array; pandas is not needed for numpy input."""
-    if column.dtype.kind == "f":
-        return np.isnan(column)
-    return np.fromiter((value is None or type(value).__name__ == "NAType"
-                        or (isinstance(value, float) and value != value) for value in column),
-                       dtype=bool, count=len(column))
+def missing_cells(values):
+    """Where an array of any shape (float or object) holds NaN, None or
+    pandas' NA; pandas is not needed for numpy input."""
+    if values.dtype != object:
+        return np.isnan(values)
+    return np.frompyfunc(_is_missing, 1, 1)(values).astype(bool)
+
+
+def _is_missing(value):
+    return (value is None or type(value).__name__ == "NAType"
+            or (isinstance(value, numbers.Real) and value != value))
 
 
 def _columns_of(X):
@@ -126,7 +129,7 @@ class TableColumns:
         table = cls(mask, [], names)
         for j in np.flatnonzero(mask):
             column = columns[j]
-            observed = column[~_missing(column)]
+            observed = column[~missing_cells(column)]
             if observed.size == 0:
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
             odd = [v for v in observed if not isinstance(v, (str, numbers.Number, np.bool_))]
@@ -223,7 +226,7 @@ class TableColumns:
                 encoded[:, j] = column
                 continue
             known = next(categories)
-            missing = _missing(column)
+            missing = missing_cells(column)
             values = column[~missing]
             if known.dtype.kind in "biuf" and values.dtype == object:
                 try:

@@ -208,12 +208,10 @@ class GaussianMixtureDensity(nn.Module):
         others: a :class:`~skebm._mixture.ComponentConditionals`, whose
         ``sample`` this mixture's :meth:`complete` turns back into rows."""
         X, codes = self._split(Z)
-        covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
-        log_probs = self.category_log_probs if self.table else torch.zeros(
-            self.n_components, 0, 1, dtype=Z.dtype, device=Z.device)
-        double = lambda tensor: tensor.to(torch.float64)  # float32 factors of a 1e-6 ridge fail
-        return ComponentConditionals(double(self.log_weights), double(self.means),
-                                     double(covariances), double(log_probs), double(X), codes)
+        # In float64: float32 factors of a covariance with a 1e-6 ridge fail.
+        weights, means, covariances, log_probs = self.mixture_parameters()
+        return ComponentConditionals(torch.log(weights), means, covariances, log_probs,
+                                     X.to(torch.float64), codes)
 
     def complete(self, conditionals, n_draws, generator):
         """``(n_rows, n_draws, n_features)``: ``n_draws`` completions of each
@@ -320,19 +318,12 @@ class MarginalGaussianization(nn.Module):
     def forward(self, Z):
         """``(U, log_det)``: the map of each row and ``log |dU/dZ|`` (per row,
         of its observed entries: NaN maps to NaN)."""
-        if self.columns is not None:
-            U, log_det = self._map(Z[:, self.columns])
-            U = torch.cat([U, Z], 1)[:, self._placement(Z.shape[1])]
-            return U, log_det
-        return self._map(Z)
-
-    def _placement(self, n_features):
-        """Where each column of ``cat([mapped, Z])`` goes: mapped columns from
-        the first block, the others from ``Z``."""
-        order = list(range(len(self.columns), len(self.columns) + n_features))
-        for position, column in enumerate(self.columns):
-            order[column] = position
-        return order
+        if self.columns is None:
+            return self._map(Z)
+        mapped, log_det = self._map(Z[:, self.columns])
+        U = Z.clone()
+        U[:, self.columns] = mapped
+        return U, log_det
 
     def _map(self, Z):
         missing = torch.isnan(Z).T if torch.isnan(Z).any() else None

@@ -12,6 +12,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 
 from ._checks import input_attributes_restored_on_failure
 from ._runtime import refuse_beyond_memory
+from ._table import missing_cells
 
 __all__ = ["DensityImputer"]
 
@@ -265,7 +266,7 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         if draw.shape != values.shape:
             raise ValueError(f"{name}.sample_conditional returned shape {draw.shape} for X of "
                              f"shape {values.shape}.")
-        if _missing_mask(draw[_missing_mask(values)]).any():
+        if missing_cells(draw[missing_cells(values)]).any():
             raise ValueError(f"{name}.sample_conditional left missing values in X unfilled.")
         return draw
 
@@ -348,23 +349,9 @@ def _table(X):
         values = values.astype(np.float64)
         return values, np.isnan(values)
     values = values.astype(object)
-    missing = _missing_mask(values)
+    missing = missing_cells(values)
     values[missing] = np.nan
     return values, missing
-
-
-def _missing_mask(values):
-    """Where an array (float64 or object) holds NaN, None or pandas' NA."""
-    if values.dtype != object:
-        return np.isnan(values)
-    return np.frompyfunc(_is_missing, 1, 1)(values).astype(bool)
-
-
-def _is_missing(value):
-    """None, NaN or pandas' NA."""
-    if value is None or type(value).__name__ == "NAType":
-        return True
-    return isinstance(value, numbers.Real) and value != value
 
 
 def _non_numeric_columns(X, values):
