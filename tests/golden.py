@@ -27,9 +27,21 @@ PATH = Path(__file__).with_name("golden.npz")
 
 
 def fingerprint():
-    """What the recorded numbers depend on besides skebm's code."""
+    """What the recorded numbers depend on besides skebm's code: two CPUs
+    with the same instruction set (an AMD EPYC and the machine recorded
+    before it) still round float32 kernels differently."""
     return "|".join([torch.__version__, np.__version__, sklearn.__version__,
-                     torch.backends.cpu.get_cpu_capability(), platform.machine()])
+                     torch.backends.cpu.get_cpu_capability(), platform.machine(),
+                     _cpu_model()])
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info
+                         if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor()
 
 
 def _half_masked(X, seed):
