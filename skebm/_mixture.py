@@ -24,65 +24,95 @@ import numpy as np
 import torch
 
 __all__ = ["ComponentConditionals", "category_log_likelihoods", "fit_mixture",
-           "gaussian_observed"]
+           "gaussian_observed",
+           "missing_covariance_sums"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
 CATEGORY_PSEUDO_COUNT = 0.5
 
 
-def gaussian_observed(X, means, covariances, *, with_precision=False):
+def gaussian_observed(X, means, covariances, *, with_missing=False):
     """Each row's Gaussians over its observed columns, one per component:
     ``(log-density of the observed entries, (n_rows, n_components);
     conditional mean of every entry, (n_rows, n_components, n_columns))``
-    and, with ``with_precision``, ``P``, the inverse of the observed block of
-    the covariance, zero elsewhere ((n_rows, n_components, n_columns,
-    n_columns)): the conditional covariance of the missing entries is then
-    ``S - S P S`` (zero outside the missing block).
+    and, with ``with_missing``, the conditional distribution of the missing
+    entries in compact form, ``(columns, factors)``: ``columns`` (n_rows,
+    width) each row's missing columns, padded with ``n_columns``;
+    ``factors`` (n_rows, n_components, width, width) the Cholesky factors
+    of their conditional precision (the identity on the padding).
 
-    The observed block of a covariance is padded with the identity on the
-    missing columns (``A = M S M + I - M``), so one batched Cholesky factor
-    serves rows with any pattern of missing entries: its log-determinant is
-    that of the observed block, and ``A^-1`` restricted to it is that block's
-    inverse. Rows go in chunks of bounded memory.
+    It is all done through each component's precision ``L = S^-1``: for a
+    row with missing entries ``m``, the conditional precision of ``m`` is
+    ``L_mm``, the conditional mean ``mu_m - L_mm^-1 L_mo d_o`` and
+    ``log det S_oo = log det S + log det L_mm``, so a row costs a factor of
+    the size of its missing block, not of its observed one (Schur
+    complements). Computed in float64, returned in ``X``'s dtype; rows go in
+    chunks of bounded memory.
     """
-    n_components, n_columns = means.shape
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, n_components * n_columns**2))
-    parts = [_gaussian_observed(block, means, covariances, with_precision)
-             for block in torch.split(X, chunk)] or [
-        _gaussian_observed(X, means, covariances, with_precision)]
-    return tuple(torch.cat(outputs) for outputs in zip(*parts))
+    dtype, n_columns = X.dtype, X.shape[1]
+    X, means, covariances = (t.to(torch.float64) for t in (X, means, covariances))
+    factor = torch.linalg.cholesky(covariances)
+    log_dets = 2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
+    # The precisions with one more row and column, of zeros, for the padding.
+    precisions = torch.nn.functional.pad(torch.cholesky_inverse(factor), (0, 1, 0, 1))
+    missing = torch.isnan(X)
+    width = int(missing.sum(1).max()) if len(X) else 0
+    padded_index = torch.where(missing, torch.arange(n_columns, device=X.device), n_columns)
+    columns = torch.sort(padded_index, dim=1).values[:, :width]
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, len(means) * max(n_columns, width**2)))
+    parts = [_gaussian_observed(rows, row_columns, means, precisions, log_dets)
+             for rows, row_columns in zip(torch.split(X, chunk), torch.split(columns, chunk))]
+    log_density, conditional_mean, factors = (
+        torch.cat(outputs) for outputs in zip(*parts)) if parts else (
+        _gaussian_observed(X, columns, means, precisions, log_dets))
+    if not with_missing:
+        return log_density.to(dtype), conditional_mean.to(dtype)
+    return log_density.to(dtype), conditional_mean.to(dtype), (columns, factors)
 
 
-#: Elements of the batched (rows, components, columns, columns) matrices at once.
+#: Elements of the batched (rows, components, ...) tensors at once.
 _CHUNK_ELEMENTS = 2**22
 
 
-def _gaussian_observed(X, means, covariances, with_precision):
+def _gaussian_observed(X, columns, means, precisions, log_dets):
+    n_rows, n_columns = X.shape
+    n_components, width = len(means), columns.shape[1]
     observed = ~torch.isnan(X)
-    weight = observed.to(X.dtype)[:, None, :]  # (n, 1, d)
-    centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # (n, K, d)
-    if observed.all():  # one factor per component for every row
-        factor = torch.linalg.cholesky(covariances)
-        solved = torch.cholesky_solve(centred.permute(1, 2, 0), factor).permute(2, 0, 1)
-        log_det = 2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
-        precision = torch.cholesky_inverse(factor).expand(len(X), -1, -1, -1) if (
-            with_precision) else None
-    else:
-        eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-        both = (observed[:, :, None] & observed[:, None, :])[:, None]  # (n, 1, d, d)
-        cholesky = torch.linalg.cholesky(torch.where(both, covariances, eye))
-        log_det = 2 * torch.log(torch.diagonal(cholesky, dim1=-2, dim2=-1)).sum(-1)
-        # A^-1 is the observed block's inverse there and the identity elsewhere.
-        precision = torch.where(both, torch.cholesky_inverse(cholesky), 0.0)
-        solved = torch.einsum("nkde,nke->nkd", precision, centred)
-    log_density = (-0.5 * (centred * solved).sum(-1) - 0.5 * log_det
-                   - 0.5 * weight.sum(-1) * math.log(2 * math.pi))
+    centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # d, 0 where missing
+    pulled = torch.einsum("kde,nke->nkd", precisions[:, :n_columns, :n_columns], centred)  # L d
+    # L_mm (the identity on the padding) and L_mo d_o, gathered at the missing columns.
+    block = precisions[:, columns[:, :, None], columns[:, None, :]].transpose(0, 1)
+    padding = columns == n_columns
+    eye = torch.eye(width, dtype=X.dtype, device=X.device)
+    block = torch.where((padding[:, :, None] & padding[:, None, :])[:, None], eye, block)
+    pulled_missing = torch.nn.functional.pad(pulled, (0, 1)).gather(
+        2, columns[:, None, :].expand(-1, n_components, -1))
+    factors = torch.linalg.cholesky(block)
+    shift = torch.cholesky_solve(pulled_missing[..., None], factors).squeeze(-1)  # L_mm^-1 L_mo d_o
+    quadratic = (centred * pulled).sum(-1) - (pulled_missing * shift).sum(-1)
+    log_det = log_dets + 2 * torch.log(torch.diagonal(factors, dim1=-2, dim2=-1)).sum(-1)
+    log_density = (-0.5 * quadratic - 0.5 * log_det
+                   - 0.5 * observed.sum(1, keepdim=True).to(X.dtype) * math.log(2 * math.pi))
+    moved = torch.zeros(n_rows, n_components, n_columns + 1, dtype=X.dtype, device=X.device)
+    moved.scatter_(2, columns[:, None, :].expand(-1, n_components, -1), -shift)
     conditional_mean = torch.where(observed[:, None, :], X[:, None, :],
-                                   means + torch.einsum("nkd,kde->nke", solved, covariances))
-    if not with_precision:
-        return log_density, conditional_mean
-    return log_density, conditional_mean, precision
+                                   means + moved[..., :n_columns])
+    return log_density, conditional_mean, factors
+
+
+def missing_covariance_sums(columns, factors, weights, n_columns):
+    """``(n_components, n_columns, n_columns)``: the ``weights`` (n_rows,
+    n_components) weighted sums of the rows' conditional covariances of their
+    missing entries, ``(columns, factors)`` as :func:`gaussian_observed`
+    returns them (zero outside each row's missing block)."""
+    n_components = factors.shape[1]
+    blocks = weights[:, :, None, None] * torch.cholesky_inverse(factors)  # (n, K, w, w)
+    cells = columns[:, :, None] * (n_columns + 1) + columns[:, None, :]  # (n, w, w)
+    sums = torch.zeros(n_components, (n_columns + 1)**2, dtype=factors.dtype,
+                       device=factors.device)
+    sums.index_add_(1, cells.reshape(-1), blocks.transpose(0, 1).reshape(n_components, -1))
+    return sums.view(n_components, n_columns + 1, n_columns + 1)[:, :n_columns, :n_columns]
 
 
 def category_log_likelihoods(codes, log_probs):
@@ -110,16 +140,9 @@ class ComponentConditionals:
         self.X, self.codes, self.log_probs = X, codes, log_probs
         log_joint = log_weights + category_log_likelihoods(codes, log_probs)
         if X.shape[1]:
-            log_density, self.means, precision = gaussian_observed(
-                X, means, covariances, with_precision=True)
-            covariance = covariances - covariances @ precision @ covariances
+            log_density, self.means, (self.columns, self.factors) = gaussian_observed(
+                X, means, covariances, with_missing=True)
             log_joint = log_joint + log_density
-            # The conditional covariance, identity on observed columns, factored;
-            # the factor keeps observed rows and columns of the identity.
-            missing = torch.isnan(X).to(X.dtype)[:, None, None, :]
-            eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-            self.factors = torch.linalg.cholesky(covariance + eye * (1 - missing)
-                                                 + 1e-12 * eye * missing)
         self.log_marginal = torch.logsumexp(log_joint, 1)
         self.posterior = torch.softmax(log_joint, 1)
 
@@ -131,13 +154,18 @@ class ComponentConditionals:
                                        generator=generator)  # (n_rows, n_draws)
         X = self.X[:, None, :].expand(-1, n_draws, -1).clone()
         missing = torch.isnan(X)
-        if X.shape[2]:
-            noise = torch.randn(X.shape, generator=generator, dtype=X.dtype, device=X.device)
+        if X.shape[2]:  # a missing block: its conditional mean plus F^-T z, F F^T its precision
             rows = torch.arange(n_rows, device=X.device)[:, None]
-            means = self.means[rows, components]  # (n_rows, n_draws, d)
-            factors = self.factors[rows, components]  # (n_rows, n_draws, d, d)
-            draws = means + (factors @ noise[..., None]).squeeze(-1)
-            X = torch.where(missing, draws, X)
+            columns = self.columns[:, None, :].expand(-1, n_draws, -1)
+            factors = self.factors[rows, components]  # (n_rows, n_draws, width, width)
+            noise = torch.randn(columns.shape, generator=generator, dtype=X.dtype,
+                                device=X.device)
+            spread = torch.linalg.solve_triangular(factors.transpose(-1, -2), noise[..., None],
+                                                   upper=True).squeeze(-1)
+            means = torch.nn.functional.pad(self.means[rows, components], (0, 1))
+            X = torch.nn.functional.pad(X, (0, 1))
+            X.scatter_(2, columns, means.gather(2, columns) + spread)
+            X = X[..., :-1]
         codes = self.codes[:, None, :].expand(-1, n_draws, -1).clone()
         for j in range(codes.shape[2]):
             free = codes[:, :, j] < 0
@@ -200,16 +228,13 @@ def _expect(X, codes, parameters):
     log_joint = torch.log(weights) + category_log_likelihoods(codes, log_probs)
     completed = X[:, None, :].expand(-1, len(weights), -1)
     spread = torch.zeros(len(weights), n_continuous, n_continuous, dtype=X.dtype, device=X.device)
-    incomplete = bool(torch.isnan(X).any())
     if n_continuous:
-        gaussians = gaussian_observed(X, means, covariances, with_precision=incomplete)
-        log_joint = log_joint + gaussians[0]
-        completed = gaussians[1]
+        log_density, completed, missing = gaussian_observed(X, means, covariances,
+                                                            with_missing=True)
+        log_joint = log_joint + log_density
     responsibilities = torch.softmax(log_joint, 1)
-    if incomplete:  # the missing entries' conditional covariances S - S P S, summed
-        summed = torch.einsum("nk,nkde->kde", responsibilities, gaussians[2])
-        spread = (responsibilities.sum(0)[:, None, None] * covariances
-                  - covariances @ summed @ covariances)
+    if n_continuous:
+        spread = missing_covariance_sums(*missing, responsibilities, n_continuous)
     return responsibilities, completed, spread, torch.logsumexp(log_joint, 1).mean().item()
 
 
