@@ -35,10 +35,15 @@ from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
 from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
-                       resolve_device, thread_limit)
+                       resolve_device, thread_limit, watched)
 from ._table import TableColumns
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
+
+#: Seconds of training after which ``verbose=0`` shows a progress bar where a
+#: person watches: a default fit should take seconds, and one that does not
+#: should say so rather than look hung.
+QUIET_BAR_DELAY = 10.0
 
 
 class Step(NamedTuple):
@@ -144,12 +149,17 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _monitors(self, validation):
         """The epoch monitors of a fit, in order (``validation``: whether rows
-        are held out): the divergence guard, early stopping, the progress bar."""
+        are held out): the divergence guard, early stopping, the progress bar
+        (``verbose`` > 0: from the first epoch; 0: only once training passes
+        :data:`QUIET_BAR_DELAY` seconds where a person watches, erased at its
+        end; below 0: never)."""
         monitors = [DivergenceGuard()]
         if validation:
             monitors.append(EarlyStopping(self.tol, self.n_iter_no_change))
-        if self.verbose:
+        if self.verbose > 0:
             monitors.append(ProgressBar())
+        elif self.verbose == 0 and watched():
+            monitors.append(ProgressBar(delay=QUIET_BAR_DELAY, leave=False))
         return monitors
 
     def _epoch_diagnostics(self, module):
@@ -220,7 +230,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
-        "verbose": ["verbose"],
+        "verbose": ["verbose", Interval(numbers.Integral, None, 0, closed="neither")],
         "random_state": ["random_state"],
         "device": [StrOptions({"auto", "cpu", "cuda", "mps"}), str, torch.device],
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],

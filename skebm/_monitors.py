@@ -187,12 +187,18 @@ class PlateauDecay(EpochMonitor):
 
 
 class ProgressBar(EpochMonitor):
-    """A ``tqdm`` bar over epochs, with the last record's numbers."""
+    """A ``tqdm`` bar over epochs, with the last record's numbers; shown
+    only once training has run ``delay`` seconds, and erased at the end
+    unless ``leave``."""
+
+    def __init__(self, delay=0.0, leave=True):
+        self.delay, self.leave = delay, leave
 
     def on_train_begin(self, run):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=run.n_epochs, desc=type(run.estimator).__name__, unit="epoch")
+        self.bar = tqdm(total=run.n_epochs, desc=type(run.estimator).__name__, unit="epoch",
+                        delay=self.delay, leave=self.leave)
 
     def on_epoch_end(self, run, record):
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})

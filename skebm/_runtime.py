@@ -6,7 +6,10 @@ Nothing here knows about estimators; each function takes what it needs.
 import contextlib
 import functools
 import math
+import multiprocessing
 import os
+import sys
+import threading
 
 import numpy as np
 import torch
@@ -14,7 +17,7 @@ from sklearn.utils import check_random_state
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["available_memory", "cpu_threads", "draw_seed", "idle_cores", "make_generator",
-           "refuse_beyond_memory", "resolve_device", "thread_limit"]
+           "refuse_beyond_memory", "resolve_device", "thread_limit", "watched"]
 
 #: Multiply-adds per training step (or per inference chunk) from which skebm
 #: uses more than one torch thread: below it a second thread costs more in
@@ -141,6 +144,18 @@ def idle_cores():
         except (OSError, IndexError):  # the thread ended meanwhile
             continue
     return max(1, n_cores - max(0, running - max(own, 1)))
+
+
+def watched():
+    """Whether a person is likely watching this call: the main thread of the
+    main process (not a worker of GridSearchCV's ``n_jobs``, a thread pool or
+    dask) writing to a terminal or a notebook (not a log file or pytest)."""
+    if multiprocessing.parent_process() is not None:
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
 def available_memory(device):

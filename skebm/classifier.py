@@ -121,7 +121,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     warm_start : bool, default=False
         Continue from the fitted model in ``fit`` (same classes).
     verbose : int, default=0
-        Show a progress bar with the loss per epoch.
+        0 shows a progress bar only once training passes 10 seconds, in
+        the main thread of the main process with a terminal or notebook
+        (never in ``GridSearchCV``'s parallel workers), and erases it at the
+        end; a positive value shows it from the first epoch and keeps it; a
+        negative one shows nothing.
     random_state : int, RandomState instance or None, default=None
         Seeds initialization, shuffling and noise (a private generator).
     device : {"auto", "cpu", "cuda", "mps"} or torch.device, default="auto"

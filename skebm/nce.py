@@ -158,7 +158,11 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         Proposal draws for the importance-sampling estimate of log Z (made on
         first use).
     verbose : int, default=0
-        Show a progress bar over epochs.
+        0 shows a progress bar only once training passes 10 seconds, in
+        the main thread of the main process with a terminal or notebook
+        (never in ``GridSearchCV``'s parallel workers), and erases it at the
+        end; a positive value shows it from the first epoch and keeps it; a
+        negative one shows nothing.
     random_state : int, RandomState instance or None, default=None
         Seeds the private torch generator behind the base's choice,
         initialisation, minibatches, noise and sampling. An int gives

@@ -86,7 +86,11 @@ class PCDRestrictedBoltzmann(
         Intermediate distributions of each AIS run; more is more precise and
         slower, linearly.
     verbose : int, default=0
-        Show a progress bar over epochs.
+        0 shows a progress bar only once training passes 10 seconds, in
+        the main thread of the main process with a terminal or notebook
+        (never in ``GridSearchCV``'s parallel workers), and erases it at the
+        end; a positive value shows it from the first epoch and keeps it; a
+        negative one shows nothing.
     random_state : int, RandomState instance or None, default=None
         Seeds the private torch generator behind initialisation, minibatches,
         Gibbs sampling and AIS. An int gives identical fits on the CPU.

@@ -296,6 +296,36 @@ def test_verbose_shows_progress(eight_gaussians, capsys):
     assert "stopped early" not in err
 
 
+@pytest.mark.parametrize("verbose, watching, shown", [
+    (0, True, True), (0, False, False), (-1, True, False)])
+def test_default_shows_a_bar_only_for_long_fits_someone_watches(
+        eight_gaussians, capsys, monkeypatch, verbose, watching, shown):
+    """verbose=0: a bar once training passes QUIET_BAR_DELAY seconds (here 0)
+    where a person watches; erased at the end, so a finished fit leaves a
+    carriage return, not a bar, as its last output; verbose < 0: nothing."""
+    import skebm._base
+
+    monkeypatch.setattr(skebm._base, "QUIET_BAR_DELAY", 0.0)
+    monkeypatch.setattr(skebm._base, "watched", lambda: watching)
+    X, _ = eight_gaussians
+    NCEDensity(**{**QUICK, "max_iter": 3, "early_stopping": False,
+                  "verbose": verbose}).fit(X[:300])
+    err = capsys.readouterr().err
+    assert ("NCEDensity" in err) == shown
+    if shown:
+        assert not err.rstrip("\r ").endswith("loss")
+
+
+def test_nobody_watches_a_worker_thread_or_pytest():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skebm._runtime import watched
+
+    assert not watched()  # pytest captures stderr: no terminal
+    with ThreadPoolExecutor(1) as pool:
+        assert not pool.submit(watched).result()
+
+
 def test_verbose_says_when_early_stopping_ended_the_fit(eight_gaussians, capsys):
     """The bar used to stop at "36/100", which looks like an abort."""
     X, _ = eight_gaussians
