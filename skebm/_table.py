@@ -60,9 +60,17 @@ def _is_missing(value):
             or (isinstance(value, numbers.Real) and value != value))
 
 
+def _column_name(names, j):
+    """Column ``j`` as messages name it: its DataFrame name, else its index."""
+    return f"{names[j]!r}" if names is not None else f"{j}"
+
+
 def _columns_of(X):
     """``(columns, dtypes)``: the columns of a table as 1-D numpy arrays
-    (float64, or object for non-numeric ones) and the dtypes they came with."""
+    (float64, or object for non-numeric ones) and the dtypes they came with.
+
+    Every table, at fit and after, comes in here, so here an infinite number
+    is refused, in whatever column (see :func:`_refuse_infinite`)."""
     if _is_frame(X):
         columns = []
         for name, dtype in zip(X.columns, X.dtypes):
@@ -72,6 +80,7 @@ def _columns_of(X):
             else:
                 columns.append(np.asarray(series.astype("float64").to_numpy(na_value=np.nan),
                                           dtype=np.float64))
+        _refuse_infinite(columns, np.asarray(X.columns, dtype=object))
         return columns, list(X.dtypes)
     X = np.asarray(X)
     if X.ndim != 2:
@@ -79,7 +88,27 @@ def _columns_of(X):
     if X.dtype.kind in "biuf":
         X = X.astype(np.float64, copy=False)
     columns = [_as_numbers(X[:, j]) if X.dtype == object else X[:, j] for j in range(X.shape[1])]
+    _refuse_infinite(columns, None)
     return columns, [column.dtype for column in columns]
+
+
+def _refuse_infinite(columns, names):
+    """An error naming the first column that holds +inf or -inf, continuous
+    or categorical (``"auto"`` would otherwise make ``inf`` a category, and
+    no density scores it). NaN stays: it marks a missing cell."""
+    for j, column in enumerate(columns):
+        infinite = (np.isinf(column) if column.dtype != object
+                    else np.frompyfunc(_is_infinite, 1, 1)(column).astype(bool))
+        if infinite.any():
+            rows = np.flatnonzero(infinite)
+            raise ValueError(
+                f"Column {_column_name(names, j)} holds infinity (+inf or -inf) in "
+                f"{len(rows)} of {len(column)} rows, the first at row {rows[0]}: every value "
+                "must be finite, or NaN where the cell is missing.")
+
+
+def _is_infinite(value):
+    return isinstance(value, numbers.Real) and (value == np.inf or value == -np.inf)
 
 
 def _as_numbers(column):
@@ -99,6 +128,30 @@ def _few_common_values(values):
     bring values fit never saw."""
     levels, counts = np.unique(values, return_counts=True)
     return 2 <= len(levels) <= AUTO_MAX_LEVELS and counts.min() >= AUTO_LEAST_SHARE * len(values)
+
+
+def _codes(known, values):
+    """``(codes, unseen)``: the code of each value among the sorted
+    categories ``known``, and where a value is none of them. A value of
+    another type than the categories (a number where strings were fitted,
+    or a string where numbers were) is unseen, not a TypeError of the sort."""
+    if not len(values):
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=bool)
+    try:
+        codes = np.minimum(np.searchsorted(known, values), len(known) - 1)
+        return codes, np.asarray(known[codes] != values, dtype=bool)
+    except TypeError:  # types that do not compare: look each value up
+        index = {category: code for code, category in enumerate(known.tolist())}
+        codes = np.array([_lookup(index, value) for value in values], dtype=int)
+        unseen = codes < 0
+        return np.where(unseen, 0, codes), unseen
+
+
+def _lookup(index, value):
+    try:
+        return index.get(value, -1)
+    except TypeError:  # unhashable: no category
+        return -1
 
 
 class TableColumns:
@@ -198,7 +251,7 @@ class TableColumns:
         return bool(self.is_categorical.any())
 
     def name(self, j):
-        return f"{self.names[j]!r}" if self.names is not None else f"{j}"
+        return _column_name(self.names, j)
 
     def is_numeric_output(self):
         """Whether decoded rows are all numbers (a float64 array)."""
@@ -233,13 +286,11 @@ class TableColumns:
                     values = values.astype(np.float64)
                 except (TypeError, ValueError):
                     pass
-            codes = np.searchsorted(known, values) if len(values) else np.zeros(0, dtype=int)
-            codes = np.minimum(codes, len(known) - 1)
-            unseen = known[codes] != values
+            codes, unseen = _codes(known, values)
             if np.any(unseen):
                 raise ValueError(
                     f"Column {self.name(j)} has a category not seen in fit: "
-                    f"{values[np.flatnonzero(unseen)[0]]!r} (seen: {list(known)[:10]}). "
+                    f"{values[unseen][:1].tolist()[0]!r} (seen: {known[:10].tolist()}). "
                     "The model gives it probability 0; map it to a known category or "
                     "refit with it.")
             encoded[~missing, j] = codes

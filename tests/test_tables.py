@@ -196,6 +196,68 @@ def test_bad_tables_are_refused_with_the_column_named(fitted, table):
         NCEDensity(**QUICK, categorical_features=["colour"]).fit(train)
 
 
+INF_FEW_LEVELS = np.where(np.arange(120) % 3 == 0, np.inf, np.arange(120) % 2 * 1.0)
+
+
+@pytest.mark.parametrize("column, values", [
+    ("k", INF_FEW_LEVELS),  # "auto" would make inf a category of this flag
+    ("k", -INF_FEW_LEVELS),
+    ("k", INF_FEW_LEVELS.astype(object)),  # a category column by its dtype
+    ("x2", np.where(np.arange(120) == 4, -np.inf, 1.0)),  # continuous
+])
+def test_infinite_cells_are_refused_at_fit_with_the_column_named(table, column, values):
+    """+inf or -inf in a table, in a categorical column or a continuous one,
+    is refused as the same values in a float array are."""
+    bad = table[0].head(120).assign(**{column: values})
+    with pytest.raises(ValueError, match=f"Column '{column}' holds infinity"):
+        NCEDensity(**{**QUICK, "max_iter": 1}).fit(bad)
+    with pytest.raises(ValueError, match=f"Column {list(bad.columns).index(column)} holds "
+                                         "infinity"):
+        NCEDensity(**{**QUICK, "max_iter": 1}).fit(bad.to_numpy(dtype=object))
+
+
+def test_infinite_cells_are_refused_at_score_with_the_column_named(fitted, table):
+    """At score time too, in a continuous column and in a categorical one
+    (where inf is no category); NaN stays a missing cell."""
+    test = table[1].head(120)
+    rows = np.arange(len(test))
+    with pytest.raises(ValueError, match="'x1' holds infinity .* first at row 3"):
+        fitted.score_samples(test.assign(x1=np.where(rows == 3, np.inf, test.x1)))
+    flags = NCEDensity(**{**QUICK, "max_iter": 1}).fit(table[0].head(120).assign(k=rows % 2 * 1.0))
+    assert flags.is_categorical_.tolist() == [False, False, True, True]
+    with pytest.raises(ValueError, match="'k' holds infinity"):
+        flags.score_samples(test.assign(k=np.where(rows == 5, -np.inf, rows % 2 * 1.0)))
+    gaps = test.assign(k=np.where(rows == 5, np.nan, rows % 2 * 1.0),
+                       x1=np.where(rows == 6, np.nan, test.x1))
+    assert np.isfinite(flags.score_samples(gaps)).all()
+
+
+def test_numbers_where_strings_were_fitted_are_unseen_categories(table):
+    """Numbers in a column fitted as string categories are categories not
+    seen in fit, named with their column (not a TypeError of numpy's sort)."""
+    train = table[0].head(120)
+    rows = np.arange(len(train))
+    strings = NCEDensity(**{**QUICK, "max_iter": 1}).fit(train)
+    with pytest.raises(ValueError, match="'kind' has a category not seen in fit: 0.0 "):
+        strings.score_samples(train.assign(kind=rows % 3))
+    one_number = train.kind.astype(object).where(rows != 4, 2)
+    with pytest.raises(ValueError, match="'kind' has a category not seen in fit: 2 "):
+        strings.score_samples(train.assign(kind=one_number))
+
+
+def test_strings_where_numbers_were_fitted_are_unseen_categories(table):
+    """And strings in a column fitted as number categories."""
+    train = table[0].head(120)
+    rows = np.arange(len(train))
+    numbers = NCEDensity(**{**QUICK, "max_iter": 1}).fit(train.assign(kind=rows % 3))
+    assert [values.tolist() for values in numbers.categories_] == [[0.0, 1.0, 2.0]]
+    for given in [train.kind, train.kind.astype(object), train.kind.astype(object).where(
+            rows != 4, "b").where(rows == 4, rows % 3)]:
+        with pytest.raises(ValueError, match="'kind' has a category not seen in fit: '[abc]'"):
+            numbers.score_samples(train.assign(kind=given))
+    assert np.isfinite(numbers.score_samples(train.assign(kind=rows % 3 * 1.0))).all()
+
+
 def test_failed_fit_leaves_the_table_as_it_was(table):
     train = table[0]
     model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(train)
