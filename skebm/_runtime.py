@@ -78,17 +78,44 @@ def thread_limit(n_threads):
     scikit-learn's EM, say), then restore them all. Threads that wait
     actively, as these do, slow each other down on a core another process
     keeps busy. ``n_threads=None`` leaves them alone.
+
+    The counts are the process's, so blocks that overlap in several threads
+    (fits in a thread pool) take turns setting them; whatever the order in
+    which they end, the counts go back to what they were before the first.
     """
     if n_threads is None:
         yield
         return
-    previous = torch.get_num_threads()
-    with _thread_pools().limit(limits=n_threads):
-        torch.set_num_threads(n_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+    entry = [None]  # the counts to restore when this block ends
+    with _LIMITS_LOCK:
+        entry[0] = _thread_counts()
+        _LIMITS.append(entry)
+        _set_thread_counts(n_threads, [n_threads] * len(entry[0][1]))
+    try:
+        yield
+    finally:
+        with _LIMITS_LOCK:
+            position = next(i for i, other in enumerate(_LIMITS) if other is entry)
+            if position == len(_LIMITS) - 1:
+                _set_thread_counts(*entry[0])
+            else:  # a later block still runs: it restores, when it ends, what this one found
+                _LIMITS[position + 1][0] = entry[0]
+            del _LIMITS[position]
+
+
+#: The thread_limit blocks running, oldest first, each with the counts it found.
+_LIMITS, _LIMITS_LOCK = [], threading.Lock()
+
+
+def _thread_counts():
+    """(torch threads, threads of each BLAS and OpenMP pool)."""
+    return torch.get_num_threads(), [pool.num_threads for pool in _thread_pools().lib_controllers]
+
+
+def _set_thread_counts(n_torch, n_pools):
+    torch.set_num_threads(n_torch)
+    for pool, n in zip(_thread_pools().lib_controllers, n_pools):
+        pool.set_num_threads(n)
 
 
 @functools.cache

@@ -6,6 +6,7 @@ import torch
 
 from skebm._runtime import make_generator, resolve_device, thread_limit
 
+
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
@@ -39,3 +40,22 @@ def test_thread_limit_governs_torch_and_blas_then_restores():
         with thread_limit(1):
             raise RuntimeError("boom")
     assert torch.get_num_threads() == before and blas_threads() == blas_before
+
+
+def test_overlapping_thread_limits_restore_the_counts_whatever_ends_first():
+    """Fits in a thread pool overlap: A starts, B starts, A ends, B ends. The
+    counts are the process's; they must come back to what they were."""
+    from threadpoolctl import threadpool_info
+
+    def counts():
+        return torch.get_num_threads(), [pool["num_threads"] for pool in threadpool_info()]
+
+    before = counts()
+    with thread_limit(1):  # the 2 below differs from what the blocks find
+        first, second = thread_limit(2), thread_limit(1)
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)
+        assert counts() == (1, [1] * len(before[1]))
+    assert counts() == before
