@@ -28,9 +28,10 @@ __all__ = ["NCESoftmaxClassifier"]
 _TRAINING_BYTES_PER_PARAMETER = 16
 #: Part of the memory the device has free that a model may plan to use.
 _MEMORY_SHARE = 0.8
-#: Feature values beyond this (in magnitude) are warned about: features are
-#: used unscaled, and a row's embedding is their weighted sum.
-_LARGEST_FEATURE = 1e6
+#: Features whose largest magnitude is outside this range are warned about:
+#: they are used unscaled, and a row's embedding is their weighted sum, which
+#: swamps the rest (above) or stays at the bias, every row alike (below).
+_FEATURE_RANGE = (1e-6, 1e6)
 
 
 class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
@@ -337,10 +338,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _training_rows(self, X, mean, scale, device):
         values = X.data if sp.issparse(X) else X
         largest = float(np.abs(values).max()) if values.size else 0.0
-        if largest > _LARGEST_FEATURE:
+        if largest and not _FEATURE_RANGE[0] <= largest <= _FEATURE_RANGE[1]:
             warnings.warn(
                 f"{type(self).__name__} uses features as they are, and X has values up to "
-                f"{largest:.3g}: such rows' embeddings swamp the rest and float32 loses them. "
+                f"{largest:.3g}: outside {_FEATURE_RANGE[0]:g} to {_FEATURE_RANGE[1]:g}, the "
+                "rows' embeddings swamp the rest or all stay alike, and float32 loses them. "
                 "Scale the features (StandardScaler, or normalized counts).", UserWarning)
         return SparseBagRows(bags_from_rows(X, device, torch.float32))
 

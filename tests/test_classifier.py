@@ -395,9 +395,10 @@ def test_probabilities_beyond_memory_are_refused_and_predict_still_works(monkeyp
     assert clf.predict(X).shape == (300,)
 
 
-def test_huge_feature_values_are_warned_about():
-    """Features x 1e30 gave every row the same probabilities with a
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_huge_or_tiny_feature_values_are_warned_about(scale):
+    """Features x 1e30 or x 1e-30 gave every row the same probabilities with a
     normal-looking loss; now the fit says why and what to do."""
     X, y = _make_classes(6, 200, 40, random_state=0)
-    with pytest.warns(UserWarning, match="values up to 1e\\+30.*Scale the features"):
-        NCESoftmaxClassifier(max_iter=1, random_state=0).fit(X * 1e30, y)
+    with pytest.warns(UserWarning, match=r"values up to \d.*e[+-]30.*Scale the features"):
+        NCESoftmaxClassifier(max_iter=1, random_state=0).fit(X * scale, y)
