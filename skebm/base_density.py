@@ -102,7 +102,7 @@ class GaussianMixtureDensity(nn.Module):
         size) when given."""
         if categorical is not None or torch.isnan(Z).any():
             if categorical is None:
-                categorical = torch.zeros(Z.shape[1], dtype=torch.bool)
+                categorical = torch.zeros(Z.shape[1], dtype=torch.bool, device=Z.device)
             X, codes = _split(Z.detach().to(torch.float64), categorical.to(Z.device))
             weights, means, covariances, log_probs = fit_mixture(
                 X, codes, list(n_categories), n_components, ridge, seed, max_iter=max_iter,
@@ -311,7 +311,8 @@ class MarginalGaussianization(nn.Module):
             cdfs.append((1 - w) * lower + w * special.ndtr(grid / s))
             survivals.append((1 - w) * upper + w * special.ndtr(-grid / s))
             grids.append(grid)
-        as_tensor = lambda arrays: torch.as_tensor(np.stack(arrays), dtype=torch.float64)
+        as_tensor = lambda arrays: torch.as_tensor(np.stack(arrays), dtype=torch.float64,
+                                                   device="cpu")
         return cls(as_tensor(grids), as_tensor(cdfs), as_tensor(survivals),
                    None if columns is None else list(columns))
 
@@ -374,7 +375,8 @@ def _kernel_cdf(grid, knots, bandwidth):
     density on ``knots``: each kernel's ``Phi(-|t|)`` once (torch's erfc is
     several times scipy's ndtr's speed), its lower tail where ``t < 0`` and
     its upper where ``t > 0``, each precise where it is small."""
-    t = torch.as_tensor((grid[:, None] - knots[None, :]) / bandwidth, dtype=torch.float64)
+    t = torch.as_tensor((grid[:, None] - knots[None, :]) / bandwidth, dtype=torch.float64,
+                        device="cpu")
     tail = 0.5 * torch.special.erfc(t.abs() / math.sqrt(2))
     below = t < 0
     tail_below = (tail * below).sum(1)
@@ -415,8 +417,8 @@ def _fold_rows(data, folds, marginals, rng, layout):
             continue
         transform = MarginalGaussianization.fit_to(data[train], rng, _continuous_columns(layout))
         with torch.no_grad():
-            train_rows, _ = transform(torch.as_tensor(data[train]))
-            test_rows, log_det = transform(torch.as_tensor(data[test]))
+            train_rows, _ = transform(torch.as_tensor(data[train], device="cpu"))
+            test_rows, log_det = transform(torch.as_tensor(data[test], device="cpu"))
         rows.append((train_rows.numpy(), test_rows.numpy(), log_det.numpy()))
     return rows
 
@@ -495,10 +497,11 @@ def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=N
                                 max_iter=SEARCH_EM_ITERATIONS, random_state=0)
                 .fit(train_rows).score_samples(test_rows)), None
     mixture = GaussianMixtureDensity.fit_to(
-        torch.as_tensor(train_rows), n_components=n_components, ridge=ridge,
+        torch.as_tensor(train_rows, device="cpu"), n_components=n_components, ridge=ridge,
         max_iter=SEARCH_EM_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start,
         **_table_arguments(layout))
-    scores = mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32)).double().numpy()
+    scores = mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32, device="cpu"))
+    scores = scores.double().numpy()
     return scores, mixture
 
 
@@ -517,7 +520,7 @@ def _continuous_columns(layout):
 def _table_arguments(layout):
     if layout is None:
         return {}
-    return {"categorical": torch.as_tensor(layout.categorical),
+    return {"categorical": torch.as_tensor(layout.categorical, device="cpu"),
             "n_categories": layout.n_categories}
 
 

@@ -246,7 +246,8 @@ class OneHotCategories(nn.Module):
 
     def __init__(self, categorical, n_categories):
         super().__init__()
-        self.register_buffer("categorical", torch.as_tensor(categorical, dtype=torch.bool))
+        self.register_buffer("categorical", torch.as_tensor(categorical, dtype=torch.bool,
+                                                            device="cpu"))
         self.n_categories = [int(count) for count in n_categories]
         self.n_outputs = int((~self.categorical).sum()) + sum(self.n_categories)
 

@@ -441,3 +441,15 @@ def test_self_adapting_noise_tracks_the_model(eight_gaussians):
     assert abs(np.exp(grid_log_integral(model.score_samples, BOUNDS, n_points=300)) - 1) < 0.05
     again = NCEDensity(**{**QUICK, "noise": "self", "noise_update_interval": 10}).fit(X)
     np.testing.assert_array_equal(again.score_samples(X_test), model.score_samples(X_test))
+
+
+def test_fit_under_a_meta_default_device():
+    """The base's marginal map made its tables on torch's default device."""
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    expected = NCEDensity(max_iter=2, random_state=0).fit(X).score_samples(X[:5])
+    torch.set_default_device("meta")
+    try:
+        model = NCEDensity(max_iter=2, random_state=0).fit(X)
+    finally:
+        torch.set_default_device(None)
+    np.testing.assert_allclose(model.score_samples(X[:5]), expected, rtol=1e-6)
