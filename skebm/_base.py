@@ -268,7 +268,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if warm:  # each continued fit draws a stream of its own, still reproducible
             generator.manual_seed(generator.initial_seed() + self.n_iter_)
         work = self._multiply_adds_per_step(X.shape[1], target_attributes)
-        with thread_limit(self._cpu_threads(work, device)):
+        # Gradients on, even inside a caller's torch.no_grad().
+        with thread_limit(self._cpu_threads(work, device)), torch.enable_grad():
             mean, scale = (self.mean_, self.scale_) if warm else self._input_standardization(X)
             Z = self._training_rows(X, mean, scale, device)
             if y is not None:
@@ -291,7 +292,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         self.mean_, self.scale_ = mean, scale
         self.module_ = module.eval()
         self.device_ = device
-        self._log_partition_memo = {"seed": log_partition_seed}
+        self._log_partition_memo = {"seed": log_partition_seed, "settings": {
+            name: getattr(self, name) for name in getattr(self, "_log_partition_parameters", ())}}
         self._partial_optimizer_state = _cpu_state(rule) if partial else None
         for name, value in {**target_attributes, **extra}.items():
             setattr(self, name, value)

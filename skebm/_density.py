@@ -24,18 +24,24 @@ class LikelihoodDensityMixin(DensityMixin):
     log-likelihood, so model selection compares held-out likelihoods.
     """
 
+    #: Parameters of the log Z estimate. Their values at fit are kept with the
+    #: fitted model (the estimate is made later, on first use, and must not
+    #: follow a set_params since) and given to the two hooks below by name.
+    _log_partition_parameters = ()
+
     # ----------------------------------------------------------- the hooks
     def _unnormalized_log_density(self, module, Z):
         """``log p(z) + log Z`` of standardized rows ``Z`` (a float64 tensor),
         one value per row."""
         raise NotImplementedError
 
-    def _estimate_log_partition(self, module, generator):
+    def _estimate_log_partition(self, module, generator, **settings):
         """``(log Z, standard error)`` of ``_unnormalized_log_density``, drawing
-        from ``generator`` (called once per fitted model, without gradients)."""
+        from ``generator`` (called once per fitted model, without gradients);
+        ``settings``: the fitted values of ``_log_partition_parameters``."""
         raise NotImplementedError
 
-    def _log_partition_multiply_adds(self):
+    def _log_partition_multiply_adds(self, **settings):
         """Rough work of the log Z estimate, for the thread policy."""
         return 10 * PARALLEL_WORK
 
@@ -57,13 +63,12 @@ class LikelihoodDensityMixin(DensityMixin):
         -------
         log_likelihood : ndarray of shape (n_samples,), float64
         """
-        log_scale = torch.as_tensor(np.log(self.scale_))
-
-        def log_likelihood(module, Z):
+        def log_likelihood(module, Z):  # called once the model is known to be fitted
             value = self._unnormalized_log_density(module, Z) + self._log_density_offset()
             missing = torch.isnan(Z)
             if missing.any():  # the standardization's Jacobian of the observed entries only
-                value = value + (missing * log_scale.to(Z.device)).sum(1)
+                log_scale = torch.as_tensor(np.log(self.scale_), device=Z.device)
+                value = value + (missing * log_scale).sum(1)
             return value
 
         return self._map_fitted(X, log_likelihood)
@@ -110,9 +115,10 @@ class LikelihoodDensityMixin(DensityMixin):
             device = self._inference_device()
             generator = make_generator(memo["seed"], device)
             module = self._inference_module()
-            with thread_limit(self._cpu_threads(self._log_partition_multiply_adds(), device)):
-                with torch.no_grad():
-                    log_z, log_z_std = self._estimate_log_partition(module, generator)
+            settings = memo["settings"]
+            work = self._log_partition_multiply_adds(**settings)
+            with thread_limit(self._cpu_threads(work, device)), torch.no_grad():
+                log_z, log_z_std = self._estimate_log_partition(module, generator, **settings)
             if not math.isfinite(log_z):
                 raise ValueError(
                     f"{type(self).__name__}: the estimate of log Z is not finite; the fitted "

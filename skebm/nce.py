@@ -492,28 +492,30 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
                 "base_n_components_": module.base.n_components,
                 "base_marginals_": "none" if module.marginals is None else "kde"}
 
-    def _estimate_log_partition(self, module, generator):
+    _log_partition_parameters = ("n_importance_samples",)
+
+    def _estimate_log_partition(self, module, generator, *, n_importance_samples):
         """log Z = log E_q[b exp(-E) / q] by importance sampling from the
         proposal q, in chunks."""
-        refuse_beyond_memory(8 * self.n_importance_samples,
-                             f"log Z from n_importance_samples={self.n_importance_samples}",
+        refuse_beyond_memory(8 * n_importance_samples,
+                             f"log Z from n_importance_samples={n_importance_samples}",
                              "Lower n_importance_samples.")
         log_weights = []
-        for rows in gen_batches(self.n_importance_samples, 8192):
+        for rows in gen_batches(n_importance_samples, 8192):
             draws = module.proposal.sample(rows.stop - rows.start, generator)
             log_weights.append(module.log_importance_weights(draws))
         log_z, log_z_std = importance_log_partition(torch.cat(log_weights))
         if log_z_std > 0.1:
             warnings.warn(
                 f"NCEDensity: log Z is uncertain (standard error {log_z_std:.2g} nats from "
-                f"{self.n_importance_samples} proposal draws), so are the log-likelihoods. "
+                f"{n_importance_samples} proposal draws), so are the log-likelihoods. "
                 "Raise n_importance_samples or noise_scale.",
                 RuntimeWarning,
             )
         return log_z, log_z_std
 
-    def _log_partition_multiply_adds(self):
-        return self.n_importance_samples * self._multiply_adds_per_row(self.n_features_in_)
+    def _log_partition_multiply_adds(self, *, n_importance_samples):
+        return n_importance_samples * self._multiply_adds_per_row(self.n_features_in_)
 
     def _unnormalized_log_density(self, module, Z):
         generator = make_generator(self._log_partition_memo["seed"] + 1, Z.device)

@@ -19,6 +19,7 @@ import math
 import numpy as np
 import torch
 
+from ._runtime import refuse_beyond_memory
 from .samplers import metropolis_adjusted_langevin
 
 __all__ = [
@@ -26,7 +27,20 @@ __all__ = [
     "annealed_importance_log_partition",
     "grid_log_integral",
     "importance_log_partition",
+    "refuse_ais_beyond_memory",
 ]
+
+#: float32 copies of the chains' states that an AIS step holds at once (the
+#: state, a proposal, their gradients, noise), with room to spare.
+AIS_STATE_COPIES = 8
+
+
+def refuse_ais_beyond_memory(n_chains, n_units, device):
+    """A ``ValueError``, before anything is allocated, when ``n_chains`` AIS
+    chains over ``n_units`` units would not fit in memory."""
+    refuse_beyond_memory(4 * AIS_STATE_COPIES * n_chains * n_units,
+                         f"log Z by AIS with n_ais_chains={n_chains:,}",
+                         "Lower n_ais_chains.", device)
 
 
 def importance_log_partition(log_weights):

@@ -17,6 +17,7 @@ from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._rbm_model import MAX_EXACT_UNITS, ContrastiveDivergence, RBMModule, rbm_pseudo_likelihood
 from ._runtime import make_generator, refuse_beyond_memory
+from .partition import refuse_ais_beyond_memory
 
 __all__ = ["PCDRestrictedBoltzmann"]
 
@@ -348,14 +349,19 @@ class PCDRestrictedBoltzmann(
         self._check_fitted()
         return "exact" if self.module_.log_partition_is_exact else "ais"
 
-    def _estimate_log_partition(self, module, generator):
-        return module.log_partition(generator, n_ais_chains=self.n_ais_chains,
-                                    n_ais_temperatures=self.n_ais_temperatures)
+    _log_partition_parameters = ("n_ais_chains", "n_ais_temperatures")
 
-    def _log_partition_multiply_adds(self):
+    def _estimate_log_partition(self, module, generator, *, n_ais_chains, n_ais_temperatures):
+        if not module.log_partition_is_exact:
+            refuse_ais_beyond_memory(n_ais_chains, sum(module.components.shape),
+                                     self._inference_device())
+        return module.log_partition(generator, n_ais_chains=n_ais_chains,
+                                    n_ais_temperatures=n_ais_temperatures)
+
+    def _log_partition_multiply_adds(self, *, n_ais_chains, n_ais_temperatures):
         if self.module_.log_partition_is_exact:
             return 2**MAX_EXACT_UNITS
-        return self.n_ais_chains * self.n_ais_temperatures * self._multiply_adds_per_row(
+        return n_ais_chains * n_ais_temperatures * self._multiply_adds_per_row(
             self.n_features_in_)
 
     def _unnormalized_log_density(self, module, Z):

@@ -50,9 +50,10 @@ def sampling_importance_resampling(log_density, proposal, n_samples, n_candidate
 
 
 def _log_density_and_grad(log_density, z):
-    z = z.detach().requires_grad_(True)
-    value = log_density(z)
-    (grad,) = torch.autograd.grad(value.sum(), z)
+    with torch.enable_grad():  # even inside a caller's torch.no_grad()
+        z = z.detach().requires_grad_(True)
+        value = log_density(z)
+        (grad,) = torch.autograd.grad(value.sum(), z)
     return value.detach(), grad
 
 
@@ -187,9 +188,10 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
     temperature = noise_scale**2 / (2 * step_size)
     previous = None  # (z, E(z), the step's drift) of the last step
     for _ in range(n_steps):
-        z.requires_grad_(True)
-        value = energy(z)
-        (grad,) = torch.autograd.grad(value.sum(), z)
+        with torch.enable_grad():  # even inside a caller's torch.no_grad()
+            z.requires_grad_(True)
+            value = energy(z)
+            (grad,) = torch.autograd.grad(value.sum(), z)
         z, value = z.detach(), value.detach()
         norm = grad.flatten(1).norm(dim=1)
         norms.append(norm.mean())

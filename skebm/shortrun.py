@@ -16,6 +16,7 @@ from ._density import LikelihoodDensityMixin
 from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
+from .partition import refuse_ais_beyond_memory
 from .base_density import GaussianMixtureDensity, fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, ConvEnergy, MLPEnergy, fourier_feature_count,
                    layer_shapes, layer_sizes, network_work)
@@ -514,13 +515,16 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         self._check_fitted()
         return "grid" if self.n_features_in_ <= LOW_DIMENSION else "ais"
 
-    def _estimate_log_partition(self, module, generator):
-        return module.log_partition(generator, n_ais_chains=self.n_ais_chains,
-                                    n_ais_temperatures=self.n_ais_temperatures,
+    _log_partition_parameters = ("n_ais_chains", "n_ais_temperatures")
+
+    def _estimate_log_partition(self, module, generator, *, n_ais_chains, n_ais_temperatures):
+        refuse_ais_beyond_memory(n_ais_chains, self.n_features_in_, self._inference_device())
+        return module.log_partition(generator, n_ais_chains=n_ais_chains,
+                                    n_ais_temperatures=n_ais_temperatures,
                                     chunk_rows=self._chunk_rows)
 
-    def _log_partition_multiply_adds(self):
-        return 3 * self.n_ais_chains * self.n_ais_temperatures * self._multiply_adds_per_row(
+    def _log_partition_multiply_adds(self, *, n_ais_chains, n_ais_temperatures):
+        return 3 * n_ais_chains * n_ais_temperatures * self._multiply_adds_per_row(
             self.n_features_in_)
 
     def _unnormalized_log_density(self, module, Z):

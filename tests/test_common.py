@@ -11,6 +11,7 @@ import torch
 from sklearn import config_context
 from sklearn.base import clone
 from sklearn.datasets import load_digits
+from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
 import skebm._runtime
@@ -328,15 +329,41 @@ def test_torch_global_defaults_do_not_leak_into_the_classifier(setting):
 
 
 def test_requests_beyond_memory_are_refused_before_allocating(case):
-    """sample(10**12) would need terabytes: a ValueError with the size, at once."""
+    """sample(10**12) would need terabytes, as would log Z from 10**13
+    importance draws or AIS chains: a ValueError with the size, at once."""
     make_estimator, X_train, _ = case
     model = make_estimator().fit(X_train)
     with pytest.raises(ValueError, match=r"sample\(1000000000000\) would need about .* GiB"):
         model.sample(10**12)
-    if isinstance(model, NCEDensity):
-        model = make_estimator().set_params(n_importance_samples=10**13).fit(X_train)
-        with pytest.raises(ValueError, match="n_importance_samples.*GiB"):
-            model.score_samples(X_train[:2])
+    if getattr(model, "log_partition_method_", "ais") == "exact":
+        return
+    name = model._log_partition_parameters[0]
+    model = make_estimator().set_params(**{name: 10**13}).fit(X_train)
+    with pytest.raises(ValueError, match=f"{name}=.*GiB"):
+        model.score_samples(X_train[:2])
+
+
+def test_scores_before_fit_are_not_fitted_errors(case):
+    make_estimator, _, X_test = case
+    with pytest.raises(NotFittedError):
+        make_estimator().score_samples(X_test)
+
+
+def test_fit_and_sample_inside_torch_no_grad(case):
+    """A caller's torch.no_grad() does not reach training or Langevin steps."""
+    make_estimator, X_train, X_test = case
+    with torch.no_grad():
+        model = make_estimator().fit(X_train)
+        assert np.isfinite(model.score_samples(X_test)).all()
+        assert np.isfinite(model.sample(2, random_state=0)).all()
+
+
+def test_the_classifier_fits_inside_torch_no_grad():
+    X, y = load_digits(return_X_y=True)
+    with torch.no_grad():
+        model = NCESoftmaxClassifier(embedding_dim=8, max_iter=2, random_state=0).fit(
+            X[:300] / 16, y[:300])
+    assert model.score(X[300:600] / 16, y[300:600]) > 0.15  # chance: 0.1
 
 
 @pytest.mark.parametrize("make, X", [
@@ -355,11 +382,13 @@ def test_a_fitted_model_answers_from_its_fit_not_from_set_params(case):
     """Parameters take effect at the next fit: set_params after fit changes no
     score and no sample (scikit-learn's convention)."""
     make_estimator, X_train, X_test = case
-    model = make_estimator().fit(X_train)
+    fitted = pickle.dumps(make_estimator().fit(X_train))  # log Z not yet estimated
+    model = pickle.loads(fitted)
     scores, samples = model.score_samples(X_test), model.sample(3, random_state=0)
     changed = ({"n_components": 1, "visible_units": "gaussian"}
                if isinstance(model, PCDRestrictedBoltzmann) else
                {"hidden_layer_sizes": (0,), "fourier_features": 0})
-    model.set_params(**changed)
+    changed.update({name: 2 for name in model._log_partition_parameters})
+    model = pickle.loads(fitted).set_params(**changed)
     np.testing.assert_array_equal(model.score_samples(X_test), scores)
     np.testing.assert_array_equal(model.sample(3, random_state=0), samples)
