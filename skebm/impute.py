@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from ._base import TorchEstimator
 from ._checks import input_attributes_restored_on_failure
 from ._runtime import refuse_beyond_memory
 from ._table import missing_cells
@@ -28,7 +29,12 @@ class DensityImputer(TransformerMixin, BaseEstimator):
     (NaN, or None in a column of objects), for draws of the missing entries
     from its conditional distribution given the observed ones; observed
     entries come back exactly as given and rows without a missing value are
-    not drawn for.
+    not drawn for. Every row of X is nevertheless checked, before anything
+    is drawn, as the density checks what ``sample_conditional`` takes: with
+    a skebm density, a value it would refuse (a string in a numeric column,
+    a category not seen in fit, an infinite value) is its error, in a
+    complete row too. A density of another library sees, and checks, only
+    the rows with a missing value.
 
     By default the filled value is an estimate of the conditional mean: the
     density's own ``conditional_mean`` where it has one (``NCEDensity``:
@@ -61,7 +67,12 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         each costs one ``sample_conditional`` call over the rows with missing
         values, and the Monte-Carlo error of the mean falls as
         ``1 / sqrt(n_draws)`` of the conditional's standard deviation.
-        Unused when ``sample_posterior`` is True.
+        ``transform`` refuses, before the first draw, ``n_draws`` whose
+        draws (``n_draws`` x rows with a missing value x features float64
+        values) would exceed half the free memory: they are made one at a
+        time, but so many are out of reach in time as well.
+        Unused when ``sample_posterior`` is True or the density has
+        ``conditional_mean``.
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` transform stacks
         onto the output, as in :class:`~sklearn.impute.SimpleImputer`: a
@@ -205,15 +216,14 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "density_")
         values, missing = _table(X)
         validate_data(self, X, reset=False, skip_check_array=True)
+        if isinstance(self.density_, TorchEstimator):
+            # Its own checks of what sample_conditional takes, on every row.
+            self.density_._conditional_inputs(X, None)
         is_categorical = self.is_categorical_ | _non_numeric_columns(X, values)
         rows = np.flatnonzero(missing.any(axis=1))
         if len(rows):
             X_rows = _safe_indexing(X, rows, axis=0) if len(rows) < len(values) else X
-            sample_posterior, n_draws, random_state = self._transform_options
-            seeds = check_random_state(random_state).randint(
-                np.iinfo(np.int32).max, size=1 if sample_posterior else n_draws)
-            values[rows] = self._filled(X_rows, values[rows], missing[rows], is_categorical,
-                                        seeds)
+            values[rows] = self._filled(X_rows, values[rows], missing[rows], is_categorical)
         if self.indicator_ is not None:
             values = np.hstack([values, self.indicator_.transform(_nan_where(missing))])
         if values.dtype == object and _get_output_config("transform", self)["dense"] == "pandas":
@@ -224,33 +234,42 @@ class DensityImputer(TransformerMixin, BaseEstimator):
             return pd.DataFrame(values, index=index).infer_objects()
         return values
 
-    def _filled(self, X, values, missing, is_categorical, seeds):
+    def _filled(self, X, values, missing, is_categorical):
         """``values`` (the rows of X as an array) with their ``missing``
-        entries filled from draws of ``density_.sample_conditional``, one
-        per seed: the draw itself for one seed, else the mean (numeric
-        columns) or the most frequent (categorical columns) of the draws."""
-        if len(seeds) == 1:
-            return np.where(missing, self._draw(X, values, seeds[0]), values)
+        entries filled: one draw of ``density_.sample_conditional`` with
+        ``sample_posterior``, else its ``conditional_mean`` where it has
+        one, else the mean (numeric columns) or the most frequent
+        (categorical columns) of ``n_draws`` draws. Each call gets a seed
+        drawn from ``random_state`` when it is made."""
+        sample_posterior, n_draws, random_state = self._transform_options
+        random_state = check_random_state(random_state)
+
+        def seed():
+            return random_state.randint(np.iinfo(np.int32).max)
+
+        if sample_posterior:
+            return np.where(missing, self._draw(X, values, seed()), values)
         if hasattr(self.density_, "conditional_mean"):
-            return np.where(missing, self._draw(X, values, seeds[0], "conditional_mean"), values)
+            return np.where(missing, self._draw(X, values, seed(), "conditional_mean"), values)
         # Held at once: the running sum, one draw and the filled copy (plus
-        # the counts of the categorical cells, below that for few categories).
+        # the counts of the categorical cells, below that for few categories);
+        # drawn in all: n_draws draws, the cost refused beyond reach.
         refuse_beyond_memory(
-            3 * values.size * 8,
-            f"Averaging {len(seeds)} conditional draws of {values.shape[0]} rows x "
-            f"{values.shape[1]} features",
-            "Transform fewer rows at a time, or set sample_posterior=True.")
+            max(n_draws, 3) * values.size * 8,
+            f"Averaging {n_draws:,} conditional draws of {values.shape[0]:,} rows x "
+            f"{values.shape[1]:,} features",
+            "Lower n_draws, transform fewer rows at a time, or set sample_posterior=True.")
         numeric = np.flatnonzero(~is_categorical)
         categorical = np.flatnonzero(is_categorical)
         total = np.zeros((values.shape[0], len(numeric)))
         votes = [_Votes(np.flatnonzero(missing[:, j])) for j in categorical]
-        for seed in seeds:
-            draw = self._draw(X, values, seed)
+        for _ in range(n_draws):
+            draw = self._draw(X, values, seed())
             total += draw[:, numeric].astype(np.float64)
             for j, column_votes in zip(categorical, votes):
                 column_votes.add(draw[column_votes.rows, j])
         filled = values.copy()
-        filled[:, numeric] = np.where(missing[:, numeric], total / len(seeds), values[:, numeric])
+        filled[:, numeric] = np.where(missing[:, numeric], total / n_draws, values[:, numeric])
         for j, column_votes in zip(categorical, votes):
             filled[column_votes.rows, j] = column_votes.most_frequent()
         return filled

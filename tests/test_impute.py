@@ -404,3 +404,71 @@ def test_a_density_conditional_mean_is_used_when_it_has_one():
     np.testing.assert_array_equal(imputer.transform(X_missing), filled)
     drawn = imputer.fit(X).transform(X_missing)
     assert len(CALLS) == 1 and np.std(drawn[hidden, 1] - RHO * X[hidden, 0]) > 0.2
+
+
+TINY_NCE = dict(QUICK_NCE, max_iter=2)
+TINY_SHORTRUN = dict(hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+
+
+class SeedsAsNeeded(np.random.RandomState):
+    """A RandomState that refuses to draw more than a few seeds at once."""
+
+    def randint(self, *args, size=None, **kwargs):
+        assert size is None or np.prod(size) <= 8, f"{size} seeds drawn at once"
+        return super().randint(*args, size=size, **kwargs)
+
+
+@pytest.mark.parametrize("density, message", [
+    (NCEDensity(**TINY_NCE), "Column 1 was numeric in fit"),
+    (ShortRunEBM(**TINY_SHORTRUN), "could not convert string to float: 'abc'"),
+])
+def test_a_complete_row_is_validated_as_the_density_validates(density, message):
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    imputer = DensityImputer(density, random_state=0).fit(X)
+    X_new = X.astype(object)
+    X_new[0, 0] = np.nan
+    X_new[3, 1] = "abc"  # in a complete row, which is not drawn for
+    with pytest.raises(ValueError, match=message):
+        imputer.transform(X_new)
+
+
+def test_an_unseen_category_in_a_complete_row_is_refused_before_any_draw():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"size": rng.normal(size=120),
+                          "color": rng.choice(["red", "blue"], 120).astype(object)})
+    imputer = DensityImputer(NCEDensity(**{**TINY_NCE, "base": "gaussian_mixture"}),
+                             random_state=0).fit(frame)
+    drawn = []
+    imputer.density_.conditional_mean = lambda X, *args, **kwargs: drawn.append(X)
+    new = frame.copy()
+    new.loc[0, "size"] = np.nan
+    new.loc[5, "color"] = "purple"
+    with pytest.raises(ValueError, match="'color' has a category not seen in fit: 'purple'"):
+        imputer.transform(new)
+    assert drawn == []
+
+
+def test_n_draws_out_of_reach_is_refused_before_drawing():
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    X_missing = X.copy()
+    X_missing[::4, 0] = np.nan
+    imputer = DensityImputer(ShortRunEBM(**TINY_SHORTRUN), n_draws=10**9,
+                             random_state=SeedsAsNeeded(0)).fit(X)
+    drawn = []
+    imputer.density_.sample_conditional = lambda X, *args, **kwargs: drawn.append(X)
+    with pytest.raises(ValueError, match=r"1,000,000,000 conditional draws of 30 rows x 3 "
+                                         r"features would need about [0-9.]+ GiB"):
+        imputer.transform(X_missing)
+    assert drawn == []
+
+
+def test_n_draws_is_not_paid_for_where_the_density_has_its_conditional_mean():
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    X_missing = X.copy()
+    X_missing[::4, 0] = np.nan
+    imputer = DensityImputer(NCEDensity(**TINY_NCE), n_draws=10**9,
+                             random_state=SeedsAsNeeded(0)).fit(X)
+    filled = imputer.transform(X_missing)  # one seed, one conditional_mean call
+    assert not np.isnan(filled).any()
+    np.testing.assert_array_equal(filled[:, 1:], X[:, 1:])
