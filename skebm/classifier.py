@@ -301,7 +301,12 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _encode_targets(self, y, *, warm, classes=None):
         """Integer codes of ``y`` in ``classes_``, with ``classes_`` and
         ``class_count_`` (counts of a warm fit add to the earlier ones)."""
-        check_classification_targets(y)
+        try:
+            check_classification_targets(y)
+        except TypeError as error:  # numpy's sort of labels that do not compare
+            types = sorted({type(label).__name__ for label in np.ravel(y)})
+            raise ValueError(f"y mixes labels of types that do not compare ({', '.join(types)}): "
+                             "give every label one type, all strings or all numbers.") from error
         if warm:
             known = self.classes_
             if classes is not None and not np.array_equal(np.unique(classes), known):

@@ -402,3 +402,11 @@ def test_huge_or_tiny_feature_values_are_warned_about(scale):
     X, y = _make_classes(6, 200, 40, random_state=0)
     with pytest.warns(UserWarning, match=r"values up to \d.*e[+-]30.*Scale the features"):
         NCESoftmaxClassifier(max_iter=1, random_state=0).fit(X * scale, y)
+
+
+def test_labels_of_mixed_types_are_a_clear_error():
+    """A mix of ints and strings failed in numpy's sort ("'<' not supported")."""
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = np.array([1, "a"], dtype=object)[(X[:, 0] > 0).astype(int)]
+    with pytest.raises(ValueError, match="y mixes labels of types.*int, str"):
+        NCESoftmaxClassifier(max_iter=1).fit(X, y)
