@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 __all__ = ["ComponentConditionals", "category_log_likelihoods", "fit_mixture",
-           "gaussian_observed",
-           "missing_covariance_sums"]
+           "gaussian_observed", "missing_covariance_sums"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
@@ -153,7 +152,6 @@ class ComponentConditionals:
         components = torch.multinomial(self.posterior, n_draws, replacement=True,
                                        generator=generator)  # (n_rows, n_draws)
         X = self.X[:, None, :].expand(-1, n_draws, -1).clone()
-        missing = torch.isnan(X)
         if X.shape[2]:  # a missing block: its conditional mean plus F^-T z, F F^T its precision
             rows = torch.arange(n_rows, device=X.device)[:, None]
             columns = self.columns[:, None, :].expand(-1, n_draws, -1)
