@@ -13,6 +13,7 @@ succeeds.
 import copy
 import math
 import numbers
+import time
 from abc import ABCMeta, abstractmethod
 from typing import NamedTuple
 
@@ -150,7 +151,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     def _monitors(self, validation):
         """The epoch monitors of a fit, in order (``validation``: whether rows
         are held out): the divergence guard, early stopping, the progress bar
-        (``verbose`` > 0: from the first epoch; 0: only once training passes
+        (``verbose`` > 0: from the first epoch; 0: only once the fit passes
         :data:`QUIET_BAR_DELAY` seconds where a person watches, erased at its
         end; below 0: never)."""
         monitors = [DivergenceGuard()]
@@ -252,6 +253,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     def _fit_validated(self, X, y, *, partial, **target_options):
         """``_fit_module``'s work; on failure it may have set ``n_features_in_``
         and ``feature_names_in_`` (only)."""
+        started = time.monotonic()
         fitted = hasattr(self, "module_")
         warm = fitted and (partial or getattr(self, "warm_start", False))
         if y is None and self.__sklearn_tags__().target_tags.required:
@@ -282,7 +284,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                                if warm and partial else None)
             epochs_run, history, rule = self._train(module, Z_train, Z_val, generator,
                                                     partial=partial,
-                                                    optimizer_state=optimizer_state)
+                                                    optimizer_state=optimizer_state,
+                                                    started=started)
             extra = self._after_training(module, Z, generator)
             log_partition_seed = draw_seed(generator)
 
@@ -314,16 +317,19 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         order = torch.randperm(len(Z), generator=generator, device=generator.device)
         return take(Z, order[n_val:]), take(Z, order[:n_val])
 
-    def _train(self, module, Z_train, Z_val, generator, *, partial, optimizer_state=None):
+    def _train(self, module, Z_train, Z_val, generator, *, partial, optimizer_state=None,
+               started=None):
         """The minibatch loop, its events sent to the monitors. Returns
-        (epochs run, per-epoch history, the update rule)."""
+        (epochs run, per-epoch history, the update rule). ``started``: when
+        the fit began (``time.monotonic()``; None: now)."""
         n_epochs = 1 if partial else self._n_epochs()
         batch_size = min(self.batch_size, len(Z_train))
         steps = n_epochs * math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
         rule = self._make_update_rule(module, None if partial else steps)
         if optimizer_state is not None:
             rule.optimizer.load_state_dict(optimizer_state)
-        run = TrainingRun(self, module, Z_train, Z_val, n_epochs, rule=rule)
+        run = TrainingRun(self, module, Z_train, Z_val, n_epochs, rule=rule,
+                          started=time.monotonic() if started is None else started)
         monitors = self._monitors(validation=Z_val is not None)
         try:
             for monitor in monitors:

@@ -16,6 +16,7 @@ trained, the training and validation rows, and the loop's counters.
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +48,7 @@ class TrainingRun:
     history: list = field(default_factory=list)
     notes: list = field(default_factory=list)  #: lines for the progress bar to write
     rule: object = None  #: the update rule (``.optimizer``), for monitors that set the rate
+    started: float = None  #: when the fit began, ``time.monotonic()``
 
 
 class EpochMonitor:
@@ -188,8 +190,9 @@ class PlateauDecay(EpochMonitor):
 
 class ProgressBar(EpochMonitor):
     """A ``tqdm`` bar over epochs, with the last record's numbers; shown
-    only once training has run ``delay`` seconds, and erased at the end
-    unless ``leave``."""
+    only once the fit has run ``delay`` seconds (what came before training,
+    NCEDensity's base search say, counted), and erased at the end unless
+    ``leave``."""
 
     def __init__(self, delay=0.0, leave=True):
         self.delay, self.leave = delay, leave
@@ -197,8 +200,9 @@ class ProgressBar(EpochMonitor):
     def on_train_begin(self, run):
         from tqdm.auto import tqdm
 
+        waited = 0.0 if run.started is None else time.monotonic() - run.started
         self.bar = tqdm(total=run.n_epochs, desc=type(run.estimator).__name__, unit="epoch",
-                        delay=self.delay, leave=self.leave)
+                        delay=max(0.0, self.delay - waited), leave=self.leave)
 
     def on_epoch_end(self, run, record):
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})

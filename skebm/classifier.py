@@ -122,7 +122,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     warm_start : bool, default=False
         Continue from the fitted model in ``fit`` (same classes).
     verbose : int, default=0
-        0 shows a progress bar only once training passes 10 seconds, in
+        0 shows a progress bar only once the fit passes 10 seconds, in
         the main thread of the main process with a terminal or notebook
         (never in ``GridSearchCV``'s parallel workers), and erases it at the
         end; a positive value shows it from the first epoch and keeps it; a

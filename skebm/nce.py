@@ -158,7 +158,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         Proposal draws for the importance-sampling estimate of log Z (made on
         first use).
     verbose : int, default=0
-        0 shows a progress bar only once training passes 10 seconds, in
+        0 shows a progress bar only once the fit passes 10 seconds, in
         the main thread of the main process with a terminal or notebook
         (never in ``GridSearchCV``'s parallel workers), and erases it at the
         end; a positive value shows it from the first epoch and keeps it; a

@@ -87,7 +87,7 @@ class PCDRestrictedBoltzmann(
         Intermediate distributions of each AIS run; more is more precise and
         slower, linearly.
     verbose : int, default=0
-        0 shows a progress bar only once training passes 10 seconds, in
+        0 shows a progress bar only once the fit passes 10 seconds, in
         the main thread of the main process with a terminal or notebook
         (never in ``GridSearchCV``'s parallel workers), and erases it at the
         end; a positive value shows it from the first epoch and keeps it; a

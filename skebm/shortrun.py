@@ -162,7 +162,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     n_ais_temperatures : int, default=1000
         Temperatures of each AIS run.
     verbose : int, default=0
-        0 shows a progress bar only once training passes 10 seconds, in
+        0 shows a progress bar only once the fit passes 10 seconds, in
         the main thread of the main process with a terminal or notebook
         (never in ``GridSearchCV``'s parallel workers), and erases it at the
         end; a positive value shows it from the first epoch and keeps it; a

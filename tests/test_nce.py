@@ -316,6 +316,20 @@ def test_default_shows_a_bar_only_for_long_fits_someone_watches(
         assert not err.rstrip("\r ").endswith("loss")
 
 
+def test_the_quiet_bar_counts_the_time_before_training():
+    """A base search of 100 s leaves no delay before the bar; a fresh fit
+    waits the whole delay."""
+    import time
+
+    from skebm._monitors import ProgressBar, TrainingRun
+
+    for started, expected in [(time.monotonic() - 100, 0.0), (time.monotonic(), 10.0)]:
+        bar = ProgressBar(delay=10.0, leave=False)
+        bar.on_train_begin(TrainingRun(NCEDensity(), None, None, None, 3, started=started))
+        assert bar.bar.delay == pytest.approx(expected, abs=0.5)
+        bar.close(None)
+
+
 def test_nobody_watches_a_worker_thread_or_pytest():
     from concurrent.futures import ThreadPoolExecutor
 
