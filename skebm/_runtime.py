@@ -86,9 +86,8 @@ def thread_limit(n_threads):
     if n_threads is None:
         yield
         return
-    entry = [None]  # the counts to restore when this block ends
     with _LIMITS_LOCK:
-        entry[0] = _thread_counts()
+        entry = [_thread_counts()]  # the counts to restore when this block ends
         _LIMITS.append(entry)
         _set_thread_counts(n_threads, [n_threads] * len(entry[0][1]))
     try:
