@@ -489,13 +489,17 @@ def _best_ridge(fold_rows, n_components, layout):
 
 def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=None):
     """``(log-likelihoods of test_rows, the mixture)`` for a mixture fitted to
-    ``train_rows``. A table's EM starts from ``start`` when given (the fit
-    with the previous ridge: a few iterations instead of a new k-means run);
-    scikit-learn's GaussianMixture (complete continuous rows) starts anew."""
+    ``train_rows``. EM starts from ``start`` when given (the fit with the
+    previous ridge: a few iterations instead of a new k-means run and a
+    full EM); complete continuous rows take scikit-learn's GaussianMixture."""
     if layout is None and not (np.isnan(train_rows).any() or np.isnan(test_rows).any()):
-        return (GaussianMixture(n_components, covariance_type="full", reg_covar=ridge,
-                                max_iter=SEARCH_EM_ITERATIONS, random_state=0)
-                .fit(train_rows).score_samples(test_rows)), None
+        init = {} if start is None else {"weights_init": start.weights_,
+                                         "means_init": start.means_,
+                                         "precisions_init": start.precisions_}
+        mixture = GaussianMixture(n_components, covariance_type="full", reg_covar=ridge,
+                                  max_iter=SEARCH_EM_ITERATIONS, random_state=0,
+                                  **init).fit(train_rows)
+        return mixture.score_samples(test_rows), mixture
     mixture = GaussianMixtureDensity.fit_to(
         torch.as_tensor(train_rows, device="cpu"), n_components=n_components, ridge=ridge,
         max_iter=SEARCH_EM_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start,
