@@ -77,9 +77,11 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     # ---------------------------------------------------- required hooks
     @abstractmethod
-    def _build(self, Z, generator):
+    def _build(self, Z, generator, scale):
         """The trainable ``torch.nn.Module`` of a new fit, given the training
-        rows ``Z``; its random start comes from ``generator`` only."""
+        rows ``Z`` and the standardization's ``scale`` of each feature (a
+        table's integers lie ``1 / scale`` apart on ``Z``); its random start
+        comes from ``generator`` only."""
 
     def _training_loss(self, module, batch, generator):
         """The minibatch loss (mean over the rows of ``batch``) as a
@@ -109,8 +111,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     #: same however large the data, and each draws a fresh random subset.
     _max_epoch_rows = None
     #: Whether X may be a table (:mod:`skebm._table`): categorical columns
-    #: (``categorical_features``) and missing cells (NaN). The hooks then see
-    #: category codes and NaN among the standardized rows.
+    #: (``categorical_features``), integer ones (``integer_features``) and
+    #: missing cells (NaN). The hooks then see category codes and NaN among
+    #: the standardized rows.
     _accepts_tables = False
 
     def _make_optimizer(self, module):
@@ -279,7 +282,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                                  target_attributes)
             Z_train, Z_val = (Z, None) if partial else self._split_validation(Z, generator)
             module = (self._warm_module(Z_train, device) if warm
-                      else self._build(Z_train, generator).to(device))
+                      else self._build(Z_train, generator, scale).to(device))
             optimizer_state = (getattr(self, "_partial_optimizer_state", None)
                                if warm and partial else None)
             epochs_run, history, rule = self._train(module, Z_train, Z_val, generator,
@@ -423,7 +426,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                                  f"{ensure_min_samples} is required.")
             validate_data(self, X, skip_check_array=True, reset=reset)
         if reset:
-            self._table = TableColumns.fit(X, self.categorical_features)
+            self._table = TableColumns.fit(X, self.categorical_features, self.integer_features)
         if self._table.needs_encoding or not numbers:
             X = check_array(self._table.encode(X), ensure_all_finite="allow-nan",
                             ensure_min_samples=ensure_min_samples)
@@ -434,6 +437,11 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         """Drawn rows (values and category codes) as the table they model."""
         table = getattr(self, "_table", None)
         return rows if table is None else table.decode(rows)
+
+    def _rounded(self, rows):
+        """Drawn rows with a table's integer columns rounded."""
+        table = getattr(self, "_table", None)
+        return rows if table is None else table.rounded(rows)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -503,13 +511,15 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         with thread_limit(self._cpu_threads(work, device)):
             for rows in gen_batches(int(n_samples), chunk_rows):
                 chunks.append(draw(rows.stop - rows.start, generator).detach().cpu().numpy())
-        return self._decoded(np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_)
+        return self._decoded(self._rounded(
+            np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_))
 
-    def _complete_rows(self, X, mask, complete, random_state, *, chunk_rows=1024):
+    def _complete_rows(self, X, mask, complete, random_state, *, chunk_rows=1024, draws=True):
         """``sample_conditional``'s frame: ``complete(Z, free, generator)`` gets
         standardized rows (free entries arbitrary) and a boolean tensor, True
         where a value is to be drawn (``mask``, or X's NaN); the known entries
-        come back exactly as given."""
+        come back exactly as given. Free entries are ``draws`` (a table's
+        integers rounded) or, if not, estimates (means, as they are)."""
         X, free = self._conditional_inputs(X, mask)
         device = self._inference_device()
         generator = make_generator(random_state, device)
@@ -522,6 +532,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 completed = complete(Z, torch.as_tensor(free[rows], device=device), generator)
                 chunks.append(completed.detach().cpu().numpy())
         completed = np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
+        if draws:
+            completed = self._rounded(completed)
         return self._decoded(np.where(free, completed, X))
 
     def _conditional_inputs(self, X, mask):

@@ -17,6 +17,11 @@ Which columns are categorical (``categorical_features``), in the style of
   distinct values, each in at least 5% of the rows (a flag or a year of
   three has no density, only a probability for each value);
 - indices, a boolean mask, or column names; None for none.
+
+Which numeric columns hold integers (``integer_features``), whose model is a
+probability per integer (the density's mass over the unit cell centred on
+it): ``"auto"``, the columns not categorical whose observed values in fit are
+all integers; or indices, a boolean mask, column names; None for none.
 """
 
 import numbers
@@ -130,6 +135,17 @@ def _few_common_values(values):
     return 2 <= len(levels) <= AUTO_MAX_LEVELS and counts.min() >= AUTO_LEAST_SHARE * len(values)
 
 
+def _integers_only(column):
+    """Whether a numeric column's observed values are all integers, within
+    the range where floats can hold fractions (beyond 2**53 every float is
+    a whole number, and says nothing)."""
+    if column.dtype == object:
+        return False
+    observed = column[~np.isnan(column)]
+    return (bool(len(observed)) and bool(np.all(np.abs(observed) < 2.0**53))
+            and bool(np.all(observed == np.round(observed))))
+
+
 def _codes(known, values):
     """``(codes, unseen)``: the code of each value among the sorted
     categories ``known``, and where a value is none of them. A value of
@@ -165,17 +181,22 @@ class TableColumns:
         The sorted categories of each categorical column, in column order.
     names : ndarray of str or None
         The DataFrame's column names, for messages.
+    is_integer : ndarray of bool, shape (n_features,) or None
+        The numeric columns of integers (None: none).
     """
 
-    def __init__(self, is_categorical, categories, names=None):
+    def __init__(self, is_categorical, categories, names=None, is_integer=None):
         self.is_categorical = np.asarray(is_categorical, dtype=bool)
         self.categories = categories
         self.names = names
+        self.is_integer = (np.zeros_like(self.is_categorical) if is_integer is None
+                           else np.asarray(is_integer, dtype=bool))
 
     @classmethod
-    def fit(cls, X, categorical_features):
-        """Resolve ``categorical_features`` on the training table ``X`` and
-        collect each categorical column's categories (missing cells left out)."""
+    def fit(cls, X, categorical_features, integer_features=None):
+        """Resolve ``categorical_features`` and ``integer_features`` on the
+        training table ``X`` and collect each categorical column's categories
+        (missing cells left out)."""
         columns, dtypes = _columns_of(X)
         names = np.asarray(X.columns, dtype=object) if _is_frame(X) else None
         mask = cls._resolve(categorical_features, columns, dtypes, names)
@@ -203,10 +224,25 @@ class TableColumns:
                     "(categorical_features) or encode it.")
             if np.isnan(columns[j]).all():
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
+        table.is_integer = table._integer_columns(integer_features, columns, dtypes)
         return table
 
+    def _integer_columns(self, spec, columns, dtypes):
+        """The mask of ``integer_features`` (after the categorical columns,
+        which are never integer ones): named columns must hold integers."""
+        integral = np.array([not self.is_categorical[j] and _integers_only(columns[j])
+                             for j in range(len(columns))], dtype=bool)
+        if isinstance(spec, str):  # "auto"
+            return integral
+        mask = self._resolve(spec, columns, dtypes, self.names, "integer_features")
+        for j in np.flatnonzero(mask & ~integral):
+            reason = ("is categorical" if self.is_categorical[j] else
+                      "holds values that are not integers")
+            raise ValueError(f"integer_features names column {self.name(j)}, which {reason}.")
+        return mask
+
     @staticmethod
-    def _resolve(spec, columns, dtypes, names):
+    def _resolve(spec, columns, dtypes, names, parameter="categorical_features"):
         n_features = len(columns)
         if spec is None:
             return np.zeros(n_features, dtype=bool)
@@ -220,22 +256,22 @@ class TableColumns:
         spec = np.asarray(spec)
         if spec.dtype == bool:
             if spec.shape != (n_features,):
-                raise ValueError(f"categorical_features as a mask needs {n_features} entries, "
+                raise ValueError(f"{parameter} as a mask needs {n_features} entries, "
                                  f"got {spec.shape[0]}.")
             return spec.copy()
         mask = np.zeros(n_features, dtype=bool)
         if spec.dtype.kind in "OUS":
             if names is None:
-                raise ValueError("categorical_features names columns, but X has no column "
+                raise ValueError(f"{parameter} names columns, but X has no column "
                                  "names; give indices or a mask.")
             index = {str(name): j for j, name in enumerate(names)}
             unknown = [str(name) for name in spec if str(name) not in index]
             if unknown:
-                raise ValueError(f"categorical_features names columns X lacks: {unknown}.")
+                raise ValueError(f"{parameter} names columns X lacks: {unknown}.")
             mask[[index[str(name)] for name in spec]] = True
             return mask
         if spec.dtype.kind not in "iu" or np.any(spec < 0) or np.any(spec >= n_features):
-            raise ValueError(f"categorical_features must be column indices in "
+            raise ValueError(f"{parameter} must be column indices in "
                              f"[0, {n_features}), a boolean mask, names or 'auto', got {spec}.")
         mask[spec] = True
         return mask
@@ -296,6 +332,14 @@ class TableColumns:
             encoded[~missing, j] = codes
             encoded[missing, j] = np.nan
         return encoded
+
+    def rounded(self, rows):
+        """Drawn rows (values and codes) with their integer columns rounded
+        to the integer whose cell the draw fell in."""
+        if self.is_integer.any():
+            rows = rows.copy()
+            rows[:, self.is_integer] = np.round(rows[:, self.is_integer])
+        return rows
 
     def decode(self, encoded):
         """Rows of values and codes back as the table they came from: a float64

@@ -354,7 +354,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _inference_rows(self, X, rows, mean, scale, device):
         return bags_from_rows(X[rows], device, torch.float64)
 
-    def _build(self, Z, generator):
+    def _build(self, Z, generator, scale):
         class_count = Z.attributes["class_count_"]
         loss = Z.attributes["loss_"]
         self._check_memory(Z.shape[1], len(class_count), loss, generator.device)

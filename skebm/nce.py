@@ -4,6 +4,7 @@ import math
 import numbers
 import warnings
 
+import numpy as np
 import torch
 from sklearn.base import _fit_context
 from sklearn.utils import gen_batches
@@ -13,7 +14,7 @@ from torch import nn
 from ._base import Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
-from ._nce_model import NCEModel, Snapshot
+from ._nce_model import NCEModel, Snapshot, cell_points, dequantized
 from ._runtime import make_generator, refuse_beyond_memory
 from .base_density import TableLayout, fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, MLPEnergy, fourier_feature_count, layer_shapes,
@@ -71,9 +72,10 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     Read more in the :ref:`User Guide <nce_density>`.
 
     Tables come as they are: a categorical column (``categorical_features``)
-    gets a probability for each category, a missing cell (NaN) is integrated
-    out, in ``fit`` as in ``score_samples``, and ``sample_conditional``
-    fills missing cells from the model's conditional.
+    gets a probability for each category, an integer column
+    (``integer_features``) a probability for each integer, a missing cell
+    (NaN) is integrated out, in ``fit`` as in ``score_samples``, and
+    ``sample_conditional`` fills missing cells from the model's conditional.
 
     Parameters
     ----------
@@ -188,12 +190,24 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         DataFrame columns of category, object, string or bool dtype (and the
         non-numeric columns of an object array); "auto", those and numeric
         columns of 2 to 5 distinct values, each in at least 5% of the rows
-        (a flag has no density; sparse counts stay continuous, as held-out
-        rows would bring values fit never saw); or indices, a boolean mask,
+        (a flag has no density; sparse counts are integer columns instead,
+        as held-out rows would bring values fit never saw); or indices, a boolean mask,
         column names; None for none. A row's
         ``score_samples`` is then the log of its categories' probability
         times its continuous columns' density. A category not seen in fit is
         an error.
+    integer_features : "auto", array-like of int, bool or str, or None, default="auto"
+        Numeric columns of integers (counts, ages in years), each given a
+        probability per integer rather than a density: the model is a
+        density of the rows with each integer spread uniformly over its unit
+        cell (uniform dequantization, fresh at every step of training), and
+        an integer's probability is that density's mass over its cell,
+        estimated by averaging it over 128 random points of the cell (the
+        log of an unbiased estimate: see the user guide for its error);
+        ``sample`` and ``sample_conditional`` round draws to the integer
+        whose cell they fell in. "auto": the columns not categorical whose
+        values in fit are all integers; or indices, a boolean mask, column
+        names; None for none.
 
     Attributes
     ----------
@@ -222,6 +236,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         Which columns are modelled as categories.
     categories_ : list of ndarray
         The categories of each categorical column, in column order.
+    is_integer_ : ndarray of bool, shape (`n_features_in_`,)
+        Which columns are modelled as integers.
     device_ : torch.device
         Device the model was fitted on.
     history_ : list of dict
@@ -255,6 +271,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
        frequency functions in low dimensional domains." NeurIPS 2020.
     .. [4] Del Moral, P., Doucet, A. and Jasra, A. "Sequential Monte Carlo
        samplers." JRSS B 68 (2006).
+    .. [5] Theis, L., van den Oord, A. and Bethge, M. "A note on the
+       evaluation of generative models." ICLR 2016 (uniform dequantization).
 
     Examples
     --------
@@ -285,6 +303,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         "noise_ratio": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_importance_samples": [Interval(numbers.Integral, 2, None, closed="left")],
         "categorical_features": ["array-like", StrOptions({"auto", "from_dtype"}), None],
+        "integer_features": ["array-like", StrOptions({"auto"}), None],
     }
 
     _loss_growth_is_divergence = True
@@ -322,6 +341,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         device="auto",
         n_threads=None,
         categorical_features="auto",
+        integer_features="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -350,6 +370,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         self.device = device
         self.n_threads = n_threads
         self.categorical_features = categorical_features
+        self.integer_features = integer_features
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -394,7 +415,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         return self._fit_module(X, partial=True)
 
     # -- the pieces the shared training loop calls --------------------------
-    def _build(self, Z, generator):
+    def _build(self, Z, generator, scale):
         layout = self._layout()
         energy = MLPEnergy(
             Z.shape[1], layer_sizes(self.hidden_layer_sizes), self.activation, generator,
@@ -402,10 +423,14 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
             fourier_scale=self.fourier_scale, zero_output=True,
             categories=None if layout is None else tuple(layout),
         )
-        marginals, base, proposal, choice = self._fit_base(Z, generator)
+        integer = self._table.is_integer
+        cells = (torch.as_tensor(np.where(integer, 1 / scale, 0.0), dtype=Z.dtype,
+                                 device=Z.device) if integer.any() else None)
+        marginals, base, proposal, choice = self._fit_base(
+            dequantized(Z, cells, generator), generator)
         snapshot = Snapshot(energy, base, generator) if self.noise == "self" else None
         # E starts at exactly 0, so the model starts as the base: normalized, c = 0.
-        return NCEModel(energy, marginals, base, proposal, choice, snapshot)
+        return NCEModel(energy, marginals, base, proposal, choice, snapshot, cells)
 
     def _fit_base(self, Z, generator, choice=None):
         """(marginal map or None, base, proposal, choice) fitted to ``Z``;
@@ -439,6 +464,11 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         self._check_fitted()
         return [values.copy() for values in self._table.categories]
 
+    @property
+    def is_integer_(self):
+        self._check_fitted()
+        return self._table.is_integer.copy()
+
     def _multiply_adds_per_row(self, n_features):
         # Inference: the fitted network and base, whatever set_params did since.
         return _row_work(self.module_.energy.shapes, n_features, self.module_.base.n_components)
@@ -461,6 +491,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
             module.snapshot.step(module, self.noise_update_interval, generator)
         log_ratio = math.log(self.noise_ratio)
         noise_rows = module.sample_noise(len(batch) * self.noise_ratio, generator)
+        batch = dequantized(batch, module.cells, generator)
         data_rows, _ = module.latent(batch)
         incomplete = torch.isnan(batch).any(1)
         if incomplete.any():  # missing cells: drawn from the model's conditional (on u)
@@ -480,7 +511,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         generator = make_generator(0, Z_val.device)
         draws = module.proposal.sample(_VALIDATION_DRAWS, generator)
         log_z, _ = importance_log_partition(module.log_importance_weights(draws))
-        return float(self._log_density_of_rows(module, Z_val, generator).mean()) - log_z
+        Z_val = dequantized(Z_val, module.cells, generator)  # one point of each cell
+        return float(self._observed_log_density(module, Z_val, generator).mean()) - log_z
 
     def _epoch_diagnostics(self, module):
         if module.snapshot is None:
@@ -492,7 +524,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         if module.energy.is_zero() and self.early_stopping:
             # Early stopping kept the base alone: it may as well see every row.
             module.marginals, module.base, module.proposal, _ = self._fit_base(
-                Z, generator, choice=module.base_choice)
+                dequantized(Z, module.cells, generator), generator, choice=module.base_choice)
         return {"nce_log_partition_": module.log_partition.item(),
                 "base_n_components_": module.base.n_components,
                 "base_marginals_": "none" if module.marginals is None else "kde"}
@@ -530,15 +562,32 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         """The unnormalized log-density of rows, of a row with missing cells
         that of its observed ones (importance sampling from the base's
         conditional, :data:`MISSING_DRAWS` draws: exact while the energy is
-        0, and its error otherwise in the user guide)."""
+        0, and its error otherwise in the user guide); with integer columns,
+        its mass over their cells: the mean of :data:`MISSING_DRAWS`
+        densities at points of the cells (:func:`cell_points`; missing cells
+        drawn once for each point from the base's conditional), an unbiased
+        estimate of the mass."""
+        if module.cells is None:
+            return self._observed_log_density(module, Z, generator)
+        value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
+        for rows in gen_batches(len(Z), _INCOMPLETE_ROWS_AT_ONCE):
+            copies = cell_points(Z[rows], module.cells, MISSING_DRAWS, generator)
+            draws = self._observed_log_density(module, copies, generator, n_draws=1)
+            value[rows] = (torch.logsumexp(draws.view(-1, MISSING_DRAWS), 1)
+                           - math.log(MISSING_DRAWS))
+        return value
+
+    def _observed_log_density(self, module, Z, generator, n_draws=MISSING_DRAWS):
+        """The unnormalized log-density of each row's observed cells, the
+        missing ones integrated out by ``n_draws`` draws each."""
         incomplete = torch.isnan(Z).any(1)
         if not incomplete.any():
             return module.unnormalized_log_density(Z)
         value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
         value[~incomplete] = module.unnormalized_log_density(Z[~incomplete])
         rows = torch.nonzero(incomplete).squeeze(1)
-        for block in torch.split(rows, _INCOMPLETE_ROWS_AT_ONCE):
-            value[block] = module.observed_log_density(Z[block], MISSING_DRAWS, generator)[0]
+        for block in torch.split(rows, _INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // n_draws):
+            value[block] = module.observed_log_density(Z[block], n_draws, generator)
         return value
 
     # -- inference -----------------------------------------------------------
@@ -639,4 +688,4 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         fill = lambda Z, free, generator: module.conditional_mean(
             Z, free, CONDITIONAL_MEAN_DRAWS, generator)
         return self._complete_rows(X, mask, fill, random_state,
-                                   chunk_rows=_INCOMPLETE_ROWS_AT_ONCE // 4)
+                                   chunk_rows=_INCOMPLETE_ROWS_AT_ONCE // 4, draws=False)

@@ -304,7 +304,7 @@ class PCDRestrictedBoltzmann(
     def _inference_row_bytes(self):
         return 8 * 4 * (self.n_features_in_ + self.n_components)
 
-    def _build(self, Z, generator):
+    def _build(self, Z, generator, scale):
         if self.visible_units == "bernoulli":
             rates = Z.mean(0).clamp(_BASE_RATE_EPS, 1 - _BASE_RATE_EPS)
             base = torch.log(rates) - torch.log1p(-rates)

@@ -425,7 +425,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
                           persistent=self.persistent, reinit_freq=self.reinit_freq)
         return module
 
-    def _build(self, Z, generator):
+    def _build(self, Z, generator, scale):
         if self.image_shape is None:
             energy = MLPEnergy(Z.shape[1], self._hidden_sizes(), self.activation, generator,
                                fourier_features=self._n_fourier_features(Z.shape[1]),

@@ -270,7 +270,7 @@ def test_hand_written_update_is_the_likelihood_gradient(persistent, momentum, we
                                        momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(0)
     data = bernoulli(torch.full((12, 7), 0.4), generator)
-    module = estimator._build(data, generator)
+    module = estimator._build(data, generator, np.ones(7))
     with torch.no_grad():
         module.weights.normal_(0, 0.5, generator=generator)
         module.chain_hidden.uniform_(generator=generator)

@@ -404,3 +404,93 @@ def test_nullable_integers_and_empty_tables(table):
     np.testing.assert_array_equal(filled[1::7, 3].astype(float), train["count"].iloc[1::7])
     with pytest.raises(ValueError, match="0 sample"):
         NCEDensity(**QUICK).fit(train.iloc[:0])
+
+
+def make_counts(n_rows, seed):
+    """A count (Poisson, mean 3) and a continuous column that follows it."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(3.0, n_rows)
+    return np.column_stack([counts, rng.normal(0.5 * counts, 1.0)]).astype(float)
+
+
+@pytest.fixture(scope="module")
+def counts_model():
+    return NCEDensity(**QUICK).fit(make_counts(1500, 0))
+
+
+def test_integer_column_mass_times_density_is_normalized(counts_model):
+    """The sum over integers of the 1-D integral of the density is 1."""
+    assert counts_model.is_integer_.tolist() == [True, False]
+    grid = np.linspace(-8, 16, 481)
+    total = sum(np.trapezoid(np.exp(counts_model.score_samples(
+        np.column_stack([np.full_like(grid, k), grid]))), grid) for k in range(-5, 20))
+    assert total == pytest.approx(1.0, abs=0.01)
+
+
+def test_integer_mass_of_a_gaussian_only_model_is_its_cell_integral():
+    """With the energy at 0 and one Gaussian as the base, an integer's mass
+    is the Gaussian's integral over its cell: the estimate (128 stratified
+    points of the cell) is within 0.002 nats of it (4e-4 when written),
+    whether the continuous cell is observed or missing."""
+    from scipy.stats import norm
+
+    model = NCEDensity(**{**QUICK, "max_iter": 1}, marginals="none", base="gaussian",
+                       base_scale=1.0).fit(make_counts(1500, 0))
+    with torch.no_grad():
+        model.module_.energy.layers[-1].weight.zero_()
+        model.module_.energy.layers[-1].bias.zero_()
+    model._log_partition_memo.pop("estimate", None)
+    base = model.module_.base
+    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
+    mean = base.means[0].double().numpy()
+    rows = np.array([[0.0, -0.5], [3.0, 1.5], [7.0, 2.0], [2.0, np.nan]])
+    for (k, x), score in zip(rows, model.score_samples(rows)):
+        edges = (np.array([k - 0.5, k + 0.5]) - model.mean_[0]) / model.scale_[0]
+        if np.isnan(x):
+            spread = np.sqrt(covariance[0, 0])
+            expected = np.log(np.diff(norm.cdf(edges, mean[0], spread))[0])
+        else:
+            z = (x - model.mean_[1]) / model.scale_[1]
+            gain = covariance[0, 1] / covariance[1, 1]
+            spread = np.sqrt(covariance[0, 0] - gain * covariance[0, 1])
+            cell = np.diff(norm.cdf(edges, mean[0] + gain * (z - mean[1]), spread))[0]
+            expected = (np.log(cell) + norm.logpdf(z, mean[1], np.sqrt(covariance[1, 1]))
+                        - np.log(model.scale_[1]))
+        assert score == pytest.approx(expected, abs=2e-3)
+
+
+def test_integer_draws_are_integers_and_known_cells_stay(counts_model):
+    """``sample`` and ``sample_conditional`` draw integers where the column
+    holds them; a known cell comes back as given, a non-integer one too;
+    ``conditional_mean`` gives the expectation, not rounded."""
+    drawn = counts_model.sample(400, random_state=0)
+    assert np.array_equal(drawn[:, 0], np.round(drawn[:, 0]))
+    assert not np.array_equal(drawn[:, 1], np.round(drawn[:, 1]))
+    assert np.mean(drawn[:, 0]) == pytest.approx(3.0, abs=0.4)
+    rows = np.array([[np.nan, 1.0], [np.nan, 3.0], [2.5, np.nan]])
+    completed = counts_model.sample_conditional(rows, random_state=0)
+    assert np.array_equal(completed[:2, 0], np.round(completed[:2, 0]))
+    assert completed[2, 0] == 2.5 and completed[0, 1] == 1.0
+    means = counts_model.conditional_mean(np.tile(rows[:2], (1, 1)), random_state=0)
+    assert not np.array_equal(means[:, 0], np.round(means[:, 0]))
+    assert means[1, 0] > means[0, 0]  # more x, more counts
+
+
+def test_integer_features_forms():
+    """"auto" takes the numeric columns of integers that are not categories;
+    indices, masks and names pick columns; a named column that is a category
+    or holds fractions is refused, naming it."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"count": rng.poisson(4.0, 200), "flag": rng.integers(0, 2, 200),
+                          "x": rng.normal(size=200),
+                          "whole": np.round(10 * rng.normal(size=200))})
+    quick = {**QUICK, "max_iter": 1}
+    assert NCEDensity(**quick).fit(frame).is_integer_.tolist() == [True, False, False, True]
+    assert not NCEDensity(**quick, integer_features=None).fit(frame).is_integer_.any()
+    for spec in ([0], ["count"], np.array([True, False, False, False])):
+        model = NCEDensity(**quick, integer_features=spec).fit(frame)
+        assert model.is_integer_.tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="'x', which holds values that are not integers"):
+        NCEDensity(**quick, integer_features=["x"]).fit(frame)
+    with pytest.raises(ValueError, match="'flag', which is categorical"):
+        NCEDensity(**quick, integer_features=["flag"]).fit(frame)
