@@ -10,7 +10,10 @@ Held-out mean log-likelihood (nats per row) on 50/50 splits, one per seed:
 - ``penguins`` (``palmerpenguins.load_penguins()``, 344 x 8, species, island
   and sex as strings, 19 missing cells, year an integer with three values):
   ``NCEDensity()`` on the DataFrame as it comes, NaN included, no
-  preprocessing (year becomes categorical under "auto" too).
+  preprocessing (year becomes categorical under "auto" too; flipper length
+  and body mass are integer columns, scored by the mass of the unit cell
+  around each value: against the mixture's density of them, the same to
+  about 1e-4 nats, for the cells are 1/14 and 1/800 of the columns' spread).
 
 The peer is ``GaussianMixture`` with 1-16 full-covariance components chosen
 by BIC, as a user would fit it: on the standardized numeric columns, the
