@@ -1,6 +1,7 @@
 """NCEDensity on tables: categorical columns, missing cells, conditionals."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -377,15 +378,19 @@ def test_table_fit_on_gpu_scores_and_completes_like_cpu(table):
     assert not model.sample_conditional(test, random_state=0).isna().any().any()
 
 
-def test_auto_leaves_sparse_counts_continuous():
+def test_auto_leaves_sparse_counts_out_of_the_categories():
     """Raw digits (counts 0-16): edge pixels take a few values, mostly 0;
-    "auto" keeps them continuous, so a held-out half scores."""
+    "auto" makes them integer columns, not categories, so a held-out half
+    scores (masses of 64 integer cells, which may warn that they are
+    uncertain)."""
     from sklearn.datasets import load_digits
 
     X = load_digits().data
     model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(X[::2])
-    assert not model.is_categorical_.any()
-    assert np.isfinite(model.score_samples(X[1::2])).all()
+    assert not model.is_categorical_.any() and model.is_integer_.all()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "NCEDensity: the probabilities of the integer cells")
+        assert np.isfinite(model.score_samples(X[1::2])).all()
 
 
 def test_nullable_integers_and_empty_tables(table):
@@ -494,3 +499,20 @@ def test_integer_features_forms():
         NCEDensity(**quick, integer_features=["x"]).fit(frame)
     with pytest.raises(ValueError, match="'flag', which is categorical"):
         NCEDensity(**quick, integer_features=["flag"]).fit(frame)
+
+
+def test_uncertain_cell_masses_warn(counts_model):
+    """Scores of many integer columns whose density varies within the cells
+    (raw digits: 64 pixels of 0-16) warn that the masses are uncertain; a
+    count beside a continuous column does not."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data
+    model = NCEDensity(**{**QUICK, "max_iter": 10}).fit(X[:600])
+    with pytest.warns(RuntimeWarning, match="probabilities of the integer cells are uncertain"):
+        model.score_samples(X[600:700])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        counts_model.score_samples(make_counts(200, 2))
