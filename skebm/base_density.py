@@ -43,11 +43,14 @@ RIDGE_GRID = (1e-6, 1e-3, 1e-2, 1e-1)
 #: 3-fold cross-validation.
 SEARCH_EM_ITERATIONS = 100
 SPLIT_ROWS = 600
-#: EM's tolerance (mean log-likelihood per row) for the candidates of a table
-#: with missing cells or categories, whose E-step factors a covariance per
-#: row: a ranking of candidates needs coarser scores than the final fit
-#: (its effect on the choice and the time: benchmarks/RESULTS.md).
+#: EM's tolerance (mean log-likelihood per row) and most iterations for the
+#: candidates of a table with missing cells or categories, whose E-step
+#: factors a covariance per row: a ranking of candidates needs coarser
+#: scores than the final fit, and the smallest ridge's fits, whose
+#: components keep shrinking onto few rows, would use all 100 (their effect
+#: on the choice and the time: benchmarks/RESULTS.md).
 SEARCH_TABLE_TOL = 1e-2
+SEARCH_TABLE_ITERATIONS = 25
 
 #: Rows the cross-validated choice looks at, and rows the chosen mixture is
 #: then fitted to (a random subset of larger data): the choice and the fit
@@ -502,7 +505,7 @@ def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=N
         return mixture.score_samples(test_rows), mixture
     mixture = GaussianMixtureDensity.fit_to(
         torch.as_tensor(train_rows, device="cpu"), n_components=n_components, ridge=ridge,
-        max_iter=SEARCH_EM_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start,
+        max_iter=SEARCH_TABLE_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start,
         **_table_arguments(layout))
     scores = mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32, device="cpu"))
     scores = scores.double().numpy()
