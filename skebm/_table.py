@@ -129,8 +129,8 @@ def _few_common_values(values):
     """Whether a numeric column is, to ``"auto"``, a category: 2 to
     :data:`AUTO_MAX_LEVELS` distinct values, each in at least
     :data:`AUTO_LEAST_SHARE` of the rows (a flag, a year of three). Sparse
-    counts (mostly 0, a rare 1 or 2) stay continuous: a held-out row would
-    bring values fit never saw."""
+    counts (mostly 0, a rare 1 or 2) are no categories (a held-out row would
+    bring values fit never saw), but integer columns."""
     levels, counts = np.unique(values, return_counts=True)
     return 2 <= len(levels) <= AUTO_MAX_LEVELS and counts.min() >= AUTO_LEAST_SHARE * len(values)
 

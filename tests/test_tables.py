@@ -131,11 +131,10 @@ def test_fit_with_missing_cells_keeps_every_row(table):
     assert not completed.isna().any().any()
 
 
-def test_missing_values_of_a_mixture_only_model_are_exact():
-    """A model whose energy is 0 scores a row with missing cells by the
-    mixture's analytic marginal."""
-    rng = np.random.default_rng(0)
-    X = rng.multivariate_normal([0, 1, 2], [[1, 0.8, 0.3], [0.8, 1, 0.5], [0.3, 0.5, 2]], 400)
+def gaussian_only_model(X):
+    """``(model, mean, covariance)``: an NCEDensity fitted to X whose energy
+    is set to 0 and whose base is one Gaussian (of that mean and covariance,
+    on the standardized rows), so that its scores are the Gaussian's."""
     model = NCEDensity(**{**QUICK, "max_iter": 1}, marginals="none", base="gaussian",
                        base_scale=1.0).fit(X)
     with torch.no_grad():
@@ -144,7 +143,15 @@ def test_missing_values_of_a_mixture_only_model_are_exact():
     model._log_partition_memo.pop("estimate", None)
     base = model.module_.base
     covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
-    mean = base.means[0].double().numpy()
+    return model, base.means[0].double().numpy(), covariance
+
+
+def test_missing_values_of_a_mixture_only_model_are_exact():
+    """A model whose energy is 0 scores a row with missing cells by the
+    mixture's analytic marginal."""
+    rng = np.random.default_rng(0)
+    X = rng.multivariate_normal([0, 1, 2], [[1, 0.8, 0.3], [0.8, 1, 0.5], [0.3, 0.5, 2]], 400)
+    model, mean, covariance = gaussian_only_model(X)
     rows = np.array([[0.5, np.nan, 1.0], [np.nan, np.nan, 3.0], [0.1, 0.2, 0.3]])
     for row, score in zip(rows, model.score_samples(rows)):
         seen = ~np.isnan(row)
@@ -439,15 +446,7 @@ def test_integer_mass_of_a_gaussian_only_model_is_its_cell_integral():
     whether the continuous cell is observed or missing."""
     from scipy.stats import norm
 
-    model = NCEDensity(**{**QUICK, "max_iter": 1}, marginals="none", base="gaussian",
-                       base_scale=1.0).fit(make_counts(1500, 0))
-    with torch.no_grad():
-        model.module_.energy.layers[-1].weight.zero_()
-        model.module_.energy.layers[-1].bias.zero_()
-    model._log_partition_memo.pop("estimate", None)
-    base = model.module_.base
-    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
-    mean = base.means[0].double().numpy()
+    model, mean, covariance = gaussian_only_model(make_counts(1500, 0))
     rows = np.array([[0.0, -0.5], [3.0, 1.5], [7.0, 2.0], [2.0, np.nan]])
     for (k, x), score in zip(rows, model.score_samples(rows)):
         edges = (np.array([k - 0.5, k + 0.5]) - model.mean_[0]) / model.scale_[0]
