@@ -194,8 +194,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         non-numeric columns of an object array); "auto", those and numeric
         columns of 2 to 5 distinct values, each in at least 5% of the rows
         (a flag has no density; sparse counts are integer columns instead,
-        as held-out rows would bring values fit never saw); or indices, a boolean mask,
-        column names; None for none. A row's
+        as held-out rows would bring values fit never saw); or indices, a
+        boolean mask, column names; None for none. A row's
         ``score_samples`` is then the log of its categories' probability
         times its continuous columns' density. A category not seen in fit is
         an error.
