@@ -753,14 +753,25 @@ def huge_cases():
         add(kind, "sample(10**9)", sample_huge, "{E}.{fit}.sample(10**9)")
 
 
-    def importance(ctx):
-        est = make(NCE, n_importance_samples=10**10).fit(data(NCE))
-        with ctx.memory_guard():
-            est.score_samples(data(NCE))
-        return "score_samples with n_importance_samples=10**10 accepted"
+    def huge_parameter(kind, text, *, score=False, **params):
+        """The case of ``params`` (``text``, as the repro writes them): the
+        fit, or with ``score`` the scores after it, under the memory guard."""
+        def run(ctx):
+            X = data(kind)
+            if score:
+                est = make(kind, **params).fit(X)
+                with ctx.memory_guard():
+                    est.score_samples(X)
+            else:
+                with ctx.memory_guard():
+                    make(kind, **params).fit(X)
+            return f"{text} accepted"
 
-    add(NCE, "n_importance_samples=10**10", importance,
-        "{E}.set_params(n_importance_samples=10**10).fit(X).score_samples(X)")
+        then = ".score_samples(X)" if score else ""
+        add(kind, text, run, f"{{E}}.set_params({text}).fit(X){then}")
+
+    huge_parameter(NCE, "n_importance_samples=10**10", score=True,
+                   n_importance_samples=10**10)
 
     for kind in (NCE, SR, CLF):
         def big_net(ctx, k=kind):
@@ -771,20 +782,8 @@ def huge_cases():
         add(kind, "hidden_layer_sizes=(100000, 100000)", big_net,
             "{E}.set_params(hidden_layer_sizes=(100000, 100000)).{fit}")
 
-    def rbm_units(ctx):
-        with ctx.memory_guard():
-            make(RBM, n_components=10**9).fit(data(RBM))
-        return "n_components=10**9 accepted"
-
-    add(RBM, "n_components=10**9", rbm_units, "{E}.set_params(n_components=10**9).fit(X)")
-
-    def rbm_chains(ctx):
-        with ctx.memory_guard():
-            make(RBM, n_persistent_chains=10**9).fit(data(RBM))
-        return "n_persistent_chains=10**9 accepted"
-
-    add(RBM, "n_persistent_chains=10**9", rbm_chains,
-        "{E}.set_params(n_persistent_chains=10**9).fit(X)")
+    huge_parameter(RBM, "n_components=10**9", n_components=10**9)
+    huge_parameter(RBM, "n_persistent_chains=10**9", n_persistent_chains=10**9)
 
     def rbm_ais(ctx):
         X = (np.random.default_rng(0).normal(size=(120, 30)) > 0).astype(float)
@@ -797,21 +796,8 @@ def huge_cases():
         "X = (rng.normal(size=(120, 30)) > 0) * 1.0; {E}.set_params(n_components=32, "
         "n_ais_chains=10**9).fit(X).score_samples(X)")
 
-    def sr_buffer(ctx):
-        with ctx.memory_guard():
-            make(SR, buffer_size=10**10).fit(data(SR))
-        return "buffer_size=10**10 accepted"
-
-    add(SR, "buffer_size=10**10", sr_buffer, "{E}.set_params(buffer_size=10**10).fit(X)")
-
-    def sr_ais(ctx):
-        est = make(SR, n_ais_chains=10**9).fit(data(SR))
-        with ctx.memory_guard():
-            est.score_samples(data(SR))
-        return "n_ais_chains=10**9 accepted"
-
-    add(SR, "n_ais_chains=10**9", sr_ais,
-        "{E}.set_params(n_ais_chains=10**9).fit(X).score_samples(X)")
+    huge_parameter(SR, "buffer_size=10**10", buffer_size=10**10)
+    huge_parameter(SR, "n_ais_chains=10**9", score=True, n_ais_chains=10**9)
 
     def many_classes(ctx):
         import skebm
