@@ -48,7 +48,7 @@ from scipy.stats import multivariate_normal
 from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 
-from _common import fit_gmm
+from _common import fit_gmm, mean_and_each
 from skebm import NCEDensity
 
 
@@ -178,11 +178,9 @@ def main():
         print("| model | held-out log-likelihood, complete rows (per seed) | all rows | fit (s) |")
         print("|---|---|---|---|")
         for label, values in results.items():
-            scores = [v[0] for v in values]
-            each = ", ".join(f"{s:.2f}" for s in scores)
             every = [v[2] for v in values if v[2] is not None]
             every = f"{np.mean(every):.2f}" if every else ""
-            print(f"| {label} | {np.mean(scores):.2f} ({each}) | {every} | "
+            print(f"| {label} | {mean_and_each([v[0] for v in values], 2)} | {every} | "
                   f"{np.mean([v[1] for v in values]):.1f} |")
 
 
