@@ -812,26 +812,18 @@ def huge_cases():
                       "error", X_SRC[CLF] + "; NCESoftmaxClassifier(random_state=0).partial_fit("
                       "X[:3], [0, 1, 2], classes=np.arange(10**8))", quick=True, message=r"\d"))
 
-    def proba_huge(ctx):
-        est = make(CLF).partial_fit(data(CLF)[:3], np.array([0, 1, 2]), classes=np.arange(10**5))
-        X = np.zeros((10**6, 3))
-        with ctx.memory_guard():
-            est.predict_proba(X)
-        return "predict_proba of 10**6 rows x 10**5 classes accepted"
+    for method in ("predict_proba", "decision_function"):
+        def huge_output(ctx, method=method):
+            est = make(CLF).partial_fit(data(CLF)[:3], np.array([0, 1, 2]),
+                                        classes=np.arange(10**5))
+            X = np.zeros((10**6, 3))
+            with ctx.memory_guard():
+                getattr(est, method)(X)
+            return f"{method} of 10**6 rows x 10**5 classes accepted"
 
-    add(CLF, "predict_proba(10**6 rows x 10**5 classes)", proba_huge,
-        "e = {E}.partial_fit(X[:3], [0, 1, 2], classes=np.arange(10**5)); "
-        "e.predict_proba(np.zeros((10**6, 3)))")
-
-    def decision_huge(ctx):
-        est = make(CLF).partial_fit(data(CLF)[:3], np.array([0, 1, 2]), classes=np.arange(10**5))
-        with ctx.memory_guard():
-            est.decision_function(np.zeros((10**6, 3)))
-        return "decision_function of 10**6 rows x 10**5 classes accepted"
-
-    add(CLF, "decision_function(10**6 rows x 10**5 classes)", decision_huge,
-        "e = {E}.partial_fit(X[:3], [0, 1, 2], classes=np.arange(10**5)); "
-        "e.decision_function(np.zeros((10**6, 3)))")
+        add(CLF, f"{method}(10**6 rows x 10**5 classes)", huge_output,
+            "e = {E}.partial_fit(X[:3], [0, 1, 2], classes=np.arange(10**5)); "
+            f"e.{method}(np.zeros((10**6, 3)))")
 
     def proba_small_many(ctx):
         est = make(CLF).partial_fit(data(CLF)[:3], np.array([0, 1, 2]), classes=np.arange(10**5))
