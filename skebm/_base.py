@@ -402,10 +402,22 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         sparse = self.__sklearn_tags__().input_tags.sparse
         kwargs = dict(dtype=[np.float64, np.float32], accept_sparse="csr" if sparse else False,
                       ensure_min_samples=ensure_min_samples, reset=reset)
-        if y is None:
-            X = validate_data(self, X, **kwargs)
-        else:
-            X, y = validate_data(self, X, y, **kwargs)
+        try:
+            if y is None:
+                X = validate_data(self, X, **kwargs)
+            else:
+                X, y = validate_data(self, X, y, **kwargs)
+        except ValueError as error:
+            what = ("missing values (NaN)" if "NaN" in str(error) else
+                    f"text ({error})" if "convert string" in str(error) else None)
+            if y is not None or what is None:
+                raise
+            name = type(self).__name__
+            raise ValueError(
+                f"{name} does not take {what}. NCEDensity models tables with missing cells "
+                "and categorical columns as they come; or put skebm.DensityImputer (missing "
+                f"cells) or a OneHotEncoder (categories) before {name} in a Pipeline."
+            ) from error
         self._check_input_values(X)
         return X if y is None else (X, y)
 

@@ -181,6 +181,22 @@ def test_sample_conditional_bad_input(correlated_gaussian):
         model.sample_conditional(np.zeros((2, 3)))
 
 
+def test_tables_are_refused_with_a_pointer_to_ncedensity(correlated_gaussian):
+    """Missing cells and text columns get an error that says who takes them,
+    at fit and after."""
+    pd = pytest.importorskip("pandas")
+    X = correlated_gaussian[:200].copy()
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"does not take missing values \(NaN\)\. NCEDensity"):
+        ShortRunEBM(**QUICK).fit(X)
+    text = pd.DataFrame({"x": correlated_gaussian[:200, 0], "kind": ["a", "b"] * 100})
+    with pytest.raises(ValueError, match=r"does not take text .*'a'.*OneHotEncoder"):
+        ShortRunEBM(**QUICK).fit(text)
+    model = ShortRunEBM(**QUICK).fit(correlated_gaussian[:200])
+    with pytest.raises(ValueError, match="NCEDensity models tables"):
+        model.score_samples(X)
+
+
 def test_images_use_a_cnn_and_ais():
     X = load_digits().data[:300] / 16
     model = ShortRunEBM(image_shape=(1, 8, 8), hidden_layer_sizes=(8, 8), max_iter=2,
