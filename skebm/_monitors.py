@@ -149,12 +149,18 @@ class PlateauDecay(EpochMonitor):
     has not beaten its best by ``tol`` for ``patience`` epochs, as torch's
     ``ReduceLROnPlateau``; the plateau after the ``max_decays``-th division
     stops training. With ``restore_best``, each division also puts back the
-    parameters of the best epoch so far. Each record gets ``learning_rate``,
+    parameters of the best epoch so far. Besides, every epoch that does not
+    stop multiplies the rate by ``epoch_factor`` (a number, or a function of
+    the run that returns it; 1: none), and a plateau also stops training once
+    the rate is ``factor ** max_decays`` times below its first value, however
+    it got there. Each record gets ``learning_rate``,
     the rate its epoch ran at. The rate is that of ``run.rule.optimizer``;
     without a rule the monitor only counts (and stops)."""
 
-    def __init__(self, tol, patience=1, factor=10.0, max_decays=2, restore_best=False):
+    def __init__(self, tol, patience=1, factor=10.0, max_decays=2, restore_best=False,
+                 epoch_factor=1.0):
         self.tol, self.patience, self.factor, self.max_decays = tol, patience, factor, max_decays
+        self.epoch_factor, self.first_rate = epoch_factor, None
         self.restore_best, self.best_state = restore_best, None
         self.best_score, self.epochs_since_best, self.n_decays = -math.inf, 0, 0
 
@@ -162,6 +168,9 @@ class PlateauDecay(EpochMonitor):
         groups = run.rule.optimizer.param_groups if run.rule is not None else []
         if groups:
             record["learning_rate"] = groups[0]["lr"]
+            self.first_rate = self.first_rate or groups[0]["lr"]
+        epoch_factor = (self.epoch_factor(run) if callable(self.epoch_factor)
+                        else self.epoch_factor)
         score = record["validation_score"]
         self.epochs_since_best = 0 if score > self.best_score + self.tol else (
             self.epochs_since_best + 1)
@@ -170,15 +179,18 @@ class PlateauDecay(EpochMonitor):
             if self.restore_best:
                 self.best_state = copy.deepcopy(run.module.state_dict())
         if self.epochs_since_best < self.patience:
+            for group in groups:
+                group["lr"] *= epoch_factor
             return False
-        if self.n_decays == self.max_decays:
+        if self.n_decays == self.max_decays or (groups and groups[0]["lr"] <= (
+                self.first_rate / self.factor**self.max_decays)):
             return True
         self.n_decays += 1
         self.epochs_since_best = 0
         if self.best_state is not None:  # go on from the best epoch, more slowly
             run.module.load_state_dict(self.best_state)
         for group in groups:
-            group["lr"] /= self.factor
+            group["lr"] *= epoch_factor / self.factor
         return False
 
     def on_train_end(self, run):

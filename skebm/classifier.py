@@ -1,6 +1,7 @@
 """A classifier over many classes, trained by noise-contrastive estimation or
 sampled softmax and predicting with the full softmax."""
 
+import math
 import numbers
 import warnings
 
@@ -93,13 +94,16 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         Non-linearity of the hidden layers.
     learning_rate : float, default=0.003
         Adam's step size (lazy: a step moves only the table rows it
-        touches, :class:`~skebm.optim.LazyAdam`). With early stopping it is
-        constant, and divided by 10 after each epoch whose held-out log-loss
-        did not improve on the best by ``tol``; the third such epoch ends
-        training. Without, it is annealed to 0 over ``max_iter`` epochs by
-        a cosine schedule. Adam moves a rare
-        feature's embedding as far as a common one's, so a larger rate
-        overfits sparse data within a few epochs (see the user guide).
+        touches, :class:`~skebm.optim.LazyAdam`). With early stopping it
+        halves after every epoch (every 500 steps, when an epoch has fewer
+        minibatches), and is divided by 10 after each epoch whose held-out
+        log-loss did not improve on the best by ``tol``, training going on
+        from the best epoch; such an epoch ends training once the rate is
+        100 times below ``learning_rate``, or at the third. Without, it is
+        annealed to 0 over ``max_iter`` epochs by a cosine schedule. Adam
+        moves a rare feature's embedding as far as a common one's, so a
+        larger rate overfits sparse data within a few epochs (see the user
+        guide).
     batch_size : int, default=512
         Rows per minibatch. Larger batches train more rows per second (the
         noise classes are shared by the batch) and fit worse per epoch (see
@@ -109,8 +113,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their
         log-loss (full softmax) has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs, or at the third epoch that did not
-        improve on the best by ``tol`` (the first two lowered the rate, see
+        ``n_iter_no_change`` epochs, or at an epoch that did not improve on
+        the best by ``tol`` once the rate is 100 times below its start (see
         ``learning_rate``), keeping the best epoch's model.
     validation_fraction : float, default=0.1
         Share of the rows held out for early stopping.
@@ -398,13 +402,22 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     #: With early stopping: the rate is divided by PLATEAU_FACTOR after
     #: PLATEAU_PATIENCE epochs without improvement, training going on from the
     #: best epoch's parameters, at most PLATEAU_DECAYS times (measured on the
-    #: King James Bible next-word task; see the user guide).
+    #: King James Bible next-word task; see the user guide). Besides, it halves
+    #: every epoch, or every HALVING_STEPS steps when an epoch has fewer (small
+    #: data keeps a near-constant rate); a plateau ends training once the rate
+    #: is PLATEAU_FACTOR ** PLATEAU_DECAYS below its start, however it got there.
     PLATEAU_PATIENCE, PLATEAU_FACTOR, PLATEAU_DECAYS = 1, 10.0, 2
+    HALVING_STEPS = 500
+
+    def _epoch_factor(self, run):
+        """What the rate is multiplied by after an epoch (see HALVING_STEPS)."""
+        steps = math.ceil(len(run.Z_train) / min(self.batch_size, len(run.Z_train)))
+        return 0.5 ** (steps / max(steps, self.HALVING_STEPS))
 
     def _make_update_rule(self, module, n_steps):
-        """With early stopping, a constant rate that :class:`PlateauDecay`
-        lowers; otherwise the base's cosine over the epochs (constant in
-        ``partial_fit``)."""
+        """With early stopping, a rate that :class:`PlateauDecay` halves
+        every epoch and lowers on plateaus; otherwise the base's cosine over
+        the epochs (constant in ``partial_fit``)."""
         return super()._make_update_rule(module, None if self.early_stopping else n_steps)
 
     def _monitors(self, validation):
@@ -413,7 +426,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
             after = 1 + next(i for i, m in enumerate(monitors) if isinstance(m, EarlyStopping))
             monitors.insert(after, PlateauDecay(self.tol, self.PLATEAU_PATIENCE,
                                             self.PLATEAU_FACTOR, self.PLATEAU_DECAYS,
-                                            restore_best=True))
+                                            restore_best=True,
+                                            epoch_factor=self._epoch_factor))
         return monitors
 
     # -- memory and work -------------------------------------------------------

@@ -236,13 +236,19 @@ def test_early_stopping_stops_after_patience_on_the_validation_log_loss(digits):
     # the plateau after the last decay of the rate may stop it sooner.
     best = int(np.argmax(scores)) + 1
     assert best < clf.n_iter_ <= best + 3
-    # The rate is constant but for a division by PLATEAU_FACTOR on each stall.
+    # The rate halves every HALVING_STEPS steps (an epoch has fewer here),
+    # and is divided by PLATEAU_FACTOR on each stall.
     rates = [h["learning_rate"] for h in clf.history_]
-    assert rates[0] == 0.05 and len(set(rates)) == 1 + clf.PLATEAU_DECAYS
+    steps = int(np.ceil((len(X) - int(np.ceil(0.1 * len(X)))) / clf.batch_size))
+    per_epoch = 0.5 ** (steps / clf.HALVING_STEPS)
+    assert rates[0] == 0.05
+    n_stalls = 0
     for epoch in range(1, clf.n_iter_):
         stalled = scores[epoch - 1] <= max(scores[:epoch - 1], default=-np.inf)
+        n_stalls += stalled
         assert rates[epoch] == pytest.approx(
-            rates[epoch - 1] / (clf.PLATEAU_FACTOR if stalled else 1.0))
+            rates[epoch - 1] * per_epoch / (clf.PLATEAU_FACTOR if stalled else 1.0))
+    assert n_stalls <= clf.PLATEAU_DECAYS
 
 
 @pytest.mark.parametrize("loss", ["nce", "full"])
@@ -307,6 +313,24 @@ def test_plateau_decay_lowers_the_rate_on_a_stall_and_stops_after_its_decays():
     # After max_decays, the next plateau stops, the rate as it was.
     assert epoch(-1.4) == (False, pytest.approx(0.01))
     assert epoch(-1.4)[0] and lr() == pytest.approx(0.01)
+
+
+def test_plateau_decay_multiplies_the_rate_each_epoch_and_stops_once_it_is_low():
+    from skebm._monitors import PlateauDecay, TrainingRun
+
+    run = TrainingRun(None, None, None, None, n_epochs=100, rule=_FakeRule(1.0))
+    monitor = PlateauDecay(tol=0.0, patience=1, factor=10.0, max_decays=2, epoch_factor=0.5)
+    rates = []
+    for score in (-3.0, -2.0, -2.5, -1.0, -0.9, -0.8, -0.7, -0.6):
+        stop = monitor.on_epoch_end(run, record := {"validation_score": score})
+        rates.append(record["learning_rate"])
+        assert not stop
+    # Halved each epoch, and divided by 10 more on the stall (epoch 3).
+    assert rates == pytest.approx([1.0, 0.5, 0.25, 0.0125, 0.00625, 0.003125, 0.0015625,
+                                   0.00078125])
+    # The rate is now over factor ** max_decays below its start: the next stall stops,
+    # though only one decay was spent.
+    assert monitor.on_epoch_end(run, {"validation_score": -0.7}) and monitor.n_decays == 1
 
 
 def test_plateau_decay_restores_the_best_epoch_when_it_lowers_the_rate():
