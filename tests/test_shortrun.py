@@ -8,6 +8,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebm import ShortRunEBM
+from skebm.shortrun import _VALIDATION_DRAWS
 from skebm.datasets import (
     _EIGHT_GAUSSIANS_SHRINK,
     _EIGHT_GAUSSIANS_STD,
@@ -249,5 +250,5 @@ def test_early_stopping_keeps_the_best_epoch_and_its_criterion_matches_the_grid(
     assert np.argmax(scores) < len(scores) - 1  # it stopped after the best epoch
     module = model._inference_module()
     with torch.no_grad():
-        sampled = module.sampled_log_partition(8192, torch.Generator().manual_seed(0))
+        sampled = module.sampled_log_partition(_VALIDATION_DRAWS, torch.Generator().manual_seed(0))
     assert abs(sampled - model.log_partition_) < 0.05
