@@ -39,9 +39,9 @@ _GAP_WARNING = 10.0
 _IMAGE_DATA_NOISE = 0.2
 
 #: Draws of the Gaussian behind each epoch's log Z in early stopping. On
-#: digits images (64 features) they are a sixth of the fit, but 2048 drew
-#: a log Z too low and too noisy to rank the epochs: the fit stopped 12
-#: epochs sooner, 6 nats per image worse (benchmarks/RESULTS.md).
+#: digits images (64 features) they are a sixth of the fit, but from 2048
+#: the log Z came out too low and too noisy to rank the epochs: the fit
+#: stopped 12 epochs sooner, 6 nats per image worse (benchmarks/RESULTS.md).
 _VALIDATION_DRAWS = 8192
 
 #: Rows sampled (and chains run) at once by ``sample`` and ``sample_conditional``.
