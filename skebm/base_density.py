@@ -377,13 +377,19 @@ def _kernel_cdf(grid, knots, bandwidth):
     """The distribution and survival functions at ``grid`` of a Gaussian kernel
     density on ``knots``: each kernel's ``Phi(-|t|)`` once (torch's erfc is
     several times scipy's ndtr's speed), its lower tail where ``t < 0`` and
-    its upper where ``t > 0``, each precise where it is small."""
+    its upper where ``t > 0``, each precise where it is small.
+
+    The (grid, knots) matrices are most of a marginal map's fit, so they are
+    few and worked in place; erfc's argument stops at 26.5, where erfc is
+    2e-307, since beyond it erfc leaves its fast path for subnormal numbers
+    (the defensive Gaussian that :class:`MarginalGaussianization` adds is
+    larger wherever the grid reaches)."""
     t = torch.as_tensor((grid[:, None] - knots[None, :]) / bandwidth, dtype=torch.float64,
                         device="cpu")
-    tail = 0.5 * torch.special.erfc(t.abs() / math.sqrt(2))
     below = t < 0
-    tail_below = (tail * below).sum(1)
-    tail_above = tail.sum(1) - tail_below
+    tail = torch.special.erfc(t.abs_().div_(math.sqrt(2)).clamp_(max=26.5))  # t is spent
+    tail_below = 0.5 * torch.where(below, tail, 0.0).sum(1)
+    tail_above = 0.5 * tail.sum(1) - tail_below
     n_below = below.sum(1)
     n_above = len(knots) - n_below
     lower = (tail_below + (n_above - tail_above)) / len(knots)
