@@ -38,10 +38,10 @@ _GAP_WARNING = 10.0
 #: pixels into a density the chains can follow.
 _IMAGE_DATA_NOISE = 0.2
 
-#: Draws of the Gaussian behind each epoch's log Z in early stopping. On
-#: digits images (64 features) they are a sixth of the fit, but from 2048
-#: the log Z came out too low and too noisy to rank the epochs: the fit
-#: stopped 12 epochs sooner, 6 nats per image worse (benchmarks/RESULTS.md).
+#: Draws of the Gaussian behind each epoch's log Z in early stopping. Not
+#: NCEDensity's 2048: here the Gaussian is the proposal of a model far from
+#: it (images), and fewer draws underestimate log Z enough to rank epochs
+#: wrongly (measured in benchmarks/RESULTS.md, "Default fit times").
 _VALIDATION_DRAWS = 8192
 
 #: Rows sampled (and chains run) at once by ``sample`` and ``sample_conditional``.
