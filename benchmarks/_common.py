@@ -42,6 +42,17 @@ def mean_and_each(values, digits):
             f"({', '.join(f'{value:.{digits}f}' for value in values)})")
 
 
+def rows_over_seeds(run, name, seeds):
+    """``run(name, seed)`` returns ``(rows, shape)``, each row ``(label,
+    *values)``: ``({label: [values of each seed]}, the last seed's shape)``."""
+    results, shape = {}, None
+    for seed in seeds:
+        rows, shape = run(name, seed)
+        for label, *values in rows:
+            results.setdefault(label, []).append(tuple(values))
+    return results, shape
+
+
 def fit_gmm(X, seed):
     """GaussianMixture, full covariances, 1 to 16 components chosen by BIC."""
     models = []

@@ -39,7 +39,7 @@ from scipy.special import logsumexp
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
 
-from _common import fit_gmm, mean_and_each
+from _common import fit_gmm, mean_and_each, rows_over_seeds
 from skebm import NCEDensity
 from skebm._nce_model import cell_points
 
@@ -104,11 +104,7 @@ def main():
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
     for name in args.datasets:
-        results = {}
-        for seed in args.seeds:
-            rows, shape = run(name, seed)
-            for label, score, fit_s in rows:
-                results.setdefault(label, []).append((score, fit_s))
+        results, shape = rows_over_seeds(run, name, args.seeds)
         n_rows, n_columns, n_integer, (n_int_model, n_cat_model) = shape
         print(f"\n### {name}: {n_rows} x {n_columns} training rows, {n_integer} integer "
               f"columns; NCEDensity: {n_int_model} integer, {n_cat_model} categorical\n")

@@ -48,7 +48,7 @@ from scipy.stats import multivariate_normal
 from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 
-from _common import fit_gmm, mean_and_each
+from _common import fit_gmm, mean_and_each, rows_over_seeds
 from skebm import NCEDensity
 
 
@@ -167,11 +167,7 @@ def main():
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
           f"{platform.processor() or platform.machine()}")
     for name in args.datasets:
-        results = {}
-        for seed in args.seeds:
-            rows, shape = run(name, seed)
-            for label, score, fit_s, all_rows in rows:
-                results.setdefault(label, []).append((score, fit_s, all_rows))
+        results, shape = rows_over_seeds(run, name, args.seeds)
         n_rows, n_columns, n_missing, categorical = shape
         print(f"\n### {name}: {n_rows} x {n_columns} training rows, {n_missing} missing cells "
               f"(last seed), categorical per NCEDensity: {categorical}\n")
