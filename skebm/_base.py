@@ -110,6 +110,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     #: Most rows one epoch visits (None: all); with a cap, an epoch costs the
     #: same however large the data, and each draws a fresh random subset.
     _max_epoch_rows = None
+    #: Most rows early stopping holds out (None: ``validation_fraction`` of
+    #: them, however many): for estimators whose validation score costs
+    #: more per row than a training step does.
+    _max_validation_rows = None
     #: Whether X may be a table (:mod:`skebm._table`): categorical columns
     #: (``categorical_features``), integer ones (``integer_features``) and
     #: missing cells (NaN). The hooks then see category codes and NaN among
@@ -315,6 +319,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if not (self._supports_early_stopping and self.early_stopping):
             return Z, None
         n_val = int(math.ceil(self.validation_fraction * len(Z)))
+        if self._max_validation_rows is not None:
+            n_val = min(n_val, self._max_validation_rows)
         if len(Z) - n_val < 2:
             return Z, None
         order = torch.randperm(len(Z), generator=generator, device=generator.device)

@@ -127,10 +127,11 @@ class EarlyStopping(EpochMonitor):
         if self.best_state is not None:
             run.module.load_state_dict(self.best_state)
         if run.epoch < run.n_epochs:
+            why = (f": the validation score did not improve by tol={self.tol} for "
+                   f"{self.patience} epochs" if self.epochs_since_best >= self.patience else "")
             run.notes.append(
                 f"{type(run.estimator).__name__}: stopped early after epoch {run.epoch} of "
-                f"{run.n_epochs}: the validation score did not improve by tol={self.tol} for "
-                f"{self.patience} epochs. Kept the parameters of epoch {self.best_epoch} "
+                f"{run.n_epochs}{why}. Kept the parameters of epoch {self.best_epoch} "
                 f"(validation score {self.best_score:.4g})"
                 + (", the model before training." if self.best_epoch == 0 else "."))
 
@@ -147,15 +148,15 @@ class PlateauDecay(EpochMonitor):
     """Divides the learning rate by ``factor`` each time the validation score
     (the record's ``validation_score``: list it after :class:`EarlyStopping`)
     has not beaten its best by ``tol`` for ``patience`` epochs, as torch's
-    ``ReduceLROnPlateau``; the plateau after the ``max_decays``-th division
-    stops training. With ``restore_best``, each division also puts back the
-    parameters of the best epoch so far. Besides, every epoch that does not
-    stop multiplies the rate by ``epoch_factor`` (a number, or a function of
-    the run that returns it; 1: none), and a plateau also stops training once
-    the rate is ``factor ** max_decays`` times below its first value, however
-    it got there. Each record gets ``learning_rate``,
-    the rate its epoch ran at. The rate is that of ``run.rule.optimizer``;
-    without a rule the monitor only counts (and stops)."""
+    ``ReduceLROnPlateau``. With ``restore_best``, each division also puts
+    back the parameters of the best epoch so far. Besides, every epoch
+    multiplies the rate by ``epoch_factor`` (a number, or a function of the
+    run that returns it; 1: none). Training stops once the rate is
+    ``factor ** max_decays`` times below its first value, however it got
+    there: epochs at such a rate move the model too little to pay for
+    themselves. Each record gets ``learning_rate``, the rate its epoch ran
+    at. The rate is that of ``run.rule.optimizer``; without a rule the
+    monitor only counts, and the ``max_decays``-th plateau stops."""
 
     def __init__(self, tol, patience=1, factor=10.0, max_decays=2, restore_best=False,
                  epoch_factor=1.0):
@@ -163,6 +164,7 @@ class PlateauDecay(EpochMonitor):
         self.epoch_factor, self.first_rate = epoch_factor, None
         self.restore_best, self.best_state = restore_best, None
         self.best_score, self.epochs_since_best, self.n_decays = -math.inf, 0, 0
+        self.spent = False
 
     def on_epoch_end(self, run, record):
         groups = run.rule.optimizer.param_groups if run.rule is not None else []
@@ -178,26 +180,29 @@ class PlateauDecay(EpochMonitor):
             self.best_score = score
             if self.restore_best:
                 self.best_state = copy.deepcopy(run.module.state_dict())
-        if self.epochs_since_best < self.patience:
-            for group in groups:
-                group["lr"] *= epoch_factor
-            return False
-        if self.n_decays == self.max_decays or (groups and groups[0]["lr"] <= (
-                self.first_rate / self.factor**self.max_decays)):
-            return True
-        self.n_decays += 1
-        self.epochs_since_best = 0
-        if self.best_state is not None:  # go on from the best epoch, more slowly
-            run.module.load_state_dict(self.best_state)
+        factor = epoch_factor
+        if self.epochs_since_best >= self.patience:
+            self.n_decays += 1
+            self.epochs_since_best = 0
+            if self.best_state is not None:  # go on from the best epoch, more slowly
+                run.module.load_state_dict(self.best_state)
+            factor /= self.factor
         for group in groups:
-            group["lr"] *= epoch_factor / self.factor
-        return False
+            group["lr"] *= factor
+        if not groups:
+            return self.n_decays >= self.max_decays
+        floor = self.first_rate / self.factor**self.max_decays
+        self.spent = groups[0]["lr"] <= floor * (1 + 1e-9)  # 0.1 * 0.1 is not 0.01 in floats
+        return self.spent
 
     def on_train_end(self, run):
+        name = type(run.estimator).__name__
         if self.n_decays:
-            run.notes.append(f"{type(run.estimator).__name__}: lowered the learning rate "
-                             f"{self.n_decays} times by a factor of {self.factor:g} on "
-                             "validation plateaus.")
+            run.notes.append(f"{name}: lowered the learning rate {self.n_decays} times by a "
+                             f"factor of {self.factor:g} on validation plateaus.")
+        if self.spent:
+            run.notes.append(f"{name}: stopped once the learning rate was "
+                             f"{self.factor**self.max_decays:g} times below its start.")
 
 
 class ProgressBar(EpochMonitor):

@@ -98,8 +98,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         halves after every epoch (every 500 steps, when an epoch has fewer
         minibatches), and is divided by 10 after each epoch whose held-out
         log-loss did not improve on the best by ``tol``, training going on
-        from the best epoch; such an epoch ends training once the rate is
-        100 times below ``learning_rate``, or at the third. Without, it is
+        from the best epoch; training ends once the rate is 100 times below
+        ``learning_rate`` (after seven epochs of halving, or two plateaus,
+        or a mix), since later epochs would hardly move the model. Without, it is
         annealed to 0 over ``max_iter`` epochs by a cosine schedule. Adam
         moves a rare feature's embedding as far as a common one's, so a
         larger rate overfits sparse data within a few epochs (see the user
@@ -113,11 +114,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their
         log-loss (full softmax) has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs, or at an epoch that did not improve on
-        the best by ``tol`` once the rate is 100 times below its start (see
-        ``learning_rate``), keeping the best epoch's model.
+        ``n_iter_no_change`` epochs, or once the rate is 100 times below its
+        start (see ``learning_rate``), keeping the best epoch's model.
     validation_fraction : float, default=0.1
-        Share of the rows held out for early stopping.
+        Share of the rows held out for early stopping, at most 10,000 rows:
+        every epoch scores them with the full softmax, which costs about
+        ``n_classes / n_noise`` times a training row, and 10,000 rows, the
+        same every epoch, are enough to compare epochs.
     n_iter_no_change : int, default=5
         Patience of early stopping, in epochs, counted from the best epoch;
         the rate's plateau rule (see ``learning_rate``) may stop sooner.
@@ -207,6 +210,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
     _loss_growth_is_divergence = True
     _supports_early_stopping = True
+    _max_validation_rows = 10_000  # see validation_fraction
 
     def __init__(
         self,
@@ -401,11 +405,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
     #: With early stopping: the rate is divided by PLATEAU_FACTOR after
     #: PLATEAU_PATIENCE epochs without improvement, training going on from the
-    #: best epoch's parameters, at most PLATEAU_DECAYS times (measured on the
-    #: King James Bible next-word task; see the user guide). Besides, it halves
-    #: every epoch, or every HALVING_STEPS steps when an epoch has fewer (small
-    #: data keeps a near-constant rate); a plateau ends training once the rate
-    #: is PLATEAU_FACTOR ** PLATEAU_DECAYS below its start, however it got there.
+    #: best epoch's parameters (measured on the King James Bible next-word
+    #: task; see the user guide). Besides, it halves every epoch, or every
+    #: HALVING_STEPS steps when an epoch has fewer (small data keeps a
+    #: near-constant rate). Training ends once the rate is PLATEAU_FACTOR **
+    #: PLATEAU_DECAYS below its start, however it got there.
     PLATEAU_PATIENCE, PLATEAU_FACTOR, PLATEAU_DECAYS = 1, 10.0, 2
     HALVING_STEPS = 500
 

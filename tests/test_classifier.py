@@ -285,6 +285,23 @@ def test_every_epoch_beats_the_prior_on_the_held_out_rows():
     assert all(h["validation_score"] > -prior_log_loss + 0.2 for h in clf.history_)
 
 
+def test_early_stopping_holds_out_at_most_its_cap_of_rows(monkeypatch, digits):
+    X, y, _, _ = digits
+    held_out = []
+    score = NCESoftmaxClassifier._validation_score
+    monkeypatch.setattr(NCESoftmaxClassifier, "_validation_score",
+                        lambda self, module, Z_val: held_out.append(len(Z_val))
+                        or score(self, module, Z_val))
+    fit = lambda: NCESoftmaxClassifier(  # noqa: E731
+        max_iter=2, validation_fraction=0.5, random_state=0).fit(X, y)
+    monkeypatch.setattr(NCESoftmaxClassifier, "_max_validation_rows", 100)
+    assert fit().n_iter_ == 2 and set(held_out) == {100}
+    held_out.clear()
+    monkeypatch.setattr(NCESoftmaxClassifier, "_max_validation_rows", None)
+    fit()
+    assert set(held_out) == {len(X) // 2}
+
+
 class _FakeRule:
     def __init__(self, rate):
         self.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=rate)
@@ -309,10 +326,18 @@ def test_plateau_decay_lowers_the_rate_on_a_stall_and_stops_after_its_decays():
     # The count starts again after a decay; an improvement resets it.
     assert epoch(-1.2) == (False, pytest.approx(0.1))
     assert epoch(-1.3) == (False, pytest.approx(0.1)) and lr() == pytest.approx(0.1)
-    assert epoch(-1.25) == (False, pytest.approx(0.1)) and lr() == pytest.approx(0.01)
-    # After max_decays, the next plateau stops, the rate as it was.
-    assert epoch(-1.4) == (False, pytest.approx(0.01))
-    assert epoch(-1.4)[0] and lr() == pytest.approx(0.01)
+    # The max_decays-th decay puts the rate factor ** max_decays below its start: it stops.
+    assert epoch(-1.25) == (True, pytest.approx(0.1)) and lr() == pytest.approx(0.01)
+    assert monitor.n_decays == 2
+
+
+def test_plateau_decay_without_a_rate_stops_at_its_last_plateau():
+    from skebm._monitors import PlateauDecay, TrainingRun
+
+    run = TrainingRun(None, None, None, None, n_epochs=100)
+    monitor = PlateauDecay(tol=0.0, patience=1, factor=10.0, max_decays=2)
+    stops = [monitor.on_epoch_end(run, {"validation_score": s}) for s in (-2.0, -3.0, -1.0, -4.0)]
+    assert stops == [False, False, False, True]
 
 
 def test_plateau_decay_multiplies_the_rate_each_epoch_and_stops_once_it_is_low():
@@ -320,17 +345,21 @@ def test_plateau_decay_multiplies_the_rate_each_epoch_and_stops_once_it_is_low()
 
     run = TrainingRun(None, None, None, None, n_epochs=100, rule=_FakeRule(1.0))
     monitor = PlateauDecay(tol=0.0, patience=1, factor=10.0, max_decays=2, epoch_factor=0.5)
-    rates = []
-    for score in (-3.0, -2.0, -2.5, -1.0, -0.9, -0.8, -0.7, -0.6):
-        stop = monitor.on_epoch_end(run, record := {"validation_score": score})
+    rates, stops = [], []
+    for score in (-3.0, -2.0, -2.5, -1.0):
+        stops.append(monitor.on_epoch_end(run, record := {"validation_score": score}))
         rates.append(record["learning_rate"])
-        assert not stop
     # Halved each epoch, and divided by 10 more on the stall (epoch 3).
-    assert rates == pytest.approx([1.0, 0.5, 0.25, 0.0125, 0.00625, 0.003125, 0.0015625,
-                                   0.00078125])
-    # The rate is now over factor ** max_decays below its start: the next stall stops,
-    # though only one decay was spent.
-    assert monitor.on_epoch_end(run, {"validation_score": -0.7}) and monitor.n_decays == 1
+    assert rates == pytest.approx([1.0, 0.5, 0.25, 0.0125])
+    # After epoch 4 the rate is over factor ** max_decays below its start: though the
+    # score still improves and only one decay was spent, training stops.
+    assert stops == [False, False, False, True] and monitor.n_decays == 1
+
+    halving = PlateauDecay(tol=0.0, patience=1, factor=10.0, max_decays=2, epoch_factor=0.5)
+    halving_run = TrainingRun(None, None, None, None, n_epochs=100, rule=_FakeRule(1.0))
+    stops = [halving.on_epoch_end(halving_run, {"validation_score": float(score)})
+             for score in range(10)]
+    assert stops.index(True) == 6  # 0.5 ** 7 is the first power of 2 below 1 / 100
 
 
 def test_plateau_decay_restores_the_best_epoch_when_it_lowers_the_rate():
