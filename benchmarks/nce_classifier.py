@@ -211,7 +211,7 @@ def corpus(args):
                 # and then stop with "Encountered NaN": a user runs it again.
                 # The row counts the failed runs; the time is the run that finished.
                 failures = []
-                while len(failures) < 3:
+                while len(failures) < 5:
                     start = time.perf_counter()
                     try:
                         model = fasttext.train_supervised(
@@ -223,7 +223,7 @@ def corpus(args):
                         continue
                     break
                 else:
-                    print(f"| fastText loss={loss!r} | {epochs} | failed 3 times: "
+                    print(f"| fastText loss={loss!r} | {epochs} | failed 5 times: "
                           f"{'; '.join(failures)} | | | | | |", flush=True)
                     continue
                 seconds = time.perf_counter() - start
