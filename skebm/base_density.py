@@ -38,6 +38,13 @@ __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "
 SMALL_TABLE_GRID, SMALL_TABLE_PATIENCE = (*range(1, 17), 20, 24, 28, 32), 3
 COMPONENT_GRID, PATIENCE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32), 2
 RIDGE_GRID = (1e-6, 1e-3, 1e-2, 1e-1)
+#: The options with and without the marginal map grow their mixtures in step;
+#: one whose best held-out score trails the other's by more than OPTION_MARGIN
+#: + OPTION_MARGIN_PER_FEATURE * n_features nats per row stops growing. At
+#: equal sizes the options' scores keep their order within a few nats, and
+#: the trailing option's larger mixtures are the search's dearest fits (the
+#: scores by size on the benchmark tables: benchmarks/RESULTS.md).
+OPTION_MARGIN, OPTION_MARGIN_PER_FEATURE = 1.0, 0.1
 #: EM iterations of a candidate during the search (the chosen base is
 #: refitted to convergence); rows from which one held-out split replaces
 #: 3-fold cross-validation.
@@ -446,7 +453,9 @@ def select_base(data, max_components, marginal_options, rng, layout=None):
     for small tables) up to ``max_components``, each with the best of the
     covariance ridges of :data:`RIDGE_GRID` (tried from the smallest up, until
     one scores worse). Components grow until :data:`PATIENCE`
-    (:data:`SMALL_TABLE_PATIENCE`) sizes in a row fail to improve the score. Held-out
+    (:data:`SMALL_TABLE_PATIENCE`) sizes in a row fail to improve the score,
+    both options in step, and an option far behind the other stops
+    (:data:`OPTION_MARGIN`). Held-out
     likelihood, not BIC: on small tables BIC picks mixtures whose components
     collapse onto a few rows (an example is in the user guide), and it cannot
     choose the ridge or the marginals. Scores are 3-fold cross-validated up to
@@ -462,22 +471,28 @@ def select_base(data, max_components, marginal_options, rng, layout=None):
     if len(data) > SPLIT_ROWS:
         folds, grid, patience = folds[:1], COMPONENT_GRID, PATIENCE
     smallest_fold = min(len(train) for train, _ in folds)
+    fold_rows = {marginals: _fold_rows(data, folds, marginals, rng, layout)
+                 for marginals in marginal_options}
+    option_best = dict.fromkeys(marginal_options, -math.inf)
+    misses = dict.fromkeys(marginal_options, 0)
+    growing = list(marginal_options)
+    margin = OPTION_MARGIN + OPTION_MARGIN_PER_FEATURE * data.shape[1]
     best, best_score = (False, 1, RIDGE_GRID[0]), -math.inf
-    for marginals in marginal_options:
-        fold_rows = _fold_rows(data, folds, marginals, rng, layout)
-        option_best, misses = -math.inf, 0
-        for n_components in grid:
-            if n_components > max_components or n_components > smallest_fold // 2:
-                break
-            score, ridge = _best_ridge(fold_rows, n_components, layout)
+    for n_components in grid:
+        if n_components > max_components or n_components > smallest_fold // 2:
+            break
+        for marginals in growing:
+            score, ridge = _best_ridge(fold_rows[marginals], n_components, layout)
             if score > best_score:
                 best, best_score = (marginals, n_components, ridge), score
-            if score > option_best:
-                option_best, misses = score, 0
+            if score > option_best[marginals]:
+                option_best[marginals], misses[marginals] = score, 0
             else:
-                misses += 1
-                if misses == patience:
-                    break
+                misses[marginals] += 1
+        growing = [marginals for marginals in growing if misses[marginals] < patience
+                   and option_best[marginals] >= best_score - margin]
+        if not growing:
+            break
     return best
 
 

@@ -136,3 +136,29 @@ def test_a_base_the_memory_cannot_hold_is_refused_before_allocating(monkeypatch)
     with pytest.raises(ValueError, match="GiB.*base_components"):
         fit_base("gaussian_mixture", torch.zeros(5000, 600), max_components=32,
                  marginals="none", generator=torch.Generator().manual_seed(0))
+
+
+def test_base_search_stops_growing_the_option_far_behind(monkeypatch):
+    """Cubed exponentials: the marginal map wins by many nats a row, so the
+    option without it stops after its first size, and the choice is the one
+    the full search makes."""
+    from skebm import base_density
+
+    rng = np.random.RandomState(0)
+    data = rng.exponential(size=(300, 5)) ** 3
+    data = (data - data.mean(0)) / data.std(0)
+    sizes = {False: [], True: []}
+    best_ridge = base_density._best_ridge
+
+    def spy(fold_rows, n_components, layout):
+        mapped = not isinstance(fold_rows[0][2], float)  # without the map, log_det is 0.0
+        sizes[mapped].append(n_components)
+        return best_ridge(fold_rows, n_components, layout)
+
+    monkeypatch.setattr(base_density, "_best_ridge", spy)
+    choice = base_density.select_base(data, 16, (False, True), np.random.RandomState(0))
+    assert choice[0] and sizes[False] == [1] and len(sizes[True]) > 1
+    monkeypatch.setattr(base_density, "OPTION_MARGIN", math.inf)
+    sizes = {False: [], True: []}
+    assert base_density.select_base(data, 16, (False, True), np.random.RandomState(0)) == choice
+    assert len(sizes[False]) > 1
