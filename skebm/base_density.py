@@ -40,9 +40,9 @@ COMPONENT_GRID, PATIENCE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32), 2
 RIDGE_GRID = (1e-6, 1e-3, 1e-2, 1e-1)
 #: The options with and without the marginal map grow their mixtures in step;
 #: one whose best held-out score trails the other's by more than OPTION_MARGIN
-#: + OPTION_MARGIN_PER_FEATURE * n_features nats per row stops growing. At
-#: equal sizes the options' scores keep their order within a few nats, and
-#: the trailing option's larger mixtures are the search's dearest fits (the
+#: + OPTION_MARGIN_PER_FEATURE * n_features nats per row stops growing. Where
+#: the options' scores cross they stay close; an option far behind does not
+#: catch up, and its larger mixtures are the search's dearest fits (the
 #: scores by size on the benchmark tables: benchmarks/RESULTS.md).
 OPTION_MARGIN, OPTION_MARGIN_PER_FEATURE = 1.0, 0.1
 #: EM iterations of a candidate during the search (the chosen base is

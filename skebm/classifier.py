@@ -98,13 +98,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         halves after every epoch (every 500 steps, when an epoch has fewer
         minibatches), and is divided by 10 after each epoch whose held-out
         log-loss did not improve on the best by ``tol``, training going on
-        from the best epoch; training ends once the rate is 100 times below
-        ``learning_rate`` (after seven epochs of halving, or two plateaus,
-        or a mix), since later epochs would hardly move the model. Without, it is
-        annealed to 0 over ``max_iter`` epochs by a cosine schedule. Adam
-        moves a rare feature's embedding as far as a common one's, so a
-        larger rate overfits sparse data within a few epochs (see the user
-        guide).
+        from the best epoch. Training ends once the rate is 100 times below
+        ``learning_rate`` (after seven epochs of halving, two plateaus, or a
+        mix), since later epochs would hardly move the model. Without early
+        stopping the rate is annealed to 0 over ``max_iter`` epochs by a
+        cosine schedule. Adam moves a rare feature's embedding as far as a
+        common one's, so a larger rate overfits sparse data within a few
+        epochs (see the user guide).
     batch_size : int, default=512
         Rows per minibatch. Larger batches train more rows per second (the
         noise classes are shared by the batch) and fit worse per epoch (see
