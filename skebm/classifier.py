@@ -415,7 +415,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
     def _epoch_factor(self, run):
         """What the rate is multiplied by after an epoch (see HALVING_STEPS)."""
-        steps = math.ceil(len(run.Z_train) / min(self.batch_size, len(run.Z_train)))
+        steps = math.ceil(self._epoch_rows(len(run.Z_train)) / self.batch_size)
         return 0.5 ** (steps / max(steps, self.HALVING_STEPS))
 
     def _make_update_rule(self, module, n_steps):
