@@ -8,7 +8,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebm import ShortRunEBM
-from skebm.shortrun import _VALIDATION_DRAWS
 from skebm.datasets import (
     _EIGHT_GAUSSIANS_SHRINK,
     _EIGHT_GAUSSIANS_STD,
@@ -17,6 +16,7 @@ from skebm.datasets import (
 )
 from skebm.partition import annealed_importance_log_partition, grid_log_integral
 from skebm.samplers import langevin
+from skebm.shortrun import _VALIDATION_DRAWS
 
 # Small and quick: the checks fit dozens of times on tiny data.
 QUICK = dict(hidden_layer_sizes=(16, 16), fourier_features=8, max_iter=3, n_steps=5,
