@@ -1,34 +1,53 @@
 """Gaussian mixtures over rows with categorical columns and missing entries.
 
-Each component is a full-covariance Gaussian over the continuous columns
-times an independent categorical distribution for each categorical column
-(a latent class model on the categories). A missing entry (NaN) is
-marginalized exactly: the Gaussian of its observed columns, the categorical
-factors of its observed categories. The same algebra gives each row's
-conditional distribution of its missing entries, which is how models draw
-them, and the EM fit of such a mixture to incomplete rows (Ghahramani &
-Jordan 1994).
+Each component is a location model: independent categorical distributions
+for the categorical columns and, given a row's categories, a full-covariance
+Gaussian over the continuous columns whose mean is the component's mean
+shifted by one vector per category (category 0 of each column shifts by 0;
+the shifts of a row's categories add up). Within a component the categories
+thus move the continuous columns, so that the probability of a category
+given the continuous columns varies with them (linearly in the log-odds, as
+in linear discriminant analysis), where independent factors (a latent class
+model) would keep it constant within the component.
+
+A missing entry (NaN) is marginalized exactly: a continuous one through the
+Gaussian of the observed columns, a categorical one by summing over its
+categories. For that a row with missing categories is expanded into one row
+per combination of them (:func:`expand_categories`), each complete in its
+categories. The same algebra gives each row's conditional distribution of
+its missing entries, which is how models draw them, and the EM fit of such
+a mixture to incomplete rows (Ghahramani & Jordan 1994).
 
 All functions work on float64 tensors: ``X`` the continuous columns (NaN
 where missing), ``codes`` the categorical ones (long, -1 where missing).
+A mixture's parameters are ``(weights, means, covariances, log_probs,
+shifts)``: ``log_probs`` (n_components, n_categorical, most categories),
+-inf beyond a column's categories; ``shifts`` (n_components, sum over
+columns of categories - 1, n_continuous), in column order.
 
 References
 ----------
-.. [1] Ghahramani, Z. and Jordan, M. I. "Supervised learning from incomplete
+.. [1] Olkin, I. and Tate, R. F. "Multivariate correlation models with mixed
+   discrete and continuous variables." Ann. Math. Statist. 32 (1961).
+.. [2] Ghahramani, Z. and Jordan, M. I. "Supervised learning from incomplete
    data via an EM approach." NeurIPS 1994.
 """
 
+import itertools
 import math
 
 import numpy as np
 import torch
 
-__all__ = ["ComponentConditionals", "category_log_likelihoods", "fit_mixture",
-           "gaussian_observed", "missing_covariance_sums"]
+__all__ = ["ComponentConditionals", "category_counts", "expand_categories", "fit_mixture",
+           "gaussian_observed", "log_density", "missing_covariance_sums", "row_means"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
 CATEGORY_PSEUDO_COUNT = 0.5
+#: Pseudo-rows at shift 0 behind every category's shift in the M-step: a
+#: category that a component holds few rows of moves its mean little.
+SHIFT_PSEUDO_ROWS = 1.0
 
 
 def gaussian_observed(X, means, covariances, *, with_missing=False):
@@ -40,6 +59,8 @@ def gaussian_observed(X, means, covariances, *, with_missing=False):
     width) each row's missing columns, padded with ``n_columns``;
     ``factors`` (n_rows, n_components, width, width) the Cholesky factors
     of their conditional precision (the identity on the padding).
+    ``means``: (n_components, n_columns), or (n_rows, n_components,
+    n_columns) for means that differ by row (:func:`row_means`).
 
     It is all done through each component's precision ``L = S^-1``: for a
     row with missing entries ``m``, the conditional precision of ``m`` is
@@ -59,9 +80,12 @@ def gaussian_observed(X, means, covariances, *, with_missing=False):
     width = int(missing.sum(1).max()) if len(X) else 0
     padded_index = torch.where(missing, torch.arange(n_columns, device=X.device), n_columns)
     columns = torch.sort(padded_index, dim=1).values[:, :width]
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, len(means) * max(n_columns, width**2)))
-    parts = [_gaussian_observed(rows, row_columns, means, precisions, log_dets)
-             for rows, row_columns in zip(torch.split(X, chunk), torch.split(columns, chunk))]
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, len(covariances) * max(n_columns, width**2)))
+    by_row = means.dim() == 3
+    chunks = list(zip(torch.split(X, chunk), torch.split(columns, chunk),
+                      torch.split(means, chunk) if by_row else itertools.repeat(means)))
+    parts = [_gaussian_observed(rows, row_columns, row_means, precisions, log_dets)
+             for rows, row_columns, row_means in chunks]
     log_density, conditional_mean, factors = (
         torch.cat(outputs) for outputs in zip(*parts)) if parts else (
         _gaussian_observed(X, columns, means, precisions, log_dets))
@@ -76,7 +100,7 @@ _CHUNK_ELEMENTS = 2**22
 
 def _gaussian_observed(X, columns, means, precisions, log_dets):
     n_rows, n_columns = X.shape
-    n_components, width = len(means), columns.shape[1]
+    n_components, width = len(precisions), columns.shape[1]
     observed = ~torch.isnan(X)
     centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # d, 0 where missing
     pulled = torch.einsum("kde,nke->nkd", precisions[:, :n_columns, :n_columns], centred)  # L d
@@ -114,84 +138,191 @@ def missing_covariance_sums(columns, factors, weights, n_columns):
     return sums.view(n_components, n_columns + 1, n_columns + 1)[:, :n_columns, :n_columns]
 
 
-def category_log_likelihoods(codes, log_probs):
-    """``(n_rows, n_components)``: the sum over observed categorical entries of
-    each component's log-probability. ``log_probs``: (n_components,
-    n_columns, most categories), -inf beyond a column's categories."""
+def category_counts(log_probs):
+    """The number of categories of each categorical column, from the
+    components' log-probabilities (-inf beyond a column's categories)."""
+    return [int(count) for count in torch.isfinite(log_probs[0]).sum(-1).tolist()]
+
+
+def _category_log_likelihoods(codes, log_probs):
+    """``(n_rows, n_components)``: the sum over the (complete) categorical
+    entries of each component's log-probability."""
     total = torch.zeros(len(codes), log_probs.shape[0], dtype=log_probs.dtype,
                         device=log_probs.device)
     for j in range(codes.shape[1]):
-        values = log_probs[:, j, codes[:, j].clamp(min=0)].T
-        total = total + torch.where((codes[:, j] >= 0)[:, None], values, 0.0)
+        total = total + log_probs[:, j, codes[:, j]].T
     return total
+
+
+def _indicators(codes, n_categories, dtype):
+    """``(n_rows, sum(n_categories) - n_categorical)``: each column's
+    categories 1, 2, ... one-hot (category 0, the reference, is all zeros)."""
+    parts = [torch.nn.functional.one_hot(codes[:, j], count)[:, 1:]
+             for j, count in enumerate(n_categories)]
+    if not parts:
+        return torch.zeros(len(codes), 0, dtype=dtype, device=codes.device)
+    return torch.cat(parts, 1).to(dtype)
+
+
+def row_means(codes, n_categories, means, shifts):
+    """``(n_rows, n_components, n_continuous)``: each component's mean of the
+    continuous columns given each row's (complete) categories; ``means``
+    itself when there are no shifts."""
+    if not shifts.shape[1]:
+        return means
+    indicators = _indicators(codes, n_categories, means.dtype)
+    return means + torch.einsum("nq,kqd->nkd", indicators, shifts)
+
+
+#: Most rows that the rows with missing categories may expand into.
+MAX_EXPANDED_ROWS = 10_000_000
+
+
+def expand_categories(codes, n_categories):
+    """``(rows, codes)``: each row once per combination of the categories of
+    its missing (-1) categorical entries, ``rows`` (non-decreasing) the row
+    each comes from, ``codes`` with the missing entries filled in. Rows
+    without missing categories come once, as they are. Refused beyond
+    :data:`MAX_EXPANDED_ROWS`."""
+    missing = codes < 0
+    rows = torch.arange(len(codes), device=codes.device)
+    if not missing.any():
+        return rows, codes
+    log_counts = torch.log(torch.as_tensor(n_categories, dtype=torch.float64,
+                                           device=codes.device))
+    expanded = float(torch.where(missing, log_counts, 0.0).sum(1).exp().sum())
+    if expanded > MAX_EXPANDED_ROWS:
+        raise ValueError(
+            f"Rows with missing categorical entries are summed over every combination of the "
+            f"missing categories; these rows have {expanded:,.0f} combinations in all, more "
+            f"than {MAX_EXPANDED_ROWS:,}. Fill some categorical entries first (e.g. "
+            "sklearn.impute.SimpleImputer(strategy='most_frequent')) or drop the rows missing "
+            "most of them.")
+    for j, count in enumerate(n_categories):
+        free = codes[:, j] < 0
+        if not free.any():
+            continue
+        repeats = torch.where(free, count, 1)
+        rows, codes = rows.repeat_interleave(repeats), codes.repeat_interleave(repeats, 0)
+        starts = (torch.cumsum(repeats, 0) - repeats).repeat_interleave(repeats)
+        position = torch.arange(len(rows), device=codes.device) - starts
+        codes[:, j] = torch.where(codes[:, j] < 0, position, codes[:, j])
+    return rows, codes
+
+
+def _expanded_terms(X, codes, parameters, *, with_missing=False):
+    """The E-step's pieces, on the rows expanded by their missing categories:
+    ``(rows, codes, log_joint, conditional means, missing)``, ``log_joint``
+    (n_expanded, n_components) the log of weight times joint density of the
+    observed entries and the expanded row's categories, the conditional means
+    and ``missing`` (with ``with_missing``) as :func:`gaussian_observed`
+    gives them."""
+    weights, means, covariances, log_probs, shifts = parameters
+    n_categories = category_counts(log_probs)
+    rows, codes = expand_categories(codes, n_categories)
+    if len(rows) != len(X):
+        X = X[rows]
+    log_joint = torch.log(weights) + _category_log_likelihoods(codes, log_probs)
+    completed = X[:, None, :].expand(-1, len(weights), -1)
+    missing = None
+    if X.shape[1]:
+        located = row_means(codes, n_categories, means, shifts)
+        log_density, completed, *missing = gaussian_observed(X, located, covariances,
+                                                             with_missing=with_missing)
+        log_joint = log_joint + log_density
+    return rows, codes, log_joint, completed, (missing[0] if missing else None)
+
+
+def _row_logsumexp(values, rows, n_rows):
+    """``(n_rows,)``: the log of the sum of ``exp(values)`` over each row's
+    expanded rows (``rows``) and components."""
+    per_row = torch.logsumexp(values, 1)
+    if len(per_row) == n_rows:
+        return per_row
+    top = torch.full((n_rows,), -math.inf, dtype=values.dtype, device=values.device)
+    top.scatter_reduce_(0, rows, per_row, reduce="amax")
+    total = torch.zeros(n_rows, dtype=values.dtype, device=values.device)
+    total.index_add_(0, rows, torch.exp(per_row - top[rows]))
+    return top + torch.log(total)
+
+
+def log_density(X, codes, parameters):
+    """``(n_rows,)``: each row's log-density of its observed entries (missing
+    continuous entries integrated out, missing categories summed over)."""
+    rows, _, log_joint, _, _ = _expanded_terms(X, codes, parameters)
+    return _row_logsumexp(log_joint, rows, len(X))
 
 
 class ComponentConditionals:
     """Each row's conditional distribution of its missing entries under a
-    mixture: the posterior over components given the observed entries, and
-    per component the conditional Gaussian of the missing continuous
-    entries (categorical ones keep the component's own probabilities).
+    mixture: the posterior over (combination of its missing categories,
+    component) given the observed entries, and for each such pair the
+    conditional Gaussian of the missing continuous entries.
 
     ``log_marginal`` is each row's log-density of its observed entries.
     """
 
-    def __init__(self, log_weights, means, covariances, log_probs, X, codes):
-        self.X, self.codes, self.log_probs = X, codes, log_probs
-        log_joint = log_weights + category_log_likelihoods(codes, log_probs)
-        if X.shape[1]:
-            log_density, self.means, (self.columns, self.factors) = gaussian_observed(
-                X, means, covariances, with_missing=True)
-            log_joint = log_joint + log_density
-        self.log_marginal = torch.logsumexp(log_joint, 1)
-        self.posterior = torch.softmax(log_joint, 1)
+    def __init__(self, parameters, X, codes):
+        self.X = X
+        self.rows, self.codes, log_joint, self.means, missing = _expanded_terms(
+            X, codes, parameters, with_missing=True)
+        self.columns, self.factors = missing if missing is not None else (None, None)
+        self.log_marginal = _row_logsumexp(log_joint, self.rows, len(X))
+        self.posterior = torch.exp(log_joint - self.log_marginal[self.rows, None])
 
     def sample(self, n_draws, generator):
         """``(n_rows, n_draws, ...)`` completions: ``X`` and ``codes`` with
         their missing entries drawn, observed entries as given."""
-        n_rows = len(self.X)
-        components = torch.multinomial(self.posterior, n_draws, replacement=True,
-                                       generator=generator)  # (n_rows, n_draws)
+        n_rows, n_components = len(self.X), self.posterior.shape[1]
+        # Each row's (expanded row, component) pairs side by side, padded with 0.
+        group = torch.bincount(self.rows, minlength=n_rows)
+        starts = torch.cumsum(group, 0) - group
+        slots = torch.arange(len(self.rows), device=self.rows.device) - starts[self.rows]
+        table = torch.zeros(n_rows, int(group.max()), n_components, dtype=self.posterior.dtype,
+                            device=self.posterior.device)
+        table[self.rows, slots] = self.posterior
+        picks = torch.multinomial(table.view(n_rows, -1), n_draws, replacement=True,
+                                  generator=generator)  # (n_rows, n_draws)
+        expanded = starts[:, None] + torch.div(picks, n_components, rounding_mode="floor")
+        components = picks % n_components
         X = self.X[:, None, :].expand(-1, n_draws, -1).clone()
         if X.shape[2]:  # a missing block: its conditional mean plus F^-T z, F F^T its precision
-            rows = torch.arange(n_rows, device=X.device)[:, None]
-            columns = self.columns[:, None, :].expand(-1, n_draws, -1)
-            factors = self.factors[rows, components]  # (n_rows, n_draws, width, width)
+            columns = self.columns[expanded]  # (n_rows, n_draws, width)
+            factors = self.factors[expanded, components]  # (n_rows, n_draws, width, width)
             noise = torch.randn(columns.shape, generator=generator, dtype=X.dtype,
                                 device=X.device)
             spread = torch.linalg.solve_triangular(factors.transpose(-1, -2), noise[..., None],
                                                    upper=True).squeeze(-1)
-            means = torch.nn.functional.pad(self.means[rows, components], (0, 1))
+            means = torch.nn.functional.pad(self.means[expanded, components], (0, 1))
             X = torch.nn.functional.pad(X, (0, 1))
             X.scatter_(2, columns, means.gather(2, columns) + spread)
             X = X[..., :-1]
-        codes = self.codes[:, None, :].expand(-1, n_draws, -1).clone()
-        for j in range(codes.shape[2]):
-            free = codes[:, :, j] < 0
-            if free.any():
-                probs = self.log_probs[components[free], j].exp()
-                codes[:, :, j][free] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        return X, codes
+        return X, self.codes[expanded]
 
 
 def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
                 max_iter=100, tol=1e-3, start=None):
-    """EM for a mixture of Gaussians times categorical factors on rows with
-    missing entries: ``(weights, means, covariances, log_probs)``.
+    """EM for a mixture of location models on rows with missing entries:
+    ``(weights, means, covariances, log_probs, shifts)``.
 
     The E-step marginalizes each row's missing entries; the M-step uses the
     expected sufficient statistics (conditional means, and conditional
-    covariances added to the scatter). Starts from ``start`` (parameters, a
-    fit with another ridge, say) or from k-means on the rows with missing
-    continuous entries at the column mean and categories one-hot; stops when
-    the mean log-likelihood gains less than ``tol``.
+    covariances added to the scatter): the means and shifts of a component
+    are a weighted least-squares fit of the rows on their categories. Starts
+    from ``start`` (parameters, a fit with another ridge, say) or from
+    k-means on the rows with missing continuous entries at the column mean
+    and categories one-hot; stops when the mean log-likelihood gains less
+    than ``tol``.
     """
     if start is None:
         start = _maximize(*_kmeans_start(X, codes, n_categories, n_components, seed),
-                          codes, n_categories, ridge)
+                          n_categories, ridge)
     parameters, previous = start, -math.inf
     for _ in range(max_iter):
-        responsibilities, completed, spread, score = _expect(X, codes, parameters)
-        parameters = _maximize(responsibilities, completed, spread, codes, n_categories, ridge)
+        responsibilities, expanded_codes, completed, spread, score = _expect(X, codes,
+                                                                             parameters)
+        parameters = _maximize(responsibilities, expanded_codes, completed, spread,
+                               n_categories, ridge)
         if score - previous < tol:
             break
         previous = score
@@ -199,62 +330,73 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
 
 
 def _kmeans_start(X, codes, n_categories, n_components, seed):
-    """Hard responsibilities from k-means, missing entries at 0 (the mean of
-    standardized rows) and no spread: what the first M-step takes."""
+    """Hard responsibilities from k-means (shared evenly by a row's
+    expansions), missing continuous entries at 0 (the mean of standardized
+    rows) and no spread: what the first M-step takes."""
     from sklearn.cluster import KMeans
 
     n_rows, n_continuous = X.shape
     filled = torch.nan_to_num(X).cpu().numpy()
     one_hot = [np.eye(count)[np.maximum(c, 0)] * (c >= 0)[:, None] + (c < 0)[:, None] / count
                for c, count in zip(codes.T.cpu().numpy(), n_categories)]
-    rows = np.hstack([filled, *one_hot]) if one_hot or n_continuous else filled
+    features = np.hstack([filled, *one_hot]) if one_hot or n_continuous else filled
     labels = (np.zeros(n_rows, dtype=int) if n_components == 1 else
-              KMeans(n_components, n_init=1, random_state=seed).fit(rows).labels_)
-    responsibilities = torch.zeros(n_rows, n_components, dtype=X.dtype, device=X.device)
-    responsibilities[torch.arange(n_rows), torch.as_tensor(labels, device=X.device)] = 1.0
-    completed = torch.nan_to_num(X)[:, None, :].expand(-1, n_components, -1)
+              KMeans(n_components, n_init=1, random_state=seed).fit(features).labels_)
+    rows, expanded_codes = expand_categories(codes, n_categories)
+    shares = 1.0 / torch.bincount(rows, minlength=n_rows).to(X.dtype)
+    responsibilities = torch.zeros(len(rows), n_components, dtype=X.dtype, device=X.device)
+    labels = torch.as_tensor(labels, device=X.device)[rows]
+    responsibilities[torch.arange(len(rows), device=X.device), labels] = shares[rows]
+    completed = torch.nan_to_num(X)[rows][:, None, :].expand(-1, n_components, -1)
     spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype, device=X.device)
-    return responsibilities, completed, spread
+    return responsibilities, expanded_codes, completed, spread
 
 
 def _expect(X, codes, parameters):
-    """The E-step: ``(responsibilities, conditional means of the rows per
-    component, summed conditional covariances of their missing entries per
-    component, mean log-likelihood)``."""
-    weights, means, covariances, log_probs = parameters
-    n_continuous = X.shape[1]
-    log_joint = torch.log(weights) + category_log_likelihoods(codes, log_probs)
-    completed = X[:, None, :].expand(-1, len(weights), -1)
-    spread = torch.zeros(len(weights), n_continuous, n_continuous, dtype=X.dtype, device=X.device)
-    if n_continuous:
-        log_density, completed, missing = gaussian_observed(X, means, covariances,
-                                                            with_missing=True)
-        log_joint = log_joint + log_density
-    responsibilities = torch.softmax(log_joint, 1)
+    """The E-step on the expanded rows: ``(responsibilities, their codes,
+    conditional means of the rows per component, summed conditional
+    covariances of their missing entries per component, mean
+    log-likelihood)``."""
+    n_continuous, n_components = X.shape[1], len(parameters[0])
+    rows, expanded_codes, log_joint, completed, missing = _expanded_terms(
+        X, codes, parameters, with_missing=True)
+    log_marginal = _row_logsumexp(log_joint, rows, len(X))
+    responsibilities = torch.exp(log_joint - log_marginal[rows, None])
+    spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype,
+                         device=X.device)
     if n_continuous:
         spread = missing_covariance_sums(*missing, responsibilities, n_continuous)
-    return responsibilities, completed, spread, torch.logsumexp(log_joint, 1).mean().item()
+    return responsibilities, expanded_codes, completed, spread, log_marginal.mean().item()
 
 
-def _maximize(responsibilities, completed, spread, codes, n_categories, ridge):
-    """The M-step: the parameters that maximize the expected log-likelihood
-    (``spread``: each component's responsibility-weighted sum of the missing
-    entries' conditional covariances)."""
-    counts = responsibilities.sum(0) + 10 * torch.finfo(responsibilities.dtype).eps
+def _maximize(responsibilities, codes, completed, spread, n_categories, ridge):
+    """The M-step on the expanded rows (complete ``codes``): the parameters
+    that maximize the expected log-likelihood (``spread``: each component's
+    responsibility-weighted sum of the missing entries' conditional
+    covariances), the shifts held towards 0 by :data:`SHIFT_PSEUDO_ROWS`."""
+    dtype, device = completed.dtype, completed.device
+    tiny = 10 * torch.finfo(dtype).eps
+    counts = responsibilities.sum(0) + tiny
     weights = counts / counts.sum()
-    means = torch.einsum("nk,nkd->kd", responsibilities, completed) / counts[:, None]
-    centred = completed - means
+    # Per component, least squares of the rows on [1, category indicators].
+    design = torch.cat([torch.ones(len(codes), 1, dtype=dtype, device=device),
+                        _indicators(codes, n_categories, dtype)], 1)
+    prior = torch.full((design.shape[1],), SHIFT_PSEUDO_ROWS, dtype=dtype, device=device)
+    prior[0] = tiny
+    gram = torch.einsum("nk,np,nq->kpq", responsibilities, design, design) + torch.diag(prior)
+    coefficients = torch.linalg.solve(
+        gram, torch.einsum("nk,np,nkd->kpd", responsibilities, design, completed))
+    means, shifts = coefficients[:, 0], coefficients[:, 1:]
+    centred = completed - torch.einsum("np,kpd->nkd", design, coefficients)
     n_continuous = completed.shape[2]
     covariances = (torch.einsum("nk,nkd,nke->kde", responsibilities, centred, centred)
                    + spread) / counts[:, None, None]
-    covariances = covariances + ridge * torch.eye(n_continuous, dtype=completed.dtype,
-                                                  device=completed.device)
+    covariances = covariances + ridge * torch.eye(n_continuous, dtype=dtype, device=device)
     most = max(n_categories, default=1)
-    log_probs = torch.full((len(counts), len(n_categories), most), -math.inf,
-                           dtype=completed.dtype, device=completed.device)
+    log_probs = torch.full((len(counts), len(n_categories), most), -math.inf, dtype=dtype,
+                           device=device)
     for j, count in enumerate(n_categories):
-        observed = codes[:, j] >= 0
-        one_hot = torch.nn.functional.one_hot(codes[observed, j], count).to(completed.dtype)
-        tallies = responsibilities[observed].T @ one_hot + CATEGORY_PSEUDO_COUNT
+        one_hot = torch.nn.functional.one_hot(codes[:, j], count).to(dtype)
+        tallies = responsibilities.T @ one_hot + CATEGORY_PSEUDO_COUNT
         log_probs[:, j, :count] = torch.log(tallies / tallies.sum(1, keepdim=True))
-    return weights, means, covariances, log_probs
+    return weights, means, covariances, log_probs, shifts

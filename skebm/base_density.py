@@ -22,8 +22,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from torch import nn
 
-from ._mixture import (ComponentConditionals, category_log_likelihoods, fit_mixture,
-                       gaussian_observed)
+from ._mixture import (ComponentConditionals, category_counts, fit_mixture, log_density,
+                       row_means)
 from ._runtime import draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "fit_base",
@@ -68,15 +68,15 @@ FIT_ROWS = 200_000
 
 class GaussianMixtureDensity(nn.Module):
     """A mixture of full-covariance Gaussians (one component: a Gaussian),
-    on tables with categorical columns a latent class model.
+    on tables with categorical columns a mixture of location models.
 
-    On a table (``categorical`` given), each component is a Gaussian over the
-    continuous columns times an independent categorical distribution of each
-    categorical column, whose entries are category codes ``0 .. K-1``; the
-    density is then a probability for the categories times a density for the
-    rest. Missing entries (NaN) are marginalized exactly, and
-    :meth:`conditionals` gives each row's distribution of its missing entries
-    (see :mod:`skebm._mixture`).
+    On a table (``categorical`` given), each component is an independent
+    categorical distribution of each categorical column, whose entries are
+    category codes ``0 .. K-1``, times a Gaussian over the continuous columns
+    whose mean the row's categories shift; the density is then a probability
+    for the categories times a density for the rest. Missing entries (NaN)
+    are marginalized exactly, and :meth:`conditionals` gives each row's
+    distribution of its missing entries (see :mod:`skebm._mixture`).
 
     Parameters
     ----------
@@ -90,17 +90,24 @@ class GaussianMixtureDensity(nn.Module):
         beyond them; None without categorical columns.
     categorical : torch.Tensor of bool, shape (n_features,), or None
         Which columns are categorical; None: none.
+    shifts : torch.Tensor of shape (n_components, n_shifts, n_continuous) or None
+        Each component's shift of its mean for each category but the first of
+        each categorical column, in column order; None: no shifts.
     """
 
-    def __init__(self, weights, means, covariances, category_log_probs=None, categorical=None):
+    def __init__(self, weights, means, covariances, category_log_probs=None, categorical=None,
+                 shifts=None):
         super().__init__()
         self.register_buffer("log_weights", torch.log(weights))
         self.register_buffer("means", means)
         self.register_buffer("cholesky", torch.linalg.cholesky(covariances))
         self.table = categorical is not None
         if self.table:
+            if shifts is None:
+                shifts = means.new_zeros(len(means), 0, means.shape[1])
             self.register_buffer("categorical", categorical.to(device=means.device))
             self.register_buffer("category_log_probs", category_log_probs)
+            self.register_buffer("shifts", shifts)
 
     @classmethod
     def fit_to(cls, Z, *, n_components=1, ridge=1e-6, seed=0, categorical=None,
@@ -114,14 +121,14 @@ class GaussianMixtureDensity(nn.Module):
             if categorical is None:
                 categorical = torch.zeros(Z.shape[1], dtype=torch.bool, device=Z.device)
             X, codes = _split(Z.detach().to(torch.float64), categorical.to(Z.device))
-            weights, means, covariances, log_probs = fit_mixture(
+            weights, means, covariances, log_probs, shifts = fit_mixture(
                 X, codes, list(n_categories), n_components, ridge, seed, max_iter=max_iter,
                 tol=tol, start=None if start is None else start.mixture_parameters())
             as_float = lambda tensor: tensor.to(torch.float32)
             if not categorical.any():
                 return cls(as_float(weights), as_float(means), as_float(covariances))
             return cls(as_float(weights), as_float(means), as_float(covariances),
-                       as_float(log_probs), categorical)
+                       as_float(log_probs), categorical, as_float(shifts))
         data = Z.detach().cpu().to(torch.float64).numpy()
         if n_components == 1:
             means = data.mean(axis=0, keepdims=True)
@@ -138,13 +145,15 @@ class GaussianMixtureDensity(nn.Module):
         return cls(as_tensor(weights), as_tensor(means), as_tensor(covariances))
 
     def mixture_parameters(self):
-        """``(weights, means, covariances, category log-probabilities)`` in
-        float64, as :func:`~skebm._mixture.fit_mixture` takes them."""
+        """``(weights, means, covariances, category log-probabilities,
+        shifts)`` in float64, as :func:`~skebm._mixture.fit_mixture` takes
+        them."""
         covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
-        log_probs = self.category_log_probs if self.table else torch.zeros(
-            self.n_components, 0, 1, device=self.means.device)
+        log_probs, shifts = (self.category_log_probs, self.shifts) if self.table else (
+            self.means.new_zeros(self.n_components, 0, 1),
+            self.means.new_zeros(self.n_components, 0, self.means.shape[1]))
         return tuple(tensor.to(torch.float64) for tensor in (
-            self.log_weights.exp(), self.means, covariances, log_probs))
+            self.log_weights.exp(), self.means, covariances, log_probs, shifts))
 
     def widened(self, scale):
         """The same mixture with every standard deviation multiplied by
@@ -153,7 +162,8 @@ class GaussianMixtureDensity(nn.Module):
         if not self.table:
             return type(self)(self.log_weights.exp(), self.means.clone(), covariances)
         return type(self)(self.log_weights.exp(), self.means.clone(), covariances,
-                          self.category_log_probs.clone(), self.categorical.clone())
+                          self.category_log_probs.clone(), self.categorical.clone(),
+                          self.shifts.clone())
 
     @property
     def n_components(self):
@@ -176,6 +186,11 @@ class GaussianMixtureDensity(nn.Module):
             torch.multinomial(self.category_log_probs[components, j].exp(), 1,
                               generator=generator).squeeze(1)
             for j in range(self.category_log_probs.shape[1])], 1)
+        if self.shifts.shape[1]:  # each row's mean, shifted by its categories
+            located = row_means(codes, category_counts(self.category_log_probs), self.means,
+                                self.shifts)
+            rows = torch.arange(n_samples, device=draws.device)
+            draws = draws - self.means[components] + located[rows, components]
         return _join(draws, codes, self.categorical)
 
     def log_prob(self, Z):
@@ -183,7 +198,8 @@ class GaussianMixtureDensity(nn.Module):
         marginalized); memory is one (n_samples, n_features) block at a time
         for complete rows, whatever the number of components."""
         if self.table or torch.isnan(Z).any():
-            return torch.logsumexp(self._log_joint(Z), dim=1)
+            X, codes = self._split(Z)
+            return log_density(X.to(torch.float64), codes, self.mixture_parameters()).to(Z.dtype)
         n_features = Z.shape[-1]
         log_det = torch.log(torch.diagonal(self.cholesky, dim1=-2, dim2=-1)).sum(-1)
         log_components = []
@@ -193,20 +209,6 @@ class GaussianMixtureDensity(nn.Module):
             log_components.append(-0.5 * (white**2).sum(0) - log_det[k] + self.log_weights[k])
         log_norm = 0.5 * n_features * math.log(2 * math.pi)
         return torch.logsumexp(torch.stack(log_components), dim=0) - log_norm
-
-    def _log_joint(self, Z):
-        """``(n_rows, n_components)``: log of weight times component density."""
-        X, codes = self._split(Z)
-        log_joint = self.log_weights + self._category_terms(codes)
-        if X.shape[1]:
-            covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
-            log_joint = log_joint + gaussian_observed(X, self.means, covariances)[0]
-        return log_joint
-
-    def _category_terms(self, codes):
-        if not self.table:
-            return torch.zeros((), dtype=self.means.dtype, device=self.means.device)
-        return category_log_likelihoods(codes, self.category_log_probs.to(codes.device))
 
     def _split(self, Z):
         if not self.table:
@@ -219,9 +221,7 @@ class GaussianMixtureDensity(nn.Module):
         ``sample`` this mixture's :meth:`complete` turns back into rows."""
         X, codes = self._split(Z)
         # In float64: float32 factors of a covariance with a 1e-6 ridge fail.
-        weights, means, covariances, log_probs = self.mixture_parameters()
-        return ComponentConditionals(torch.log(weights), means, covariances, log_probs,
-                                     X.to(torch.float64), codes)
+        return ComponentConditionals(self.mixture_parameters(), X.to(torch.float64), codes)
 
     def complete(self, conditionals, n_draws, generator):
         """``(n_rows, n_draws, n_features)``: ``n_draws`` completions of each
