@@ -175,11 +175,14 @@ class GaussianMixtureDensity(nn.Module):
         )
         eps = torch.randn(n_samples, self.means.shape[1], generator=generator,
                           device=self.means.device, dtype=self.means.dtype)
-        # One product per component, not a Cholesky factor gathered for every row.
+        # One product per component, not a Cholesky factor gathered for every
+        # row: the rows sorted by component, each component's a contiguous block.
+        order = torch.argsort(components, stable=True)
+        blocks = torch.split(eps[order], torch.bincount(
+            components, minlength=self.n_components).tolist())
         draws = torch.empty_like(eps)
-        for k in range(self.n_components):
-            rows = components == k
-            draws[rows] = self.means[k] + eps[rows] @ self.cholesky[k].T
+        draws[order] = torch.cat([self.means[k] + block @ self.cholesky[k].T
+                                  for k, block in enumerate(blocks)])
         if not self.table:
             return draws
         codes = torch.stack([
