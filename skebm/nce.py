@@ -189,7 +189,8 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
             default="auto"
         Columns modelled as categories, each with a probability per category
         seen in fit (in the base, a categorical distribution per mixture
-        component; in the network, one-hot inputs): "from_dtype", the
+        component, and per category a shift of the component's mean of the
+        continuous columns; in the network, one-hot inputs): "from_dtype", the
         DataFrame columns of category, object, string or bool dtype (and the
         non-numeric columns of an object array); "auto", those and numeric
         columns of 2 to 5 distinct values, each in at least 5% of the rows
