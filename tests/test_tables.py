@@ -572,3 +572,29 @@ def test_uncertain_cell_masses_warn(counts_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         counts_model.score_samples(make_counts(200, 2))
+
+
+def test_least_squares_terms_equal_the_dense_products():
+    """The M-step's least-squares terms, summed into bins by category, equal
+    D^T diag(r_k) D and D^T diag(r_k) X_k for the dense design D = [1, each
+    column's indicators of categories 1, 2, ...]; the rows' fitted means
+    equal D's product with the coefficients."""
+    from skebm._mixture import _least_squares_terms, row_means
+
+    rng = np.random.default_rng(0)
+    n_categories = [3, 2, 4]
+    codes = torch.as_tensor(np.column_stack([rng.integers(0, c, 50) for c in n_categories]))
+    responsibilities = torch.as_tensor(rng.dirichlet(np.ones(3), 50))
+    completed = torch.as_tensor(rng.normal(size=(50, 3, 2)))
+    design = torch.cat([torch.ones(50, 1, dtype=torch.float64)] + [
+        torch.nn.functional.one_hot(codes[:, j], c)[:, 1:].double()
+        for j, c in enumerate(n_categories)], 1)
+    gram, moments = _least_squares_terms(responsibilities, completed, codes, n_categories)
+    np.testing.assert_allclose(gram, torch.einsum("nk,np,nq->kpq", responsibilities, design,
+                                                  design), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(moments, torch.einsum("nk,np,nkd->kpd", responsibilities, design,
+                                                     completed), rtol=1e-12, atol=1e-12)
+    coefficients = torch.as_tensor(rng.normal(size=(3, design.shape[1], 2)))
+    np.testing.assert_allclose(
+        row_means(codes, n_categories, coefficients[:, 0], coefficients[:, 1:]),
+        torch.einsum("np,kpd->nkd", design, coefficients), rtol=1e-12, atol=1e-12)
