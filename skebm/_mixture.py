@@ -155,10 +155,9 @@ def _category_log_likelihoods(codes, log_probs):
 
 
 def _shift_index(codes, n_categories):
-    """``(n_rows, n_categorical)``: where each row's category of each column
-    sits in the shifts (columns in order, each column's categories 1, 2, ...),
-    and ``sum(n_categories) - n_categorical`` (one past the shifts, where the
-    shift of 0 of every category 0 goes)."""
+    """``(n_rows, n_categorical)``: the position of each row's category of
+    each column among the shifts (columns in order, each from its category
+    1), or one past the last shift for a category 0, whose shift is 0."""
     index, start = [], 0
     none = sum(n_categories) - len(n_categories)
     for j, count in enumerate(n_categories):
