@@ -39,6 +39,8 @@ import math
 import numpy as np
 import torch
 
+from ._em import kmeans_labels
+
 __all__ = ["ComponentConditionals", "category_counts", "expand_categories", "fit_mixture",
            "gaussian_observed", "log_density", "missing_covariance_sums", "row_means"]
 
@@ -340,15 +342,13 @@ def _kmeans_start(X, codes, n_categories, n_components, seed):
     """Hard responsibilities from k-means (shared evenly by a row's
     expansions), missing continuous entries at 0 (the mean of standardized
     rows) and no spread: what the first M-step takes."""
-    from sklearn.cluster import KMeans
-
     n_rows, n_continuous = X.shape
     filled = torch.nan_to_num(X).cpu().numpy()
     one_hot = [np.eye(count)[np.maximum(c, 0)] * (c >= 0)[:, None] + (c < 0)[:, None] / count
                for c, count in zip(codes.T.cpu().numpy(), n_categories)]
     features = np.hstack([filled, *one_hot]) if one_hot or n_continuous else filled
     labels = (np.zeros(n_rows, dtype=int) if n_components == 1 else
-              KMeans(n_components, n_init=1, random_state=seed).fit(features).labels_)
+              kmeans_labels(features, n_components, seed))
     rows, expanded_codes = expand_categories(codes, n_categories)
     shares = 1.0 / torch.bincount(rows, minlength=n_rows).to(X.dtype)
     responsibilities = torch.zeros(len(rows), n_components, dtype=X.dtype, device=X.device)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from scipy import special
 from torch import special as special_torch
-from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from torch import nn
 
+from ._em import fit_gaussian_mixture, mixture_log_density
 from ._mixture import (ComponentConditionals, category_counts, fit_mixture, log_density,
                        row_means)
 from ._runtime import draw_seed, refuse_beyond_memory, thread_limit
@@ -137,10 +137,8 @@ class GaussianMixtureDensity(nn.Module):
             covariances = covariances + ridge * np.eye(data.shape[1])
             weights = np.ones(1)
         else:
-            mixture = GaussianMixture(
-                n_components, covariance_type="full", reg_covar=ridge, random_state=seed,
-            ).fit(data)
-            weights, means, covariances = mixture.weights_, mixture.means_, mixture.covariances_
+            weights, means, covariances = fit_gaussian_mixture(data, n_components, ridge,
+                                                               seed=seed)
         as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=Z.device)
         return cls(as_tensor(weights), as_tensor(means), as_tensor(covariances))
 
@@ -521,15 +519,12 @@ def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=N
     """``(log-likelihoods of test_rows, the mixture)`` for a mixture fitted to
     ``train_rows``. EM starts from ``start`` when given (the fit with the
     previous ridge: a few iterations instead of a new k-means run and a
-    full EM); complete continuous rows take scikit-learn's GaussianMixture."""
+    full EM); complete continuous rows take the numpy EM of
+    :mod:`skebm._em`."""
     if layout is None and not (np.isnan(train_rows).any() or np.isnan(test_rows).any()):
-        init = {} if start is None else {"weights_init": start.weights_,
-                                         "means_init": start.means_,
-                                         "precisions_init": start.precisions_}
-        mixture = GaussianMixture(n_components, covariance_type="full", reg_covar=ridge,
-                                  max_iter=SEARCH_EM_ITERATIONS, random_state=0,
-                                  **init).fit(train_rows)
-        return mixture.score_samples(test_rows), mixture
+        mixture = fit_gaussian_mixture(train_rows, n_components, ridge, start=start,
+                                       max_iter=SEARCH_EM_ITERATIONS)
+        return mixture_log_density(test_rows, *mixture), mixture
     mixture = GaussianMixtureDensity.fit_to(
         torch.as_tensor(train_rows, device="cpu"), n_components=n_components, ridge=ridge,
         max_iter=SEARCH_TABLE_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start,

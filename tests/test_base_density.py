@@ -162,3 +162,34 @@ def test_base_search_stops_growing_the_option_far_behind(monkeypatch):
     sizes = {False: [], True: []}
     assert base_density.select_base(data, 16, (False, True), np.random.RandomState(0)) == choice
     assert len(sizes[False]) > 1
+
+
+@pytest.mark.parametrize("n_components, ridge", [(1, 1e-6), (3, 1e-3), (5, 1e-1)])
+def test_numpy_em_gives_scikit_learns_mixture(n_components, ridge):
+    # The base search's EM leaves out GaussianMixture's per-call checks, not its
+    # iterations: from the same k-means start it must reach the same mixture.
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_wine
+    from sklearn.mixture import GaussianMixture
+    from sklearn.preprocessing import StandardScaler
+
+    from skebm._em import fit_gaussian_mixture, kmeans_labels, mixture_log_density
+
+    X = StandardScaler().fit_transform(load_wine().data)
+    train, test = X[::2], X[1::2]
+    np.testing.assert_array_equal(
+        kmeans_labels(train, n_components, 0),
+        KMeans(n_components, n_init=1, random_state=0).fit(train).labels_)
+    peer = GaussianMixture(n_components, reg_covar=ridge, random_state=0).fit(train)
+    ours = fit_gaussian_mixture(train, n_components, ridge, seed=0)
+    for mine, theirs in zip(ours, (peer.weights_, peer.means_, peer.covariances_)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mixture_log_density(test, *ours), peer.score_samples(test),
+                               rtol=1e-8)
+    # Warm-started from a fit with another ridge, as the search does.
+    warm = fit_gaussian_mixture(train, n_components, 10 * ridge, start=ours)
+    peer = GaussianMixture(n_components, reg_covar=10 * ridge, random_state=0,
+                           weights_init=ours[0], means_init=ours[1],
+                           precisions_init=np.linalg.inv(ours[2])).fit(train)
+    np.testing.assert_allclose(mixture_log_density(test, *warm), peer.score_samples(test),
+                               rtol=1e-6)
