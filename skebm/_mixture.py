@@ -106,6 +106,11 @@ def _gaussian_observed(X, columns, means, precisions, log_dets):
     observed = ~torch.isnan(X)
     centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # d, 0 where missing
     pulled = torch.einsum("kde,nke->nkd", precisions[:, :n_columns, :n_columns], centred)  # L d
+    if width == 0:  # complete rows, the search's usual case: no block to condition on
+        log_density = (-0.5 * (centred * pulled).sum(-1) - 0.5 * log_dets
+                       - 0.5 * n_columns * math.log(2 * math.pi))
+        return (log_density, X[:, None, :].expand(-1, n_components, -1).clone(),
+                X.new_empty(n_rows, n_components, 0, 0))
     # L_mm (the identity on the padding) and L_mo d_o, gathered at the missing columns.
     block = precisions[:, columns[:, :, None], columns[:, None, :]].transpose(0, 1)
     padding = columns == n_columns
