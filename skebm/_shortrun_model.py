@@ -28,6 +28,12 @@ TARGET_ACCEPTANCE = 0.97
 GRID_RADIUS = 8.0
 GRID_POINTS = {1: 20_000, 2: 600}
 
+#: Rows of the energy evaluated at once by :meth:`ShortRunModel.sampled_log_partition`
+#: in every epoch: a convolutional network's float32 activations for
+#: thousands of rows outgrow the CPU's caches and run about three times
+#: slower (benchmarks/RESULTS.md).
+DRAWS_AT_ONCE = 512
+
 
 @contextlib.contextmanager
 def frozen(module):
@@ -207,9 +213,11 @@ class ShortRunModel(nn.Module):
 
     def sampled_log_partition(self, n_draws, generator):
         """log Z by importance sampling from the base: ``log E_b[exp(-E)]``,
-        from ``n_draws`` draws (cheap and rough: for comparing epochs)."""
-        return importance_log_partition(-self.energy(self.to_data(
-            self.draw_standard(n_draws, generator))))[0]
+        from ``n_draws`` draws (cheap and rough: for comparing epochs), which
+        go through the network :data:`DRAWS_AT_ONCE` at a time."""
+        draws = self.to_data(self.draw_standard(n_draws, generator))
+        return importance_log_partition(torch.cat([-self.energy(rows)
+                                                   for rows in draws.split(DRAWS_AT_ONCE)]))[0]
 
     def log_partition(self, generator, *, n_ais_chains, n_ais_temperatures, chunk_rows):
         """``(log Z, standard error)``, log Z = log E_b[exp(-E)] in the
