@@ -150,9 +150,14 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         """The loss ``history_`` reports for an epoch whose steps return none."""
         raise NotImplementedError(f"{type(self).__name__}: a step returned no loss.")
 
+    def _validation_set(self, module, Z_val):
+        """What ``_validation_score`` reads after every epoch, made once per
+        call of the training loop (default: the held-out rows as they are)."""
+        return Z_val
+
     def _validation_score(self, module, Z_val):
-        """Higher-is-better score of the held-out rows for early stopping
-        (default: minus the training loss)."""
+        """Higher-is-better score of the held-out rows (as ``_validation_set``
+        made them) for early stopping (default: minus the training loss)."""
         return -float(self._training_loss(module, Z_val, make_generator(0, Z_val.device)).loss)
 
     def _monitors(self, validation):
@@ -337,6 +342,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         rule = self._make_update_rule(module, None if partial else steps)
         if optimizer_state is not None:
             rule.optimizer.load_state_dict(optimizer_state)
+        if Z_val is not None:
+            with torch.no_grad():
+                Z_val = self._validation_set(module, Z_val)
         run = TrainingRun(self, module, Z_train, Z_val, n_epochs, rule=rule,
                           started=time.monotonic() if started is None else started)
         monitors = self._monitors(validation=Z_val is not None)

@@ -41,7 +41,7 @@ class TrainingRun:
     estimator: object
     module: torch.nn.Module
     Z_train: object
-    Z_val: object
+    Z_val: object  #: the held-out rows, as the estimator's ``_validation_set`` made them
     n_epochs: int
     epoch: int = 0
     first_loss: float = None  #: the first step's loss, or the first epoch's

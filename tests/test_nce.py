@@ -228,7 +228,8 @@ def test_early_stopping(eight_gaussians):
     Z = torch.as_tensor((X - model.mean_) / model.scale_, dtype=torch.float32)
     Z_val = Z[order[: int(np.ceil(0.1 * len(X)))]]
     with torch.no_grad():
-        kept = model._validation_score(model.module_, Z_val)
+        kept = model._validation_score(model.module_,
+                                       model._validation_set(model.module_, Z_val))
         # The best trained epoch, or epoch 0 (the base, E = 0) when it scored better.
         if kept != pytest.approx(best, abs=1e-5):
             assert kept > best and torch.count_nonzero(model.module_.energy(Z_val)) == 0
