@@ -30,8 +30,8 @@ GRID_POINTS = {1: 20_000, 2: 600}
 
 #: Rows of the energy evaluated at once by :meth:`ShortRunModel.sampled_log_partition`
 #: in every epoch: a convolutional network's float32 activations for
-#: thousands of rows outgrow the CPU's caches and run about three times
-#: slower (benchmarks/RESULTS.md).
+#: thousands of rows outgrow the CPU's caches, and the pass slows down
+#: (measured in benchmarks/RESULTS.md).
 DRAWS_AT_ONCE = 512
 
 
