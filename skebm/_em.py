@@ -6,8 +6,8 @@ covariances with a ridge added to the diagonal, and a stop once the mean
 log-likelihood gains less than ``tol``. A fit therefore gives that class's
 mixture, to rounding. What it leaves out are the class's checks and set-up
 on every call, which on the small folds of the base search cost more than
-the iterations themselves; the search fits a hundred or more mixtures on a
-small table.
+the iterations themselves, and the search fits a mixture for every fold,
+size and ridge it tries.
 
 All functions take and return float64 numpy arrays; a mixture is
 ``(weights, means, covariances)``.
