@@ -3,7 +3,6 @@
 import math
 import numbers
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -54,22 +53,6 @@ def _row_work(shapes, n_features, n_components):
     Fourier projection and the base mixture's log-density."""
     n_fourier = (shapes[0][0] - n_features) // 2
     return network_work(shapes) + n_features * n_fourier + n_components * n_features**2
-
-
-class _ValidationSet(NamedTuple):
-    """Early stopping's held-out rows and log Z's proposal draws, prepared once
-    per fit: the draws (on ``u``); the complete rows (one point of each
-    integer cell) as ``points`` on ``u``, with their ``log_base`` and the
-    map's ``log_det``; which rows have missing cells, and those rows (their
-    completions are drawn at every epoch, not stored: their memory grows
-    with the rows)."""
-
-    draws: torch.Tensor
-    points: torch.Tensor
-    log_base: torch.Tensor
-    log_det: torch.Tensor
-    incomplete: torch.Tensor
-    incomplete_rows: torch.Tensor
 
 
 class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
@@ -526,29 +509,20 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         return Step(-(data_term + noise_term) / len(batch))
 
     def _validation_set(self, module, Z_val):
-        """What early stopping scores after every epoch, drawn once so that
-        epochs are compared on a common footing, with what the energy leaves
-        unchanged computed once: :class:`_ValidationSet`."""
+        """``(proposal draws behind log Z, the rows with one point of each
+        integer cell)``, drawn once so that epochs are compared on a common
+        footing."""
         generator = make_generator(0, Z_val.device)
         draws = module.proposal.sample(_VALIDATION_DRAWS, generator)
-        Z_val = dequantized(Z_val, module.cells, generator)  # one point of each cell
-        incomplete = torch.isnan(Z_val).any(1)
-        points, log_det = module.latent(Z_val[~incomplete])
-        return _ValidationSet(draws, points, module.base.log_prob(points), log_det, incomplete,
-                              Z_val[incomplete])
+        return draws, dequantized(Z_val, module.cells, generator)
 
     def _validation_score(self, module, validation):
-        """Mean log-likelihood of the validation rows (standardized space),
-        log Z from the proposal draws of ``validation``."""
-        log_z, _ = importance_log_partition(module.log_importance_weights(validation.draws))
-        value = torch.empty(len(validation.incomplete), dtype=validation.draws.dtype,
-                            device=validation.draws.device)
-        value[~validation.incomplete] = (validation.log_base - module.energy(validation.points)
-                                         + validation.log_det)
-        if len(validation.incomplete_rows):  # completions drawn alike at every epoch
-            value[validation.incomplete] = self._observed_log_density(
-                module, validation.incomplete_rows, make_generator(1, value.device))
-        return float(value.mean()) - log_z
+        """Mean log-likelihood of the validation rows (standardized space), a
+        missing cell's completions drawn alike at every epoch."""
+        draws, Z_val = validation
+        log_z, _ = importance_log_partition(module.log_importance_weights(draws))
+        generator = make_generator(1, Z_val.device)
+        return float(self._observed_log_density(module, Z_val, generator).mean()) - log_z
 
     def _epoch_diagnostics(self, module):
         if module.snapshot is None:
