@@ -73,10 +73,13 @@ class LazyAdam(torch.optim.Optimizer):
                         values, values, value=1 - beta2)
                     exp_avg.index_copy_(0, rows, first)
                     exp_avg_sq.index_copy_(0, rows, second)
-                    # SparseAdam's form: eps added before the bias correction.
+                    # SparseAdam's form: eps added before the bias correction. The
+                    # rows are distinct (coalesced), so they are read, moved and
+                    # written back, cheaper than index_add_'s accumulation.
                     change = first.div_(second.sqrt_().add_(group["eps"]))
-                    param.index_add_(0, rows, change, alpha=-group["lr"] * math.sqrt(
+                    moved = param.index_select(0, rows).add_(change, alpha=-group["lr"] * math.sqrt(
                         second_correction) / first_correction)
+                    param.index_copy_(0, rows, moved)
                 else:
                     grad = param.grad
                     exp_avg.lerp_(grad, 1 - beta1)
