@@ -35,6 +35,7 @@ References
 
 import itertools
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ CATEGORY_PSEUDO_COUNT = 0.5
 SHIFT_PSEUDO_ROWS = 1.0
 
 
-def gaussian_observed(X, means, covariances, *, with_missing=False):
+def gaussian_observed(X, means, covariances, *, with_missing=False, columns=None):
     """Each row's Gaussians over its observed columns, one per component:
     ``(log-density of the observed entries, (n_rows, n_components);
     conditional mean of every entry, (n_rows, n_components, n_columns))``
@@ -70,7 +71,8 @@ def gaussian_observed(X, means, covariances, *, with_missing=False):
     ``log det S_oo = log det S + log det L_mm``, so a row costs a factor of
     the size of its missing block, not of its observed one (Schur
     complements). Computed in float64, returned in ``X``'s dtype; rows go in
-    chunks of bounded memory.
+    chunks of bounded memory. ``columns``: :func:`missing_columns` of ``X``,
+    when the caller has them.
     """
     dtype, n_columns = X.dtype, X.shape[1]
     X, means, covariances = (t.to(torch.float64) for t in (X, means, covariances))
@@ -78,10 +80,9 @@ def gaussian_observed(X, means, covariances, *, with_missing=False):
     log_dets = 2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
     # The precisions with one more row and column, of zeros, for the padding.
     precisions = torch.nn.functional.pad(torch.cholesky_inverse(factor), (0, 1, 0, 1))
-    missing = torch.isnan(X)
-    width = int(missing.sum(1).max()) if len(X) else 0
-    padded_index = torch.where(missing, torch.arange(n_columns, device=X.device), n_columns)
-    columns = torch.sort(padded_index, dim=1).values[:, :width]
+    if columns is None:
+        columns = missing_columns(X)
+    width = columns.shape[1]
     chunk = max(1, _CHUNK_ELEMENTS // max(1, len(covariances) * max(n_columns, width**2)))
     by_row = means.dim() == 3
     chunks = list(zip(torch.split(X, chunk), torch.split(columns, chunk),
@@ -98,6 +99,16 @@ def gaussian_observed(X, means, covariances, *, with_missing=False):
 
 #: Elements of the batched (rows, components, ...) tensors at once.
 _CHUNK_ELEMENTS = 2**22
+
+
+def missing_columns(X):
+    """``(n_rows, width)``: each row's missing (NaN) columns in increasing
+    order, padded with ``n_columns``; ``width`` is the most any row misses."""
+    n_columns = X.shape[1]
+    missing = torch.isnan(X)
+    width = int(missing.sum(1).max()) if len(X) else 0
+    padded_index = torch.where(missing, torch.arange(n_columns, device=X.device), n_columns)
+    return torch.sort(padded_index, dim=1).values[:, :width]
 
 
 def _gaussian_observed(X, columns, means, precisions, log_dets):
@@ -179,11 +190,16 @@ def row_means(codes, n_categories, means, shifts):
     """``(n_rows, n_components, n_continuous)``: each component's mean of the
     continuous columns given each row's (complete) categories; ``means``
     itself when there are no shifts."""
+    return _located_means(_shift_index(codes, n_categories), means, shifts)
+
+
+def _located_means(shift_index, means, shifts):
+    """:func:`row_means`, from the rows' :func:`_shift_index`."""
     if not shifts.shape[1]:
         return means
     padded = torch.nn.functional.pad(shifts, (0, 0, 0, 1))  # category 0's shift of 0 last
     located = means[:, None, :]
-    for column in _shift_index(codes, n_categories).T:
+    for column in shift_index.T:
         located = located + padded[:, column]
     return located.transpose(0, 1)
 
@@ -224,27 +240,52 @@ def expand_categories(codes, n_categories):
     return rows, codes
 
 
-def _expanded_terms(X, codes, parameters, *, with_missing=False):
-    """The E-step's pieces, on the rows expanded by their missing categories:
-    ``(rows, codes, log_joint, conditional means, missing)``, ``log_joint``
-    (n_expanded, n_components) the log of weight times joint density of the
-    observed entries and the expanded row's categories, the conditional means
-    and ``missing`` (with ``with_missing``) as :func:`gaussian_observed`
-    gives them."""
-    weights, means, covariances, log_probs, shifts = parameters
-    n_categories = category_counts(log_probs)
+class Expansion(NamedTuple):
+    """Rows expanded by their missing categories (:func:`expand_categories`),
+    with what the E- and M-steps read of them that no parameter changes, so
+    that an EM fit computes it once: ``rows`` (the row each comes from),
+    ``X`` (their continuous entries), ``codes`` (complete), ``columns``
+    (:func:`missing_columns` of ``X``), ``shift_index``
+    (:func:`_shift_index`) and ``one_hot`` (each categorical column's
+    indicators, float)."""
+
+    rows: torch.Tensor
+    X: torch.Tensor
+    codes: torch.Tensor
+    columns: torch.Tensor
+    shift_index: torch.Tensor
+    one_hot: list
+
+
+def expand(X, codes, n_categories):
+    """The :class:`Expansion` of the rows ``(X, codes)``."""
     rows, codes = expand_categories(codes, n_categories)
     if len(rows) != len(X):
         X = X[rows]
-    log_joint = torch.log(weights) + _category_log_likelihoods(codes, log_probs)
+    one_hot = [torch.nn.functional.one_hot(codes[:, j], count).to(X.dtype)
+               for j, count in enumerate(n_categories)]
+    return Expansion(rows, X, codes, missing_columns(X), _shift_index(codes, n_categories),
+                     one_hot)
+
+
+def _expanded_terms(expansion, parameters, *, with_missing=False):
+    """The E-step's pieces, on the rows expanded by their missing categories
+    (an :class:`Expansion`): ``(log_joint, conditional means, missing)``,
+    ``log_joint`` (n_expanded, n_components) the log of weight
+    times joint density of the observed entries and the expanded row's
+    categories, the conditional means and ``missing`` (with
+    ``with_missing``) as :func:`gaussian_observed` gives them."""
+    weights, means, covariances, log_probs, shifts = parameters
+    X = expansion.X
+    log_joint = torch.log(weights) + _category_log_likelihoods(expansion.codes, log_probs)
     completed = X[:, None, :].expand(-1, len(weights), -1)
     missing = None
     if X.shape[1]:
-        located = row_means(codes, n_categories, means, shifts)
-        log_density, completed, *missing = gaussian_observed(X, located, covariances,
-                                                             with_missing=with_missing)
+        located = _located_means(expansion.shift_index, means, shifts)
+        log_density, completed, *missing = gaussian_observed(
+            X, located, covariances, with_missing=with_missing, columns=expansion.columns)
         log_joint = log_joint + log_density
-    return rows, codes, log_joint, completed, (missing[0] if missing else None)
+    return log_joint, completed, (missing[0] if missing else None)
 
 
 def _row_logsumexp(values, rows, n_rows):
@@ -263,8 +304,9 @@ def _row_logsumexp(values, rows, n_rows):
 def log_density(X, codes, parameters):
     """``(n_rows,)``: each row's log-density of its observed entries (missing
     continuous entries integrated out, missing categories summed over)."""
-    rows, _, log_joint, _, _ = _expanded_terms(X, codes, parameters)
-    return _row_logsumexp(log_joint, rows, len(X))
+    expansion = expand(X, codes, category_counts(parameters[3]))
+    log_joint, _, _ = _expanded_terms(expansion, parameters)
+    return _row_logsumexp(log_joint, expansion.rows, len(X))
 
 
 class ComponentConditionals:
@@ -278,8 +320,9 @@ class ComponentConditionals:
 
     def __init__(self, parameters, X, codes):
         self.X = X
-        self.rows, self.codes, log_joint, self.means, missing = _expanded_terms(
-            X, codes, parameters, with_missing=True)
+        expansion = expand(X, codes, category_counts(parameters[3]))
+        self.rows, self.codes = expansion.rows, expansion.codes
+        log_joint, self.means, missing = _expanded_terms(expansion, parameters, with_missing=True)
         self.columns, self.factors = missing if missing is not None else (None, None)
         self.log_marginal = _row_logsumexp(log_joint, self.rows, len(X))
         self.posterior = torch.exp(log_joint - self.log_marginal[self.rows, None])
@@ -328,22 +371,22 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
     and categories one-hot; stops when the mean log-likelihood gains less
     than ``tol``.
     """
+    expansion = expand(X, codes, n_categories)
     if start is None:
-        start = _maximize(*_kmeans_start(X, codes, n_categories, n_components, seed),
-                          n_categories, ridge)
+        start = _maximize(*_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
+                          expansion, n_categories, ridge)
     parameters, previous = start, -math.inf
     for _ in range(max_iter):
-        responsibilities, expanded_codes, completed, spread, score = _expect(X, codes,
-                                                                             parameters)
-        parameters = _maximize(responsibilities, expanded_codes, completed, spread,
-                               n_categories, ridge)
+        responsibilities, completed, spread, score = _expect(X, parameters, expansion)
+        parameters = _maximize(responsibilities, completed, spread, expansion, n_categories,
+                               ridge)
         if score - previous < tol:
             break
         previous = score
     return parameters
 
 
-def _kmeans_start(X, codes, n_categories, n_components, seed):
+def _kmeans_start(X, codes, n_categories, n_components, seed, expansion):
     """Hard responsibilities from k-means (shared evenly by a row's
     expansions), missing continuous entries at 0 (the mean of standardized
     rows) and no spread: what the first M-step takes."""
@@ -354,52 +397,50 @@ def _kmeans_start(X, codes, n_categories, n_components, seed):
     features = np.hstack([filled, *one_hot]) if one_hot or n_continuous else filled
     labels = (np.zeros(n_rows, dtype=int) if n_components == 1 else
               kmeans_labels(features, n_components, seed))
-    rows, expanded_codes = expand_categories(codes, n_categories)
+    rows = expansion.rows
     shares = 1.0 / torch.bincount(rows, minlength=n_rows).to(X.dtype)
     responsibilities = torch.zeros(len(rows), n_components, dtype=X.dtype, device=X.device)
     labels = torch.as_tensor(labels, device=X.device)[rows]
     responsibilities[torch.arange(len(rows), device=X.device), labels] = shares[rows]
     completed = torch.nan_to_num(X)[rows][:, None, :].expand(-1, n_components, -1)
     spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype, device=X.device)
-    return responsibilities, expanded_codes, completed, spread
+    return responsibilities, completed, spread
 
 
-def _expect(X, codes, parameters):
-    """The E-step on the expanded rows: ``(responsibilities, their codes,
-    conditional means of the rows per component, summed conditional
-    covariances of their missing entries per component, mean
-    log-likelihood)``."""
+def _expect(X, parameters, expansion):
+    """The E-step on the expanded rows: ``(responsibilities, conditional
+    means of the rows per component, summed conditional covariances of their
+    missing entries per component, mean log-likelihood)``."""
     n_continuous, n_components = X.shape[1], len(parameters[0])
-    rows, expanded_codes, log_joint, completed, missing = _expanded_terms(
-        X, codes, parameters, with_missing=True)
-    log_marginal = _row_logsumexp(log_joint, rows, len(X))
-    responsibilities = torch.exp(log_joint - log_marginal[rows, None])
+    log_joint, completed, missing = _expanded_terms(expansion, parameters, with_missing=True)
+    log_marginal = _row_logsumexp(log_joint, expansion.rows, len(X))
+    responsibilities = torch.exp(log_joint - log_marginal[expansion.rows, None])
     spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype,
                          device=X.device)
-    if n_continuous:
+    if expansion.columns.shape[1]:  # some entry missing
         spread = missing_covariance_sums(*missing, responsibilities, n_continuous)
-    return responsibilities, expanded_codes, completed, spread, log_marginal.mean().item()
+    return responsibilities, completed, spread, log_marginal.mean().item()
 
 
-def _least_squares_terms(responsibilities, completed, codes, n_categories):
+def _least_squares_terms(responsibilities, completed, shift_index, n_categories):
     """``(gram, moments)`` of each component's weighted least squares of the
     rows on ``[1, category indicators]`` (the indicators of each column's
     categories 1, 2, ...): ``gram`` (n_components, p, p) is ``D^T diag(r_k)
     D`` and ``moments`` (n_components, p, n_continuous) ``D^T diag(r_k)
-    X_k``, ``D`` the rows' indicators. Built from the categories by sums
+    X_k``, ``D`` the rows' indicators (``shift_index``, :func:`_shift_index`,
+    names them). Built from the categories by sums
     into bins, for the dense products would cost p times as much (p is 191
     for ten columns of 20 categories)."""
     n_components, n_continuous = responsibilities.shape[1], completed.shape[2]
-    index = _shift_index(codes, n_categories)
     bins = sum(n_categories) - len(n_categories) + 1
     pairs = torch.zeros(bins * bins, n_components, dtype=completed.dtype,
                         device=completed.device)
     sums = torch.zeros(bins, n_components, n_continuous, dtype=completed.dtype,
                        device=completed.device)
     weighted = responsibilities[:, :, None] * completed
-    for column in index.T:
+    for column in shift_index.T:
         sums.index_add_(0, column, weighted)
-        for other in index.T:
+        for other in shift_index.T:
             pairs.index_add_(0, column * bins + other, responsibilities)
     counts = pairs.view(bins, bins, n_components).diagonal(dim1=0, dim2=1)  # (n_components, bins)
     # The intercept first, then the shifts; the last bin (every category 0) is dropped.
@@ -411,8 +452,8 @@ def _least_squares_terms(responsibilities, completed, codes, n_categories):
     return gram, moments
 
 
-def _maximize(responsibilities, codes, completed, spread, n_categories, ridge):
-    """The M-step on the expanded rows (complete ``codes``): the parameters
+def _maximize(responsibilities, completed, spread, expansion, n_categories, ridge):
+    """The M-step on the expanded rows (``expansion``): the parameters
     that maximize the expected log-likelihood (``spread``: each component's
     responsibility-weighted sum of the missing entries' conditional
     covariances), the shifts held towards 0 by :data:`SHIFT_PSEUDO_ROWS`."""
@@ -421,21 +462,22 @@ def _maximize(responsibilities, codes, completed, spread, n_categories, ridge):
     counts = responsibilities.sum(0) + tiny
     weights = counts / counts.sum()
     # Per component, least squares of the rows on [1, category indicators].
-    gram, moments = _least_squares_terms(responsibilities, completed, codes, n_categories)
+    gram, moments = _least_squares_terms(responsibilities, completed, expansion.shift_index,
+                                         n_categories)
     prior = torch.full((gram.shape[1],), SHIFT_PSEUDO_ROWS, dtype=dtype, device=device)
     prior[0] = tiny
     coefficients = torch.linalg.solve(gram + torch.diag(prior), moments)
     means, shifts = coefficients[:, 0], coefficients[:, 1:]
-    centred = completed - row_means(codes, n_categories, means, shifts)
+    centred = completed - _located_means(expansion.shift_index, means, shifts)
     n_continuous = completed.shape[2]
-    covariances = (torch.einsum("nk,nkd,nke->kde", responsibilities, centred, centred)
+    weighted = (responsibilities[:, :, None] * centred).permute(1, 2, 0)  # (k, d, n)
+    covariances = (weighted @ centred.transpose(0, 1)
                    + spread) / counts[:, None, None]
     covariances = covariances + ridge * torch.eye(n_continuous, dtype=dtype, device=device)
     most = max(n_categories, default=1)
     log_probs = torch.full((len(counts), len(n_categories), most), -math.inf, dtype=dtype,
                            device=device)
-    for j, count in enumerate(n_categories):
-        one_hot = torch.nn.functional.one_hot(codes[:, j], count).to(dtype)
+    for j, (count, one_hot) in enumerate(zip(n_categories, expansion.one_hot)):
         tallies = responsibilities.T @ one_hot + CATEGORY_PSEUDO_COUNT
         log_probs[:, j, :count] = torch.log(tallies / tallies.sum(1, keepdim=True))
     return weights, means, covariances, log_probs, shifts

@@ -579,7 +579,7 @@ def test_least_squares_terms_equal_the_dense_products():
     D^T diag(r_k) D and D^T diag(r_k) X_k for the dense design D = [1, each
     column's indicators of categories 1, 2, ...]; the rows' fitted means
     equal D's product with the coefficients."""
-    from skebm._mixture import _least_squares_terms, row_means
+    from skebm._mixture import _least_squares_terms, _shift_index, row_means
 
     rng = np.random.default_rng(0)
     n_categories = [3, 2, 4]
@@ -589,7 +589,8 @@ def test_least_squares_terms_equal_the_dense_products():
     design = torch.cat([torch.ones(50, 1, dtype=torch.float64)] + [
         torch.nn.functional.one_hot(codes[:, j], c)[:, 1:].double()
         for j, c in enumerate(n_categories)], 1)
-    gram, moments = _least_squares_terms(responsibilities, completed, codes, n_categories)
+    gram, moments = _least_squares_terms(responsibilities, completed,
+                                         _shift_index(codes, n_categories), n_categories)
     np.testing.assert_allclose(gram, torch.einsum("nk,np,nq->kpq", responsibilities, design,
                                                   design), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(moments, torch.einsum("nk,np,nkd->kpd", responsibilities, design,
