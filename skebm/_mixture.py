@@ -84,14 +84,16 @@ def gaussian_observed(X, means, covariances, *, with_missing=False, columns=None
         columns = missing_columns(X)
     width = columns.shape[1]
     chunk = max(1, _CHUNK_ELEMENTS // max(1, len(covariances) * max(n_columns, width**2)))
-    by_row = means.dim() == 3
-    chunks = list(zip(torch.split(X, chunk), torch.split(columns, chunk),
-                      torch.split(means, chunk) if by_row else itertools.repeat(means)))
-    parts = [_gaussian_observed(rows, row_columns, row_means, precisions, log_dets)
-             for rows, row_columns, row_means in chunks]
-    log_density, conditional_mean, factors = (
-        torch.cat(outputs) for outputs in zip(*parts)) if parts else (
-        _gaussian_observed(X, columns, means, precisions, log_dets))
+    if len(X) <= chunk:
+        log_density, conditional_mean, factors = _gaussian_observed(X, columns, means, precisions,
+                                                                    log_dets)
+    else:
+        by_row = means.dim() == 3
+        chunks = zip(torch.split(X, chunk), torch.split(columns, chunk),
+                     torch.split(means, chunk) if by_row else itertools.repeat(means))
+        parts = [_gaussian_observed(rows, row_columns, row_means, precisions, log_dets)
+                 for rows, row_columns, row_means in chunks]
+        log_density, conditional_mean, factors = (torch.cat(outputs) for outputs in zip(*parts))
     if not with_missing:
         return log_density.to(dtype), conditional_mean.to(dtype)
     return log_density.to(dtype), conditional_mean.to(dtype), (columns, factors)
@@ -471,8 +473,7 @@ def _maximize(responsibilities, completed, spread, expansion, n_categories, ridg
     centred = completed - _located_means(expansion.shift_index, means, shifts)
     n_continuous = completed.shape[2]
     weighted = (responsibilities[:, :, None] * centred).permute(1, 2, 0)  # (k, d, n)
-    covariances = (weighted @ centred.transpose(0, 1)
-                   + spread) / counts[:, None, None]
+    covariances = (weighted @ centred.transpose(0, 1) + spread) / counts[:, None, None]
     covariances = covariances + ridge * torch.eye(n_continuous, dtype=dtype, device=device)
     most = max(n_categories, default=1)
     log_probs = torch.full((len(counts), len(n_categories), most), -math.inf, dtype=dtype,
