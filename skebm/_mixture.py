@@ -429,10 +429,10 @@ def _least_squares_terms(responsibilities, completed, shift_index, n_categories)
     rows on ``[1, category indicators]`` (the indicators of each column's
     categories 1, 2, ...): ``gram`` (n_components, p, p) is ``D^T diag(r_k)
     D`` and ``moments`` (n_components, p, n_continuous) ``D^T diag(r_k)
-    X_k``, ``D`` the rows' indicators (``shift_index``, :func:`_shift_index`,
-    names them). Built from the categories by sums
-    into bins, for the dense products would cost p times as much (p is 191
-    for ten columns of 20 categories)."""
+    X_k``, ``D`` the rows' indicators, which ``shift_index``
+    (:func:`_shift_index`) names. Built from the categories by sums into
+    bins, for the dense products would cost p times as much (p is 191 for
+    ten columns of 20 categories)."""
     n_components, n_continuous = responsibilities.shape[1], completed.shape[2]
     bins = sum(n_categories) - len(n_categories) + 1
     pairs = torch.zeros(bins * bins, n_components, dtype=completed.dtype,
@@ -440,10 +440,11 @@ def _least_squares_terms(responsibilities, completed, shift_index, n_categories)
     sums = torch.zeros(bins, n_components, n_continuous, dtype=completed.dtype,
                        device=completed.device)
     weighted = responsibilities[:, :, None] * completed
+    every_column = responsibilities.repeat(shift_index.shape[1], 1)  # the rows once per column
     for column in shift_index.T:
         sums.index_add_(0, column, weighted)
-        for other in shift_index.T:
-            pairs.index_add_(0, column * bins + other, responsibilities)
+        # This column's bin against each column's, all columns in one sum.
+        pairs.index_add_(0, (column * bins + shift_index.T).reshape(-1), every_column)
     counts = pairs.view(bins, bins, n_components).diagonal(dim1=0, dim2=1)  # (n_components, bins)
     # The intercept first, then the shifts; the last bin (every category 0) is dropped.
     gram = torch.empty(n_components, bins, bins, dtype=completed.dtype, device=completed.device)
