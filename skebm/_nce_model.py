@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ._missing import MissingCells
 from .samplers import metropolis_adjusted_langevin, sampling_importance_resampling
 
 __all__ = ["NCEModel", "Snapshot", "cell_points", "dequantized"]
@@ -106,7 +107,7 @@ def cell_points(Z, cells, n_points, generator):
     return (Z[:, None, :] + offsets * cells).reshape(-1, n_features)
 
 
-class NCEModel(nn.Module):
+class NCEModel(MissingCells, nn.Module):
     """The trainable model on the standardized data ``z``.
 
     ``u = marginals(z)`` maps each feature to a standard normal variable (the
@@ -221,35 +222,7 @@ class NCEModel(nn.Module):
             U[:, column] = drawn if free is None else torch.where(free[:, column], drawn, given)
         return U
 
-    # -- rows with missing entries ------------------------------------------
-    def completions(self, Z, n_draws, generator):
-        """Draws of the missing (NaN) entries of rows ``Z`` from the base's
-        conditional: ``(U, log_weights, log_observed)``, ``U`` of shape
-        (n_rows, n_draws, n_features) on ``u``, ``log_weights = -E(U)`` (the
-        base's conditional is the proposal, so the model's conditional is it
-        reweighted by exp(-E)), ``log_observed`` the base's log-density of
-        the observed entries with the map's log-Jacobian."""
-        U, log_det = self.latent(Z)
-        conditionals = self.base.conditionals(U)
-        draws = self.base.complete(conditionals, n_draws, generator)
-        log_weights = -self.energy(draws.reshape(-1, Z.shape[1])).view(len(Z), n_draws)
-        return draws, log_weights, conditionals.log_marginal.to(Z.dtype) + log_det
-
-    def observed_log_density(self, Z, n_draws, generator):
-        """The unnormalized log-density of each row's observed entries, its
-        missing ones integrated out by importance sampling from the base's
-        conditional with ``n_draws`` draws (exact while ``E = 0``)."""
-        _, log_weights, log_observed = self.completions(Z, n_draws, generator)
-        return log_observed + torch.logsumexp(log_weights, 1) - math.log(n_draws)
-
-    def impute(self, Z, n_candidates, generator):
-        """Rows ``Z`` with each missing entry drawn from the model's
-        conditional by sampling-importance-resampling (one of
-        ``n_candidates`` completions, by weight), on ``u``."""
-        draws, log_weights, _ = self.completions(Z, n_candidates, generator)
-        chosen = torch.multinomial(torch.softmax(log_weights, 1), 1, generator=generator)
-        return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
-
+    # -- rows with missing entries (the rest in :class:`MissingCells`) ----------
     def conditional_mean(self, Z, free, n_draws, generator):
         """Rows ``Z`` with each ``free`` entry replaced by its conditional
         mean under the model (a category by its most probable value), on

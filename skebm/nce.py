@@ -14,6 +14,8 @@ from torch import nn
 from ._base import Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
+from ._missing import (INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS, TRAINING_CANDIDATES,
+                       observed_log_density)
 from ._nce_model import NCEModel, Snapshot, cell_points, dequantized
 from ._runtime import make_generator, refuse_beyond_memory
 from .base_density import TableLayout, fit_base
@@ -25,15 +27,11 @@ __all__ = ["NCEDensity"]
 
 #: Rows ``sample`` draws at once.
 _SAMPLE_CHUNK = 1024
-#: Rows with missing cells: draws of their missing entries from the base's
-#: conditional that ``score_samples`` averages over (importance sampling),
-#: candidates that ``sample_conditional`` resamples from and training
-#: imputes from, and rows handled at once (their draws' memory).
-MISSING_DRAWS = 128
+#: Rows with missing cells: candidates that ``sample_conditional`` resamples
+#: from, and draws that ``conditional_mean`` averages (the draws behind their
+#: likelihood and training's candidates are in :mod:`skebm._missing`).
 CONDITIONAL_CANDIDATES = 64
 CONDITIONAL_MEAN_DRAWS = 256
-TRAINING_CANDIDATES = 8
-_INCOMPLETE_ROWS_AT_ONCE = 64
 #: Draws of the base behind each epoch's log Z in early stopping: the same
 #: draws every epoch, so that epochs are compared on a common footing, where
 #: a few thousand choose the same epochs as 8192 (see the user guide) at a
@@ -522,7 +520,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         draws, Z_val = validation
         log_z, _ = importance_log_partition(module.log_importance_weights(draws))
         generator = make_generator(1, Z_val.device)
-        return float(self._observed_log_density(module, Z_val, generator).mean()) - log_z
+        return float(observed_log_density(module, Z_val, generator).mean()) - log_z
 
     def _epoch_diagnostics(self, module):
         if module.snapshot is None:
@@ -571,24 +569,25 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
     def _log_density_of_rows(self, module, Z, generator):
         """The unnormalized log-density of rows, of a row with missing cells
         that of its observed ones (importance sampling from the base's
-        conditional, :data:`MISSING_DRAWS` draws: exact while the energy is
-        0, and its error otherwise in the user guide); with integer columns,
-        its mass over their cells: the mean of :data:`MISSING_DRAWS`
-        densities at points of the cells (two sets of :func:`cell_points`;
-        missing cells drawn once for each point from the base's conditional),
-        an unbiased estimate of the mass; a warning when its log is uncertain."""
+        conditional, :data:`~skebm._missing.MISSING_DRAWS` draws: exact while
+        the energy is 0, and its error otherwise in the user guide); with
+        integer columns, its mass over their cells: the mean of
+        ``MISSING_DRAWS`` densities at points of the cells (two sets of
+        :func:`cell_points`; missing cells drawn once for each point from the
+        base's conditional), an unbiased estimate of the mass; a warning when
+        its log is uncertain."""
         if module.cells is None:
-            return self._observed_log_density(module, Z, generator)
+            return observed_log_density(module, Z, generator)
         value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
         errors = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
         half = MISSING_DRAWS // 2
-        for rows in gen_batches(len(Z), _INCOMPLETE_ROWS_AT_ONCE):
+        for rows in gen_batches(len(Z), INCOMPLETE_ROWS_AT_ONCE):
             # Two independent stratified sets of points: their disagreement
             # measures the error, which the spread within one would overstate.
             log_means = []
             for _ in range(2):
                 copies = cell_points(Z[rows], module.cells, half, generator)
-                draws = self._observed_log_density(module, copies, generator, n_draws=1)
+                draws = observed_log_density(module, copies, generator, n_draws=1)
                 log_means.append(torch.logsumexp(draws.view(-1, half), 1) - math.log(half))
             value[rows] = torch.logaddexp(*log_means) - math.log(2)
             errors[rows] = (log_means[0] - log_means[1]).abs() / 2
@@ -601,19 +600,6 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
                 "of many integer columns. Compare such scores only with scores made the same "
                 "way, or dequantize the columns yourself and pass integer_features=None.",
                 RuntimeWarning)
-        return value
-
-    def _observed_log_density(self, module, Z, generator, n_draws=MISSING_DRAWS):
-        """The unnormalized log-density of each row's observed cells, the
-        missing ones integrated out by ``n_draws`` draws each."""
-        incomplete = torch.isnan(Z).any(1)
-        if not incomplete.any():
-            return module.unnormalized_log_density(Z)
-        value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
-        value[~incomplete] = module.unnormalized_log_density(Z[~incomplete])
-        rows = torch.nonzero(incomplete).squeeze(1)
-        for block in torch.split(rows, _INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // n_draws):
-            value[block] = module.observed_log_density(Z[block], n_draws, generator)
         return value
 
     # -- inference -----------------------------------------------------------
@@ -682,7 +668,7 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         complete = lambda Z, free, generator: module.complete(
             Z, free, CONDITIONAL_CANDIDATES, n_steps, generator)
         return self._complete_rows(X, mask, complete, random_state,
-                                   chunk_rows=_INCOMPLETE_ROWS_AT_ONCE)
+                                   chunk_rows=INCOMPLETE_ROWS_AT_ONCE)
 
     def conditional_mean(self, X, mask=None, *, random_state=None):
         """Fill in cells of X by their expected value given the others.
@@ -714,4 +700,4 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         fill = lambda Z, free, generator: module.conditional_mean(
             Z, free, CONDITIONAL_MEAN_DRAWS, generator)
         return self._complete_rows(X, mask, fill, random_state,
-                                   chunk_rows=_INCOMPLETE_ROWS_AT_ONCE // 4, draws=False)
+                                   chunk_rows=INCOMPLETE_ROWS_AT_ONCE // 4, draws=False)

@@ -1,0 +1,78 @@
+"""Rows with missing cells under a model that reweights a base density.
+
+Such a model (``NCEDensity``'s, ``ShortRunEBM``'s) is ``log p(u) = log b(u)
+- E(u) - log Z`` on coordinates ``u`` of the standardized row (``latent``:
+a map with its log-Jacobian, or the identity), with ``b`` a Gaussian
+mixture whose conditionals given any observed cells are exact. So the
+density of a row's observed cells is the base's marginal of them times the
+mean of ``exp(-E)`` over the base's conditional of the missing ones:
+importance sampling with that conditional as proposal, exact while ``E =
+0``. The same draws, resampled by ``exp(-E)``, impute the row from the
+model's conditional.
+"""
+
+import math
+
+import torch
+
+__all__ = ["INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS", "TRAINING_CANDIDATES", "MissingCells",
+           "observed_log_density"]
+
+#: Draws of a row's missing cells from the base's conditional that its
+#: log-density averages over (importance sampling).
+MISSING_DRAWS = 128
+#: Candidates that training resamples one completion of a row from.
+TRAINING_CANDIDATES = 8
+#: Rows with missing cells handled at once (their draws' memory).
+INCOMPLETE_ROWS_AT_ONCE = 64
+
+
+class MissingCells:
+    """What a model module needs for rows with NaN: mixed into a module with
+    ``latent(Z) -> (U, log |dU/dZ|)``, ``base`` (a
+    :class:`~skebm.base_density.GaussianMixtureDensity` on ``u``) and
+    ``energy`` (on ``u``)."""
+
+    def completions(self, Z, n_draws, generator):
+        """Draws of the missing (NaN) entries of rows ``Z`` from the base's
+        conditional: ``(U, log_weights, log_observed)``, ``U`` of shape
+        (n_rows, n_draws, n_features) on ``u``, ``log_weights = -E(U)`` (the
+        base's conditional is the proposal, so the model's conditional is it
+        reweighted by exp(-E)), ``log_observed`` the base's log-density of
+        the observed entries with the map's log-Jacobian."""
+        U, log_det = self.latent(Z)
+        conditionals = self.base.conditionals(U)
+        draws = self.base.complete(conditionals, n_draws, generator)
+        log_weights = -self.energy(draws.reshape(-1, Z.shape[1])).view(len(Z), n_draws)
+        return draws, log_weights, conditionals.log_marginal.to(Z.dtype) + log_det
+
+    def observed_log_density(self, Z, n_draws, generator):
+        """The unnormalized log-density of each row's observed entries, its
+        missing ones integrated out by importance sampling from the base's
+        conditional with ``n_draws`` draws (exact while ``E = 0``)."""
+        _, log_weights, log_observed = self.completions(Z, n_draws, generator)
+        return log_observed + torch.logsumexp(log_weights, 1) - math.log(n_draws)
+
+    def impute(self, Z, n_candidates, generator):
+        """Rows ``Z`` with each missing entry drawn from the model's
+        conditional by sampling-importance-resampling (one of
+        ``n_candidates`` completions, by weight), on ``u``."""
+        draws, log_weights, _ = self.completions(Z, n_candidates, generator)
+        chosen = torch.multinomial(torch.softmax(log_weights, 1), 1, generator=generator)
+        return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
+
+
+def observed_log_density(module, Z, generator, n_draws=MISSING_DRAWS):
+    """The unnormalized log-density of each row of ``Z`` (standardized) under
+    ``module`` (a :class:`MissingCells` model with
+    ``unnormalized_log_density``): complete rows as they are, a row with
+    missing cells that of its observed ones, ``n_draws`` draws each."""
+    incomplete = torch.isnan(Z).any(1)
+    if not incomplete.any():
+        return module.unnormalized_log_density(Z)
+    value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
+    value[~incomplete] = module.unnormalized_log_density(Z[~incomplete])
+    rows = torch.nonzero(incomplete).squeeze(1)
+    for block in torch.split(rows, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // n_draws):
+        value[block] = module.observed_log_density(Z[block], n_draws, generator)
+    return value
