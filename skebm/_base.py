@@ -37,7 +37,7 @@ from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
                        resolve_device, thread_limit, watched)
-from ._table import TableColumns
+from ._table import TableColumns, _column_name
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
@@ -119,6 +119,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     #: missing cells (NaN). The hooks then see category codes and NaN among
     #: the standardized rows.
     _accepts_tables = False
+    #: Whether X may have missing cells (NaN) though not a table: the hooks
+    #: then see NaN among the standardized rows (a column never observed is
+    #: refused at fit).
+    _accepts_missing = False
 
     def _make_optimizer(self, module):
         """The torch optimizer of ``module``'s parameters: Adam with
@@ -415,7 +419,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             return self._validated_table(X, reset=reset, ensure_min_samples=ensure_min_samples)
         sparse = self.__sklearn_tags__().input_tags.sparse
         kwargs = dict(dtype=[np.float64, np.float32], accept_sparse="csr" if sparse else False,
-                      ensure_min_samples=ensure_min_samples, reset=reset)
+                      ensure_min_samples=ensure_min_samples, reset=reset,
+                      ensure_all_finite="allow-nan" if self._accepts_missing else True)
         try:
             if y is None:
                 X = validate_data(self, X, **kwargs)
@@ -432,6 +437,11 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 "and categorical columns as they come; or put skebm.DensityImputer (missing "
                 f"cells) or a OneHotEncoder (categories) before {name} in a Pipeline."
             ) from error
+        if reset and self._accepts_missing:
+            unobserved = np.flatnonzero(np.isnan(X).all(0))
+            if len(unobserved):
+                name = _column_name(getattr(self, "feature_names_in_", None), unobserved[0])
+                raise ValueError(f"Column {name} has no observed value; drop it.")
         self._check_input_values(X)
         return X if y is None else (X, y)
 
@@ -471,7 +481,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self._accepts_tables
+        tags.input_tags.allow_nan = self._accepts_tables or self._accepts_missing
         tags.input_tags.categorical = self._accepts_tables
         return tags
 

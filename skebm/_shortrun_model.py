@@ -8,6 +8,7 @@ import torch
 from sklearn.utils import gen_batches
 from torch import nn
 
+from ._missing import MissingCells
 from .nets import LOW_DIMENSION
 from .partition import (annealed_importance_log_partition, grid_log_integral,
                         importance_log_partition)
@@ -49,7 +50,7 @@ def frozen(module):
             param.requires_grad_(flag)
 
 
-class ShortRunModel(nn.Module):
+class ShortRunModel(MissingCells, nn.Module):
     """The trainable model on the standardized data ``z``:
     ``log p(z) = log b(z) - E(z) - log Z``, ``b`` a Gaussian fitted to the
     data, ``E`` the energy network (zero at the start).
@@ -90,6 +91,11 @@ class ShortRunModel(nn.Module):
 
     def to_whitened(self, Z):
         return torch.linalg.solve_triangular(self.cholesky, (Z - self.mean).T, upper=False).T
+
+    def latent(self, Z):
+        """``(Z, 0)``: the base and the energy read ``z`` itself (the
+        coordinates of :class:`~skebm._missing.MissingCells`)."""
+        return Z, torch.zeros(len(Z), dtype=Z.dtype, device=Z.device)
 
     def whitened_energy(self, U):
         return 0.5 * (U**2).sum(1) + self.energy(self.to_data(U))

@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import Step, TorchEstimator
 from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
+from ._missing import TRAINING_CANDIDATES, observed_log_density
 from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
@@ -77,6 +78,12 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     ``score_samples`` is a normalized log-density: log Z is computed on first
     use, by grid integration for one or two features, by annealed importance
     sampling from ``b`` otherwise (which tends to underestimate log Z).
+
+    Rows may have missing cells (NaN): ``fit`` draws them from the model's
+    conditional at every step, and ``score_samples`` gives the density of a
+    row's observed cells, by importance sampling from ``b``'s conditional of
+    the missing ones. Categorical columns are ``NCEDensity``'s: Langevin
+    chains move on continuous values only.
 
     Read more in the :ref:`User Guide <short_run_ebm>`.
 
@@ -277,6 +284,7 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
 
     _max_epoch_rows = 16_384
     _supports_early_stopping = True
+    _accepts_missing = True
 
     def __init__(
         self,
@@ -448,8 +456,10 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         buffer_size = self.buffer_size if self.persistent else 0
         refuse_beyond_memory(8 * buffer_size * Z.shape[1], f"A replay buffer of {buffer_size:,} "
                              f"rows of {Z.shape[1]} features", "Lower buffer_size.")
-        module = ShortRunModel(energy, base, Z.min(0).values, Z.max(0).values, buffer_size,
-                               generator, self.init)
+        observed = ~torch.isnan(Z)  # the data's range, of the observed cells
+        low = torch.where(observed, Z, math.inf).min(0).values
+        high = torch.where(observed, Z, -math.inf).max(0).values
+        module = ShortRunModel(energy, base, low, high, buffer_size, generator, self.init)
         module.base_ridge = ridge
         return self._set_chains(module)
 
@@ -478,7 +488,14 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
         return 8 * 4 * (self.n_features_in_ + sum(b * positions for _, b, positions in shapes))
 
     def _training_loss(self, module, batch, generator):
-        """The maximum-likelihood surrogate with a penalty on squared energies."""
+        """The maximum-likelihood surrogate with a penalty on squared energies;
+        a row's missing cells drawn from the model's conditional."""
+        incomplete = torch.isnan(batch).any(1)
+        if incomplete.any():
+            batch = batch.clone()
+            with torch.no_grad():
+                batch[incomplete] = module.impute(batch[incomplete], TRAINING_CANDIDATES,
+                                                  generator).to(batch.dtype)
         if self._data_noise():
             batch = batch + self._data_noise() * torch.randn(
                 batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
@@ -496,8 +513,10 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     def _validation_score(self, module, Z_val):
         """Mean log-likelihood of the validation rows (standardized space),
         log Z by importance sampling from the Gaussian, with the same
-        :data:`_VALIDATION_DRAWS` draws at every epoch."""
-        return float(module.unnormalized_log_density(Z_val).mean()) - module.sampled_log_partition(
+        :data:`_VALIDATION_DRAWS` draws at every epoch (and a missing cell's
+        completions drawn alike)."""
+        log_density = observed_log_density(module, Z_val, make_generator(1, Z_val.device))
+        return float(log_density.mean()) - module.sampled_log_partition(
             _VALIDATION_DRAWS, make_generator(0, Z_val.device))
 
     def _after_training(self, module, Z, generator):
@@ -531,7 +550,8 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
             self.n_features_in_)
 
     def _unnormalized_log_density(self, module, Z):
-        return module.unnormalized_log_density(Z)
+        generator = make_generator(self._log_partition_memo["seed"] + 1, Z.device)
+        return observed_log_density(module, Z, generator)
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n_samples=1, n_steps=None, random_state=None):
