@@ -22,7 +22,12 @@ Contenders, with their defaults:
   random_state=seed), random_state=seed)``, the conditional mean from
   ``NCEDensity.conditional_mean`` (importance sampling over 256 completions
   per row; a categorical cell, e.g. diabetes' sex, gets its most probable
-  value).
+  value);
+- ``DensityImputer(ShortRunEBM())`` (only when asked, ``--imputers
+  shortrun``): ``DensityImputer(ShortRunEBM(random_state=seed),
+  random_state=seed)``, the mean of the imputer's conditional draws
+  (``ShortRunEBM.sample_conditional``: the Gaussian's conditional, then 200
+  Langevin steps); every column continuous.
 
 Columns:
 
@@ -92,7 +97,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skebm import DensityImputer, NCEDensity
+from skebm import DensityImputer, NCEDensity, ShortRunEBM
 
 LOADERS = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer,
            "diabetes": load_diabetes}
@@ -107,6 +112,8 @@ IMPUTERS = {
                   random_state=seed)),
     "density": ("DensityImputer(NCEDensity())",
                 lambda seed: DensityImputer(NCEDensity(random_state=seed), random_state=seed)),
+    "shortrun": ("DensityImputer(ShortRunEBM())",
+                 lambda seed: DensityImputer(ShortRunEBM(random_state=seed), random_state=seed)),
 }
 CATEGORIES = ["island", "sex", "species"]
 
@@ -293,7 +300,8 @@ def main():
     parser.add_argument("--tables", nargs="+", default=list(LOADERS), choices=list(LOADERS))
     parser.add_argument("--rates", nargs="+", type=float, default=[0.1, 0.3])
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds: 0, 1, ...")
-    parser.add_argument("--imputers", nargs="+", default=list(IMPUTERS), choices=list(IMPUTERS))
+    parser.add_argument("--imputers", nargs="+", choices=list(IMPUTERS),
+                        default=[key for key in IMPUTERS if key != "shortrun"])
     parser.add_argument("--penguins", action="store_true",
                         help="also the Palmer penguins table (needs palmerpenguins)")
     args = parser.parse_args()

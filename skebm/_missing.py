@@ -14,24 +14,28 @@ model's conditional.
 import math
 
 import torch
+from torch import nn
 
-__all__ = ["INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS", "TRAINING_CANDIDATES", "MissingCells",
-           "observed_log_density"]
+__all__ = ["CONDITIONAL_MEAN_DRAWS", "INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS",
+           "TRAINING_CANDIDATES", "ConditionalMeanMixin", "MissingCells", "observed_log_density"]
 
 #: Draws of a row's missing cells from the base's conditional that its
 #: log-density averages over (importance sampling).
 MISSING_DRAWS = 128
 #: Candidates that training resamples one completion of a row from.
 TRAINING_CANDIDATES = 8
+#: Completions that a conditional mean averages.
+CONDITIONAL_MEAN_DRAWS = 256
 #: Rows with missing cells handled at once (their draws' memory).
 INCOMPLETE_ROWS_AT_ONCE = 64
 
 
 class MissingCells:
     """What a model module needs for rows with NaN: mixed into a module with
-    ``latent(Z) -> (U, log |dU/dZ|)``, ``base`` (a
-    :class:`~skebm.base_density.GaussianMixtureDensity` on ``u``) and
-    ``energy`` (on ``u``)."""
+    ``latent(Z) -> (U, log |dU/dZ|)`` and its inverse ``from_latent``,
+    ``base`` (a :class:`~skebm.base_density.GaussianMixtureDensity` on
+    ``u``), ``energy`` (on ``u``) and ``_categorical_columns()`` (``(column,
+    number of categories)`` of each categorical column)."""
 
     def completions(self, Z, n_draws, generator):
         """Draws of the missing (NaN) entries of rows ``Z`` from the base's
@@ -60,6 +64,59 @@ class MissingCells:
         draws, log_weights, _ = self.completions(Z, n_candidates, generator)
         chosen = torch.multinomial(torch.softmax(log_weights, 1), 1, generator=generator)
         return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
+
+    def conditional_mean(self, Z, free, n_draws, generator):
+        """Rows ``Z`` with each ``free`` entry replaced by its conditional
+        mean under the model (a category by its most probable value), on
+        ``z``: self-normalized importance sampling over ``n_draws``
+        completions from the base's conditional, weighted by ``exp(-E)``."""
+        Z = torch.where(free, torch.nan, Z)
+        draws, log_weights, _ = self.completions(Z, n_draws, generator)
+        weights = torch.softmax(log_weights, 1)[:, :, None]
+        rows = self.from_latent(draws.reshape(-1, Z.shape[1])).view(draws.shape)
+        filled = (weights * rows).sum(1)
+        for column, count in self._categorical_columns():
+            one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
+            filled[:, column] = (weights * one_hot).sum(1).argmax(1).to(Z.dtype)
+        return torch.where(free, filled, Z)
+
+
+class ConditionalMeanMixin:
+    """``conditional_mean`` for an estimator whose fitted module is a
+    :class:`MissingCells` model."""
+
+    def conditional_mean(self, X, mask=None, *, random_state=None):
+        """Fill in cells of X by their expected value given the others.
+
+        For each row, each free cell (``mask`` True, or X's missing cells
+        when ``mask`` is None) gets its mean under the model's conditional
+        distribution given the known cells, the value with the least expected
+        squared error; a categorical cell gets its most probable category.
+        The estimate is self-normalized importance sampling: 256 completions
+        from the base density's conditional (exact for its Gaussian
+        mixture), weighted by ``exp(-E)``. The known cells come back exactly
+        as given.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, `n_features_in_`)
+            Known values; the free cells may hold anything, NaN included.
+        mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
+            True where a value is to be filled; None means X's missing cells.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the completions.
+
+        Returns
+        -------
+        X_filled : ndarray of shape (n_samples, `n_features_in_`) or DataFrame
+            float64; a DataFrame when categories are strings.
+        """
+        self._check_fitted()
+        module = self._inference_module()
+        fill = lambda Z, free, generator: module.conditional_mean(
+            Z, free, CONDITIONAL_MEAN_DRAWS, generator)
+        return self._complete_rows(X, mask, fill, random_state,
+                                   chunk_rows=INCOMPLETE_ROWS_AT_ONCE // 4, draws=False)
 
 
 def observed_log_density(module, Z, generator, n_draws=MISSING_DRAWS):

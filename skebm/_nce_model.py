@@ -223,21 +223,6 @@ class NCEModel(MissingCells, nn.Module):
         return U
 
     # -- rows with missing entries (the rest in :class:`MissingCells`) ----------
-    def conditional_mean(self, Z, free, n_draws, generator):
-        """Rows ``Z`` with each ``free`` entry replaced by its conditional
-        mean under the model (a category by its most probable value), on
-        ``z``: self-normalized importance sampling over ``n_draws``
-        completions from the base's conditional, weighted by ``exp(-E)``."""
-        Z = torch.where(free, torch.nan, Z)
-        draws, log_weights, _ = self.completions(Z, n_draws, generator)
-        weights = torch.softmax(log_weights, 1)[:, :, None]
-        rows = self.from_latent(draws.reshape(-1, Z.shape[1])).view(draws.shape)
-        filled = (weights * rows).sum(1)
-        for column, count in self._categorical_columns():
-            one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
-            filled[:, column] = (weights * one_hot).sum(1).argmax(1).to(Z.dtype)
-        return torch.where(free, filled, Z)
-
     def complete(self, Z, free, n_candidates, n_steps, generator):
         """Rows ``Z`` with their ``free`` entries drawn given the others:
         sampling-importance-resampling from the base's conditional, then

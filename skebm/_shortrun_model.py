@@ -92,10 +92,16 @@ class ShortRunModel(MissingCells, nn.Module):
     def to_whitened(self, Z):
         return torch.linalg.solve_triangular(self.cholesky, (Z - self.mean).T, upper=False).T
 
+    # The coordinates of :class:`~skebm._missing.MissingCells` are ``z``
+    # itself, and every column is continuous.
     def latent(self, Z):
-        """``(Z, 0)``: the base and the energy read ``z`` itself (the
-        coordinates of :class:`~skebm._missing.MissingCells`)."""
         return Z, torch.zeros(len(Z), dtype=Z.dtype, device=Z.device)
+
+    def from_latent(self, U):
+        return U
+
+    def _categorical_columns(self):
+        return []
 
     def whitened_energy(self, U):
         return 0.5 * (U**2).sum(1) + self.energy(self.to_data(U))

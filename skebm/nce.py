@@ -15,7 +15,7 @@ from ._base import Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS, TRAINING_CANDIDATES,
-                       observed_log_density)
+                       ConditionalMeanMixin, observed_log_density)
 from ._nce_model import NCEModel, Snapshot, cell_points, dequantized
 from ._runtime import make_generator, refuse_beyond_memory
 from .base_density import TableLayout, fit_base
@@ -28,10 +28,9 @@ __all__ = ["NCEDensity"]
 #: Rows ``sample`` draws at once.
 _SAMPLE_CHUNK = 1024
 #: Rows with missing cells: candidates that ``sample_conditional`` resamples
-#: from, and draws that ``conditional_mean`` averages (the draws behind their
-#: likelihood and training's candidates are in :mod:`skebm._missing`).
+#: from (the draws behind their likelihood, their conditional mean and
+#: training's candidates are in :mod:`skebm._missing`).
 CONDITIONAL_CANDIDATES = 64
-CONDITIONAL_MEAN_DRAWS = 256
 #: Draws of the base behind each epoch's log Z in early stopping: the same
 #: draws every epoch, so that epochs are compared on a common footing, where
 #: a few thousand choose the same epochs as 8192 (see the user guide) at a
@@ -53,7 +52,7 @@ def _row_work(shapes, n_features, n_components):
     return network_work(shapes) + n_features * n_fourier + n_components * n_features**2
 
 
-class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
+class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     """Normalized density estimation with a neural energy, trained by NCE.
 
     The model is ``p(x) = b(x) exp(-E(x) - c)``: a base density ``b`` (a
@@ -670,34 +669,3 @@ class NCEDensity(LikelihoodDensityMixin, TorchEstimator):
         return self._complete_rows(X, mask, complete, random_state,
                                    chunk_rows=INCOMPLETE_ROWS_AT_ONCE)
 
-    def conditional_mean(self, X, mask=None, *, random_state=None):
-        """Fill in cells of X by their expected value given the others.
-
-        For each row, each free cell (``mask`` True, or X's missing cells
-        when ``mask`` is None) gets its mean under the model's conditional
-        distribution given the known cells, the value with the least expected
-        squared error; a categorical cell gets its most probable category.
-        The estimate is self-normalized importance sampling: 256 completions
-        from the base's conditional (exact for a Gaussian mixture), weighted
-        by ``exp(-E)``. The known cells come back exactly as given.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, `n_features_in_`)
-            Known values; the free cells may hold anything, NaN included.
-        mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
-            True where a value is to be filled; None means X's missing cells.
-        random_state : int, RandomState instance or None, default=None
-            Seeds the completions.
-
-        Returns
-        -------
-        X_filled : ndarray of shape (n_samples, `n_features_in_`) or DataFrame
-            float64; a DataFrame when categories are strings.
-        """
-        self._check_fitted()
-        module = self._inference_module()
-        fill = lambda Z, free, generator: module.conditional_mean(
-            Z, free, CONDITIONAL_MEAN_DRAWS, generator)
-        return self._complete_rows(X, mask, fill, random_state,
-                                   chunk_rows=INCOMPLETE_ROWS_AT_ONCE // 4, draws=False)

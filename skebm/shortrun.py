@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import Step, TorchEstimator
 from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
-from ._missing import TRAINING_CANDIDATES, observed_log_density
+from ._missing import TRAINING_CANDIDATES, ConditionalMeanMixin, observed_log_density
 from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
@@ -63,7 +63,7 @@ class _EnergyGapWarning(EpochMonitor):
                 "alpha; see history_.", ConvergenceWarning)
 
 
-class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
+class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     """Neural energy-based model trained by short-run Langevin MCMC.
 
     The model is ``p(x) = b(x) exp(-E(x)) / Z``: ``b`` a Gaussian fitted to
@@ -82,8 +82,9 @@ class ShortRunEBM(LikelihoodDensityMixin, TorchEstimator):
     Rows may have missing cells (NaN): ``fit`` draws them from the model's
     conditional at every step, and ``score_samples`` gives the density of a
     row's observed cells, by importance sampling from ``b``'s conditional of
-    the missing ones. Categorical columns are ``NCEDensity``'s: Langevin
-    chains move on continuous values only.
+    the missing ones; ``conditional_mean`` fills cells by their expected
+    value. Categorical columns are ``NCEDensity``'s: Langevin chains move on
+    continuous values only.
 
     Read more in the :ref:`User Guide <short_run_ebm>`.
 

@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 import skebm._runtime
-from skebm import DensityImputer, NCEDensity, ShortRunEBM
+from skebm import DensityImputer, NCEDensity, PCDRestrictedBoltzmann, ShortRunEBM
 
 RHO = 0.9
 COV = np.array([[1.0, RHO], [RHO, 1.0]])
@@ -453,8 +453,9 @@ def test_n_draws_out_of_reach_is_refused_before_drawing():
     X = np.random.default_rng(0).normal(size=(120, 3))
     X_missing = X.copy()
     X_missing[::4, 0] = np.nan
-    imputer = DensityImputer(ShortRunEBM(**TINY_SHORTRUN), n_draws=10**9,
-                             random_state=SeedsAsNeeded(0)).fit(X)
+    rbm = PCDRestrictedBoltzmann(visible_units="gaussian", n_components=4, n_iter=2,
+                                 random_state=0)  # no conditional_mean: the mean is n_draws draws
+    imputer = DensityImputer(rbm, n_draws=10**9, random_state=SeedsAsNeeded(0)).fit(X)
     drawn = []
     imputer.density_.sample_conditional = lambda X, *args, **kwargs: drawn.append(X)
     with pytest.raises(ValueError, match=r"1,000,000,000 conditional draws of 30 rows x 3 "

@@ -196,8 +196,9 @@ def test_text_is_refused_with_a_pointer_to_ncedensity(correlated_gaussian):
 
 
 def test_missing_cells_are_the_gaussians_marginal_while_the_energy_is_zero(correlated_gaussian):
-    """With E = 0 the model is its Gaussian, and a row with a missing cell
-    scores the Gaussian's marginal density of its observed cell, exactly."""
+    """With E = 0 the model is its Gaussian: a row with a missing cell
+    scores the Gaussian's marginal density of its observed cell, exactly,
+    and the cell's conditional mean is the Gaussian's."""
     model = ShortRunEBM(**QUICK).fit(correlated_gaussian)
     with torch.no_grad():
         for parameter in model.module_.energy.parameters():
@@ -210,6 +211,13 @@ def test_missing_cells_are_the_gaussians_marginal_while_the_energy_is_zero(corre
     rows[:, 1] = np.nan
     expected = norm.logpdf(rows[:, 0], loc=mean[0], scale=np.sqrt(covariance[0, 0]))
     np.testing.assert_allclose(model.score_samples(rows), expected, atol=1e-6)
+    # Its conditional mean: 256 equally weighted draws of the exact conditional.
+    slope = covariance[1, 0] / covariance[0, 0]
+    exact = mean[1] + slope * (rows[:, 0] - mean[0])
+    spread = np.sqrt(covariance[1, 1] - slope * covariance[1, 0])
+    filled = model.conditional_mean(rows, random_state=0)
+    np.testing.assert_array_equal(filled[:, 0], rows[:, 0])
+    assert np.abs(filled[:, 1] - exact).max() < 4 * spread / np.sqrt(256)
 
 
 def test_missing_cells_score_the_observed_ones(fitted, eight_gaussians):
