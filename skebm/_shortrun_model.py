@@ -123,37 +123,6 @@ class ShortRunModel(MissingCells, nn.Module):
         return torch.randn(n_rows, len(self.low), generator=generator,
                            device=self.low.device, dtype=self.low.dtype)
 
-    def conditional(self, Z, free, n_steps, generator):
-        """Rows ``Z`` with the features ``free`` (a boolean vector) drawn given
-        the others: from the Gaussian's conditional, then by Langevin in its
-        whitened coordinates, where only the free features move."""
-        known = ~free
-        covariance = self.cholesky @ self.cholesky.T
-        # The Gaussian's conditional: mean m + S_fk S_kk^-1 (z_k - m_k),
-        # covariance S_ff - S_fk S_kk^-1 S_kf.
-        if known.any():
-            gain = torch.linalg.solve(covariance[known][:, known], covariance[known][:, free]).T
-            centre = self.mean[free] + (Z[:, known] - self.mean[known]) @ gain.T
-            spread = covariance[free][:, free] - gain @ covariance[known][:, free]
-        else:
-            centre = self.mean[free].expand(len(Z), -1)
-            spread = covariance
-        cholesky = torch.linalg.cholesky(0.5 * (spread + spread.T))
-
-        def rows_of(V):
-            filled = Z.clone()
-            filled[:, free] = centre + V @ cholesky.T
-            return filled
-
-        def energy(V):
-            return 0.5 * (V**2).sum(1) + self.energy(rows_of(V))
-
-        start = torch.randn(len(Z), int(free.sum()), generator=generator, dtype=Z.dtype,
-                            device=Z.device)
-        chains, _ = langevin(energy, start, n_steps, *self.steps(), generator,
-                             grad_clip=self.grad_clip)
-        return rows_of(chains)
-
     def set_chains(self, *, n_steps, step_size, noise_scale, grad_clip, persistent, reinit_freq):
         """The chains' settings: ``step_size="auto"`` adapts the step (kept
         from a previous fit), ``noise_scale="auto"`` is ``sqrt(2 step)``."""
@@ -214,14 +183,31 @@ class ShortRunModel(MissingCells, nn.Module):
 
     def complete(self, Z, free, n_steps, generator):
         """Rows ``Z`` with their ``free`` entries (a boolean tensor of Z's
-        shape) drawn given the others, one pattern of free features at a time."""
-        Z = Z.clone()
-        patterns, inverse = torch.unique(free, dim=0, return_inverse=True)
-        for index, pattern in enumerate(patterns):
-            if pattern.any():
-                rows = torch.nonzero(inverse == index).squeeze(1)
-                Z[rows] = self.conditional(Z[rows], pattern, n_steps, generator)
-        return Z
+        shape) drawn given the others: from the Gaussian's conditional, then
+        by Langevin in each row's whitened coordinates of it, ``u`` with the
+        free entries ``mean + F^-T u`` (``F F^T`` their conditional
+        precision), where only they move. Rows with different free entries
+        run side by side: the coordinates are padded to the most any row
+        frees, and a padding coordinate moves nothing."""
+        if not free.any():
+            return Z
+        conditionals = self.base.conditionals(torch.where(free, torch.nan, Z))
+        columns, factors = conditionals.columns, conditionals.factors[:, 0].to(Z.dtype)
+        means = nn.functional.pad(conditionals.means[:, 0].to(Z.dtype), (0, 1)).gather(1, columns)
+        padded = nn.functional.pad(Z, (0, 1))
+
+        def rows_of(V):
+            spread = torch.linalg.solve_triangular(factors.transpose(-1, -2), V[..., None],
+                                                   upper=True).squeeze(-1)
+            return padded.scatter(1, columns, means + spread)[:, :-1]
+
+        def energy(V):
+            return 0.5 * (V**2).sum(1) + self.energy(rows_of(V))
+
+        start = torch.randn(columns.shape, generator=generator, dtype=Z.dtype, device=Z.device)
+        chains, _ = langevin(energy, start, n_steps, *self.steps(), generator,
+                             grad_clip=self.grad_clip)
+        return rows_of(chains).detach()
 
     def sampled_log_partition(self, n_draws, generator):
         """log Z by importance sampling from the base: ``log E_b[exp(-E)]``,

@@ -170,6 +170,18 @@ def test_sample_conditional_keeps_the_known_values_and_draws_the_conditional(
     assert abs(completed[0, 1] - 0.8) < 2.5 and abs(completed[1, 0] - 0.8) < 2.5
     # Reproducible.
     np.testing.assert_array_equal(model.sample_conditional(X, mask, random_state=0), completed)
+    # Rows freeing different cells run side by side, each from its own conditional;
+    # rows freeing one cell beside rows freeing two have a padding coordinate.
+    X = np.ones((3000, 2))
+    mask = np.zeros(X.shape, dtype=bool)
+    mask[:1000, 1] = mask[1000:2000, 0] = mask[2000:] = True
+    completed = model.sample_conditional(X, mask, random_state=0)
+    for rows, column in ((slice(0, 1000), 1), (slice(1000, 2000), 0)):
+        assert abs(completed[rows, column].mean() - 0.8) < 0.1
+        assert abs(completed[rows, column].std() - 0.6) < 0.08
+    both = completed[2000:]
+    assert np.abs(both.mean(0)).max() < 0.15 and np.abs(both.std(0) - 1).max() < 0.1
+    assert abs(np.corrcoef(both.T)[0, 1] - 0.8) < 0.1
 
 
 def test_sample_conditional_bad_input(correlated_gaussian):
