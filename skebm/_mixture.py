@@ -35,7 +35,8 @@ References
 
 import itertools
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -242,21 +243,28 @@ def expand_categories(codes, n_categories):
     return rows, codes
 
 
-class Expansion(NamedTuple):
+@dataclass
+class Expansion:
     """Rows expanded by their missing categories (:func:`expand_categories`),
     with what the E- and M-steps read of them that no parameter changes, so
     that an EM fit computes it once: ``rows`` (the row each comes from),
     ``X`` (their continuous entries), ``codes`` (complete), ``columns``
     (:func:`missing_columns` of ``X``), ``shift_index``
-    (:func:`_shift_index`) and ``one_hot`` (each categorical column's
-    indicators, float)."""
+    (:func:`_shift_index`) and, made when the M-step first asks,
+    ``one_hot``."""
 
     rows: torch.Tensor
     X: torch.Tensor
     codes: torch.Tensor
     columns: torch.Tensor
     shift_index: torch.Tensor
-    one_hot: list
+    n_categories: list
+
+    @cached_property
+    def one_hot(self):
+        """Each categorical column's indicators, float."""
+        return [torch.nn.functional.one_hot(self.codes[:, j], count).to(self.X.dtype)
+                for j, count in enumerate(self.n_categories)]
 
 
 def expand(X, codes, n_categories):
@@ -264,10 +272,8 @@ def expand(X, codes, n_categories):
     rows, codes = expand_categories(codes, n_categories)
     if len(rows) != len(X):
         X = X[rows]
-    one_hot = [torch.nn.functional.one_hot(codes[:, j], count).to(X.dtype)
-               for j, count in enumerate(n_categories)]
     return Expansion(rows, X, codes, missing_columns(X), _shift_index(codes, n_categories),
-                     one_hot)
+                     list(n_categories))
 
 
 def _expanded_terms(expansion, parameters, *, with_missing=False):
