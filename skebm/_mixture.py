@@ -43,8 +43,9 @@ import torch
 
 from ._em import kmeans_labels
 
-__all__ = ["ComponentConditionals", "category_counts", "expand_categories", "fit_mixture",
-           "gaussian_observed", "log_density", "missing_covariance_sums", "row_means"]
+__all__ = ["ComponentConditionals", "category_counts", "expand_categories", "filled_rows",
+           "fit_mixture", "gaussian_observed", "log_density", "missing_covariance_sums",
+           "row_means"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
@@ -350,19 +351,27 @@ class ComponentConditionals:
                                   generator=generator)  # (n_rows, n_draws)
         expanded = starts[:, None] + torch.div(picks, n_components, rounding_mode="floor")
         components = picks % n_components
-        X = self.X[:, None, :].expand(-1, n_draws, -1).clone()
-        if X.shape[2]:  # a missing block: its conditional mean plus F^-T z, F F^T its precision
+        X = self.X[:, None, :].expand(-1, n_draws, -1)
+        if X.shape[2]:
             columns = self.columns[expanded]  # (n_rows, n_draws, width)
-            factors = self.factors[expanded, components]  # (n_rows, n_draws, width, width)
             noise = torch.randn(columns.shape, generator=generator, dtype=X.dtype,
                                 device=X.device)
-            spread = torch.linalg.solve_triangular(factors.transpose(-1, -2), noise[..., None],
-                                                   upper=True).squeeze(-1)
-            means = torch.nn.functional.pad(self.means[expanded, components], (0, 1))
-            X = torch.nn.functional.pad(X, (0, 1))
-            X.scatter_(2, columns, means.gather(2, columns) + spread)
-            X = X[..., :-1]
+            X = filled_rows(X, columns, self.means[expanded, components],
+                            self.factors[expanded, components], noise)
         return X, self.codes[expanded]
+
+
+def filled_rows(X, columns, means, factors, U):
+    """Rows ``X`` (``(..., n_columns)``) with their missing entries at
+    ``mean + F^-T u``: ``columns`` and ``factors`` as :func:`gaussian_observed`
+    gives them (``F F^T`` the missing block's conditional precision),
+    ``means`` the conditional means of every entry, ``U`` (``(...,
+    width)``) the whitened coordinates; ``u ~ N(0, I)`` draws the block from
+    its conditional Gaussian. A padding coordinate moves nothing."""
+    spread = torch.linalg.solve_triangular(factors.transpose(-1, -2), U[..., None],
+                                           upper=True).squeeze(-1)
+    located = torch.nn.functional.pad(means, (0, 1)).gather(-1, columns) + spread
+    return torch.nn.functional.pad(X, (0, 1)).scatter(-1, columns, located)[..., :-1]
 
 
 def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,

@@ -9,6 +9,7 @@ from sklearn.utils import gen_batches
 from torch import nn
 
 from ._missing import MissingCells
+from ._mixture import filled_rows
 from .nets import LOW_DIMENSION
 from .partition import (annealed_importance_log_partition, grid_log_integral,
                         importance_log_partition)
@@ -192,14 +193,10 @@ class ShortRunModel(MissingCells, nn.Module):
         if not free.any():
             return Z
         conditionals = self.base.conditionals(torch.where(free, torch.nan, Z))
-        columns, factors = conditionals.columns, conditionals.factors[:, 0].to(Z.dtype)
-        means = nn.functional.pad(conditionals.means[:, 0].to(Z.dtype), (0, 1)).gather(1, columns)
-        padded = nn.functional.pad(Z, (0, 1))
-
-        def rows_of(V):
-            spread = torch.linalg.solve_triangular(factors.transpose(-1, -2), V[..., None],
-                                                   upper=True).squeeze(-1)
-            return padded.scatter(1, columns, means + spread)[:, :-1]
+        columns = conditionals.columns
+        means = conditionals.means[:, 0].to(Z.dtype)
+        factors = conditionals.factors[:, 0].to(Z.dtype)
+        rows_of = lambda V: filled_rows(Z, columns, means, factors, V)
 
         def energy(V):
             return 0.5 * (V**2).sum(1) + self.energy(rows_of(V))
