@@ -109,7 +109,8 @@ class ConditionalMeanMixin:
         Returns
         -------
         X_filled : ndarray of shape (n_samples, `n_features_in_`) or DataFrame
-            float64; a DataFrame when categories are strings.
+            float64; a DataFrame when categories are strings, its columns
+            in the fitted DataFrame's dtypes where the values allow.
         """
         self._check_fitted()
         module = self._inference_module()

@@ -225,6 +225,7 @@ class TableColumns:
             if np.isnan(columns[j]).all():
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
         table.is_integer = table._integer_columns(integer_features, columns, dtypes)
+        table.dtypes = dtypes if names is not None else None
         return table
 
     def _integer_columns(self, spec, columns, dtypes):
@@ -364,4 +365,29 @@ class TableColumns:
         except ImportError:  # numpy in, numpy out: an object array
             return np.column_stack([column.astype(object) for column in columns])
         names = self.names if self.names is not None else range(len(columns))
-        return pd.DataFrame({name: column for name, column in zip(names, columns)})
+        frame = pd.DataFrame({name: column for name, column in zip(names, columns)})
+        return _in_fitted_dtypes(frame, getattr(self, "dtypes", None))
+
+
+def _in_fitted_dtypes(frame, dtypes):
+    """``frame`` with each complete column in the dtype the fitted DataFrame
+    gave it (``dtypes``; None: as it is): categories back to a pandas
+    categorical, a string or a bool dtype, whole numbers back to an integer
+    dtype. A column with a missing cell, or with fractions where the fitted
+    dtype holds integers (a column not modelled as integers), stays as
+    decoded, since a cast would change its values."""
+    if dtypes is None:
+        return frame
+    for name, dtype in zip(frame.columns, dtypes):
+        column = frame[name]
+        if column.dtype == dtype or column.isna().any():
+            continue
+        if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+            values = column.to_numpy(dtype=np.float64)
+            if not np.array_equal(values, np.round(values)):
+                continue
+        try:
+            frame[name] = column.astype(dtype)
+        except (TypeError, ValueError):  # e.g. fractions for pandas' nullable Int64
+            continue
+    return frame

@@ -626,8 +626,10 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, `n_features_in_`)
-            The draw, in the units of the training data.
+        X : ndarray of shape (n_samples, `n_features_in_`) or DataFrame
+            The draw, in the units of the training data: float64; a
+            DataFrame when categories are strings, its columns in the fitted
+            DataFrame's dtypes where the values allow.
         """
         self._check_fitted()
         check_n_steps(n_steps)
@@ -662,7 +664,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Returns
         -------
         X_completed : ndarray of shape (n_samples, `n_features_in_`) or DataFrame
-            float64; a DataFrame when categories are strings.
+            float64; a DataFrame when categories are strings, its columns
+            in the fitted DataFrame's dtypes where the values allow.
         """
         check_n_steps(n_steps)
         self._check_fitted()

@@ -118,6 +118,31 @@ def test_sample_conditional_keeps_known_cells_and_follows_the_model(fitted, tabl
     assert np.median(np.abs(completed.x2[a] / 10 - (test.x1[a] ** 2 - 1))) < 0.5
 
 
+def test_draws_come_back_in_the_fitted_dtypes():
+    """A DataFrame's draws and completions keep its dtypes: a pandas
+    category stays one, strings, booleans and counts too. A column of counts
+    modelled as continuous is drawn with fractions, and stays float64."""
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame({"x": rng.normal(size=n),
+                          "kind": pd.Categorical(rng.choice(["a", "b"], n)),
+                          "name": rng.choice(["u", "v", "w"], n).astype(object),
+                          "flag": rng.random(n) < 0.4,
+                          "count": rng.poisson(3.0, n)})
+    quick = {**QUICK, "max_iter": 2}
+    model = NCEDensity(**quick).fit(frame)
+    assert model.sample(50, random_state=0).dtypes.to_dict() == frame.dtypes.to_dict()
+    hidden = frame.head(20).copy()
+    hidden.loc[::2, "count"] = np.nan
+    hidden.loc[1::2, "kind"] = np.nan
+    completed = model.sample_conditional(hidden, random_state=0)
+    assert completed.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert (completed["count"][1::2] == frame["count"][1:20:2]).all()
+    continuous = NCEDensity(**quick, integer_features=None).fit(frame)
+    drawn = continuous.sample(50, random_state=0)["count"]
+    assert drawn.dtype == np.float64 and (drawn != np.round(drawn)).any()
+
+
 def test_fit_with_missing_cells_keeps_every_row(table):
     train = table[0].head(600).copy()
     rng = np.random.default_rng(1)
