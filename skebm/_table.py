@@ -329,7 +329,9 @@ class TableColumns:
                     f"Column {self.name(j)} has a category not seen in fit: "
                     f"{values[unseen][:1].tolist()[0]!r} (seen: {known[:10].tolist()}). "
                     "The model gives it probability 0; map it to a known category or "
-                    "refit with it.")
+                    "refit with it. In cross-validation, shuffle the rows "
+                    "(KFold(shuffle=True)): a table sorted by this column leaves its "
+                    "categories out of training folds.")
             encoded[~missing, j] = codes
             encoded[missing, j] = np.nan
         return encoded
