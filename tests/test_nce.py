@@ -1,3 +1,4 @@
+import math
 import pickle
 import re
 
@@ -10,6 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import skebm.nce as nce_module
 from skebm import ConvergenceDivergedError, NCEDensity
 from skebm._runtime import make_generator
 from skebm.datasets import make_toy_2d
@@ -47,6 +49,27 @@ def test_learns_the_density(fitted, eight_gaussians):
     assert fitted.score(X_test) > eight_gaussians_log_density(X_test).mean() - 0.15
     assert fitted.log_partition_std_ < 0.05
     assert fitted.history_[-1]["loss"] < fitted.history_[0]["loss"]
+
+
+def test_log_partition_stops_drawing_once_precise(fitted, monkeypatch):
+    """log Z's draws stop once its standard error is under the target (after
+    the minimum), and that estimate agrees with the one from every draw."""
+    module = fitted._inference_module()
+    drawn, sample = [], module.proposal.sample
+    monkeypatch.setattr(module.proposal, "sample",
+                        lambda n, generator: drawn.append(n) or sample(n, generator))
+    with torch.no_grad():
+        log_z, log_z_std = fitted._estimate_log_partition(
+            module, make_generator(0, "cpu"), n_importance_samples=100_000)
+    assert nce_module.LOG_Z_MIN_DRAWS <= sum(drawn) < 100_000
+    assert log_z_std < nce_module.LOG_Z_TARGET_ERROR
+    monkeypatch.setattr(nce_module, "LOG_Z_TARGET_ERROR", 0.0)  # every draw
+    drawn.clear()
+    with torch.no_grad():
+        every_z, every_std = fitted._estimate_log_partition(
+            module, make_generator(1, "cpu"), n_importance_samples=100_000)
+    assert sum(drawn) == 100_000 and every_std < log_z_std
+    assert abs(log_z - every_z) < 4 * math.hypot(log_z_std, every_std)
 
 
 def test_samples_come_from_the_model(fitted):
