@@ -183,12 +183,16 @@ class TableColumns:
         The DataFrame's column names, for messages.
     is_integer : ndarray of bool, shape (n_features,) or None
         The numeric columns of integers (None: none).
+    dtypes : list or None
+        The fitted DataFrame's column dtypes, which decoded rows take back
+        (None: not a DataFrame).
     """
 
-    def __init__(self, is_categorical, categories, names=None, is_integer=None):
+    def __init__(self, is_categorical, categories, names=None, is_integer=None, dtypes=None):
         self.is_categorical = np.asarray(is_categorical, dtype=bool)
         self.categories = categories
         self.names = names
+        self.dtypes = dtypes
         self.is_integer = (np.zeros_like(self.is_categorical) if is_integer is None
                            else np.asarray(is_integer, dtype=bool))
 
@@ -200,7 +204,7 @@ class TableColumns:
         columns, dtypes = _columns_of(X)
         names = np.asarray(X.columns, dtype=object) if _is_frame(X) else None
         mask = cls._resolve(categorical_features, columns, dtypes, names)
-        table = cls(mask, [], names)
+        table = cls(mask, [], names, dtypes=dtypes if names is not None else None)
         for j in np.flatnonzero(mask):
             column = columns[j]
             observed = column[~missing_cells(column)]
@@ -225,7 +229,6 @@ class TableColumns:
             if np.isnan(columns[j]).all():
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
         table.is_integer = table._integer_columns(integer_features, columns, dtypes)
-        table.dtypes = dtypes if names is not None else None
         return table
 
     def _integer_columns(self, spec, columns, dtypes):
@@ -368,6 +371,7 @@ class TableColumns:
             return np.column_stack([column.astype(object) for column in columns])
         names = self.names if self.names is not None else range(len(columns))
         frame = pd.DataFrame({name: column for name, column in zip(names, columns)})
+        # getattr: a table pickled before dtypes were kept has none.
         return _in_fitted_dtypes(frame, getattr(self, "dtypes", None))
 
 
