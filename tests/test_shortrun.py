@@ -17,7 +17,7 @@ from skebm.datasets import (
     make_toy_2d,
 )
 from skebm.partition import annealed_importance_log_partition, grid_log_integral
-from skebm.samplers import langevin
+from skebm.samplers import _ChainStatistics, langevin
 from skebm.shortrun import _VALIDATION_DRAWS
 
 # Small and quick: the checks fit dozens of times on tiny data.
@@ -107,6 +107,33 @@ def test_langevin_samples_a_known_gaussian():
     # At temperature T the covariance is T times as large.
     cold, _ = langevin(energy, start, 1000, step, math.sqrt(2 * step * 0.25), generator)
     np.testing.assert_allclose(torch.cov(cold.T), 0.25 * covariance, atol=0.02)
+
+
+@pytest.mark.parametrize("block_elements", [2, 2**20])
+def test_langevin_statistics_are_those_of_each_step(monkeypatch, block_elements):
+    """The statistics, counted a block of steps at a time, are the mean
+    gradient norm and the mean Metropolis (MALA) acceptance of each step,
+    written here step by step from the chains' path."""
+    monkeypatch.setattr(_ChainStatistics, "BLOCK_ELEMENTS", block_elements)
+    energy = lambda z: (z**4).sum(1) + 0.5 * (z**2).sum(1)
+    gradient = lambda z: 4 * z**3 + z
+    start = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    step, noise, n_steps = 0.05, 0.4, 6
+    # The same generator seed replays the same noise: the path, step by step.
+    path = [start] + [langevin(energy, start, t, step, noise, torch.Generator().manual_seed(1))[0]
+                      for t in range(1, n_steps)]
+    _, stats = langevin(energy, start, n_steps, step, noise, torch.Generator().manual_seed(1))
+    temperature = noise**2 / (2 * step)
+    acceptances = []
+    for z, z_next in zip(path[:-1], path[1:]):
+        log_q_forward = -((z_next - z + step * gradient(z)) ** 2).sum(1) / (2 * noise**2)
+        log_q_backward = -((z - z_next + step * gradient(z_next)) ** 2).sum(1) / (2 * noise**2)
+        log_ratio = (energy(z) - energy(z_next)) / temperature + log_q_backward - log_q_forward
+        acceptances.append(torch.exp(log_ratio.clamp(max=0)).mean())
+    norms = [gradient(z).norm(dim=1).mean() for z in path]
+    np.testing.assert_allclose(stats["acceptance"], torch.stack(acceptances).mean(), rtol=1e-10)
+    np.testing.assert_allclose(stats["grad_norm"], torch.stack(norms).mean(), rtol=1e-10)
+    assert 0.1 < stats["acceptance"] < 0.99  # a step large enough for the test to see
 
 
 def test_langevin_clips_gradients():
