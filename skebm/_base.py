@@ -114,6 +114,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     #: them, however many): for estimators whose validation score costs
     #: more per row than a training step does.
     _max_validation_rows = None
+    #: Fewest training steps that early stopping's patience spans: with
+    #: epochs of fewer steps, it waits more epochs (0: ``n_iter_no_change``
+    #: epochs, however short).
+    _min_patience_steps = 0
     #: Whether X may be a table (:mod:`skebm._table`): categorical columns
     #: (``categorical_features``), integer ones (``integer_features``) and
     #: missing cells (NaN). The hooks then see category codes and NaN among
@@ -172,7 +176,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         end; below 0: never)."""
         monitors = [DivergenceGuard()]
         if validation:
-            monitors.append(EarlyStopping(self.tol, self.n_iter_no_change))
+            monitors.append(EarlyStopping(self.tol, self.n_iter_no_change,
+                                          min_steps=self._min_patience_steps))
         if self.verbose > 0:
             monitors.append(ProgressBar())
         elif self.verbose == 0 and watched():
@@ -342,14 +347,14 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         the fit began (``time.monotonic()``; None: now)."""
         n_epochs = 1 if partial else self._n_epochs()
         batch_size = min(self.batch_size, len(Z_train))
-        steps = n_epochs * math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
-        rule = self._make_update_rule(module, None if partial else steps)
+        epoch_steps = math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
+        rule = self._make_update_rule(module, None if partial else n_epochs * epoch_steps)
         if optimizer_state is not None:
             rule.optimizer.load_state_dict(optimizer_state)
         if Z_val is not None:
             with torch.no_grad():
                 Z_val = self._validation_set(module, Z_val)
-        run = TrainingRun(self, module, Z_train, Z_val, n_epochs, rule=rule,
+        run = TrainingRun(self, module, Z_train, Z_val, n_epochs, epoch_steps, rule=rule,
                           started=time.monotonic() if started is None else started)
         monitors = self._monitors(validation=Z_val is not None)
         try:

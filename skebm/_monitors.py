@@ -43,6 +43,7 @@ class TrainingRun:
     Z_train: object
     Z_val: object  #: the held-out rows, as the estimator's ``_validation_set`` made them
     n_epochs: int
+    epoch_steps: int = 1  #: training steps an epoch takes
     epoch: int = 0
     first_loss: float = None  #: the first step's loss, or the first epoch's
     history: list = field(default_factory=list)
@@ -102,20 +103,29 @@ class DivergenceGuard(EpochMonitor):
         return False
 
 
+def patience_in_epochs(patience, min_steps, run):
+    """``patience`` epochs, or more when they would hold fewer than
+    ``min_steps`` training steps: on small data an epoch is a step or two,
+    too little training to judge a plateau by."""
+    return max(patience, math.ceil(min_steps / max(run.epoch_steps, 1)))
+
+
 class EarlyStopping(EpochMonitor):
     """Scores the validation rows after every epoch (``validation_score`` in
-    ``history_``) and stops when ``patience`` epochs in a row have not beaten
-    the best by ``tol``, as scikit-learn's MLP; the parameters kept are the
-    best epoch's. Epoch 0, the model before training, is a candidate too: a
-    model built on a base density keeps the base when training does not beat it.
+    ``history_``) and stops when ``patience`` epochs in a row (at least
+    ``min_steps`` steps' worth, see :func:`patience_in_epochs`) have not
+    beaten the best by ``tol``, as scikit-learn's MLP; the parameters kept are
+    the best epoch's. Epoch 0, the model before training, is a candidate too:
+    a model built on a base density keeps the base when training does not beat it.
     """
 
-    def __init__(self, tol, patience):
-        self.tol, self.patience = tol, patience
+    def __init__(self, tol, patience, min_steps=0):
+        self.tol, self.patience, self.min_steps = tol, patience, min_steps
         self.best_score, self.best_state, self.best_epoch = -math.inf, None, None
         self.epochs_since_best = 0
 
     def on_train_begin(self, run):
+        self.patience = patience_in_epochs(self.patience, self.min_steps, run)
         self._update(run.estimator._scored_validation(run.module, run.Z_val), run.module, 0)
 
     def on_epoch_end(self, run, record):
@@ -147,7 +157,8 @@ class EarlyStopping(EpochMonitor):
 class PlateauDecay(EpochMonitor):
     """Divides the learning rate by ``factor`` each time the validation score
     (the record's ``validation_score``: list it after :class:`EarlyStopping`)
-    has not beaten its best by ``tol`` for ``patience`` epochs, as torch's
+    has not beaten its best by ``tol`` for ``patience`` epochs (at least
+    ``min_steps`` steps' worth, see :func:`patience_in_epochs`), as torch's
     ``ReduceLROnPlateau``. With ``restore_best``, each division also puts
     back the parameters of the best epoch so far. Besides, every epoch
     multiplies the rate by ``epoch_factor`` (a number, or a function of the
@@ -159,12 +170,16 @@ class PlateauDecay(EpochMonitor):
     monitor only counts, and the ``max_decays``-th plateau stops."""
 
     def __init__(self, tol, patience=1, factor=10.0, max_decays=2, restore_best=False,
-                 epoch_factor=1.0):
+                 epoch_factor=1.0, min_steps=0):
         self.tol, self.patience, self.factor, self.max_decays = tol, patience, factor, max_decays
+        self.min_steps = min_steps
         self.epoch_factor, self.first_rate = epoch_factor, None
         self.restore_best, self.best_state = restore_best, None
         self.best_score, self.epochs_since_best, self.n_decays = -math.inf, 0, 0
         self.spent = False
+
+    def on_train_begin(self, run):
+        self.patience = patience_in_epochs(self.patience, self.min_steps, run)
 
     def on_epoch_end(self, run, record):
         groups = run.rule.optimizer.param_groups if run.rule is not None else []

@@ -3,7 +3,6 @@ sampled softmax and predicting with the full softmax."""
 
 import math
 import numbers
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,6 +12,7 @@ from sklearn import get_config
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.sparsefuncs import min_max_axis
 from sklearn.utils.validation import _num_samples
 
 from ._base import Step, TorchEstimator
@@ -29,10 +29,6 @@ __all__ = ["NCESoftmaxClassifier"]
 _TRAINING_BYTES_PER_PARAMETER = 16
 #: Part of the memory the device has free that a model may plan to use.
 _MEMORY_SHARE = 0.8
-#: Features whose largest magnitude is outside this range are warned about:
-#: they are used unscaled, and a row's embedding is their weighted sum, which
-#: swamps the rest (above) or stays at the bias, every row alike (below).
-_FEATURE_RANGE = (1e-6, 1e6)
 
 
 class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
@@ -44,9 +40,12 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     ``noise_power``, shared by the whole minibatch. The scores come from a
     bag of feature embeddings (fastText's design; sparse X is never made
     dense), optional hidden layers, then one output row per class.
-    Predictions use the full, normalized softmax over every class. Input
-    features are used as they are (sparse X stays sparse): scale dense
-    features as for ``MLPClassifier``.
+    Predictions use the full, normalized softmax over every class. Each
+    feature is divided by its largest magnitude in the training rows, as
+    ``MaxAbsScaler`` does: sparse X stays sparse and 0/1 counts are
+    unchanged, while raw measurements (in the hundreds, say) come to the
+    range Adam's step suits, where unscaled each step moved their rows'
+    scores too far.
 
     Read more in the :ref:`User Guide <nce_classifier>`.
 
@@ -123,7 +122,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         same every epoch, are enough to compare epochs.
     n_iter_no_change : int, default=5
         Patience of early stopping, in epochs, counted from the best epoch;
-        the rate's plateau rule (see ``learning_rate``) may stop sooner.
+        the rate's plateau rule (see ``learning_rate``) may stop sooner. Both
+        wait at least 15 training steps: where an epoch is a step or two (a
+        few hundred rows), they wait that many more epochs.
     tol : float, default=1e-4
         Improvement of the validation log-loss that counts.
     warm_start : bool, default=False
@@ -160,6 +161,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         stopping, ``validation_score`` (minus the held-out log-loss).
     n_iter_ : int
         Epochs run.
+    scale_ : ndarray of shape (n_features_in_,)
+        What each feature is divided by: its largest magnitude in the rows
+        of the first fit (1 for a column of zeros).
     n_features_in_ : int
     device_ : torch.device
 
@@ -346,21 +350,21 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
     # -- the pieces the shared training loop calls ------------------------------
     def _input_standardization(self, X):
-        return 0.0, 1.0  # features as they are: sparse rows stay sparse
+        """No centring (sparse rows stay sparse); each column's scale is its
+        largest magnitude."""
+        if sp.issparse(X):
+            smallest, largest = min_max_axis(X, axis=0)
+            scale = np.maximum(np.abs(smallest), np.abs(largest)).astype(np.float64)
+        else:
+            scale = np.abs(X).max(axis=0).astype(np.float64)
+        scale[scale == 0] = 1.0
+        return np.zeros_like(scale), scale
 
     def _training_rows(self, X, mean, scale, device):
-        values = X.data if sp.issparse(X) else X
-        largest = float(np.abs(values).max()) if values.size else 0.0
-        if largest and not _FEATURE_RANGE[0] <= largest <= _FEATURE_RANGE[1]:
-            warnings.warn(
-                f"{type(self).__name__} uses features as they are, and X has values up to "
-                f"{largest:.3g}: outside {_FEATURE_RANGE[0]:g} to {_FEATURE_RANGE[1]:g}, the "
-                "rows' embeddings swamp the rest or all stay alike, and float32 loses them. "
-                "Scale the features (StandardScaler, or normalized counts).", UserWarning)
-        return SparseBagRows(bags_from_rows(X, device, torch.float32))
+        return SparseBagRows(bags_from_rows(_scaled(X, scale), device, torch.float32))
 
     def _inference_rows(self, X, rows, mean, scale, device):
-        return bags_from_rows(X[rows], device, torch.float64)
+        return bags_from_rows(_scaled(X[rows], scale), device, torch.float64)
 
     def _build(self, Z, generator, scale):
         class_count = Z.attributes["class_count_"]
@@ -412,6 +416,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     #: PLATEAU_DECAYS below its start, however it got there.
     PLATEAU_PATIENCE, PLATEAU_FACTOR, PLATEAU_DECAYS = 1, 10.0, 2
     HALVING_STEPS = 500
+    #: Both patiences span at least this many steps: on a table of a few
+    #: hundred rows an epoch is one step, and a held-out set of a few rows
+    #: that one step did not improve stopped fits at the class prior (see the
+    #: user guide).
+    _min_patience_steps = 15
 
     def _epoch_factor(self, run):
         """What the rate is multiplied by after an epoch (see HALVING_STEPS)."""
@@ -431,7 +440,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
             monitors.insert(after, PlateauDecay(self.tol, self.PLATEAU_PATIENCE,
                                             self.PLATEAU_FACTOR, self.PLATEAU_DECAYS,
                                             restore_best=True,
-                                            epoch_factor=self._epoch_factor))
+                                            epoch_factor=self._epoch_factor,
+                                            min_steps=self._min_patience_steps))
         return monitors
 
     # -- memory and work -------------------------------------------------------
@@ -559,3 +569,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _scaled(X, scale):
+    """X with each column divided by ``scale`` (sparse X stays sparse; no copy
+    when every scale is 1)."""
+    if np.all(scale == 1):
+        return X
+    if sp.issparse(X):
+        return (X @ sp.diags(1.0 / scale)).tocsr()
+    return X / scale
