@@ -162,8 +162,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     n_iter_ : int
         Epochs run.
     scale_ : ndarray of shape (n_features_in_,)
-        What each feature is divided by: its largest magnitude in the rows
-        of the first fit (1 for a column of zeros).
+        What each feature is divided by: its largest magnitude in the
+        training rows (of the first call, for ``partial_fit`` and
+        ``warm_start``; 1 for a column of zeros).
     n_features_in_ : int
     device_ : torch.device
 
