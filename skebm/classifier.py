@@ -161,7 +161,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         stopping, ``validation_score`` (minus the held-out log-loss).
     n_iter_ : int
         Epochs run.
-    scale_ : ndarray of shape (n_features_in_,)
+    scale_ : ndarray of shape (`n_features_in_`,)
         What each feature is divided by: its largest magnitude in the
         training rows (of the first call, for ``partial_fit`` and
         ``warm_start``; 1 for a column of zeros).
