@@ -574,8 +574,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
 def _scaled(X, scale):
     """X with each column divided by ``scale`` (sparse X stays sparse; no copy
-    when every scale is 1)."""
-    if np.all(scale == 1):
+    when every scale is 1, or ``scale`` is None, as inference passes it then)."""
+    if scale is None or np.all(scale == 1):
         return X
     if sp.issparse(X):
         return (X @ sp.diags(1.0 / scale)).tocsr()

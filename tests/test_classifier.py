@@ -483,6 +483,18 @@ def test_a_fit_is_the_same_whatever_the_columns_units(scale):
     np.testing.assert_allclose(rescaled.scale_, units * reference.scale_, rtol=1e-12)
 
 
+def test_binary_features_are_used_as_they_are():
+    """Columns of 0 and 1 have scale 1: the rows go to torch unchanged, in
+    fit and in predict (which crashed on such data when first written)."""
+    X, y = _make_classes(6, 200, 40, random_state=0)
+    X.sum_duplicates()
+    X.data[:] = 1.0  # a repeated feature counted once
+    clf = NCESoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
+    assert np.all(clf.scale_ == 1)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(1), 1.0)
+    np.testing.assert_allclose(clf.predict_proba(X.toarray()), clf.predict_proba(X), atol=1e-12)
+
+
 def test_raw_measurements_train_as_scaled_ones_do():
     """Wine's raw columns (proline in the hundreds) ended every fit at the
     class prior (held-out accuracy 0.40); scaled by their largest magnitude
