@@ -28,18 +28,23 @@ class Bags:
         return len(self.offsets)
 
 
-def bags_from_rows(X, device, dtype):
-    """:class:`Bags` of the rows of X (scipy sparse or numpy), never dense.
+def bags_from_rows(X, device, dtype, scale=None):
+    """:class:`Bags` of the rows of X (scipy sparse or numpy), never dense,
+    each column's values divided by its ``scale`` (None: as they are).
 
     Explicit zeros are dropped, and columns come in increasing order within
     a row, so a dense array and its sparse copy give the same bags.
     """
-    X = sp.csr_matrix(X, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    # float32 rows stay float32 unless scaled (a copy at twice the size for
+    # a large corpus otherwise); scaling divides in float64.
+    exact = scale is not None or dtype == torch.float64
+    X = sp.csr_matrix(X, dtype=np.float64 if exact else np.float32)
     X.sum_duplicates()  # sorts each row's columns, merges repeats
     X.eliminate_zeros()
+    weights = X.data if scale is None else X.data / scale[X.indices]
     return Bags(as_tensor(X.indices, device, torch.long),
                 as_tensor(X.indptr[:-1], device, torch.long),
-                as_tensor(X.data, device, dtype), X.shape[1])
+                as_tensor(weights, device, dtype), X.shape[1])
 
 
 class SparseBagRows:

@@ -1,7 +1,6 @@
 """A classifier over many classes, trained by noise-contrastive estimation or
 sampled softmax and predicting with the full softmax."""
 
-import math
 import numbers
 
 import numpy as np
@@ -362,10 +361,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return np.zeros_like(scale), scale
 
     def _training_rows(self, X, mean, scale, device):
-        return SparseBagRows(bags_from_rows(_scaled(X, scale), device, torch.float32))
+        _, scale = self._nonidentity(mean, scale)  # None when it would change nothing
+        return SparseBagRows(bags_from_rows(X, device, torch.float32, scale))
 
     def _inference_rows(self, X, rows, mean, scale, device):
-        return bags_from_rows(_scaled(X[rows], scale), device, torch.float64)
+        return bags_from_rows(X[rows], device, torch.float64, scale)
 
     def _build(self, Z, generator, scale):
         class_count = Z.attributes["class_count_"]
@@ -425,8 +425,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
     def _epoch_factor(self, run):
         """What the rate is multiplied by after an epoch (see HALVING_STEPS)."""
-        steps = math.ceil(self._epoch_rows(len(run.Z_train)) / self.batch_size)
-        return 0.5 ** (steps / max(steps, self.HALVING_STEPS))
+        return 0.5 ** (run.epoch_steps / max(run.epoch_steps, self.HALVING_STEPS))
 
     def _make_update_rule(self, module, n_steps):
         """With early stopping, a rate that :class:`PlateauDecay` halves
@@ -571,12 +570,3 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         tags.input_tags.sparse = True
         return tags
 
-
-def _scaled(X, scale):
-    """X with each column divided by ``scale`` (sparse X stays sparse; no copy
-    when every scale is 1, or ``scale`` is None, as inference passes it then)."""
-    if scale is None or np.all(scale == 1):
-        return X
-    if sp.issparse(X):
-        return (X @ sp.diags(1.0 / scale)).tocsr()
-    return X / scale
