@@ -569,4 +569,3 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
