@@ -29,6 +29,21 @@ ACTIVATIONS = {
     "tanh": nn.Tanh,
 }
 
+# The gradient through each activation layer, from the gradient at its output
+# and its input ``a`` and output ``h``: torch's own backward kernels, those
+# autograd calls.
+_ACTIVATION_BACKWARD = {
+    nn.ReLU: lambda layer, grad, a, h: torch.ops.aten.threshold_backward(grad, h, 0),
+    nn.LeakyReLU: lambda layer, grad, a, h: torch.ops.aten.leaky_relu_backward(
+        grad, a, layer.negative_slope, False),
+    nn.SiLU: lambda layer, grad, a, h: torch.ops.aten.silu_backward(grad, a),
+    nn.ELU: lambda layer, grad, a, h: torch.ops.aten.elu_backward(
+        grad, layer.alpha, 1, 1, False, a),
+    nn.Softplus: lambda layer, grad, a, h: torch.ops.aten.softplus_backward(
+        grad, a, layer.beta, layer.threshold),
+    nn.Tanh: lambda layer, grad, a, h: torch.ops.aten.tanh_backward(grad, h),
+}
+
 
 #: Data of at most this many features get Fourier features by default
 #: (``fourier_features="auto"``): a plain MLP learns sharp 1-D and 2-D
@@ -157,8 +172,20 @@ class FourierFeatures(nn.Module):
         self.n_outputs = n_inputs + 2 * n_features
 
     def forward(self, x):
+        return self.forward_and_backward(x)[0]
+
+    def forward_and_backward(self, x):
+        """The features of ``x`` and a function that takes a gradient at them
+        back to ``x``."""
         angles = x @ self.projection
-        return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
+        sin, cos = torch.sin(angles), torch.cos(angles)
+
+        def backward(grad):
+            n, k = x.shape[-1], angles.shape[-1]
+            return grad[..., :n] + (grad[..., n:n + k] * cos
+                                    - grad[..., n + k:] * sin) @ self.projection.T
+
+        return torch.cat([x, sin, cos], dim=-1), backward
 
 
 class MLPEnergy(nn.Module):
@@ -230,6 +257,36 @@ class MLPEnergy(nn.Module):
 
     def forward(self, x):
         return self.layers(x).squeeze(-1)
+
+    @torch.no_grad()
+    def energy_and_gradient(self, x):
+        """``(E(x), dE/dx)``, the gradient taken back through the layers by
+        hand rather than by autograd, whose bookkeeping costs more than the
+        arithmetic itself on a few Langevin chains of a small network (see
+        benchmarks/RESULTS.md). Neither carries gradients to the parameters.
+        Categorical inputs have no gradient: a network with categories
+        refuses."""
+        backwards = []
+        for layer in self.layers:
+            x, backward = _forward_and_backward(layer, x)
+            backwards.append(backward)
+        grad = torch.ones_like(x)
+        for backward in reversed(backwards):
+            grad = backward(grad)
+        return x.squeeze(-1), grad
+
+
+def _forward_and_backward(layer, x):
+    """``layer(x)`` and a function that takes a gradient at it back to ``x``."""
+    if isinstance(layer, FourierFeatures):
+        return layer.forward_and_backward(x)
+    if isinstance(layer, nn.Linear):
+        weight = layer.weight  # read once: a spectral norm is recomputed at each read
+        return nn.functional.linear(x, weight, layer.bias), lambda grad: grad @ weight
+    if type(layer) not in _ACTIVATION_BACKWARD:
+        raise TypeError(f"No input gradient through {type(layer).__name__}.")
+    h = layer(x)
+    return h, lambda grad: _ACTIVATION_BACKWARD[type(layer)](layer, grad, x, h)
 
 
 class OneHotCategories(nn.Module):

@@ -123,7 +123,8 @@ def metropolis_adjusted_langevin(
     return z, (accepted_total / counted if counted else rate if n_steps else 0.0)
 
 
-def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip=None):
+def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip=None,
+             energy_and_gradient=None):
     """Run (unadjusted) Langevin chains from ``z`` down an energy.
 
     Each step is ``z <- z - step_size * grad E(z) + noise_scale * xi`` with
@@ -155,6 +156,9 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
         If set, each row's gradient is scaled down to at most this norm
         before the step (a guard against the large gradients of an untrained
         energy).
+    energy_and_gradient : callable or None, default=None
+        ``(E(z), grad E(z))`` without autograd (a gradient worked out by
+        hand), used instead of differentiating ``energy``.
 
     Returns
     -------
@@ -186,11 +190,14 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
     z = z.detach()
     statistics = _ChainStatistics(step_size, noise_scale, z.numel())
     for _ in range(n_steps):
-        with torch.enable_grad():  # even inside a caller's torch.no_grad()
-            z.requires_grad_(True)
-            value = energy(z)
-            (grad,) = torch.autograd.grad(value.sum(), z)
-        z, value = z.detach(), value.detach()
+        if energy_and_gradient is not None:
+            value, grad = energy_and_gradient(z)
+        else:
+            with torch.enable_grad():  # even inside a caller's torch.no_grad()
+                z.requires_grad_(True)
+                value = energy(z)
+                (grad,) = torch.autograd.grad(value.sum(), z)
+            z, value = z.detach(), value.detach()
         drift = step_size * grad
         if grad_clip is not None:
             norm = grad.flatten(1).norm(dim=1)

@@ -1,11 +1,13 @@
 """Energy networks."""
 
+import copy
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from skebm.nets import MLPEnergy
+from skebm.nets import ACTIVATIONS, MLPEnergy
 
 def test_network_init_uses_only_its_generator():
     state = torch.get_rng_state()
@@ -45,3 +47,34 @@ print(sorted(name for name in set(sys.modules) - before
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("fourier_features, spectral_norm", [(0, False), (6, False), (6, True)])
+def test_the_gradient_by_hand_is_autograds(activation, fourier_features, spectral_norm):
+    """``energy_and_gradient`` (Langevin's gradient, taken back through the
+    layers by hand) against autograd, at points spread over the
+    activations' bends, in training mode (a spectral norm's power iteration
+    runs once per weight read: once per pass on both ways)."""
+    generator = torch.Generator().manual_seed(0)
+    net = MLPEnergy(3, (16, 16), activation, generator, fourier_features=fourier_features,
+                    spectral_norm=spectral_norm).double()
+    twin = copy.deepcopy(net)
+    x = 3 * torch.randn(40, 3, dtype=torch.float64, generator=generator)
+    energy, grad = net.energy_and_gradient(x)
+    x.requires_grad_(True)
+    expected = twin(x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    assert not energy.requires_grad and not grad.requires_grad
+    torch.testing.assert_close(energy, expected.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert grad.abs().max() > 1e-3
+    for ours, theirs in zip(net.state_dict().values(), twin.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)  # power iterations
+
+
+def test_no_gradient_through_categories():
+    net = MLPEnergy(2, (4,), "silu", torch.Generator().manual_seed(0),
+                    categories=([False, True], [3]))
+    with pytest.raises(TypeError, match="OneHotCategories"):
+        net.energy_and_gradient(torch.tensor([[0.5, 1.0]]))
