@@ -10,7 +10,7 @@ from torch import nn
 
 from ._missing import MissingCells
 from ._mixture import filled_rows
-from .nets import LOW_DIMENSION, MLPEnergy
+from .nets import LOW_DIMENSION
 from .partition import (annealed_importance_log_partition, grid_log_integral,
                         importance_log_partition)
 from .samplers import langevin
@@ -109,8 +109,8 @@ class ShortRunModel(MissingCells, nn.Module):
 
     @torch.no_grad()
     def whitened_energy_and_gradient(self, U):
-        """``whitened_energy`` and its gradient, without autograd (the MLP's
-        gradient by hand; see :meth:`~skebm.nets.MLPEnergy.energy_and_gradient`)."""
+        """``whitened_energy`` and its gradient, without autograd (the
+        network's by hand: :func:`~skebm.nets.energy_and_gradient`)."""
         energy, grad = self.energy.energy_and_gradient(self.to_data(U))
         return 0.5 * (U**2).sum(1) + energy, U + grad @ self.cholesky
 
@@ -149,10 +149,9 @@ class ShortRunModel(MissingCells, nn.Module):
 
     def run_chains(self, start, n_steps, generator):
         """``n_steps`` Langevin steps from ``start`` (in ``u``); (chains, statistics)."""
-        by_hand = isinstance(self.energy, MLPEnergy)
         return langevin(self.whitened_energy, start, n_steps, *self.steps(), generator,
-                        grad_clip=self.grad_clip, energy_and_gradient=(
-                            self.whitened_energy_and_gradient if by_hand else None))
+                        grad_clip=self.grad_clip,
+                        energy_and_gradient=self.whitened_energy_and_gradient)
 
     def negatives(self, n_rows, generator):
         """Negatives for one training update, on ``z``, and the chains'

@@ -16,8 +16,8 @@ from torch import nn
 
 from ._runtime import draw_seed, refuse_beyond_memory
 
-__all__ = ["ACTIVATIONS", "ConvEnergy", "FourierFeatures", "MLPEnergy", "fourier_feature_count",
-           "layer_shapes", "layer_sizes", "network_work"]
+__all__ = ["ACTIVATIONS", "ConvEnergy", "FourierFeatures", "MLPEnergy", "energy_and_gradient",
+           "fourier_feature_count", "layer_shapes", "layer_sizes", "network_work"]
 
 #: Activation names accepted by the estimators' ``activation`` parameter.
 ACTIVATIONS = {
@@ -258,31 +258,44 @@ class MLPEnergy(nn.Module):
     def forward(self, x):
         return self.layers(x).squeeze(-1)
 
-    @torch.no_grad()
     def energy_and_gradient(self, x):
-        """``(E(x), dE/dx)``, the gradient taken back through the layers by
-        hand rather than by autograd, whose bookkeeping costs more than the
-        arithmetic itself on a few Langevin chains of a small network (see
-        benchmarks/RESULTS.md). Neither carries gradients to the parameters.
-        Categorical inputs have no gradient: a network with categories
-        refuses."""
-        backwards = []
-        for layer in self.layers:
-            x, backward = _forward_and_backward(layer, x)
-            backwards.append(backward)
-        grad = torch.ones_like(x)
-        for backward in reversed(backwards):
-            grad = backward(grad)
-        return x.squeeze(-1), grad
+        """``(E(x), dE/dx)`` by :func:`energy_and_gradient`. Categorical
+        inputs have no gradient: a network with categories refuses."""
+        return energy_and_gradient(self.layers, x)
+
+
+@torch.no_grad()
+def energy_and_gradient(layers, x):
+    """``(E(x), dE/dx)`` of a network whose ``layers`` end in one output, the
+    gradient taken back through them by hand with torch's own backward
+    kernels, rather than by autograd, whose bookkeeping costs more than the
+    arithmetic itself on a few Langevin chains of a small network (see
+    benchmarks/RESULTS.md). Neither carries gradients to the parameters."""
+    backwards = []
+    for layer in layers:
+        x, backward = _forward_and_backward(layer, x)
+        backwards.append(backward)
+    grad = torch.ones_like(x)
+    for backward in reversed(backwards):
+        grad = backward(grad)
+    return x.squeeze(-1), grad
 
 
 def _forward_and_backward(layer, x):
-    """``layer(x)`` and a function that takes a gradient at it back to ``x``."""
+    """``layer(x)`` and a function that takes a gradient at it back to ``x``.
+    A weight is read once: a spectral norm is recomputed at each read."""
     if isinstance(layer, FourierFeatures):
         return layer.forward_and_backward(x)
     if isinstance(layer, nn.Linear):
-        weight = layer.weight  # read once: a spectral norm is recomputed at each read
+        weight = layer.weight
         return nn.functional.linear(x, weight, layer.bias), lambda grad: grad @ weight
+    if isinstance(layer, nn.Conv2d):
+        weight = layer.weight
+        settings = layer.stride, layer.padding, layer.dilation, layer.groups
+        return (nn.functional.conv2d(x, weight, layer.bias, *settings),
+                lambda grad: nn.grad.conv2d_input(x.shape, weight, grad, *settings))
+    if isinstance(layer, nn.Flatten):
+        return layer(x), lambda grad: grad.view(x.shape)
     if type(layer) not in _ACTIVATION_BACKWARD:
         raise TypeError(f"No input gradient through {type(layer).__name__}.")
     h = layer(x)
@@ -373,6 +386,11 @@ class ConvEnergy(nn.Module):
 
     def forward(self, x):
         return self.layers(x.view(-1, *self.image_shape)).squeeze(-1)
+
+    def energy_and_gradient(self, x):
+        """``(E(x), dE/dx)`` by :func:`energy_and_gradient`."""
+        energy, grad = energy_and_gradient(self.layers, x.view(-1, *self.image_shape))
+        return energy, grad.view(x.shape)
 
     def is_zero(self):
         """Whether the output layer is exactly zero (so is ``E``)."""

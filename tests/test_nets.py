@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from skebm.nets import ACTIVATIONS, MLPEnergy
+from skebm.nets import ACTIVATIONS, ConvEnergy, MLPEnergy
 
 def test_network_init_uses_only_its_generator():
     state = torch.get_rng_state()
@@ -49,16 +49,26 @@ print(sorted(name for name in set(sys.modules) - before
     assert result.stdout.strip() == "[]"
 
 
+NETWORKS = {
+    "mlp": lambda activation, generator: MLPEnergy(3, (16, 16), activation, generator),
+    "mlp, Fourier features": lambda activation, generator: MLPEnergy(
+        3, (16, 16), activation, generator, fourier_features=6),
+    "mlp, Fourier features, spectral norm": lambda activation, generator: MLPEnergy(
+        3, (16, 16), activation, generator, fourier_features=6, spectral_norm=True),
+    "cnn, spectral norm": lambda activation, generator: ConvEnergy(
+        (1, 3, 1), (4, 6), activation, generator, spectral_norm=True),
+}
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("fourier_features, spectral_norm", [(0, False), (6, False), (6, True)])
-def test_the_gradient_by_hand_is_autograds(activation, fourier_features, spectral_norm):
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_the_gradient_by_hand_is_autograds(activation, network):
     """``energy_and_gradient`` (Langevin's gradient, taken back through the
     layers by hand) against autograd, at points spread over the
     activations' bends, in training mode (a spectral norm's power iteration
     runs once per weight read: once per pass on both ways)."""
     generator = torch.Generator().manual_seed(0)
-    net = MLPEnergy(3, (16, 16), activation, generator, fourier_features=fourier_features,
-                    spectral_norm=spectral_norm).double()
+    net = NETWORKS[network](activation, generator).double()
     twin = copy.deepcopy(net)
     x = 3 * torch.randn(40, 3, dtype=torch.float64, generator=generator)
     energy, grad = net.energy_and_gradient(x)
