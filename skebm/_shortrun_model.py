@@ -108,11 +108,16 @@ class ShortRunModel(MissingCells, nn.Module):
         return 0.5 * (U**2).sum(1) + self.energy(self.to_data(U))
 
     @torch.no_grad()
-    def whitened_energy_and_gradient(self, U):
-        """``whitened_energy`` and its gradient, without autograd (the
+    def energy_and_gradient(self, U):
+        """``E(z(u))`` and its gradient in ``u``, without autograd (the
         network's by hand: :func:`~skebm.nets.energy_and_gradient`)."""
         energy, grad = self.energy.energy_and_gradient(self.to_data(U))
-        return 0.5 * (U**2).sum(1) + energy, U + grad @ self.cholesky
+        return energy, grad @ self.cholesky
+
+    def whitened_energy_and_gradient(self, U):
+        """``whitened_energy`` and its gradient, without autograd."""
+        energy, grad = self.energy_and_gradient(U)
+        return 0.5 * (U**2).sum(1) + energy, U + grad
 
     def unnormalized_log_density(self, Z):
         return self.base.log_prob(Z) - self.energy(Z)
@@ -230,11 +235,11 @@ class ShortRunModel(MissingCells, nn.Module):
         log_ratio = lambda U: -self.energy(self.to_data(U))
         n_features = len(self.low)
         if n_features > LOW_DIMENSION:
-            with torch.enable_grad():  # the Langevin proposals need the energy's gradient
-                return annealed_importance_log_partition(
-                    self.draw_standard, lambda U: -0.5 * (U**2).sum(1), log_ratio,
-                    n_chains=n_ais_chains, n_temperatures=n_ais_temperatures,
-                    generator=generator)
+            negated = lambda U: tuple(-term for term in self.energy_and_gradient(U))
+            return annealed_importance_log_partition(
+                self.draw_standard, lambda U: -0.5 * (U**2).sum(1), log_ratio,
+                n_chains=n_ais_chains, n_temperatures=n_ais_temperatures, generator=generator,
+                log_ratio_and_gradient=negated)
 
         def log_integrand(U):
             U = torch.as_tensor(U, dtype=torch.float64, device=self.low.device)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ._runtime import refuse_beyond_memory
-from .samplers import metropolis_adjusted_langevin
+from .samplers import _log_density_and_grad, _mala_accepts, _mala_proposal
 
 __all__ = [
     "ais_temperatures",
@@ -106,7 +106,8 @@ def grid_log_integral(log_density, bounds, n_points=400):
 
 
 def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_chains=100,
-                                      n_temperatures=1000, generator, step_size=0.1):
+                                      n_temperatures=1000, generator, step_size=0.1,
+                                      log_ratio_and_gradient=None):
     """log Z of ``p*(z) = base(z) exp(log_ratio(z))``, by annealed importance sampling.
 
     ``base`` is a normalized density, so ``Z = E_base[exp(log_ratio)]``.
@@ -134,6 +135,9 @@ def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_cha
     generator : torch.Generator
     step_size : float, default=0.1
         Initial step size of the Langevin proposals.
+    log_ratio_and_gradient : callable or None, default=None
+        ``(log_ratio(z), its gradient)`` without autograd (a gradient
+        worked out by hand), used instead of differentiating ``log_ratio``.
 
     Returns
     -------
@@ -147,18 +151,36 @@ def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_cha
     .. [1] Neal, R. M. "Annealed importance sampling." Statistics and
        Computing 11 (2001).
     """
+    # The base's and the ratio's values and gradients are kept apart at the
+    # chains' states, so that one pass of each per temperature serves the
+    # weights, this temperature's step and the next one's.
+    base_terms = lambda z: _log_density_and_grad(log_base, z)
+    ratio_terms = log_ratio_and_gradient or (lambda z: _log_density_and_grad(log_ratio, z))
     betas = ais_temperatures(n_temperatures).tolist()
     z = sample_base(n_chains, generator)
+    base, ratio = base_terms(z), ratio_terms(z)
     log_weights = torch.zeros(n_chains, dtype=torch.float64, device=z.device)
     for previous, beta in zip(betas[:-1], betas[1:]):
-        with torch.no_grad():
-            log_weights += (beta - previous) * log_ratio(z).to(torch.float64)
+        log_weights += (beta - previous) * ratio[0].to(torch.float64)
         if beta == 1.0:
             break
-        target = lambda x, beta=beta: log_base(x) + beta * log_ratio(x)
-        z, acceptance = metropolis_adjusted_langevin(target, z, 1, step_size, generator)
-        step_size *= math.exp(acceptance - 0.574)
+        # One Metropolis-adjusted Langevin step, which leaves base * exp(beta * ratio) invariant.
+        target = lambda base, ratio, beta=beta: (base[0] + beta * ratio[0],
+                                                 base[1] + beta * ratio[1])
+        proposal = _mala_proposal(z, target(base, ratio)[1], step_size, generator)
+        new_base, new_ratio = base_terms(proposal), ratio_terms(proposal)
+        accept = _mala_accepts((z, *target(base, ratio)),
+                               (proposal, *target(new_base, new_ratio)), step_size, generator)
+        z = torch.where(accept[:, None], proposal, z)
+        base, ratio = _taken(accept, new_base, base), _taken(accept, new_ratio, ratio)
+        step_size *= math.exp(accept.to(z.dtype).mean().item() - 0.574)
     return importance_log_partition(log_weights)
+
+
+def _taken(accept, new, old):
+    """(value, gradient) of each chain: ``new`` where accepted, ``old`` elsewhere."""
+    return (torch.where(accept, new[0], old[0]),
+            torch.where(accept[:, None], new[1], old[1]))
 
 
 def ais_temperatures(n_temperatures):

@@ -57,6 +57,26 @@ def _log_density_and_grad(log_density, z):
     return value.detach(), grad
 
 
+def _mala_proposal(z, grad, step_size, generator, masked=lambda noise: noise):
+    """A Metropolis-adjusted Langevin proposal from ``z``, where the target's
+    log-density has gradient ``grad``: ``z + step_size**2 / 2 * grad +
+    step_size * noise`` (the noise through ``masked``)."""
+    noise = masked(torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype))
+    return z + 0.5 * step_size**2 * grad + step_size * noise
+
+
+def _mala_accepts(current, proposed, step_size, generator):
+    """Which chains take their proposal, by the Metropolis-Hastings test of a
+    Langevin proposal: ``current`` and ``proposed`` are each ``(z, log-density,
+    its gradient)``."""
+    (z, value, grad), (proposal, new_value, new_grad) = current, proposed
+    forward = ((proposal - z - 0.5 * step_size**2 * grad) ** 2).sum(-1)
+    backward = ((z - proposal - 0.5 * step_size**2 * new_grad) ** 2).sum(-1)
+    log_ratio = new_value - value - (backward - forward) / (2 * step_size**2)
+    uniform = torch.rand(len(z), generator=generator, device=z.device, dtype=z.dtype)
+    return torch.log(uniform) < torch.nan_to_num(log_ratio, nan=-torch.inf)
+
+
 def metropolis_adjusted_langevin(
     log_density, z, n_steps, step_size, generator, *, target_acceptance=0.574, mask=None
 ):
@@ -100,15 +120,11 @@ def metropolis_adjusted_langevin(
     z = z.detach()
     accepted_total, counted = 0.0, 0
     for step in range(n_steps):
-        noise = masked(torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype))
-        proposal = z + 0.5 * step_size**2 * grad + step_size * noise
+        proposal = _mala_proposal(z, grad, step_size, generator, masked)
         new_value, new_grad = _log_density_and_grad(log_density, proposal)
         new_grad = masked(new_grad)
-        forward = ((proposal - z - 0.5 * step_size**2 * grad) ** 2).sum(-1)
-        backward = ((z - proposal - 0.5 * step_size**2 * new_grad) ** 2).sum(-1)
-        log_ratio = new_value - value - (backward - forward) / (2 * step_size**2)
-        uniform = torch.rand(len(z), generator=generator, device=z.device, dtype=z.dtype)
-        accept = torch.log(uniform) < torch.nan_to_num(log_ratio, nan=-torch.inf)
+        accept = _mala_accepts((z, value, grad), (proposal, new_value, new_grad), step_size,
+                              generator)
         z = torch.where(accept[:, None], proposal, z)
         value = torch.where(accept, new_value, value)
         grad = torch.where(accept[:, None], new_grad, grad)
