@@ -231,7 +231,10 @@ class ShortRunModel(MissingCells, nn.Module):
         """``(log Z, standard error)``, log Z = log E_b[exp(-E)] in the
         whitened coordinates (where ``b`` is a standard normal): a grid
         integral for one or two features (``chunk_rows(n)`` rows at a time),
-        annealed importance sampling otherwise."""
+        annealed importance sampling otherwise; 0 exactly for the Gaussian
+        alone (a zero energy, which early stopping may keep)."""
+        if self.energy.is_zero():
+            return 0.0, 0.0
         log_ratio = lambda U: -self.energy(self.to_data(U))
         n_features = len(self.low)
         if n_features > LOW_DIMENSION:

@@ -192,7 +192,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     log_partition_ : float
         log Z used by ``score_samples`` (computed on first access).
     log_partition_std_ : float
-        Its standard error (0 for grid integration).
+        Its standard error (0 for grid integration, and for the Gaussian
+        alone, whose log Z is 0).
     log_partition_method_ : {"grid", "ais"}
         How ``log_partition_`` is obtained.
     step_size_ : float

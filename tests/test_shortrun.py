@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp
-from scipy.stats import norm
+from scipy.stats import multivariate_normal, norm
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import skebm._shortrun_model as shortrun_model
 from skebm import DensityImputer, ShortRunEBM
 from skebm.datasets import (
     _EIGHT_GAUSSIANS_SHRINK,
@@ -263,6 +264,29 @@ def test_missing_cells_are_the_gaussians_marginal_while_the_energy_is_zero(corre
     filled = model.conditional_mean(rows, random_state=0)
     np.testing.assert_array_equal(filled[:, 0], rows[:, 0])
     assert np.abs(filled[:, 1] - exact).max() < 4 * spread / np.sqrt(256)
+
+
+def test_the_gaussian_alone_has_log_z_0_without_ais(monkeypatch):
+    """A zero energy (what early stopping keeps when no epoch beats the
+    Gaussian) has log Z = 0 exactly: no AIS is run for it, and the scores
+    are the Gaussian's."""
+    X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=300)
+    model = ShortRunEBM(**QUICK).fit(X)
+    with torch.no_grad():
+        model.module_.energy.layers[-1].weight.zero_()
+        model.module_.energy.layers[-1].bias.zero_()
+
+    def refused(*args, **kwargs):
+        raise AssertionError("AIS ran for a zero energy")
+
+    monkeypatch.setattr(shortrun_model, "annealed_importance_log_partition", refused)
+    assert model.log_partition_method_ == "ais"
+    assert (model.log_partition_, model.log_partition_std_) == (0.0, 0.0)
+    base = model.module_.base
+    mean = model.mean_ + model.scale_ * base.means[0].double().numpy()
+    factor = model.scale_[:, None] * base.cholesky[0].double().numpy()
+    expected = multivariate_normal(mean, factor @ factor.T).logpdf(X[:5])
+    np.testing.assert_allclose(model.score_samples(X[:5]), expected, atol=1e-6)
 
 
 def test_missing_cells_score_the_observed_ones(fitted, eight_gaussians):
