@@ -21,10 +21,8 @@ class DevicePickleMixin:
         parametrized module: a spectral norm's, say)."""
         state = dict(super().__getstate__())  # object's is self.__dict__ itself
         for key, value in state.items():
-            if isinstance(value, torch.nn.Module):
-                state[key] = _Unparametrized(copy.deepcopy(value).cpu())
-            elif isinstance(value, torch.Tensor):
-                state[key] = copy.deepcopy(value).cpu()
+            if isinstance(value, (torch.nn.Module, torch.Tensor)):
+                state[key] = _picklable(copy.deepcopy(value).cpu())
         if "device_" in state:
             state["device_"] = str(state["device_"])
         return state
@@ -45,6 +43,15 @@ class DevicePickleMixin:
         for key, value in list(vars(self).items()):
             if isinstance(value, (torch.nn.Module, torch.Tensor)):
                 setattr(self, key, value.to(device))
+
+
+def _picklable(value):
+    """``value``, or an :class:`_Unparametrized` of it when it is a module
+    with parametrizations."""
+    if isinstance(value, torch.nn.Module) and any(
+            parametrize.is_parametrized(module) for module in value.modules()):
+        return _Unparametrized(value)
+    return value
 
 
 class _Unparametrized:
