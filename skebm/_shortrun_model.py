@@ -13,7 +13,7 @@ from ._mixture import filled_rows
 from .nets import LOW_DIMENSION
 from .partition import (annealed_importance_log_partition, grid_log_integral,
                         importance_log_partition)
-from .samplers import langevin
+from .samplers import langevin, with_gradient
 
 __all__ = ["ShortRunModel", "frozen"]
 
@@ -104,9 +104,6 @@ class ShortRunModel(MissingCells, nn.Module):
     def _categorical_columns(self):
         return []
 
-    def whitened_energy(self, U):
-        return 0.5 * (U**2).sum(1) + self.energy(self.to_data(U))
-
     @torch.no_grad()
     def energy_and_gradient(self, U):
         """``E(z(u))`` and its gradient in ``u``, without autograd (the
@@ -115,7 +112,8 @@ class ShortRunModel(MissingCells, nn.Module):
         return energy, grad @ self.cholesky
 
     def whitened_energy_and_gradient(self, U):
-        """``whitened_energy`` and its gradient, without autograd."""
+        """The energy in ``u``, ``|u|^2 / 2 + E(z(u))``, and its gradient,
+        without autograd."""
         energy, grad = self.energy_and_gradient(U)
         return 0.5 * (U**2).sum(1) + energy, U + grad
 
@@ -154,9 +152,8 @@ class ShortRunModel(MissingCells, nn.Module):
 
     def run_chains(self, start, n_steps, generator):
         """``n_steps`` Langevin steps from ``start`` (in ``u``); (chains, statistics)."""
-        return langevin(self.whitened_energy, start, n_steps, *self.steps(), generator,
-                        grad_clip=self.grad_clip,
-                        energy_and_gradient=self.whitened_energy_and_gradient)
+        return langevin(self.whitened_energy_and_gradient, start, n_steps, *self.steps(),
+                        generator, grad_clip=self.grad_clip)
 
     def negatives(self, n_rows, generator):
         """Negatives for one training update, on ``z``, and the chains'
@@ -215,7 +212,7 @@ class ShortRunModel(MissingCells, nn.Module):
             return 0.5 * (V**2).sum(1) + self.energy(rows_of(V))
 
         start = torch.randn(columns.shape, generator=generator, dtype=Z.dtype, device=Z.device)
-        chains, _ = langevin(energy, start, n_steps, *self.steps(), generator,
+        chains, _ = langevin(with_gradient(energy), start, n_steps, *self.steps(), generator,
                              grad_clip=self.grad_clip)
         return rows_of(chains).detach()
 
@@ -238,11 +235,11 @@ class ShortRunModel(MissingCells, nn.Module):
         log_ratio = lambda U: -self.energy(self.to_data(U))
         n_features = len(self.low)
         if n_features > LOW_DIMENSION:
+            standard = lambda U: (-0.5 * (U**2).sum(1), -U)
             negated = lambda U: tuple(-term for term in self.energy_and_gradient(U))
             return annealed_importance_log_partition(
-                self.draw_standard, lambda U: -0.5 * (U**2).sum(1), log_ratio,
-                n_chains=n_ais_chains, n_temperatures=n_ais_temperatures, generator=generator,
-                log_ratio_and_gradient=negated)
+                self.draw_standard, standard, negated, n_chains=n_ais_chains,
+                n_temperatures=n_ais_temperatures, generator=generator)
 
         def log_integrand(U):
             U = torch.as_tensor(U, dtype=torch.float64, device=self.low.device)

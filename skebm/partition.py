@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ._runtime import refuse_beyond_memory
-from .samplers import _log_density_and_grad, _mala_accepts, _mala_proposal
+from .samplers import _mala_accepts, _mala_proposal
 
 __all__ = [
     "ais_temperatures",
@@ -106,8 +106,7 @@ def grid_log_integral(log_density, bounds, n_points=400):
 
 
 def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_chains=100,
-                                      n_temperatures=1000, generator, step_size=0.1,
-                                      log_ratio_and_gradient=None):
+                                      n_temperatures=1000, generator, step_size=0.1):
     """log Z of ``p*(z) = base(z) exp(log_ratio(z))``, by annealed importance sampling.
 
     ``base`` is a normalized density, so ``Z = E_base[exp(log_ratio)]``.
@@ -127,17 +126,16 @@ def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_cha
         ``sample_base(n, generator)``: n draws from the base, an ``(n, d)``
         tensor.
     log_base : callable
-        Normalized log-density of the base of an ``(m, d)`` tensor.
+        Normalized log-density of the base of an ``(m, d)`` tensor and its
+        gradient: ``(values, gradient)``, by hand or by
+        :func:`~skebm.samplers.with_gradient`.
     log_ratio : callable
-        ``log p* - log base`` of an ``(m, d)`` tensor; differentiable.
+        ``log p* - log base`` of an ``(m, d)`` tensor and its gradient, alike.
     n_chains : int, default=100
     n_temperatures : int, default=1000
     generator : torch.Generator
     step_size : float, default=0.1
         Initial step size of the Langevin proposals.
-    log_ratio_and_gradient : callable or None, default=None
-        ``(log_ratio(z), its gradient)`` without autograd (a gradient
-        worked out by hand), used instead of differentiating ``log_ratio``.
 
     Returns
     -------
@@ -154,11 +152,9 @@ def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_cha
     # The base's and the ratio's values and gradients are kept apart at the
     # chains' states, so that one pass of each per temperature serves the
     # weights, this temperature's step and the next one's.
-    base_terms = lambda z: _log_density_and_grad(log_base, z)
-    ratio_terms = log_ratio_and_gradient or (lambda z: _log_density_and_grad(log_ratio, z))
     betas = ais_temperatures(n_temperatures).tolist()
     z = sample_base(n_chains, generator)
-    base, ratio = base_terms(z), ratio_terms(z)
+    base, ratio = log_base(z), log_ratio(z)
     log_weights = torch.zeros(n_chains, dtype=torch.float64, device=z.device)
     for previous, beta in zip(betas[:-1], betas[1:]):
         log_weights += (beta - previous) * ratio[0].to(torch.float64)
@@ -168,7 +164,7 @@ def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_cha
         target = lambda base, ratio, beta=beta: (base[0] + beta * ratio[0],
                                                  base[1] + beta * ratio[1])
         proposal = _mala_proposal(z, target(base, ratio)[1], step_size, generator)
-        new_base, new_ratio = base_terms(proposal), ratio_terms(proposal)
+        new_base, new_ratio = log_base(proposal), log_ratio(proposal)
         accept = _mala_accepts((z, *target(base, ratio)),
                                (proposal, *target(new_base, new_ratio)), step_size, generator)
         z = torch.where(accept[:, None], proposal, z)

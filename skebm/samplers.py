@@ -15,6 +15,7 @@ __all__ = [
     "langevin",
     "metropolis_adjusted_langevin",
     "sampling_importance_resampling",
+    "with_gradient",
 ]
 
 
@@ -55,6 +56,13 @@ def _log_density_and_grad(log_density, z):
         value = log_density(z)
         (grad,) = torch.autograd.grad(value.sum(), z)
     return value.detach(), grad
+
+
+def with_gradient(function):
+    """``z -> (function(z), its gradient in z)`` by autograd, for the
+    samplers that take a value and its gradient (``function``: one value per
+    row of ``z``, differentiable; rows must not interact)."""
+    return lambda z: _log_density_and_grad(function, z)
 
 
 def _mala_proposal(z, grad, step_size, generator, masked=lambda noise: noise):
@@ -139,8 +147,8 @@ def metropolis_adjusted_langevin(
     return z, (accepted_total / counted if counted else rate if n_steps else 0.0)
 
 
-def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip=None,
-             energy_and_gradient=None):
+def langevin(energy_and_gradient, z, n_steps, step_size, noise_scale, generator, *,
+             grad_clip=None):
     """Run (unadjusted) Langevin chains from ``z`` down an energy.
 
     Each step is ``z <- z - step_size * grad E(z) + noise_scale * xi`` with
@@ -156,10 +164,10 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
 
     Parameters
     ----------
-    energy : callable
-        ``E`` of an ``(m, d)`` tensor, one value per row; differentiable.
-        Rows must not interact (a per-row energy), so that each row's
-        gradient is its own.
+    energy_and_gradient : callable
+        ``(E(z), grad E(z))`` of an ``(m, d)`` tensor ``z``, a value per row:
+        :func:`with_gradient` of a differentiable ``E``, or a gradient
+        worked out by hand.
     z : torch.Tensor of shape (m, d)
         Starting points, one chain each.
     n_steps : int
@@ -172,9 +180,6 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
         If set, each row's gradient is scaled down to at most this norm
         before the step (a guard against the large gradients of an untrained
         energy).
-    energy_and_gradient : callable or None, default=None
-        ``(E(z), grad E(z))`` without autograd (a gradient worked out by
-        hand), used instead of differentiating ``energy``.
 
     Returns
     -------
@@ -206,14 +211,7 @@ def langevin(energy, z, n_steps, step_size, noise_scale, generator, *, grad_clip
     z = z.detach()
     statistics = _ChainStatistics(step_size, noise_scale, z.numel())
     for _ in range(n_steps):
-        if energy_and_gradient is not None:
-            value, grad = energy_and_gradient(z)
-        else:
-            with torch.enable_grad():  # even inside a caller's torch.no_grad()
-                z.requires_grad_(True)
-                value = energy(z)
-                (grad,) = torch.autograd.grad(value.sum(), z)
-            z, value = z.detach(), value.detach()
+        value, grad = energy_and_gradient(z)
         drift = step_size * grad
         if grad_clip is not None:
             norm = grad.flatten(1).norm(dim=1)

@@ -11,6 +11,7 @@ from skebm.partition import (
     grid_log_integral,
     importance_log_partition,
 )
+from skebm.samplers import with_gradient
 
 # A correlated 2-D Gaussian target, known exactly.
 MEAN = torch.tensor([1.0, -2.0], dtype=torch.float64)
@@ -68,7 +69,8 @@ def test_annealed_importance_sampling_of_a_known_integral():
 
     def runs(n_temperatures):
         estimates = np.array([annealed_importance_log_partition(
-            sample_base, log_base, log_ratio, n_chains=100, n_temperatures=n_temperatures,
+            sample_base, with_gradient(log_base), with_gradient(log_ratio), n_chains=100,
+            n_temperatures=n_temperatures,
             generator=torch.Generator().manual_seed(seed)) for seed in range(3)])
         return estimates[:, 0] - exact, estimates[:, 1]
 

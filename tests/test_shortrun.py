@@ -19,7 +19,7 @@ from skebm.datasets import (
     make_toy_2d,
 )
 from skebm.partition import annealed_importance_log_partition, grid_log_integral
-from skebm.samplers import _ChainStatistics, langevin
+from skebm.samplers import _ChainStatistics, langevin, with_gradient
 from skebm.shortrun import _VALIDATION_DRAWS
 
 # Small and quick: the checks fit dozens of times on tiny data.
@@ -56,18 +56,17 @@ def test_ais_agrees_with_the_grid(fitted):
     autograd, the same chains."""
     model = fitted._inference_module()
 
-    def ais(**by_hand):
+    def ais(log_ratio):
         return annealed_importance_log_partition(
-            model.draw_standard, lambda U: -0.5 * (U**2).sum(1),
-            lambda U: -model.energy(model.to_data(U)), n_chains=200, n_temperatures=1000,
-            generator=torch.Generator().manual_seed(0), **by_hand)
+            model.draw_standard, with_gradient(lambda U: -0.5 * (U**2).sum(1)), log_ratio,
+            n_chains=200, n_temperatures=1000, generator=torch.Generator().manual_seed(0))
 
-    log_z, log_z_std = ais(
-        log_ratio_and_gradient=lambda U: tuple(-term for term in model.energy_and_gradient(U)))
+    log_z, log_z_std = ais(lambda U: tuple(-term for term in model.energy_and_gradient(U)))
     assert log_z_std < 0.1
     assert abs(log_z - fitted.log_partition_) < 3 * log_z_std + 0.05
     assert abs(fitted.log_partition_) > 0.2  # the model has moved off its Gaussian
-    np.testing.assert_allclose(ais(), (log_z, log_z_std), rtol=1e-9)
+    np.testing.assert_allclose(ais(with_gradient(lambda U: -model.energy(model.to_data(U)))),
+                               (log_z, log_z_std), rtol=1e-9)
 
 
 def test_learns_the_density_and_samples_land_on_the_modes(fitted, eight_gaussians):
@@ -108,12 +107,13 @@ def test_langevin_samples_a_known_gaussian():
     generator = torch.Generator().manual_seed(0)
     start = torch.zeros(20000, 2, dtype=torch.float64)
     step = 0.01
-    z, stats = langevin(energy, start, 1000, step, math.sqrt(2 * step), generator)
+    z, stats = langevin(with_gradient(energy), start, 1000, step, math.sqrt(2 * step), generator)
     np.testing.assert_allclose(z.mean(0), mean, atol=0.03)
     np.testing.assert_allclose(torch.cov(z.T), covariance, atol=0.04)
     assert stats["grad_norm"] > 0 and 0.99 < stats["acceptance"] <= 1
     # At temperature T the covariance is T times as large.
-    cold, _ = langevin(energy, start, 1000, step, math.sqrt(2 * step * 0.25), generator)
+    cold, _ = langevin(with_gradient(energy), start, 1000, step, math.sqrt(2 * step * 0.25),
+                        generator)
     np.testing.assert_allclose(torch.cov(cold.T), 0.25 * covariance, atol=0.02)
 
 
@@ -128,9 +128,11 @@ def test_langevin_statistics_are_those_of_each_step(monkeypatch, block_elements)
     start = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     step, noise, n_steps = 0.05, 0.4, 6
     # The same generator seed replays the same noise: the path, step by step.
-    path = [start] + [langevin(energy, start, t, step, noise, torch.Generator().manual_seed(1))[0]
+    path = [start] + [langevin(with_gradient(energy), start, t, step, noise,
+                               torch.Generator().manual_seed(1))[0]
                       for t in range(1, n_steps)]
-    _, stats = langevin(energy, start, n_steps, step, noise, torch.Generator().manual_seed(1))
+    _, stats = langevin(with_gradient(energy), start, n_steps, step, noise,
+                        torch.Generator().manual_seed(1))
     temperature = noise**2 / (2 * step)
     acceptances = []
     for z, z_next in zip(path[:-1], path[1:]):
@@ -146,7 +148,7 @@ def test_langevin_statistics_are_those_of_each_step(monkeypatch, block_elements)
 
 def test_langevin_clips_gradients():
     energy = lambda z: 1e6 * (z**2).sum(1)
-    z, _ = langevin(energy, torch.ones(3, 2), 1, 1.0, 0.0, None, grad_clip=1.0)
+    z, _ = langevin(with_gradient(energy), torch.ones(3, 2), 1, 1.0, 0.0, None, grad_clip=1.0)
     moved = (torch.ones(3, 2) - z).norm(dim=1)
     np.testing.assert_allclose(moved, 1.0, rtol=1e-6)
 
