@@ -10,6 +10,7 @@ machine without the fitting device. A fit changes the estimator only when it
 succeeds.
 """
 
+import contextlib
 import copy
 import math
 import numbers
@@ -178,11 +179,46 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if validation:
             monitors.append(EarlyStopping(self.tol, self.n_iter_no_change,
                                           min_steps=self._min_patience_steps))
-        if self.verbose > 0:
-            monitors.append(ProgressBar())
-        elif self.verbose == 0 and watched():
-            monitors.append(ProgressBar(delay=QUIET_BAR_DELAY, leave=False))
+        bar = self._bar_settings()
+        if bar is not None:
+            monitors.append(ProgressBar(**bar))
         return monitors
+
+    def _bar_settings(self):
+        """``delay`` and ``leave`` of a progress bar as ``verbose`` asks for
+        it, or None for no bar."""
+        if self.verbose > 0:
+            return {"delay": 0.0, "leave": True}
+        if self.verbose == 0 and watched():
+            return {"delay": QUIET_BAR_DELAY, "leave": False}
+        return None
+
+    @contextlib.contextmanager
+    def _progress(self, total, description):
+        """A progress bar of ``total`` steps for long work outside the
+        training loop (log Z on first use), shown as a fit's bar is. Yields
+        the callable that counts a step (None when no bar is to be shown);
+        the bar starts at the first step, so work that counts none (log Z
+        known at once) shows none."""
+        settings = self._bar_settings()
+        if settings is None:
+            yield None
+            return
+        from tqdm.auto import tqdm
+
+        bars = []
+
+        def step():
+            if not bars:
+                bars.append(tqdm(total=total, desc=f"{type(self).__name__} {description}",
+                                 **settings))
+            bars[0].update()
+
+        try:
+            yield step
+        finally:
+            for bar in bars:
+                bar.close()
 
     def _epoch_diagnostics(self, module):
         """Extra entries of an epoch's ``history_`` record, as a dict."""

@@ -224,12 +224,14 @@ class ShortRunModel(MissingCells, nn.Module):
         return importance_log_partition(torch.cat([-self.energy(rows)
                                                    for rows in draws.split(DRAWS_AT_ONCE)]))[0]
 
-    def log_partition(self, generator, *, n_ais_chains, n_ais_temperatures, chunk_rows):
+    def log_partition(self, generator, *, n_ais_chains, n_ais_temperatures, chunk_rows,
+                      progress=None):
         """``(log Z, standard error)``, log Z = log E_b[exp(-E)] in the
         whitened coordinates (where ``b`` is a standard normal): a grid
         integral for one or two features (``chunk_rows(n)`` rows at a time),
-        annealed importance sampling otherwise; 0 exactly for the Gaussian
-        alone (a zero energy, which early stopping may keep)."""
+        annealed importance sampling otherwise (``progress()`` called after
+        each temperature); 0 exactly for the Gaussian alone (a zero energy,
+        which early stopping may keep)."""
         if self.energy.is_zero():
             return 0.0, 0.0
         log_ratio = lambda U: -self.energy(self.to_data(U))
@@ -239,7 +241,7 @@ class ShortRunModel(MissingCells, nn.Module):
             negated = lambda U: tuple(-term for term in self.energy_and_gradient(U))
             return annealed_importance_log_partition(
                 self.draw_standard, standard, negated, n_chains=n_ais_chains,
-                n_temperatures=n_ais_temperatures, generator=generator)
+                n_temperatures=n_ais_temperatures, generator=generator, progress=progress)
 
         def log_integrand(U):
             U = torch.as_tensor(U, dtype=torch.float64, device=self.low.device)

@@ -106,7 +106,8 @@ def grid_log_integral(log_density, bounds, n_points=400):
 
 
 def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_chains=100,
-                                      n_temperatures=1000, generator, step_size=0.1):
+                                      n_temperatures=1000, generator, step_size=0.1,
+                                      progress=None):
     """log Z of ``p*(z) = base(z) exp(log_ratio(z))``, by annealed importance sampling.
 
     ``base`` is a normalized density, so ``Z = E_base[exp(log_ratio)]``.
@@ -136,6 +137,9 @@ def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_cha
     generator : torch.Generator
     step_size : float, default=0.1
         Initial step size of the Langevin proposals.
+    progress : callable or None, default=None
+        Called with no argument after each of the ``n_temperatures``
+        temperatures (a progress bar's ``update``).
 
     Returns
     -------
@@ -158,6 +162,8 @@ def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_cha
     log_weights = torch.zeros(n_chains, dtype=torch.float64, device=z.device)
     for previous, beta in zip(betas[:-1], betas[1:]):
         log_weights += (beta - previous) * ratio[0].to(torch.float64)
+        if progress is not None:
+            progress()
         if beta == 1.0:
             break
         # One Metropolis-adjusted Langevin step, which leaves base * exp(beta * ratio) invariant.

@@ -177,7 +177,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         the main thread of the main process with a terminal or notebook
         (never in ``GridSearchCV``'s parallel workers), and erases it at the
         end; a positive value shows it from the first epoch and keeps it; a
-        negative one shows nothing.
+        negative one shows nothing. The AIS estimate of log Z on first use
+        gets a bar over its temperatures by the same rule.
     random_state : int, RandomState instance or None, default=None
         Seeds the private torch generator behind initialisation, minibatches,
         chains and AIS. An int gives identical fits on the CPU.
@@ -543,9 +544,10 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
     def _estimate_log_partition(self, module, generator, *, n_ais_chains, n_ais_temperatures):
         refuse_ais_beyond_memory(n_ais_chains, self.n_features_in_, self._inference_device())
-        return module.log_partition(generator, n_ais_chains=n_ais_chains,
-                                    n_ais_temperatures=n_ais_temperatures,
-                                    chunk_rows=self._chunk_rows)
+        with self._progress(n_ais_temperatures, "log Z by AIS") as progress:
+            return module.log_partition(generator, n_ais_chains=n_ais_chains,
+                                        n_ais_temperatures=n_ais_temperatures,
+                                        chunk_rows=self._chunk_rows, progress=progress)
 
     def _log_partition_multiply_adds(self, *, n_ais_chains, n_ais_temperatures):
         return 3 * n_ais_chains * n_ais_temperatures * self._multiply_adds_per_row(

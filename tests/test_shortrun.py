@@ -310,6 +310,27 @@ def test_the_gaussian_alone_has_log_z_0_without_ais(monkeypatch):
     np.testing.assert_allclose(model.score_samples(X[:5]), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("verbose, watching, shown", [
+    (1, False, True), (0, True, True), (0, False, False), (-1, True, False)])
+def test_a_long_first_score_shows_a_bar(monkeypatch, capsys, verbose, watching, shown):
+    """AIS's temperatures get a bar by the fit's rule (here after 0 seconds
+    for verbose=0); the same log Z with or without it."""
+    import skebm._base
+
+    monkeypatch.setattr(skebm._base, "QUIET_BAR_DELAY", 0.0)
+    monkeypatch.setattr(skebm._base, "watched", lambda: watching)
+    X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=200)
+    model = ShortRunEBM(**{**QUICK, "verbose": -1}).fit(X)
+    quiet = model.log_partition_
+    model = ShortRunEBM(**{**QUICK, "verbose": verbose}).fit(X)
+    capsys.readouterr()
+    assert model.log_partition_ == quiet
+    err = capsys.readouterr().err
+    assert ("ShortRunEBM log Z by AIS" in err) == shown
+    if verbose > 0:
+        assert f"{QUICK['n_ais_temperatures']}/{QUICK['n_ais_temperatures']}" in err
+
+
 def test_missing_cells_score_the_observed_ones(fitted, eight_gaussians):
     """A row with a missing cell scores the log-density of its observed one
     (importance sampling from the Gaussian's conditional), against the grid
