@@ -238,8 +238,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         attributes that come with them (``classes_``, ...)."""
         raise NotImplementedError
 
-    def _check_input_values(self, X):
-        """Estimator-specific checks of validated X (a range, say)."""
+    def _check_input_values(self, X, settings):
+        """Estimator-specific checks of validated X (a range, say) against
+        ``settings``, the values of ``_model_parameters`` the model has or is
+        about to have (:meth:`_model_settings`)."""
 
     def _input_standardization(self, X):
         """(mean, scale) the inputs are standardized with before torch; a
@@ -278,6 +280,32 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         return self.max_iter
 
     # ----------------------------------------------------------- fitting
+    #: Parameters the fitted model is built from (its layers, the form of its
+    #: inputs). A fitted model answers from the values it was fitted with
+    #: (:meth:`_model_settings`), whatever ``set_params`` said since, and a
+    #: warm start that changes one is refused: the model it would continue
+    #: keeps its own.
+    _model_parameters = ()
+
+    def _model_settings(self, *, fitting=False):
+        """The values of ``_model_parameters``: the parameters' own for a fit
+        that builds a new model (``fitting``), the fitted model's otherwise."""
+        settings = {name: getattr(self, name) for name in self._model_parameters}
+        return settings if fitting else {**settings, **getattr(self, "_fitted_settings", {})}
+
+    def _refuse_changed_model(self):
+        """Before a warm start: refuse parameters that no longer describe the
+        fitted model."""
+        fitted = self._model_settings()
+        changed = [name for name in fitted if not _same(fitted[name], getattr(self, name))]
+        if changed:
+            was = ", ".join(f"{name}={fitted[name]!r}" for name in changed)
+            now = ", ".join(f"{name}={getattr(self, name)!r}" for name in changed)
+            raise ValueError(
+                f"{type(self).__name__}: a warm start (warm_start=True, or partial_fit) "
+                f"continues the fitted model, which has {was}; the parameters now say {now}. "
+                "Set them back, or fit with warm_start=False for a new model.")
+
     _parameter_constraints = {
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -316,6 +344,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if y is None and self.__sklearn_tags__().target_tags.required:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        if warm:
+            self._refuse_changed_model()
         target_attributes = {}
         if y is None:
             X = self._validated(X, reset=not warm, ensure_min_samples=2)
@@ -350,6 +380,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         self.history_ = (self.history_ if warm else []) + history
         self.n_iter_ = (self.n_iter_ if warm else 0) + epochs_run
         self.mean_, self.scale_ = mean, scale
+        if not warm:
+            self._fitted_settings = copy.deepcopy(self._model_settings(fitting=True))
         self.module_ = module.eval()
         self.device_ = device
         self._log_partition_memo = {"seed": log_partition_seed, "settings": {
@@ -483,7 +515,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             if len(unobserved):
                 name = _column_name(getattr(self, "feature_names_in_", None), unobserved[0])
                 raise ValueError(f"Column {name} has no observed value; drop it.")
-        self._check_input_values(X)
+        self._check_input_values(X, self._model_settings(fitting=reset))
         return X if y is None else (X, y)
 
     def _validated_table(self, X, *, reset, ensure_min_samples):
@@ -507,7 +539,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if self._table.needs_encoding or not numbers:
             X = check_array(self._table.encode(X), ensure_all_finite="allow-nan",
                             ensure_min_samples=ensure_min_samples)
-        self._check_input_values(X)
+        self._check_input_values(X, self._model_settings(fitting=reset))
         return X
 
     def _decoded(self, rows):
@@ -631,8 +663,18 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             raise ValueError(
                 "X has NaN or infinite values where mask is False: the known values must "
                 "be finite (NaN may mark the values to draw when mask is None).")
-        self._check_input_values(known)
+        self._check_input_values(known, self._model_settings())
         return known, free
+
+
+def _same(a, b):
+    """Whether two parameter values are equal: sequences and arrays entry by
+    entry (a list and a tuple of the same sizes are the same)."""
+    sequence = lambda v: isinstance(v, (list, tuple, np.ndarray))
+    if sequence(a) or sequence(b):
+        return (sequence(a) and sequence(b) and np.shape(a) == np.shape(b)
+                and all(_same(x, y) for x, y in zip(a, b)))
+    return bool(a == b)
 
 
 def _cpu_state(rule):

@@ -215,6 +215,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     _loss_growth_is_divergence = True
     _supports_early_stopping = True
     _max_validation_rows = 10_000  # see validation_fraction
+    _model_parameters = ("embedding_dim", "hidden_layer_sizes", "activation", "noise_power",
+                         "norm_term")
 
     def __init__(
         self,

@@ -323,6 +323,9 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     _supports_early_stopping = True
     _max_epoch_rows = 65_536
     _accepts_tables = True
+    _model_parameters = ("hidden_layer_sizes", "activation", "fourier_features", "fourier_scale",
+                         "base", "base_components", "marginals", "base_scale", "noise",
+                         "noise_scale", "categorical_features", "integer_features")
 
     def __init__(
         self,

@@ -187,6 +187,7 @@ class PCDRestrictedBoltzmann(
         "n_ais_chains": [Interval(numbers.Integral, 2, None, closed="left")],
         "n_ais_temperatures": [Interval(numbers.Integral, 3, None, closed="left")],
     }
+    _model_parameters = ("n_components", "visible_units", "n_persistent_chains")
 
     def __init__(
         self,
@@ -273,8 +274,8 @@ class PCDRestrictedBoltzmann(
     def _n_epochs(self):
         return self.n_iter
 
-    def _check_input_values(self, X):
-        if self.visible_units != "bernoulli":
+    def _check_input_values(self, X, settings):
+        if settings["visible_units"] != "bernoulli":
             return
         values = X.data if sp.issparse(X) else X
         if values.size and (values.min() < 0 or values.max() > 1):
@@ -299,10 +300,10 @@ class PCDRestrictedBoltzmann(
         return (2 * self.n_gibbs_steps + 3) * self.batch_size * n_features * self.n_components
 
     def _multiply_adds_per_row(self, n_features):
-        return n_features * self.n_components
+        return n_features * self._model_settings()["n_components"]
 
     def _inference_row_bytes(self):
-        return 8 * 4 * (self.n_features_in_ + self.n_components)
+        return 8 * 4 * (self.n_features_in_ + self._model_settings()["n_components"])
 
     def _build(self, Z, generator, scale):
         if self.visible_units == "bernoulli":
@@ -389,7 +390,7 @@ class PCDRestrictedBoltzmann(
 
     @property
     def _n_features_out(self):
-        return self.n_components
+        return self._model_settings()["n_components"]
 
     # -- inference ---------------------------------------------------------------
     def transform(self, X):

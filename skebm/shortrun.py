@@ -288,6 +288,9 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     _max_epoch_rows = 16_384
     _supports_early_stopping = True
     _accepts_missing = True
+    _model_parameters = ("image_shape", "hidden_layer_sizes", "activation", "fourier_features",
+                         "fourier_scale", "spectral_norm", "persistent", "buffer_size", "init",
+                         "data_noise")
 
     def __init__(
         self,
@@ -400,10 +403,10 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         return self._fit_module(X, partial=True)
 
     # -- the pieces the shared training loop calls --------------------------
-    def _check_input_values(self, X):
-        if self.image_shape is None:
+    def _check_input_values(self, X, settings):
+        if settings["image_shape"] is None:
             return
-        shape = tuple(self.image_shape)
+        shape = tuple(settings["image_shape"])
         if len(shape) != 3 or any(not isinstance(n, numbers.Integral) or n < 1 for n in shape):
             raise ValueError(f"image_shape must be (C, H, W), positive integers; got {shape!r}.")
         if math.prod(shape) != X.shape[1]:

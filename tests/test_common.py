@@ -388,7 +388,19 @@ def test_a_fitted_model_answers_from_its_fit_not_from_set_params(case):
     changed = ({"n_components": 1, "visible_units": "gaussian"}
                if isinstance(model, PCDRestrictedBoltzmann) else
                {"hidden_layer_sizes": (0,), "fourier_features": 0})
-    changed.update({name: 2 for name in model._log_partition_parameters})
+    if model.__dict__.get("image_shape"):
+        changed["image_shape"] = (1, 2, 2)  # 4 values an image, not X's 64
+    changed.update({name: 3 for name in model._log_partition_parameters})
     model = pickle.loads(fitted).set_params(**changed)
     np.testing.assert_array_equal(model.score_samples(X_test), scores)
     np.testing.assert_array_equal(model.sample(3, random_state=0), samples)
+    # A warm start would continue a model the parameters no longer describe.
+    warm_fits = [lambda: model.partial_fit(X_train)]
+    if "warm_start" in model.get_params():
+        warm_fits.append(lambda: model.set_params(warm_start=True).fit(X_train))
+    for warm_fit in warm_fits:
+        with pytest.raises(ValueError, match="warm start.* continues the fitted model"):
+            warm_fit()
+    np.testing.assert_array_equal(model.score_samples(X_test), scores)
+    model.set_params(**{name: getattr(make_estimator(), name) for name in changed})
+    model.partial_fit(X_train)  # back as fitted: it continues

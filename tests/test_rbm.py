@@ -613,3 +613,17 @@ def test_the_pipeline_the_error_recommends_cross_validates():
                          LogisticRegression(max_iter=500))
     scores = cross_val_score(pipe, X[:600], y[:600], cv=3, error_score="raise")
     assert np.all(scores > 0.5), scores
+
+
+def test_a_fitted_model_checks_inputs_and_names_outputs_as_fitted():
+    """After set_params, the fitted model still reads its own units (real
+    values, not [0, 1]) and names as many outputs as it transforms to."""
+    X = np.random.RandomState(0).normal(size=(120, 3))
+    model = PCDRestrictedBoltzmann(**{**QUICK, "visible_units": "gaussian"}).fit(X)
+    scores = model.score_samples(X[:5])
+    model.set_params(visible_units="bernoulli", n_components=3)
+    np.testing.assert_array_equal(model.score_samples(X[:5]), scores)
+    names = model.get_feature_names_out()
+    assert len(names) == model.transform(X[:2]).shape[1] == QUICK["n_components"]
+    frame = model.set_output(transform="pandas").transform(X[:2])
+    assert list(frame.columns) == list(names)
