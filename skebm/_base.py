@@ -38,7 +38,7 @@ from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
                        resolve_device, thread_limit, watched)
-from ._table import TableColumns, _column_name
+from ._table import TableColumns, _column_name, blanked
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
@@ -499,15 +499,17 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 X = validate_data(self, X, **kwargs)
             else:
                 X, y = validate_data(self, X, y, **kwargs)
-        except ValueError as error:
-            what = ("missing values (NaN)" if "NaN" in str(error) else
+        except ValueError as error:  # X's NaN or text, not y's
+            what = ("missing values (NaN)" if "X contains NaN" in str(error) else
                     f"text ({error})" if "convert string" in str(error) else None)
-            if y is not None or what is None:
+            if what is None:
                 raise
             name = type(self).__name__
+            densities = ("Put" if self.__sklearn_tags__().target_tags.required else
+                         "NCEDensity models tables with missing cells and categorical columns "
+                         "as they come; or put")
             raise ValueError(
-                f"{name} does not take {what}. NCEDensity models tables with missing cells "
-                "and categorical columns as they come; or put skebm.DensityImputer (missing "
+                f"{name} does not take {what}. {densities} skebm.DensityImputer (missing "
                 f"cells) or a OneHotEncoder (categories) before {name} in a Pipeline."
             ) from error
         if reset and self._accepts_missing:
@@ -524,7 +526,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         ``categorical_features``, kept in ``_table``), the float64 array of
         values and category codes."""
         frame = hasattr(X, "columns") and hasattr(X, "dtypes")
-        numbers = not frame and (sp.issparse(X) or np.asarray(X).dtype != object)
+        numbers = not frame and (sp.issparse(X) or np.asarray(X).dtype.kind not in "OUS")
         if numbers:  # scikit-learn's checks in one pass, as _validated makes them
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=reset,
                               ensure_all_finite="allow-nan",
@@ -629,6 +631,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         where a value is to be drawn (``mask``, or X's NaN); the known entries
         come back exactly as given. Free entries are ``draws`` (a table's
         integers rounded) or, if not, estimates (means, as they are)."""
+        index = X.index if hasattr(X, "columns") and hasattr(X, "index") else None
         X, free = self._conditional_inputs(X, mask)
         device = self._inference_device()
         generator = make_generator(random_state, device)
@@ -643,13 +646,18 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         completed = np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
         if draws:
             completed = self._rounded(completed)
-        return self._decoded(np.where(free, completed, X))
+        completed = self._decoded(np.where(free, completed, X))
+        if index is not None and hasattr(completed, "index"):  # rows stay where they were
+            completed.index = index
+        return completed
 
     def _conditional_inputs(self, X, mask):
         """``(X, free)`` for ``sample_conditional``, validated: free entries of
         X may hold anything and come back as 0; the known ones must be finite
         and pass ``_check_input_values``."""
         self._check_fitted()
+        if mask is not None:  # the cells to draw are no input, whatever they hold
+            X = blanked(X, mask)
         X = (self._validated_table(X, reset=False, ensure_min_samples=1) if self._accepts_tables
              else validate_data(self, X, dtype=[np.float64, np.float32], reset=False,
                                 ensure_all_finite="allow-nan"))

@@ -28,7 +28,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["TableColumns", "missing_cells"]
+__all__ = ["TableColumns", "blanked", "missing_cells", "numbers_only"]
 
 #: ``categorical_features="auto"``: a numeric column of 2 to this many
 #: distinct values, each in at least this share of the rows, is categorical.
@@ -81,7 +81,10 @@ def _columns_of(X):
         for name, dtype in zip(X.columns, X.dtypes):
             series = X[name]
             if _non_numeric(dtype):
-                columns.append(np.asarray(series.astype(object), dtype=object))
+                column = np.asarray(series.astype(object), dtype=object)
+                # Numbers in a column of objects (a row taken by df.iloc[i]) are numbers.
+                columns.append(column.astype(np.float64) if dtype == object
+                               and numbers_only(column) else column)
             else:
                 columns.append(np.asarray(series.astype("float64").to_numpy(na_value=np.nan),
                                           dtype=np.float64))
@@ -90,6 +93,8 @@ def _columns_of(X):
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"Expected a 2-D table, got an array of shape {X.shape}.")
+    if X.dtype.kind in "US":  # strings (numpy makes every cell of mixed rows one)
+        X = X.astype(object)
     if X.dtype.kind in "biuf":
         X = X.astype(np.float64, copy=False)
     columns = [_as_numbers(X[:, j]) if X.dtype == object else X[:, j] for j in range(X.shape[1])]
@@ -123,6 +128,30 @@ def _as_numbers(column):
         return column.astype(np.float64)
     except (TypeError, ValueError):
         return column
+
+
+def numbers_only(values):
+    """Whether every cell of an object array is a number or missing (a
+    string of digits is text: no number)."""
+    return all(isinstance(value, (numbers.Real, np.bool_)) and not isinstance(value, str)
+               for value in values.ravel())
+
+
+def blanked(X, mask):
+    """X (an array, a DataFrame) with the cells ``mask`` marks made missing,
+    whatever they held (a placeholder, an infinity). A mask that is not a
+    boolean array of X's shape leaves X as it is, for the caller's error."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool or hasattr(X, "tocsr") or mask.shape != np.shape(X):
+        return X
+    if hasattr(X, "columns") and hasattr(X, "mask"):  # a DataFrame
+        return X.mask(mask)
+    X = np.asarray(X)
+    if X.dtype.kind in "biuf":
+        return np.where(mask, np.nan, X.astype(np.float64, copy=False))
+    X = X.astype(object)
+    X[mask] = None
+    return X
 
 
 def _few_common_values(values):

@@ -13,7 +13,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from ._base import TorchEstimator
 from ._checks import input_attributes_restored_on_failure
 from ._runtime import refuse_beyond_memory
-from ._table import missing_cells
+from ._table import missing_cells, numbers_only
 
 __all__ = ["DensityImputer"]
 
@@ -370,6 +370,8 @@ def _table(X):
     values = values.astype(object)
     missing = missing_cells(values)
     values[missing] = np.nan
+    if numbers_only(values):  # numbers with None for the missing ones
+        values = values.astype(np.float64)
     return values, missing
 
 

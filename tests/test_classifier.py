@@ -512,3 +512,19 @@ def test_labels_of_mixed_types_are_a_clear_error():
     y = np.array([1, "a"], dtype=object)[(X[:, 0] > 0).astype(int)]
     with pytest.raises(ValueError, match="y mixes labels of types.*int, str"):
         NCESoftmaxClassifier(max_iter=1).fit(X, y)
+
+
+def test_text_in_a_dataframe_is_refused_with_advice_at_fit_and_predict():
+    """A text column gets skebm's message at fit (with y) as at predict,
+    and a classifier is not pointed at densities."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=60), "word": rng.choice(["a", "b"], 60)})
+    y = rng.integers(0, 3, 60)
+    clf = NCESoftmaxClassifier(max_iter=2, random_state=0).fit(frame[["x"]].assign(w=1.0), y)
+    for call in (lambda: NCESoftmaxClassifier(max_iter=2).fit(frame, y),
+                 lambda: clf.predict(frame.rename(columns={"word": "w"}))):
+        with pytest.raises(ValueError, match=r"does not take text .*'[ab]'.*Put .*OneHotEncoder"
+                           ) as caught:
+            call()
+        assert "NCEDensity" not in str(caught.value)

@@ -473,3 +473,14 @@ def test_n_draws_is_not_paid_for_where_the_density_has_its_conditional_mean():
     filled = imputer.transform(X_missing)  # one seed, one conditional_mean call
     assert not np.isnan(filled).any()
     np.testing.assert_array_equal(filled[:, 1:], X[:, 1:])
+
+
+def test_numbers_with_none_for_missing_come_back_as_float64():
+    """Rows of numbers with None (JSON records) are numbers, as SimpleImputer reads them."""
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    X[::4, 1] = np.nan
+    imputer = DensityImputer(NCEDensity(**TINY_NCE), random_state=0).fit(X)
+    filled = imputer.transform([[0.1, None, 0.2], [None, 0.5, 1.0]])
+    assert filled.dtype == np.float64 and not np.isnan(filled).any()
+    np.testing.assert_array_equal(filled, imputer.transform([[0.1, np.nan, 0.2],
+                                                             [np.nan, 0.5, 1.0]]))

@@ -624,3 +624,46 @@ def test_least_squares_terms_equal_the_dense_products():
     np.testing.assert_allclose(
         row_means(codes, n_categories, coefficients[:, 0], coefficients[:, 1:]),
         torch.einsum("np,kpd->nkd", design, coefficients), rtol=1e-12, atol=1e-12)
+
+
+def test_a_row_as_pandas_makes_it_scores_as_in_its_table(fitted, table):
+    """``df.iloc[i].to_frame().T`` gives every column object dtype: numbers
+    there are numbers, at score and at fit (as in an object array)."""
+    test = table[1]
+    row = test.iloc[3].to_frame().T
+    assert (row.dtypes == object).all()
+    np.testing.assert_allclose(fitted.score_samples(row), fitted.score_samples(test.iloc[[3]]),
+                               rtol=1e-12)
+    as_objects = NCEDensity(**{**QUICK, "max_iter": 1}).fit(table[0].head(120).astype(object))
+    assert as_objects.is_categorical_.tolist() == [False, False, True]
+
+
+def test_numpy_strings_and_lists_of_mixed_rows_are_tables(table):
+    """A numpy string array (np.array of mixed rows makes every cell a
+    string) and a list of mixed rows fit as the object array does."""
+    train = table[0].head(120)
+    rows = train[["x1", "kind"]].astype(object).to_numpy()
+    reference = NCEDensity(**{**QUICK, "max_iter": 1}).fit(rows)
+    for given in (rows.astype(str), rows.tolist()):
+        model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(given)
+        assert model.is_categorical_.tolist() == [False, True]
+        np.testing.assert_allclose(model.score_samples(given), reference.score_samples(rows),
+                                   rtol=1e-9)
+
+
+def test_cells_to_draw_may_hold_anything_and_rows_keep_their_index(fitted, table):
+    """With a mask, a placeholder ('?') or an infinity in a cell to draw is
+    no input; the completed DataFrame keeps the input's index, so that
+    assigning a column back aligns by row."""
+    test = table[1].head(8).set_axis(np.arange(100, 108))
+    mask = np.zeros(test.shape, dtype=bool)
+    mask[::2, 2] = mask[1::2, 0] = True
+    odd = test.astype({"kind": object}).copy()
+    odd.loc[mask[:, 2], "kind"] = "?"
+    odd.loc[mask[:, 0], "x1"] = np.inf
+    completed = fitted.sample_conditional(odd, mask, random_state=0)
+    reference = fitted.sample_conditional(test.mask(mask), random_state=0)
+    assert list(completed.index) == list(test.index)
+    pd.testing.assert_frame_equal(completed, reference)
+    np.testing.assert_array_equal(completed.x2, test.x2)
+    assert list(fitted.conditional_mean(test.mask(mask), random_state=0).index) == list(test.index)
