@@ -10,8 +10,13 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._checks import input_attributes_restored_on_failure
+from ._table import blanked, missing_cells
 
 __all__ = ["DensityOutlierDetector"]
+
+#: Training rows kept (evenly spaced) for the thresholds of rows with missing
+#: cells; each missing pattern costs one scoring of them, on first use.
+PATTERN_ROWS = 1000
 
 
 class DensityOutlierDetector(OutlierMixin, BaseEstimator):
@@ -29,6 +34,15 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     new inliers; with ``cv`` it is set on out-of-fold scores instead, as new
     rows will be scored. ``score_samples`` is the density's own, normalized
     or not: only the order of the rows matters.
+
+    A row with missing cells (where the density takes them) scores the
+    log-density of its observed cells, which is not comparable with a
+    complete row's: fewer cells, fewer terms. Its threshold is therefore
+    that of the training rows seen through the same cells: the
+    ``contamination`` quantile of their scores with the row's cells
+    blanked (of up to :data:`PATTERN_ROWS` of them, once per pattern of
+    missing cells), moved by what ``cv`` moved ``offset_``. A row with no
+    observed cell has no evidence against it: its decision is 0, an inlier.
 
     Read more in the :ref:`User Guide <outlier_detection>`.
 
@@ -57,9 +71,10 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     density_ : estimator
         The fitted clone of ``density``.
     offset_ : float
-        The threshold on ``score_samples``:
+        The threshold on ``score_samples`` of complete rows:
         ``decision_function(X) = score_samples(X) - offset_``, and rows with
-        a negative decision are outliers.
+        a negative decision are outliers (a row with missing cells has a
+        threshold of its own, see above).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -124,9 +139,44 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
             for train, held_out in check_cv(self.cv).split(X):
                 scores[held_out] = clone(self.density).fit(_safe_indexing(X, train)).score_samples(
                     _safe_indexing(X, held_out))
+        offset = float(np.percentile(scores, 100.0 * self.contamination))
+        kept = None
+        if get_tags(self.density).input_tags.allow_nan:
+            step = max(1, -(-X.shape[0] // PATTERN_ROWS))
+            kept = _safe_indexing(X, np.arange(0, X.shape[0], step))
         self.density_ = density
-        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        self.offset_ = offset
+        self._pattern_memo = {"rows": kept, "percent": 100.0 * self.contamination,
+                              "offsets": {}}
         return self
+
+    def _offsets(self, missing):
+        """The threshold of each row, given where its cells are missing:
+        ``offset_``, or that of its pattern of missing cells."""
+        offsets = np.full(len(missing), self.offset_)
+        memo = getattr(self, "_pattern_memo", {"rows": None})  # None: pickled before it was
+        if memo["rows"] is None or not missing.any():
+            return offsets
+        patterns, which = np.unique(missing, axis=0, return_inverse=True)
+        for k, pattern in enumerate(patterns):
+            if pattern.any() and not pattern.all():
+                offsets[which.ravel() == k] = self._pattern_offset(pattern, memo)
+        return offsets
+
+    def _pattern_offset(self, pattern, memo):
+        """``offset_`` moved by what blanking ``pattern``'s cells does to the
+        kept training rows' quantile (made once per pattern)."""
+        key = pattern.tobytes()
+        if key not in memo["offsets"]:
+            rows = memo["rows"]
+            quantile = lambda X: np.percentile(np.asarray(self.density_.score_samples(X),
+                                                          dtype=np.float64), memo["percent"])
+            if "complete" not in memo:
+                memo["complete"] = quantile(rows)
+            mask = np.broadcast_to(pattern, (len(rows), len(pattern)))
+            memo["offsets"][key] = (self.offset_ + quantile(blanked(rows, mask))
+                                    - memo["complete"])
+        return memo["offsets"][key]
 
     def score_samples(self, X):
         """The fitted density's ``score_samples``: higher is more normal.
@@ -144,7 +194,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         return np.asarray(self.density_.score_samples(X), dtype=np.float64)
 
     def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative for outliers.
+        """``score_samples(X) - offset_`` (a row with missing cells: less its
+        pattern's threshold; none observed: 0): negative for outliers.
 
         Parameters
         ----------
@@ -155,7 +206,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         decision : ndarray of shape (n_samples,)
         """
         check_is_fitted(self, "density_")
-        return self.score_samples(X) - self.offset_
+        X = self._validated(X, reset=False)
+        scores = np.asarray(self.density_.score_samples(X), dtype=np.float64)
+        missing = (np.zeros(X.shape, dtype=bool) if hasattr(X, "tocsr") else
+                   missing_cells(np.asarray(X, dtype=object) if hasattr(X, "columns")
+                                 else np.asarray(X)))
+        return np.where(missing.all(1), 0.0, scores - self._offsets(missing))
 
     def predict(self, X):
         """+1 for the rows at or above the threshold (inliers), -1 below it.
