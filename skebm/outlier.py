@@ -15,8 +15,8 @@ from ._table import blanked, missing_cells
 __all__ = ["DensityOutlierDetector"]
 
 #: Training rows kept (evenly spaced) for the thresholds of rows with missing
-#: cells; each missing pattern costs one scoring of them, on first use.
-PATTERN_ROWS = 1000
+#: cells; each count of missing cells costs one scoring of them, on first use.
+PATTERN_ROWS = 500
 
 
 class DensityOutlierDetector(OutlierMixin, BaseEstimator):
@@ -38,11 +38,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     A row with missing cells (where the density takes them) scores the
     log-density of its observed cells, which is not comparable with a
     complete row's: fewer cells, fewer terms. Its threshold is therefore
-    that of the training rows seen through the same cells: the
-    ``contamination`` quantile of their scores with the row's cells
-    blanked (of up to :data:`PATTERN_ROWS` of them, once per pattern of
-    missing cells), moved by what ``cv`` moved ``offset_``. A row with no
-    observed cell has no evidence against it: its decision is 0, an inlier.
+    that of training rows missing as many cells: the ``contamination``
+    quantile of their scores with that many cells, drawn at random,
+    blanked (in up to :data:`PATTERN_ROWS` of them, once per count),
+    moved by what ``cv`` moved ``offset_``. Which cells are missing is not
+    taken into account, only how many. A row with no observed cell has
+    no evidence against it: its decision is 0, an inlier.
 
     Read more in the :ref:`User Guide <outlier_detection>`.
 
@@ -73,8 +74,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         The threshold on ``score_samples`` of complete rows:
         ``decision_function(X) = score_samples(X) - offset_``, and rows with
-        a negative decision are outliers (a row with missing cells has a
-        threshold of its own, see above).
+        a negative decision are outliers (a row with missing cells has the
+        threshold of its count of them, see above).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -152,31 +153,30 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _offsets(self, missing):
         """The threshold of each row, given where its cells are missing:
-        ``offset_``, or that of its pattern of missing cells."""
+        ``offset_``, or that of its count of missing cells."""
         offsets = np.full(len(missing), self.offset_)
         memo = getattr(self, "_pattern_memo", {"rows": None})  # None: pickled before it was
-        if memo["rows"] is None or not missing.any():
-            return offsets
-        patterns, which = np.unique(missing, axis=0, return_inverse=True)
-        for k, pattern in enumerate(patterns):
-            if pattern.any() and not pattern.all():
-                offsets[which.ravel() == k] = self._pattern_offset(pattern, memo)
+        counts = missing.sum(1)
+        if memo["rows"] is not None:
+            for count in np.unique(counts[(counts > 0) & (counts < missing.shape[1])]):
+                offsets[counts == count] = self._count_offset(int(count), memo)
         return offsets
 
-    def _pattern_offset(self, pattern, memo):
-        """``offset_`` moved by what blanking ``pattern``'s cells does to the
-        kept training rows' quantile (made once per pattern)."""
-        key = pattern.tobytes()
-        if key not in memo["offsets"]:
+    def _count_offset(self, count, memo):
+        """``offset_`` moved by what blanking ``count`` cells of each kept
+        training row (drawn at random, seeded by ``count``) does to their
+        quantile; made once per count."""
+        if count not in memo["offsets"]:
             rows = memo["rows"]
             quantile = lambda X: np.percentile(np.asarray(self.density_.score_samples(X),
                                                           dtype=np.float64), memo["percent"])
             if "complete" not in memo:
                 memo["complete"] = quantile(rows)
-            mask = np.broadcast_to(pattern, (len(rows), len(pattern)))
-            memo["offsets"][key] = (self.offset_ + quantile(blanked(rows, mask))
-                                    - memo["complete"])
-        return memo["offsets"][key]
+            n_rows, n_features = rows.shape
+            ranks = np.random.RandomState(count).rand(n_rows, n_features).argsort(1).argsort(1)
+            memo["offsets"][count] = (self.offset_ + quantile(blanked(rows, ranks < count))
+                                      - memo["complete"])
+        return memo["offsets"][count]
 
     def score_samples(self, X):
         """The fitted density's ``score_samples``: higher is more normal.
@@ -194,8 +194,9 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         return np.asarray(self.density_.score_samples(X), dtype=np.float64)
 
     def decision_function(self, X):
-        """``score_samples(X) - offset_`` (a row with missing cells: less its
-        pattern's threshold; none observed: 0): negative for outliers.
+        """``score_samples(X) - offset_`` (a row with missing cells: less the
+        threshold of its count of them; none observed: 0): negative for
+        outliers.
 
         Parameters
         ----------

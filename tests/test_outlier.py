@@ -123,28 +123,27 @@ def test_cv_sets_the_threshold_for_new_rows():
     np.testing.assert_array_equal(crossed.score_samples(X_new), plain.score_samples(X_new))
 
 
-def test_rows_with_missing_cells_get_their_patterns_threshold():
+def test_rows_with_missing_cells_get_the_threshold_of_their_count():
     """A row's score is the density of its observed cells: more cells, more
     terms. New inliers are flagged at about contamination whether complete
-    or with cells missing; the threshold of a pattern follows the training
-    rows seen through the same cells; no cell observed, no evidence."""
+    or with cells missing, by a threshold per count of missing cells; no
+    cell observed, no evidence."""
     rng = np.random.default_rng(0)
     X, X_new = rng.normal(size=(600, 3)), rng.normal(size=(2000, 3))
     detector = DensityOutlierDetector(NCEDensity(**QUICK_NCE), contamination=0.1).fit(X)
-    holes = X_new.copy()
-    holes[:, 1:] = np.nan
-    for rows in (X_new, holes):
+    last_two, any_two = X_new.copy(), X_new.copy()
+    last_two[:, 1:] = np.nan
+    any_two[np.arange(2000)[:, None], rng.random((2000, 3)).argsort(1)[:, :2]] = np.nan
+    for rows in (X_new, last_two, any_two):
         assert np.mean(detector.predict(rows) == -1) == pytest.approx(0.1, abs=0.03)
-    train_holes = X.copy()
-    train_holes[:, 1:] = np.nan
-    expected = np.percentile(detector.score_samples(train_holes), 10)
-    np.testing.assert_allclose(detector.score_samples(holes[:5]) - detector.decision_function(
-        holes[:5]), expected, rtol=1e-12)
-    mixed = np.vstack([X_new[:3], holes[:3], np.full((1, 3), np.nan)])
+    threshold = detector.score_samples(any_two) - detector.decision_function(any_two)
+    np.testing.assert_allclose(threshold, threshold[0], rtol=1e-12)
+    assert threshold[0] > detector.offset_ + 1  # two terms fewer
+    mixed = np.vstack([X_new[:3], last_two[:3], np.full((1, 3), np.nan)])
     decision = detector.decision_function(mixed)
     np.testing.assert_array_equal(decision[:3], detector.decision_function(X_new[:3]))
     # (a missing cell's integral is estimated by draws, seeded per call)
-    np.testing.assert_allclose(decision[3:6], detector.decision_function(holes[:3]), atol=0.02)
+    np.testing.assert_allclose(decision[3:6], detector.decision_function(last_two[:3]), atol=0.02)
     assert decision[6] == 0.0 and detector.predict(mixed)[6] == 1
 
 
