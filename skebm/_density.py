@@ -69,6 +69,8 @@ class LikelihoodDensityMixin(DensityMixin):
             if missing.any():  # the standardization's Jacobian of the observed entries only
                 log_scale = torch.as_tensor(np.log(self.scale_), device=Z.device)
                 value = value + (missing * log_scale).sum(1)
+                # Nothing observed is certain: log 1, not an estimate of it.
+                value = torch.where(missing.all(1), 0.0, value)
             return value
 
         return self._map_fitted(X, log_likelihood)

@@ -667,3 +667,12 @@ def test_cells_to_draw_may_hold_anything_and_rows_keep_their_index(fitted, table
     pd.testing.assert_frame_equal(completed, reference)
     np.testing.assert_array_equal(completed.x2, test.x2)
     assert list(fitted.conditional_mean(test.mask(mask), random_state=0).index) == list(test.index)
+
+
+def test_a_row_with_nothing_observed_has_log_probability_0(fitted, table):
+    """Observing nothing is certain: exactly 0, not an estimate near it."""
+    rows = table[1].head(3).copy()
+    rows.iloc[1] = np.nan
+    scores = fitted.score_samples(rows)
+    assert scores[1] == 0.0
+    np.testing.assert_array_equal(scores[[0, 2]], fitted.score_samples(rows.iloc[[0, 2]]))
