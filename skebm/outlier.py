@@ -16,7 +16,7 @@ __all__ = ["DensityOutlierDetector"]
 
 #: Training rows kept (evenly spaced) for the thresholds of rows with missing
 #: cells; each count of missing cells costs one scoring of them, on first use.
-PATTERN_ROWS = 500
+THRESHOLD_ROWS = 500
 
 
 class DensityOutlierDetector(OutlierMixin, BaseEstimator):
@@ -40,7 +40,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     complete row's: fewer cells, fewer terms. Its threshold is therefore
     that of training rows missing as many cells: the ``contamination``
     quantile of their scores with that many cells, drawn at random,
-    blanked (in up to :data:`PATTERN_ROWS` of them, once per count),
+    blanked (in up to :data:`THRESHOLD_ROWS` of them, once per count),
     moved by what ``cv`` moved ``offset_``. Which cells are missing is not
     taken into account, only how many. A row with no observed cell has
     no evidence against it: its decision is 0, an inlier.
@@ -143,11 +143,11 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         offset = float(np.percentile(scores, 100.0 * self.contamination))
         kept = None
         if get_tags(self.density).input_tags.allow_nan:
-            step = max(1, -(-X.shape[0] // PATTERN_ROWS))
+            step = max(1, -(-X.shape[0] // THRESHOLD_ROWS))
             kept = _safe_indexing(X, np.arange(0, X.shape[0], step))
         self.density_ = density
         self.offset_ = offset
-        self._pattern_memo = {"rows": kept, "percent": 100.0 * self.contamination,
+        self._threshold_memo = {"rows": kept, "percent": 100.0 * self.contamination,
                               "offsets": {}}
         return self
 
@@ -155,7 +155,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         """The threshold of each row, given where its cells are missing:
         ``offset_``, or that of its count of missing cells."""
         offsets = np.full(len(missing), self.offset_)
-        memo = getattr(self, "_pattern_memo", {"rows": None})  # None: pickled before it was
+        memo = getattr(self, "_threshold_memo", {"rows": None})  # None: pickled before it was
         counts = missing.sum(1)
         if memo["rows"] is not None:
             for count in np.unique(counts[(counts > 0) & (counts < missing.shape[1])]):
