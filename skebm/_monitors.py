@@ -237,13 +237,18 @@ class ProgressBar(EpochMonitor):
                         delay=max(0.0, self.delay - waited), leave=self.leave)
 
     def on_epoch_end(self, run, record):
-        self.bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
+        # No refresh here: a refresh draws the bar before its delay has passed
+        # (and one drawn so is not erased); update draws it once it has.
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"},
+                             refresh=False)
         self.bar.update()
         return False
 
     def on_train_end(self, run):
-        for note in run.notes:
-            self.bar.write(note)
+        bar = self.bar
+        if bar.last_print_t >= bar.start_t + bar.delay:  # drawn: tqdm's own test
+            for note in run.notes:
+                bar.write(note)
 
     def close(self, run):
         if hasattr(self, "bar"):

@@ -157,7 +157,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         The loss ``loss="auto"`` resolved to.
     history_ : list of dict
         Per epoch: ``loss`` (the training objective) and, with early
-        stopping, ``validation_score`` (minus the held-out log-loss).
+        stopping, ``validation_score`` (minus the held-out log-loss) and
+        ``learning_rate`` (the rate the epoch trained at).
     n_iter_ : int
         Epochs run.
     scale_ : ndarray of shape (`n_features_in_`,)

@@ -395,7 +395,7 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, at least 2 rows, all finite.
+            Training data, at least 2 rows, finite or NaN (a missing cell).
         y : None
             Ignored.
 
@@ -419,7 +419,7 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, at least 2 rows, all finite.
+            Training data, at least 2 rows, finite or NaN (a missing cell).
         y : None
             Ignored.
 

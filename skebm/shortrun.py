@@ -366,8 +366,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, at least 2 rows, all finite; with ``image_shape``,
-            one flattened image per row.
+            Training data, at least 2 rows, finite or NaN (a missing cell);
+            with ``image_shape``, one flattened image per row.
         y : None
             Ignored.
 
@@ -391,7 +391,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, at least 2 rows, all finite.
+            Training data, at least 2 rows, finite or NaN (a missing cell).
         y : None
             Ignored.
 

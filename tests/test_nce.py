@@ -340,6 +340,18 @@ def test_default_shows_a_bar_only_for_long_fits_someone_watches(
         assert not err.rstrip("\r ").endswith("loss")
 
 
+def test_a_quiet_bar_draws_nothing_before_its_delay(eight_gaussians, capsys, monkeypatch):
+    """verbose=0 where a person watches, a fit shorter than the delay: no
+    bar, no note (a bar drawn before its delay would not be erased)."""
+    import skebm._base
+
+    monkeypatch.setattr(skebm._base, "QUIET_BAR_DELAY", 1000.0)
+    monkeypatch.setattr(skebm._base, "watched", lambda: True)
+    X, _ = eight_gaussians
+    NCEDensity(**{**QUICK, "max_iter": 3}).fit(X[:300])
+    assert capsys.readouterr() == ("", "")
+
+
 def test_the_quiet_bar_counts_the_time_before_training():
     """A base search of 100 s leaves no delay before the bar; a fresh fit
     waits the whole delay."""
