@@ -280,6 +280,18 @@ def test_warm_start_and_partial_fit_keep_their_learned_biases():
         torch.testing.assert_close(refit().module_.output_weight[:, -1], learned)
 
 
+def test_a_warm_start_refuses_a_changed_network_and_predicts_as_fitted():
+    X, y = _make_classes(30, 600, 50, random_state=0)
+    clf = NCESoftmaxClassifier(n_noise=8, max_iter=2, random_state=0).fit(X, y)
+    proba = clf.predict_proba(X[:20])
+    clf.set_params(embedding_dim=4, hidden_layer_sizes=(8,), warm_start=True)
+    np.testing.assert_array_equal(clf.predict_proba(X[:20]), proba)
+    with pytest.raises(ValueError, match=r"embedding_dim=128, hidden_layer_sizes=\(\)"
+                                         r".* now say embedding_dim=4"):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X[:20]), proba)
+
+
 def test_every_epoch_beats_the_prior_on_the_held_out_rows():
     X, y = _make_classes(400, 12_000, 2_000, random_state=0)
     clf = NCESoftmaxClassifier(loss="nce", n_noise=64, max_iter=3, random_state=0).fit(X, y)
