@@ -13,7 +13,7 @@ from ._mixture import filled_rows
 from .nets import LOW_DIMENSION
 from .partition import (annealed_importance_log_partition, grid_log_integral,
                         importance_log_partition)
-from .samplers import langevin, with_gradient
+from .samplers import langevin
 
 __all__ = ["ShortRunModel", "frozen"]
 
@@ -208,13 +208,18 @@ class ShortRunModel(MissingCells, nn.Module):
         factors = conditionals.factors[:, 0].to(Z.dtype)
         rows_of = lambda V: filled_rows(Z, columns, means, factors, V)
 
-        def energy(V):
-            return 0.5 * (V**2).sum(1) + self.energy(rows_of(V))
+        def energy_and_gradient(V):
+            # d rows / d V is F^-T on the freed entries: the gradient is F^-1
+            # times the network's at them (a padding coordinate's is 0).
+            energy, grad = self.energy.energy_and_gradient(rows_of(V))
+            freed = torch.nn.functional.pad(grad, (0, 1)).gather(-1, columns)
+            grad = torch.linalg.solve_triangular(factors, freed[..., None], upper=False)
+            return 0.5 * (V**2).sum(1) + energy, V + grad.squeeze(-1)
 
         start = torch.randn(columns.shape, generator=generator, dtype=Z.dtype, device=Z.device)
-        chains, _ = langevin(with_gradient(energy), start, n_steps, *self.steps(), generator,
+        chains, _ = langevin(energy_and_gradient, start, n_steps, *self.steps(), generator,
                              grad_clip=self.grad_clip)
-        return rows_of(chains).detach()
+        return rows_of(chains)
 
     def sampled_log_partition(self, n_draws, generator):
         """log Z by importance sampling from the base: ``log E_b[exp(-E)]``,

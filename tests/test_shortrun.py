@@ -221,6 +221,40 @@ def test_sample_conditional_keeps_the_known_values_and_draws_the_conditional(
     assert abs(np.corrcoef(both.T)[0, 1] - 0.8) < 0.1
 
 
+def test_the_conditional_chains_gradient_by_hand_is_the_energys(monkeypatch):
+    """sample_conditional's chains move the freed cells in whitened
+    coordinates of their conditional; the gradient they take by hand (the
+    network's, through F^-T, padding included) is the energy's, by central
+    differences in float64."""
+    rng = np.random.RandomState(0)
+    X = rng.multivariate_normal(np.zeros(3), np.eye(3) + 0.6, size=300)
+    model = ShortRunEBM(**{**QUICK, "early_stopping": False}).fit(X)
+    with torch.no_grad():  # an energy that matters beside the Gaussian's |v|^2 / 2
+        model.module_.energy.layers[-1].weight.mul_(300.0)
+    taken = []
+
+    def capture(energy_and_gradient, start, *args, **kwargs):
+        taken.append((energy_and_gradient, start))
+        return start, None
+
+    monkeypatch.setattr(shortrun_model, "langevin", capture)
+    rows = X[:6].copy()
+    rows[:3, 0] = np.nan  # one freed cell beside two: a padding coordinate
+    rows[3:, 1:] = np.nan
+    model.sample_conditional(rows, random_state=0)
+    energy_and_gradient, start = taken[0]
+    V = torch.randn(start.shape, dtype=start.dtype, generator=torch.Generator().manual_seed(0))
+    grad = energy_and_gradient(V)[1]
+    expected = torch.zeros_like(V)
+    for j in range(V.shape[1]):
+        step = torch.zeros_like(V)
+        step[:, j] = 1e-6
+        expected[:, j] = (energy_and_gradient(V + step)[0]
+                          - energy_and_gradient(V - step)[0]) / 2e-6
+    assert (grad - V).abs().max() > 0.5  # the network's part is there
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-7)
+
+
 def test_sample_conditional_bad_input(correlated_gaussian):
     model = ShortRunEBM(**QUICK).fit(correlated_gaussian)
     with pytest.raises(ValueError, match="mask must be a boolean array"):
