@@ -287,6 +287,12 @@ class MarginalGaussianization(nn.Module):
     #: Rows the bandwidth is chosen on and rows the distribution function sums over.
     BANDWIDTH_ROWS = 300
     KNOT_ROWS = 2000
+    #: The narrowest kernel, in the standardized units the map is fitted in.
+    #: Rows that are all one value (a column constant but for a few rows,
+    #: those held out) choose no bandwidth of their own, and a kernel
+    #: narrower than float32's precision makes the map jump between the
+    #: float32 rows of training and the float64 rows of inference.
+    MIN_BANDWIDTH = 1e-4
     FINE_POINTS, TAIL_POINTS = 1024, 64
 
     def __init__(self, grid, cdf, survival, columns=None):
@@ -309,8 +315,9 @@ class MarginalGaussianization(nn.Module):
             column = column[~np.isnan(column)]
             knots = column if len(column) <= cls.KNOT_ROWS else rng.choice(
                 column, cls.KNOT_ROWS, replace=False)
-            bandwidth = _loo_bandwidth(knots if len(knots) <= cls.BANDWIDTH_ROWS else rng.choice(
-                knots, cls.BANDWIDTH_ROWS, replace=False))
+            bandwidth = max(_loo_bandwidth(knots if len(knots) <= cls.BANDWIDTH_ROWS else
+                                           rng.choice(knots, cls.BANDWIDTH_ROWS, replace=False)),
+                            cls.MIN_BANDWIDTH)
             low, high = column.min() - 5 * bandwidth, column.max() + 5 * bandwidth
             grid = np.concatenate([
                 np.linspace(low - 20, low, cls.TAIL_POINTS, endpoint=False),

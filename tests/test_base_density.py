@@ -193,3 +193,27 @@ def test_numpy_em_gives_scikit_learns_mixture(n_components, ridge):
                            precisions_init=np.linalg.inv(ours[2])).fit(train)
     np.testing.assert_allclose(mixture_log_density(test, *warm), peer.score_samples(test),
                                rtol=1e-6)
+
+
+def test_a_column_of_one_value_maps_the_same_in_float32_and_float64():
+    """Training rows are float32, inference rows float64: the map of a
+    column whose rows are all one value (its other values held out) must not
+    jump between the two roundings of that value."""
+    value = -0.022366272042130077  # 3.5 standardized beside one 4.25 in 2,000 rows
+    column = np.full((1800, 1), value)
+    marginal = MarginalGaussianization.fit_to(column, np.random.RandomState(0))
+    mapped = [marginal(torch.as_tensor(column[:1], dtype=dtype))[0].double()
+              for dtype in (torch.float32, torch.float64)]
+    torch.testing.assert_close(mapped[0], mapped[1], rtol=0, atol=1e-3)
+
+
+def test_a_column_constant_but_for_one_row_gets_a_sane_density():
+    """NCEDensity on such a table scored its typical rows -29,544 nats (the
+    mixture +0.6): the row held out for validation left the column constant."""
+    from skebm import NCEDensity
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=2000), rng.normal(size=2000), np.full(2000, 3.5)])
+    X[7, 2] = 4.25
+    scores = NCEDensity(max_iter=3, random_state=0).fit(X).score_samples(X)
+    assert np.median(scores) > 0
