@@ -597,16 +597,17 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         device = self._inference_device()
         mean, scale = self._nonidentity(self.mean_, self.scale_)
         chunk = self._chunk_rows(X.shape[0])
-        outputs = []
+        result = np.zeros((0,), dtype=np.float64)
         with thread_limit(self._cpu_threads(chunk * self._multiply_adds_per_row(X.shape[1]),
                                              device)):
             for rows in gen_batches(X.shape[0], chunk):
                 Z = self._inference_rows(X, rows, mean, scale, device)
                 with torch.set_grad_enabled(grad):
-                    outputs.append(function(Z).detach().cpu().numpy())
-        if not outputs:
-            return np.zeros((0,), dtype=np.float64)
-        return np.concatenate(outputs).astype(np.float64, copy=False)
+                    output = function(Z).detach().cpu().numpy()
+                if rows.start == 0:  # filled in place: no second copy of a large result
+                    result = np.empty((X.shape[0], *output.shape[1:]), dtype=np.float64)
+                result[rows] = output
+        return result
 
     def _sample_rows(self, draw, n_samples, random_state, *, chunk_rows=1024):
         """``n_samples`` rows of ``draw(n, generator)`` (standardized rows on
@@ -625,18 +626,21 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         return self._decoded(self._rounded(
             np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_))
 
-    def _complete_rows(self, X, mask, complete, random_state, *, chunk_rows=1024, draws=True):
+    def _complete_rows(self, X, mask, complete, random_state, *, chunk_rows=1024, draws=True,
+                       passes_per_row=1):
         """``sample_conditional``'s frame: ``complete(Z, free, generator)`` gets
         standardized rows (free entries arbitrary) and a boolean tensor, True
         where a value is to be drawn (``mask``, or X's NaN); the known entries
         come back exactly as given. Free entries are ``draws`` (a table's
-        integers rounded) or, if not, estimates (means, as they are)."""
+        integers rounded) or, if not, estimates (means, as they are).
+        ``passes_per_row``: the model's passes a row costs, for the thread
+        policy."""
         index = X.index if hasattr(X, "columns") and hasattr(X, "index") else None
         X, free = self._conditional_inputs(X, mask)
         device = self._inference_device()
         generator = make_generator(random_state, device)
         mean, scale = self._nonidentity(self.mean_, self.scale_)
-        work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)
+        work = chunk_rows * passes_per_row * self._multiply_adds_per_row(self.n_features_in_)
         chunks = []
         with thread_limit(self._cpu_threads(work, device)):
             for rows in gen_batches(X.shape[0], chunk_rows):

@@ -117,7 +117,8 @@ class ConditionalMeanMixin:
         fill = lambda Z, free, generator: module.conditional_mean(
             Z, free, CONDITIONAL_MEAN_DRAWS, generator)
         return self._complete_rows(X, mask, fill, random_state,
-                                   chunk_rows=INCOMPLETE_ROWS_AT_ONCE // 4, draws=False)
+                                   chunk_rows=INCOMPLETE_ROWS_AT_ONCE // 4, draws=False,
+                                   passes_per_row=CONDITIONAL_MEAN_DRAWS)
 
 
 def observed_log_density(module, Z, generator, n_draws=MISSING_DRAWS):

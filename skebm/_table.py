@@ -24,6 +24,7 @@ it): ``"auto"``, the columns not categorical whose observed values in fit are
 all integers; or indices, a boolean mask, column names; None for none.
 """
 
+import decimal
 import numbers
 
 import numpy as np
@@ -131,9 +132,9 @@ def _as_numbers(column):
 
 
 def numbers_only(values):
-    """Whether every cell of an object array is a number or missing (a
-    string of digits is text: no number)."""
-    return all(isinstance(value, (numbers.Real, np.bool_)) and not isinstance(value, str)
+    """Whether every cell of an object array is a number (a Decimal
+    included) or missing (a string of digits is text: no number)."""
+    return all(isinstance(value, (numbers.Real, decimal.Decimal, np.bool_))
                for value in values.ravel())
 
 
@@ -241,8 +242,10 @@ class TableColumns:
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
             odd = [v for v in observed if not isinstance(v, (str, numbers.Number, np.bool_))]
             if odd:
-                raise TypeError(f"Column {table.name(j)} holds a {type(odd[0]).__name__}: "
-                                "its argument must be a string or a number, as every cell.")
+                raise TypeError(
+                    f"Column {table.name(j)} holds {type(odd[0]).__name__} values; every cell "
+                    "must be a string or a number. Convert the column first (a date to a "
+                    "number, e.g. days since a start, or to a string category).")
             try:
                 table.categories.append(np.unique(observed))
             except TypeError as error:

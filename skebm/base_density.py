@@ -611,8 +611,9 @@ def _check_size(n_rows, n_features, max_components):
     if n_features >= n_rows:
         raise ValueError(
             f"The base density, a full-covariance Gaussian (mixture), needs more training rows "
-            f"than features; got {n_rows} rows of {n_features} features. Reduce the features "
-            "first (e.g. sklearn.decomposition.PCA) or give more rows.")
+            f"than features; got {n_rows} training rows (those left after any held-out "
+            f"validation share) of {n_features} features. Give more rows, or fewer features "
+            "(e.g. sklearn.decomposition.PCA; images: fewer pixels).")
     refuse_beyond_memory(
         8 * (3 * max_components * n_features**2 + 4 * n_rows * (n_features + max_components)),
         f"The base density of {n_features} features and up to {max_components} components",

@@ -1,6 +1,7 @@
 """Restricted Boltzmann machines trained by persistent contrastive divergence."""
 
 import numbers
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -367,6 +368,34 @@ class PCDRestrictedBoltzmann(
 
     def _unnormalized_log_density(self, module, Z):
         return -module.free_energy(Z)
+
+    def score_samples(self, X):
+        """Normalized log-likelihood of each row of X, in nats: minus the free
+        energy, less log Z (exact or by AIS, see ``log_partition_method_``).
+
+        With Bernoulli units no row can score above 0; one that does shows
+        that AIS underestimated log Z, and a warning says so.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_likelihood : ndarray of shape (n_samples,), float64
+        """
+        scores = super().score_samples(X)
+        if (self.module_.visible_units == "bernoulli" and scores.size
+                and scores.max() > 1e-9 * max(1.0, abs(self.log_partition_))):
+            # -F is convex in v, so on [0, 1]^d it peaks at a binary row,
+            # whose probability -F - log Z is at most 0 for the true log Z.
+            warnings.warn(
+                f"PCDRestrictedBoltzmann: a row scores {scores.max():.4g} nats, above the 0 "
+                "no probability of a binary row exceeds: the AIS estimate of log Z "
+                f"({self.log_partition_:.6g} +- {self.log_partition_std_:.2g}) is too low, and "
+                "every score too high. Refit with more n_ais_temperatures (large hidden "
+                "layers need more).", UserWarning)
+        return scores
 
     # -- fitted parameters, read from the model (one source of truth) ----------------
     def _parameter(self, name):

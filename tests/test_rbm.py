@@ -1,6 +1,7 @@
 import itertools
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -627,3 +628,17 @@ def test_a_fitted_model_checks_inputs_and_names_outputs_as_fitted():
     assert len(names) == model.transform(X[:2]).shape[1] == QUICK["n_components"]
     frame = model.set_output(transform="pandas").transform(X[:2])
     assert list(frame.columns) == list(names)
+
+
+def test_a_score_above_zero_warns_that_ais_underestimated_log_z(two_prototypes):
+    """-F is convex, so no row of [0, 1]^d scores above 0 with the true
+    log Z; a log Z too low (as AIS gives for large hidden layers with too
+    few temperatures) makes rows do so, and that is said."""
+    model = PCDRestrictedBoltzmann(**QUICK).fit(two_prototypes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.score_samples(two_prototypes).max() <= 0
+    log_z, std = model._log_partition_memo["estimate"]
+    model._log_partition_memo["estimate"] = (log_z - 1000.0, std)
+    with pytest.warns(UserWarning, match="AIS estimate of log Z .* is too low"):
+        model.score_samples(two_prototypes)

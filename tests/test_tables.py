@@ -676,3 +676,20 @@ def test_a_row_with_nothing_observed_has_log_probability_0(fitted, table):
     scores = fitted.score_samples(rows)
     assert scores[1] == 0.0
     np.testing.assert_array_equal(scores[[0, 2]], fitted.score_samples(rows.iloc[[0, 2]]))
+
+
+def test_decimal_amounts_are_numbers_and_dates_are_refused_with_a_remedy(table):
+    """A money column of Decimal is a number column, not a category per
+    amount; a date column is refused with what to do about it."""
+    from decimal import Decimal
+
+    train = table[0].head(200)
+    amounts = train.assign(x1=[Decimal(f"{v:.2f}") for v in train.x1])
+    model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(amounts)
+    assert model.is_categorical_.tolist() == [False, False, True]
+    reference = NCEDensity(**{**QUICK, "max_iter": 1}).fit(amounts.astype({"x1": float}))
+    np.testing.assert_allclose(model.score_samples(amounts), reference.score_samples(amounts),
+                               rtol=1e-9)
+    dates = train.assign(when=pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(200), "D"))
+    with pytest.raises(TypeError, match="'when' holds Timestamp values.*Convert the column"):
+        NCEDensity(**{**QUICK, "max_iter": 1}).fit(dates)
