@@ -243,9 +243,10 @@ class TableColumns:
             odd = [v for v in observed if not isinstance(v, (str, numbers.Number, np.bool_))]
             if odd:
                 raise TypeError(
-                    f"Column {table.name(j)} holds {type(odd[0]).__name__} values; every cell "
-                    "must be a string or a number. Convert the column first (a date to a "
-                    "number, e.g. days since a start, or to a string category).")
+                    f"Column {table.name(j)} holds {type(odd[0]).__name__} values; a cell's "
+                    "argument must be a string or a number. Convert the "
+                    "column first (a date to a number, e.g. days since a start, or to a string "
+                    "category).")
             try:
                 table.categories.append(np.unique(observed))
             except TypeError as error:
