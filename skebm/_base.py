@@ -195,11 +195,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     @contextlib.contextmanager
     def _progress(self, total, description):
-        """A progress bar of ``total`` steps for long work outside the
-        training loop (log Z on first use), shown as a fit's bar is. Yields
-        the callable that counts a step (None when no bar is to be shown);
-        the bar starts at the first step, so work that counts none (log Z
-        known at once) shows none."""
+        """A progress bar of ``total`` steps (None: a count without an end)
+        for long work outside the training loop (the base density's search,
+        log Z on first use), shown as a fit's bar is. Yields the callable
+        that counts a step, with an optional note of what the step was
+        (None when no bar is to be shown); the bar starts at the first step,
+        so work that counts none (log Z known at once) shows none."""
         settings = self._bar_settings()
         if settings is None:
             yield None
@@ -208,10 +209,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
         bars = []
 
-        def step():
+        def step(note=None):
             if not bars:
                 bars.append(tqdm(total=total, desc=f"{type(self).__name__} {description}",
-                                 **settings))
+                                 unit=" steps", **settings))
+            if note is not None:  # drawn with the update, not before the bar's delay
+                bars[0].set_postfix_str(note, refresh=False)
             bars[0].update()
 
         try:

@@ -24,7 +24,7 @@ from torch import nn
 from ._em import fit_gaussian_mixture, mixture_log_density
 from ._mixture import (ComponentConditionals, category_counts, fit_mixture, log_density,
                        row_means)
-from ._runtime import draw_seed, refuse_beyond_memory, thread_limit
+from ._runtime import cpu_threads, draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "fit_base",
            "select_base"]
@@ -58,6 +58,12 @@ SPLIT_ROWS = 600
 #: on the choice and the time: benchmarks/RESULTS.md).
 SEARCH_TABLE_TOL = 1e-2
 SEARCH_TABLE_ITERATIONS = 25
+#: What an erfc costs in multiply-adds, for the thread policy (a rational
+#: approximation and an exp): the marginal map's fit is an erfc for every
+#: pair of grid point and knot, of every column.
+ERFC_MULTIPLY_ADDS = 20
+#: Grid points whose kernel sums :func:`_kernel_cdf` makes at once.
+KERNEL_BLOCK = 64
 
 #: Rows the cross-validated choice looks at, and rows the chosen mixture is
 #: then fitted to (a random subset of larger data): the choice and the fit
@@ -307,32 +313,46 @@ class MarginalGaussianization(nn.Module):
         self.register_buffer("log_slope", torch.log(slope))
 
     @classmethod
-    def fit_to(cls, data, rng, columns=None):
+    def fit_to(cls, data, rng, columns=None, progress=None):
         """Fit to the rows of ``data`` (a float64 numpy array, standardized;
-        NaN entries left out), mapping ``columns`` (indices; None: all)."""
+        NaN entries left out), mapping ``columns`` (indices; None: all).
+        ``progress``: called with a short note after each column, or None.
+
+        The columns' erfc matrices are large elementwise work, so they take
+        the idle cores the caller's thread limit allows."""
+        data = data if columns is None else data[:, columns]
+        grid_points = cls.FINE_POINTS + 2 * cls.TAIL_POINTS
+        work = ERFC_MULTIPLY_ADDS * grid_points * min(len(data), cls.KNOT_ROWS)
         grids, cdfs, survivals = [], [], []
-        for column in (data if columns is None else data[:, columns]).T:
-            column = column[~np.isnan(column)]
-            knots = column if len(column) <= cls.KNOT_ROWS else rng.choice(
-                column, cls.KNOT_ROWS, replace=False)
-            bandwidth = max(_loo_bandwidth(knots if len(knots) <= cls.BANDWIDTH_ROWS else
-                                           rng.choice(knots, cls.BANDWIDTH_ROWS, replace=False)),
-                            cls.MIN_BANDWIDTH)
-            low, high = column.min() - 5 * bandwidth, column.max() + 5 * bandwidth
-            grid = np.concatenate([
-                np.linspace(low - 20, low, cls.TAIL_POINTS, endpoint=False),
-                np.linspace(low, high, cls.FINE_POINTS),
-                np.linspace(high, high + 20, cls.TAIL_POINTS + 1)[1:],
-            ])
-            lower, upper = _kernel_cdf(grid, knots, bandwidth)
-            w, s = cls.DEFENSIVE_WEIGHT, cls.DEFENSIVE_SCALE
-            cdfs.append((1 - w) * lower + w * special.ndtr(grid / s))
-            survivals.append((1 - w) * upper + w * special.ndtr(-grid / s))
-            grids.append(grid)
+        with thread_limit(cpu_threads(None, work, torch.device("cpu"))):
+            for j, column in enumerate(data.T):
+                grid, cdf, survival = cls._fit_column(column[~np.isnan(column)], rng)
+                grids.append(grid), cdfs.append(cdf), survivals.append(survival)
+                if progress is not None:
+                    progress(f"marginal map, column {j + 1} of {data.shape[1]}")
         as_tensor = lambda arrays: torch.as_tensor(np.stack(arrays), dtype=torch.float64,
                                                    device="cpu")
         return cls(as_tensor(grids), as_tensor(cdfs), as_tensor(survivals),
                    None if columns is None else list(columns))
+
+    @classmethod
+    def _fit_column(cls, column, rng):
+        """(grid, cdf, survival) of one column's map, from its observed values."""
+        knots = column if len(column) <= cls.KNOT_ROWS else rng.choice(
+            column, cls.KNOT_ROWS, replace=False)
+        bandwidth = max(_loo_bandwidth(knots if len(knots) <= cls.BANDWIDTH_ROWS else
+                                       rng.choice(knots, cls.BANDWIDTH_ROWS, replace=False)),
+                        cls.MIN_BANDWIDTH)
+        low, high = column.min() - 5 * bandwidth, column.max() + 5 * bandwidth
+        grid = np.concatenate([
+            np.linspace(low - 20, low, cls.TAIL_POINTS, endpoint=False),
+            np.linspace(low, high, cls.FINE_POINTS),
+            np.linspace(high, high + 20, cls.TAIL_POINTS + 1)[1:],
+        ])
+        lower, upper = _kernel_cdf(grid, knots, bandwidth)
+        w, s = cls.DEFENSIVE_WEIGHT, cls.DEFENSIVE_SCALE
+        return (grid, (1 - w) * lower + w * special.ndtr(grid / s),
+                (1 - w) * upper + w * special.ndtr(-grid / s))
 
     def forward(self, Z):
         """``(U, log_det)``: the map of each row and ``log |dU/dZ|`` (per row,
@@ -394,46 +414,58 @@ def _kernel_cdf(grid, knots, bandwidth):
     several times scipy's ndtr's speed), its lower tail where ``t < 0`` and
     its upper where ``t > 0``, each precise where it is small.
 
-    The (grid, knots) matrices are most of a marginal map's fit, so they are
-    few and worked in place; erfc's argument stops at 26.5, where erfc is
-    2e-307, since beyond it erfc leaves its fast path for subnormal numbers
-    (the defensive Gaussian that :class:`MarginalGaussianization` adds is
-    larger wherever the grid reaches)."""
-    t = torch.as_tensor((grid[:, None] - knots[None, :]) / bandwidth, dtype=torch.float64,
-                        device="cpu")
-    below = t < 0
-    tail = torch.special.erfc(t.abs_().div_(math.sqrt(2)).clamp_(max=26.5))  # t is spent
-    tail_below = 0.5 * torch.where(below, tail, 0.0).sum(1)
-    tail_above = 0.5 * tail.sum(1) - tail_below
-    n_below = below.sum(1)
-    n_above = len(knots) - n_below
-    lower = (tail_below + (n_above - tail_above)) / len(knots)
-    upper = (tail_above + (n_below - tail_below)) / len(knots)
+    The (grid point, knot) matrices are most of a marginal map's fit, so
+    they are made :data:`KERNEL_BLOCK` grid points at a time, in one buffer
+    worked in place: small matrices stay in the cache, and large ones are
+    fresh memory the system must map at every call. erfc's argument stops
+    at 26.5, where erfc is 2e-307, since beyond it erfc leaves its fast path
+    for subnormal numbers (the defensive Gaussian that
+    :class:`MarginalGaussianization` adds is larger wherever the grid
+    reaches)."""
+    grid = torch.as_tensor(grid, dtype=torch.float64, device="cpu")
+    knots = torch.as_tensor(knots, dtype=torch.float64, device="cpu")
+    n_knots = len(knots)
+    lower, upper = torch.empty_like(grid), torch.empty_like(grid)
+    buffer = torch.empty((KERNEL_BLOCK, n_knots), dtype=torch.float64, device="cpu")
+    for start in range(0, len(grid), KERNEL_BLOCK):
+        rows = slice(start, min(start + KERNEL_BLOCK, len(grid)))
+        t = torch.sub(grid[rows, None], knots, out=buffer[:rows.stop - start]).div_(bandwidth)
+        below = t < 0
+        tail = torch.special.erfc(t.abs_().div_(math.sqrt(2)).clamp_(max=26.5))  # t is spent
+        tail_below = 0.5 * torch.where(below, tail, 0.0).sum(1)
+        tail_above = 0.5 * tail.sum(1) - tail_below
+        n_below = below.sum(1)
+        n_above = n_knots - n_below
+        lower[rows] = (tail_below + (n_above - tail_above)) / n_knots
+        upper[rows] = (tail_above + (n_below - tail_below)) / n_knots
     return lower.numpy(), upper.numpy()
 
 
 def _loo_bandwidth(values):
     """Bandwidth of a 1-D Gaussian kernel density with the best
     leave-one-out likelihood; rows equal to the one left out are left out
-    with it, so that ties (rounded data) do not pull the bandwidth to 0."""
+    with it, so that ties (rounded data) do not pull the bandwidth to 0.
+    In torch, whose exp is vectorized where numpy's float64 exp is not
+    without AVX-512."""
     scale = max(values.std(), 1e-6)
+    values = torch.as_tensor(values, dtype=torch.float64, device="cpu")
     half_squares = 0.5 * (values[:, None] - values[None, :]) ** 2
-    n_others = np.maximum((half_squares != 0).sum(1), 1)
-    half_squares[half_squares == 0] = np.inf  # the row itself and its ties: kernel 0
+    n_others = (half_squares != 0).sum(1).clamp_(min=1)
+    half_squares[half_squares == 0] = math.inf  # the row itself and its ties: kernel 0
+    kernel = torch.empty_like(half_squares)
     best, best_score = scale, -math.inf
     for bandwidth in scale * np.logspace(-3, 0, 16):
         # exp is several times slower where it underflows; terms clipped to
         # e^-700 (1e-304) stay far below the 1e-300 added to each density.
-        exponent = np.maximum(half_squares * (-1 / bandwidth**2), -700.0)
-        density = np.exp(exponent).sum(1) / n_others / bandwidth
-        score = np.log(density + 1e-300).mean()
+        torch.mul(half_squares, -1 / bandwidth**2, out=kernel).clamp_(min=-700.0).exp_()
+        density = kernel.sum(1) / n_others / bandwidth
+        score = float(torch.log(density + 1e-300).mean())
         if score > best_score:
             best, best_score = bandwidth, score
     return best
 
 
-
-def _fold_rows(data, folds, marginals, rng, layout):
+def _fold_rows(data, folds, marginals, rng, layout, progress):
     """For each fold: (training rows, held-out rows, log-Jacobian of the
     held-out rows), mapped by a :class:`MarginalGaussianization` fitted to
     the fold's training rows when ``marginals``, as they are otherwise."""
@@ -442,7 +474,8 @@ def _fold_rows(data, folds, marginals, rng, layout):
         if not marginals:
             rows.append((data[train], data[test], 0.0))
             continue
-        transform = MarginalGaussianization.fit_to(data[train], rng, _continuous_columns(layout))
+        transform = MarginalGaussianization.fit_to(data[train], rng, _continuous_columns(layout),
+                                                   progress)
         with torch.no_grad():
             train_rows, _ = transform(torch.as_tensor(data[train], device="cpu"))
             test_rows, log_det = transform(torch.as_tensor(data[test], device="cpu"))
@@ -450,10 +483,12 @@ def _fold_rows(data, folds, marginals, rng, layout):
     return rows
 
 
-def select_base(data, max_components, marginal_options, rng, layout=None):
+def select_base(data, max_components, marginal_options, rng, layout=None, progress=None):
     """``(marginals, n_components, ridge)`` of the base with the best held-out
     log-likelihood on the rows of ``data`` (numpy, standardized; with
     ``layout``, :class:`TableLayout`, a table of categories too).
+    ``progress``: called with a short note after each map column and each
+    candidate's fits, or None.
 
     The candidates: with or without :class:`MarginalGaussianization` (the
     booleans in ``marginal_options``), times full-covariance Gaussian
@@ -479,18 +514,29 @@ def select_base(data, max_components, marginal_options, rng, layout=None):
     if len(data) > SPLIT_ROWS:
         folds, grid, patience = folds[:1], COMPONENT_GRID, PATIENCE
     smallest_fold = min(len(train) for train, _ in folds)
-    fold_rows = {marginals: _fold_rows(data, folds, marginals, rng, layout)
+    fold_rows = {marginals: _fold_rows(data, folds, marginals, rng, layout, progress)
                  for marginals in marginal_options}
+    with thread_limit(1):  # EM's small products: a second BLAS thread costs more than it saves
+        return _search(fold_rows, grid, patience, smallest_fold, max_components, data.shape[1],
+                       layout, progress)
+
+
+def _search(fold_rows, grid, patience, smallest_fold, max_components, n_features, layout,
+            progress):
+    """:func:`select_base`'s growth of the mixtures, on each option's folds."""
+    marginal_options = list(fold_rows)
     option_best = dict.fromkeys(marginal_options, -math.inf)
     misses = dict.fromkeys(marginal_options, 0)
     growing = list(marginal_options)
-    margin = OPTION_MARGIN + OPTION_MARGIN_PER_FEATURE * data.shape[1]
+    margin = OPTION_MARGIN + OPTION_MARGIN_PER_FEATURE * n_features
     best, best_score = (False, 1, RIDGE_GRID[0]), -math.inf
     for n_components in grid:
         if n_components > max_components or n_components > smallest_fold // 2:
             break
         for marginals in growing:
             score, ridge = _best_ridge(fold_rows[marginals], n_components, layout)
+            if progress is not None:
+                progress(f"mixtures of {n_components} components")
             if score > best_score:
                 best, best_score = (marginals, n_components, ridge), score
             if score > option_best[marginals]:
@@ -560,7 +606,8 @@ def _table_arguments(layout):
             "n_categories": layout.n_categories}
 
 
-def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layout=None):
+def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layout=None,
+             progress=None):
     """The base density of a model of the standardized rows ``Z``:
     ``(marginal map or None, mixture on its output, choice)``.
 
@@ -572,13 +619,10 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
     the mixture are fitted (the mixture by EM, to at most :data:`FIT_ROWS`
     of the rows). ``layout`` (a :class:`TableLayout`): the rows are a table
     with categorical columns; the map then leaves them as they are.
+    ``progress``: called with a short note after each step of the work
+    (a map's column, a candidate's fits), or None.
     """
     _check_size(len(Z), Z.shape[1], 1 if name == "gaussian" else max_components)
-    with thread_limit(1):  # small products: a second BLAS thread costs more than it saves
-        return _fit_base(name, Z, max_components, marginals, generator, choice, layout)
-
-
-def _fit_base(name, Z, max_components, marginals, generator, choice, layout):
     seed = draw_seed(generator)
     rng = np.random.RandomState(seed)
     data = Z.detach().cpu().to(torch.float64).numpy()
@@ -587,19 +631,21 @@ def _fit_base(name, Z, max_components, marginals, generator, choice, layout):
         if layout is not None and layout.categorical.all():
             options = (False,)  # no continuous column to map
         choice = select_base(data, 1 if name == "gaussian" else max_components, options, rng,
-                             layout)
+                             layout, progress)
     use_marginals, n_components, ridge = choice
     transform = None
     if use_marginals:
-        transform = MarginalGaussianization.fit_to(data, rng, _continuous_columns(layout))
+        transform = MarginalGaussianization.fit_to(data, rng, _continuous_columns(layout),
+                                                   progress)
         transform = transform.to(Z.device)
         with torch.no_grad():
             Z = transform(Z)[0]
     if len(data) > FIT_ROWS:
         Z = Z[torch.as_tensor(np.sort(rng.choice(len(data), FIT_ROWS, replace=False)),
                               device=Z.device)]
-    mixture = GaussianMixtureDensity.fit_to(Z, n_components=n_components, ridge=ridge, seed=seed,
-                                            **_table_arguments(layout))
+    with thread_limit(1):  # as in the search
+        mixture = GaussianMixtureDensity.fit_to(Z, n_components=n_components, ridge=ridge,
+                                                seed=seed, **_table_arguments(layout))
     return transform, mixture, choice
 
 

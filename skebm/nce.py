@@ -453,10 +453,12 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         ``choice`` (marginals or not, components, ridge) is made by
         cross-validation unless given."""
         low_dimensional = Z.shape[1] <= LOW_DIMENSION
-        marginals, base, choice = fit_base(
-            self.base, Z, max_components=self.base_components,
-            marginals="none" if self.marginals == "auto" and low_dimensional else self.marginals,
-            generator=generator, choice=choice, layout=self._layout())
+        with self._progress(None, "base density") as progress:
+            marginals, base, choice = fit_base(
+                self.base, Z, max_components=self.base_components,
+                marginals="none" if self.marginals == "auto" and low_dimensional
+                else self.marginals,
+                generator=generator, choice=choice, layout=self._layout(), progress=progress)
         base_scale = self.base_scale
         if base_scale == "auto":
             base_scale = _LOW_DIMENSION_BASE_SCALE if low_dimensional else 1.0

@@ -320,6 +320,17 @@ def test_verbose_shows_progress(eight_gaussians, capsys):
     assert "stopped early" not in err
 
 
+def test_verbose_shows_the_base_search_before_training(capsys):
+    """The base search, most of a wide table's fit, has its own bar: the
+    marginal map column by column, then the mixtures, before the epochs."""
+    X = np.random.RandomState(0).gamma(2.0, size=(300, 4))
+    NCEDensity(**{**QUICK, "max_iter": 2, "early_stopping": False, "verbose": 1}).fit(X)
+    err = capsys.readouterr().err
+    base = err.index("NCEDensity base density")
+    assert "marginal map, column 4 of 4" in err and "mixtures of" in err
+    assert base < err.index("2/2")
+
+
 @pytest.mark.parametrize("verbose, watching, shown", [
     (0, True, True), (0, False, False), (-1, True, False)])
 def test_default_shows_a_bar_only_for_long_fits_someone_watches(
