@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
-from sklearn.model_selection import check_cv
+from sklearn.model_selection import KFold, check_cv
 from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -62,10 +62,13 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         fitted density itself, as :class:`~sklearn.ensemble.IsolationForest`
         does (``contamination`` of the training rows is then predicted an
         outlier). Otherwise the splits of
-        :func:`~sklearn.model_selection.check_cv` (an int k is k-fold): each
-        held-out part is scored by a clone of ``density`` fitted on the
-        rest, which costs one more fit per split and makes ``contamination``
-        the share of *new* inliers predicted an outlier.
+        :func:`~sklearn.model_selection.check_cv`: each held-out part is
+        scored by a clone of ``density`` fitted on the rest, which costs one
+        more fit per split and makes ``contamination`` the share of *new*
+        inliers predicted an outlier. An int k is k-fold over shuffled rows
+        (a fixed shuffle, so a fit repeats): rows in an order (by class, by
+        time) would otherwise leave each held-out part unlike the rows its
+        clone saw, and the threshold far too low.
 
     Attributes
     ----------
@@ -137,7 +140,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
             scores = np.asarray(density.score_samples(X), dtype=np.float64)
         else:
             scores = np.empty(X.shape[0])
-            for train, held_out in check_cv(self.cv).split(X):
+            for train, held_out in _splits(self.cv).split(X):
                 scores[held_out] = clone(self.density).fit(_safe_indexing(X, train)).score_samples(
                     _safe_indexing(X, held_out))
         offset = float(np.percentile(scores, 100.0 * self.contamination))
@@ -250,3 +253,10 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         tags.input_tags.positive_only = density_tags.input_tags.positive_only
         tags.non_deterministic = density_tags.non_deterministic
         return tags
+
+
+def _splits(cv):
+    """The splitter of the ``cv`` parameter: an int k is a shuffled k-fold."""
+    if isinstance(cv, numbers.Integral):
+        return KFold(cv, shuffle=True, random_state=0)
+    return check_cv(cv)

@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import make_moons
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import KernelDensity
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -121,6 +121,18 @@ def test_cv_sets_the_threshold_for_new_rows():
     assert crossed.offset_ < plain.offset_
     # The same fitted density either way: only the threshold differs.
     np.testing.assert_array_equal(crossed.score_samples(X_new), plain.score_samples(X_new))
+
+
+def test_an_int_cv_shuffles_rows_in_order():
+    """Rows sorted by a feature: unshuffled folds hold out the ends no clone
+    saw, and their threshold flags a tenth of what it should; cv=5 shuffles."""
+    rng = np.random.default_rng(0)
+    X, X_new = rng.normal(size=(600, 3)), rng.normal(size=(4000, 3))
+    X = X[np.argsort(X[:, 0])]
+    flagged = lambda cv: np.mean(DensityOutlierDetector(
+        GaussianMixture(), contamination=0.05, cv=cv).fit(X).predict(X_new) == -1)
+    assert flagged(KFold(5)) < 0.02
+    assert flagged(5) == pytest.approx(0.05, abs=0.015)
 
 
 def test_rows_with_missing_cells_get_the_threshold_of_their_count():
