@@ -46,6 +46,9 @@ __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 #: person watches: a default fit should take seconds, and one that does not
 #: should say so rather than look hung.
 QUIET_BAR_DELAY = 10.0
+#: Most rows an inference chunk holds, whatever memory allows: the chunks of
+#: a long call (scoring many rows with missing cells, say) count its progress.
+INFERENCE_CHUNK_ROWS = 16_384
 
 
 class Step(NamedTuple):
@@ -184,35 +187,41 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             monitors.append(ProgressBar(**bar))
         return monitors
 
-    def _bar_settings(self):
+    def _bar_settings(self, *, inference=False):
         """``delay`` and ``leave`` of a progress bar as ``verbose`` asks for
-        it, or None for no bar."""
+        it, or None for no bar. An ``inference`` bar (scoring, drawing or
+        completing rows) waits :data:`QUIET_BAR_DELAY` seconds whatever
+        ``verbose`` says: a bar for every call of ``score`` in a
+        cross-validation would drown the output it is in."""
         if self.verbose > 0:
-            return {"delay": 0.0, "leave": True}
+            return {"delay": QUIET_BAR_DELAY if inference else 0.0, "leave": True}
         if self.verbose == 0 and watched():
             return {"delay": QUIET_BAR_DELAY, "leave": False}
         return None
 
     @contextlib.contextmanager
-    def _progress(self, total, description):
+    def _progress(self, total, description, *, inference=False):
         """A progress bar of ``total`` steps (None: a count without an end)
         for long work outside the training loop (the base density's search,
-        log Z on first use), shown as a fit's bar is. Yields the callable
-        that counts a step, with an optional note of what the step was
-        (None when no bar is to be shown); the bar starts at the first step,
-        so work that counts none (log Z known at once) shows none."""
-        settings = self._bar_settings()
+        log Z on first use, ``inference`` in chunks), shown as
+        :meth:`_bar_settings` says. Yields the callable that counts a step,
+        with an optional note of what the step was (None when no bar is to
+        be shown); the bar starts at the first step, so work that counts
+        none (log Z known at once) shows none."""
+        settings = self._bar_settings(inference=inference)
         if settings is None:
             yield None
             return
         from tqdm.auto import tqdm
 
-        bars = []
+        bars, entered = [], time.monotonic()
 
         def step(note=None):
-            if not bars:
+            if not bars:  # its delay counts from the start of the work, not the first step
+                waited = time.monotonic() - entered
                 bars.append(tqdm(total=total, desc=f"{type(self).__name__} {description}",
-                                 unit=" steps", **settings))
+                                 unit=" steps", leave=settings["leave"],
+                                 delay=max(0.0, settings["delay"] - waited)))
             if note is not None:  # drawn with the update, not before the bar's delay
                 bars[0].set_postfix_str(note, refresh=False)
             bars[0].update()
@@ -599,10 +608,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         tensor chunk at a time; memory stays bounded by ``working_memory``."""
         device = self._inference_device()
         mean, scale = self._nonidentity(self.mean_, self.scale_)
-        chunk = self._chunk_rows(X.shape[0])
+        chunk = min(self._chunk_rows(X.shape[0]), INFERENCE_CHUNK_ROWS)
         result = np.zeros((0,), dtype=np.float64)
-        with thread_limit(self._cpu_threads(chunk * self._multiply_adds_per_row(X.shape[1]),
-                                             device)):
+        work = chunk * self._multiply_adds_per_row(X.shape[1])
+        with self._inference_loop(work, device, X.shape[0], chunk) as progress:
             for rows in gen_batches(X.shape[0], chunk):
                 Z = self._inference_rows(X, rows, mean, scale, device)
                 with torch.set_grad_enabled(grad):
@@ -610,7 +619,18 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 if rows.start == 0:  # filled in place: no second copy of a large result
                     result = np.empty((X.shape[0], *output.shape[1:]), dtype=np.float64)
                 result[rows] = output
+                progress()
         return result
+
+    @contextlib.contextmanager
+    def _inference_loop(self, work, device, n_rows, chunk_rows):
+        """The frame of an inference loop over ``n_rows`` rows in chunks of
+        ``chunk_rows``: the thread limit for ``work`` multiply-adds a chunk,
+        and the callable that counts a chunk done (a bar's step where a long
+        call is to show one, otherwise nothing)."""
+        with thread_limit(self._cpu_threads(work, device)):
+            with self._progress(-(-n_rows // chunk_rows), "rows", inference=True) as step:
+                yield step or (lambda: None)
 
     def _sample_rows(self, draw, n_samples, random_state, *, chunk_rows=1024):
         """``n_samples`` rows of ``draw(n, generator)`` (standardized rows on
@@ -623,9 +643,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         generator = make_generator(random_state, device)
         work = chunk_rows * self._multiply_adds_per_row(self.n_features_in_)
         chunks = []
-        with thread_limit(self._cpu_threads(work, device)):
+        with self._inference_loop(work, device, int(n_samples), chunk_rows) as progress:
             for rows in gen_batches(int(n_samples), chunk_rows):
                 chunks.append(draw(rows.stop - rows.start, generator).detach().cpu().numpy())
+                progress()
         return self._decoded(self._rounded(
             np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_))
 
@@ -645,11 +666,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         mean, scale = self._nonidentity(self.mean_, self.scale_)
         work = chunk_rows * passes_per_row * self._multiply_adds_per_row(self.n_features_in_)
         chunks = []
-        with thread_limit(self._cpu_threads(work, device)):
+        with self._inference_loop(work, device, X.shape[0], chunk_rows) as progress:
             for rows in gen_batches(X.shape[0], chunk_rows):
                 Z = dense_rows(X, rows, mean, scale, device, torch.float64)
                 completed = complete(Z, torch.as_tensor(free[rows], device=device), generator)
                 chunks.append(completed.detach().cpu().numpy())
+                progress()
         completed = np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
         if draws:
             completed = self._rounded(completed)

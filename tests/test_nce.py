@@ -351,6 +351,32 @@ def test_default_shows_a_bar_only_for_long_fits_someone_watches(
         assert not err.rstrip("\r ").endswith("loss")
 
 
+def test_long_inference_shows_a_bar_and_quick_inference_none(eight_gaussians, capsys,
+                                                              monkeypatch):
+    """Scoring, drawing and completing rows count their chunks on a bar once
+    the call passes QUIET_BAR_DELAY where a person watches (verbose=1
+    included: a bar for every quick score would drown a cross-validation's
+    output); quick calls show nothing. The results do not depend on it."""
+    import skebm._base
+
+    X, _ = eight_gaussians
+    model = NCEDensity(**{**QUICK, "max_iter": 2, "verbose": 1}).fit(X[:300])
+    capsys.readouterr()
+    monkeypatch.setattr(skebm._base, "watched", lambda: True)
+    quick = model.score_samples(X[:300]), model.sample(300, random_state=0)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(skebm._base, "QUIET_BAR_DELAY", 0.0)
+    monkeypatch.setattr(skebm._base, "INFERENCE_CHUNK_ROWS", 100)
+    np.testing.assert_allclose(model.score_samples(X[:300]), quick[0], rtol=1e-12)
+    assert "NCEDensity rows" in capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    monkeypatch.setattr(nce_module, "_SAMPLE_CHUNK", 100)
+    model.sample(300, random_state=0)
+    assert "3/3" in capsys.readouterr().err
+    holes = np.where(np.arange(600).reshape(300, 2) % 3 == 0, np.nan, X[:300])
+    model.sample_conditional(holes, random_state=0)
+    assert "5/5" in capsys.readouterr().err  # 64 rows a chunk
+
+
 def test_a_quiet_bar_draws_nothing_before_its_delay(eight_gaussians, capsys, monkeypatch):
     """verbose=0 where a person watches, a fit shorter than the delay: no
     bar, no note (a bar drawn before its delay would not be erased)."""
