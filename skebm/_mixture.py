@@ -36,7 +36,6 @@ References
 import itertools
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -250,9 +249,8 @@ class Expansion:
     with what the E- and M-steps read of them that no parameter changes, so
     that an EM fit computes it once: ``rows`` (the row each comes from),
     ``X`` (their continuous entries), ``codes`` (complete), ``columns``
-    (:func:`missing_columns` of ``X``), ``shift_index``
-    (:func:`_shift_index`) and, made when the M-step first asks,
-    ``one_hot``."""
+    (:func:`missing_columns` of ``X``) and ``shift_index``
+    (:func:`_shift_index`)."""
 
     rows: torch.Tensor
     X: torch.Tensor
@@ -260,12 +258,6 @@ class Expansion:
     columns: torch.Tensor
     shift_index: torch.Tensor
     n_categories: list
-
-    @cached_property
-    def one_hot(self):
-        """Each categorical column's indicators, float."""
-        return [torch.nn.functional.one_hot(self.codes[:, j], count).to(self.X.dtype)
-                for j, count in enumerate(self.n_categories)]
 
 
 def expand(X, codes, n_categories):
@@ -439,35 +431,75 @@ def _expect(X, parameters, expansion):
     return responsibilities, completed, spread, log_marginal.mean().item()
 
 
-def _least_squares_terms(responsibilities, completed, shift_index, n_categories):
-    """``(gram, moments)`` of each component's weighted least squares of the
-    rows on ``[1, category indicators]`` (the indicators of each column's
-    categories 1, 2, ...): ``gram`` (n_components, p, p) is ``D^T diag(r_k)
-    D`` and ``moments`` (n_components, p, n_continuous) ``D^T diag(r_k)
-    X_k``, ``D`` the rows' indicators, which ``shift_index``
-    (:func:`_shift_index`) names. Built from the categories by sums into
-    bins, for the dense products would cost p times as much (p is 191 for
-    ten columns of 20 categories)."""
-    n_components, n_continuous = responsibilities.shape[1], completed.shape[2]
-    bins = sum(n_categories) - len(n_categories) + 1
-    pairs = torch.zeros(bins * bins, n_components, dtype=completed.dtype,
-                        device=completed.device)
-    sums = torch.zeros(bins, n_components, n_continuous, dtype=completed.dtype,
-                       device=completed.device)
+def _location_fit(responsibilities, completed, shift_index, n_categories, tiny):
+    """``(means, shifts)`` of each component: the weighted least squares of
+    the rows on ``[1, category indicators]`` (the indicators of each
+    column's categories 1, 2, ...), the shifts held towards 0 by
+    :data:`SHIFT_PSEUDO_ROWS` pseudo-rows.
+
+    Within one column a row has one category, so that column's block of the
+    normal equations ``D^T diag(r_k) D`` is diagonal: the largest column's
+    shifts are eliminated through it, and only the intercept and the other
+    columns' shifts are solved as a dense system (a column of a thousand
+    categories then costs about what one of two does). The sums are made
+    from the categories by sums into bins, not dense products of
+    indicators."""
+    n_components = responsibilities.shape[1]
+    dtype, device = completed.dtype, completed.device
     weighted = responsibilities[:, :, None] * completed
-    every_column = responsibilities.repeat(shift_index.shape[1], 1)  # the rows once per column
-    for column in shift_index.T:
-        sums.index_add_(0, column, weighted)
-        # This column's bin against each column's, all columns in one sum.
-        pairs.index_add_(0, (column * bins + shift_index.T).reshape(-1), every_column)
-    counts = pairs.view(bins, bins, n_components).diagonal(dim1=0, dim2=1)  # (n_components, bins)
-    # The intercept first, then the shifts; the last bin (every category 0) is dropped.
-    gram = torch.empty(n_components, bins, bins, dtype=completed.dtype, device=completed.device)
-    gram[:, 0, 0] = responsibilities.sum(0)
-    gram[:, 0, 1:] = gram[:, 1:, 0] = counts[:, :-1]
-    gram[:, 1:, 1:] = pairs.view(bins, bins, n_components)[:-1, :-1].permute(2, 0, 1)
-    moments = torch.cat([weighted.sum(0)[:, None], sums[:-1].transpose(0, 1)], 1)
-    return gram, moments
+    if not n_categories:
+        means = weighted.sum(0) / (responsibilities.sum(0) + tiny)[:, None]
+        return means, means[:, :0, None].expand(-1, 0, means.shape[1])
+    largest = int(np.argmax(n_categories))
+    starts = np.concatenate([[0], np.cumsum(np.asarray(n_categories) - 1)])
+    none = int(starts[-1])  # shift_index's entry for a category 0
+    # The dense part: the intercept (bin 0), then the other columns' shifts,
+    # then one bin for their categories 0 (dropped).
+    others = [j for j in range(len(n_categories)) if j != largest]
+    n_dense = 1 + sum(n_categories[j] - 1 for j in others)
+    bins = [torch.zeros(len(shift_index), dtype=torch.long, device=device)]
+    offset = 1
+    for j in others:
+        index = shift_index[:, j]
+        bins.append(torch.where(index == none, n_dense, index - int(starts[j]) + offset))
+        offset += n_categories[j] - 1
+    bins = torch.stack(bins, 1)  # (n_rows, 1 + others)
+    # The largest column's shifts, then one bin for its category 0 (dropped).
+    n_diagonal = n_categories[largest] - 1
+    index = shift_index[:, largest]
+    diagonal_bins = torch.where(index == none, n_diagonal, index - int(starts[largest]))
+
+    def binned(flat_index, values, size):
+        sums = torch.zeros(size, *values.shape[1:], dtype=dtype, device=device)
+        return sums.index_add_(0, flat_index, values)
+
+    per_bin = responsibilities.repeat(bins.shape[1], 1)  # the rows once per dense bin
+    pairs = bins.T[:, None, :] * (n_dense + 1) + bins.T[None, :, :]  # (bin, bin, row)
+    dense = binned(pairs.reshape(-1), responsibilities.repeat(bins.shape[1] ** 2, 1),
+                   (n_dense + 1) ** 2)
+    dense = dense.view(n_dense + 1, n_dense + 1, n_components)[:-1, :-1].permute(2, 0, 1)
+    cross = binned((bins * (n_diagonal + 1) + diagonal_bins[:, None]).T.reshape(-1), per_bin,
+                   (n_dense + 1) * (n_diagonal + 1))
+    cross = cross.view(n_dense + 1, n_diagonal + 1, n_components)[:-1, :-1].permute(2, 0, 1)
+    dense_moments = binned(bins.T.reshape(-1), weighted.repeat(bins.shape[1], 1, 1),
+                           n_dense + 1)[:-1].transpose(0, 1)
+    diagonal_moments = binned(diagonal_bins, weighted, n_diagonal + 1)[:-1].transpose(0, 1)
+    # cross's intercept row counts each category's rows: the diagonal block.
+    inverse = 1 / (cross[:, 0] + SHIFT_PSEUDO_ROWS)  # (n_components, n_diagonal)
+    prior = torch.full((n_dense,), SHIFT_PSEUDO_ROWS, dtype=dtype, device=device)
+    prior[0] = tiny
+    schur = dense + torch.diag(prior) - (cross * inverse[:, None]) @ cross.transpose(1, 2)
+    solved = torch.linalg.solve(schur, dense_moments
+                                - cross @ (inverse[:, :, None] * diagonal_moments))
+    diagonal = inverse[:, :, None] * (diagonal_moments - cross.transpose(1, 2) @ solved)
+    shifts = torch.empty(n_components, none, completed.shape[2], dtype=dtype, device=device)
+    shifts[:, int(starts[largest]):int(starts[largest + 1])] = diagonal
+    offset = 1
+    for j in others:
+        count = n_categories[j] - 1
+        shifts[:, int(starts[j]):int(starts[j]) + count] = solved[:, offset:offset + count]
+        offset += count
+    return solved[:, 0], shifts
 
 
 def _maximize(responsibilities, completed, spread, expansion, n_categories, ridge):
@@ -479,13 +511,8 @@ def _maximize(responsibilities, completed, spread, expansion, n_categories, ridg
     tiny = 10 * torch.finfo(dtype).eps
     counts = responsibilities.sum(0) + tiny
     weights = counts / counts.sum()
-    # Per component, least squares of the rows on [1, category indicators].
-    gram, moments = _least_squares_terms(responsibilities, completed, expansion.shift_index,
-                                         n_categories)
-    prior = torch.full((gram.shape[1],), SHIFT_PSEUDO_ROWS, dtype=dtype, device=device)
-    prior[0] = tiny
-    coefficients = torch.linalg.solve(gram + torch.diag(prior), moments)
-    means, shifts = coefficients[:, 0], coefficients[:, 1:]
+    means, shifts = _location_fit(responsibilities, completed, expansion.shift_index,
+                                  n_categories, tiny)
     centred = completed - _located_means(expansion.shift_index, means, shifts)
     n_continuous = completed.shape[2]
     weighted = (responsibilities[:, :, None] * centred).permute(1, 2, 0)  # (k, d, n)
@@ -494,7 +521,8 @@ def _maximize(responsibilities, completed, spread, expansion, n_categories, ridg
     most = max(n_categories, default=1)
     log_probs = torch.full((len(counts), len(n_categories), most), -math.inf, dtype=dtype,
                            device=device)
-    for j, (count, one_hot) in enumerate(zip(n_categories, expansion.one_hot)):
-        tallies = responsibilities.T @ one_hot + CATEGORY_PSEUDO_COUNT
+    for j, count in enumerate(n_categories):
+        tallies = torch.zeros(count, len(counts), dtype=dtype, device=device).index_add_(
+            0, expansion.codes[:, j], responsibilities).T + CATEGORY_PSEUDO_COUNT
         log_probs[:, j, :count] = torch.log(tallies / tallies.sum(1, keepdim=True))
     return weights, means, covariances, log_probs, shifts

@@ -189,10 +189,7 @@ class GaussianMixtureDensity(nn.Module):
                                   for k, block in enumerate(blocks)])
         if not self.table:
             return draws
-        codes = torch.stack([
-            torch.multinomial(self.category_log_probs[components, j].exp(), 1,
-                              generator=generator).squeeze(1)
-            for j in range(self.category_log_probs.shape[1])], 1)
+        codes = _draw_categories(self.category_log_probs, components, generator)
         if self.shifts.shape[1]:  # each row's mean, shifted by its categories
             located = row_means(codes, category_counts(self.category_log_probs), self.means,
                                 self.shifts)
@@ -238,6 +235,31 @@ class GaussianMixtureDensity(nn.Module):
         if not self.table:
             return X
         return _join(X, codes, self.categorical)
+
+
+def _draw_categories(log_probs, components, generator):
+    """``(n_rows, n_categorical)`` categories drawn for rows of the given
+    components from ``log_probs`` (n_components, n_categorical, most
+    categories), by the inverse distribution function: each component's
+    function shifted by its index and laid end to end is one increasing
+    sequence, which a row's ``component + u`` searches. A draw costs the
+    log of the categories, not a pass over them, as a row's own
+    multinomial would (a column of a thousand categories)."""
+    n_components, n_columns, most = log_probs.shape
+    cdf = torch.cumsum(log_probs.exp(), -1) + torch.arange(
+        n_components, dtype=log_probs.dtype, device=log_probs.device)[:, None, None]
+    u = torch.rand(len(components), n_columns, generator=generator, dtype=log_probs.dtype,
+                   device=log_probs.device)
+    possible = torch.isfinite(log_probs)
+    # Rounding may leave a function short of 1, and a draw past its last
+    # category: that draw takes the last category of positive probability.
+    last = (possible * torch.arange(most, device=log_probs.device)).argmax(-1)
+    codes = torch.empty(len(components), n_columns, dtype=torch.long, device=log_probs.device)
+    for j in range(n_columns):
+        found = torch.searchsorted(cdf[:, j].reshape(-1), components + u[:, j], right=True)
+        found = (found - components * most).clamp_(0, most - 1)
+        codes[:, j] = torch.where(possible[components, j, found], found, last[components, j])
+    return codes
 
 
 def _split(Z, categorical):

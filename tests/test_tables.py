@@ -226,6 +226,58 @@ def test_location_model_with_missing_categories():
     assert float(draws[1, :, 0].mean()) == pytest.approx(2.0, abs=0.1)
 
 
+@pytest.mark.parametrize("n_categories", [[], [3], [2, 7, 3], [3, 60, 1]])
+def test_location_fit_solves_the_weighted_least_squares(n_categories):
+    """The M-step's means and shifts (the largest column eliminated through
+    its diagonal block) are each component's weighted least squares of the
+    rows on D = [1, category indicators], SHIFT_PSEUDO_ROWS pseudo-rows at 0
+    behind every shift, solved here densely from the indicators; the rows'
+    fitted means are D's product with the coefficients."""
+    from skebm._mixture import SHIFT_PSEUDO_ROWS, _location_fit, _shift_index, row_means
+
+    rng = np.random.default_rng(0)
+    n, k, d = 400, 3, 2
+    codes = torch.as_tensor(np.column_stack([rng.integers(0, c, n) for c in n_categories])
+                            if n_categories else np.zeros((n, 0), dtype=int))
+    responsibilities = torch.as_tensor(rng.random((n, k)))
+    completed = torch.as_tensor(rng.normal(size=(n, k, d)))
+    means, shifts = _location_fit(responsibilities, completed,
+                                  _shift_index(codes, n_categories), n_categories, 1e-15)
+    indicators = [np.ones((n, 1))] + [np.eye(c)[codes[:, j].numpy()][:, 1:]
+                                      for j, c in enumerate(n_categories)]
+    D = np.hstack(indicators)
+    for c in range(k):
+        r = responsibilities[:, c].numpy()
+        prior = np.diag([0.0] + [SHIFT_PSEUDO_ROWS] * (D.shape[1] - 1))
+        solved = np.linalg.solve(D.T @ (r[:, None] * D) + prior,
+                                 D.T @ (r[:, None] * completed[:, c].numpy()))
+        np.testing.assert_allclose(means[c].numpy(), solved[0], atol=1e-10)
+        np.testing.assert_allclose(shifts[c].numpy(), solved[1:], atol=1e-10)
+        if n_categories:
+            np.testing.assert_allclose(
+                row_means(codes, n_categories, means, shifts)[:, c].numpy(), D @ solved,
+                atol=1e-10)
+
+
+def test_category_draws_follow_each_components_probabilities():
+    """Categories drawn by the inverse distribution function: each
+    component's frequencies, a category of probability 0 never drawn, a
+    shorter column's padding never drawn."""
+    from skebm.base_density import _draw_categories
+
+    probs = torch.tensor([[[0.5, 0.0, 0.5, 0.0], [0.9, 0.1, 0.0, 0.0]],
+                          [[0.1, 0.2, 0.3, 0.4], [0.2, 0.8, 0.0, 0.0]]], dtype=torch.float64)
+    log_probs = torch.log(probs)
+    log_probs[:, 1, 2:] = -torch.inf  # the second column has two categories
+    components = torch.tensor([0, 1]).repeat(20000)
+    codes = _draw_categories(log_probs, components, torch.Generator().manual_seed(0))
+    for c in range(2):
+        for j in range(2):
+            share = np.bincount(codes[components == c, j].numpy(), minlength=4) / 20000
+            np.testing.assert_allclose(share, probs[c, j].numpy(), atol=0.012)
+    assert not (codes[components == 0, 0] == 1).any() and codes[:, 1].max() <= 1
+
+
 def test_rows_missing_too_many_category_combinations_are_refused():
     """A row missing eight ten-valued categories would expand into 10^8
     rows: refused before any is made, with what to do; two such columns are
@@ -597,33 +649,6 @@ def test_uncertain_cell_masses_warn(counts_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         counts_model.score_samples(make_counts(200, 2))
-
-
-def test_least_squares_terms_equal_the_dense_products():
-    """The M-step's least-squares terms, summed into bins by category, equal
-    D^T diag(r_k) D and D^T diag(r_k) X_k for the dense design D = [1, each
-    column's indicators of categories 1, 2, ...]; the rows' fitted means
-    equal D's product with the coefficients."""
-    from skebm._mixture import _least_squares_terms, _shift_index, row_means
-
-    rng = np.random.default_rng(0)
-    n_categories = [3, 2, 4]
-    codes = torch.as_tensor(np.column_stack([rng.integers(0, c, 50) for c in n_categories]))
-    responsibilities = torch.as_tensor(rng.dirichlet(np.ones(3), 50))
-    completed = torch.as_tensor(rng.normal(size=(50, 3, 2)))
-    design = torch.cat([torch.ones(50, 1, dtype=torch.float64)] + [
-        torch.nn.functional.one_hot(codes[:, j], c)[:, 1:].double()
-        for j, c in enumerate(n_categories)], 1)
-    gram, moments = _least_squares_terms(responsibilities, completed,
-                                         _shift_index(codes, n_categories), n_categories)
-    np.testing.assert_allclose(gram, torch.einsum("nk,np,nq->kpq", responsibilities, design,
-                                                  design), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(moments, torch.einsum("nk,np,nkd->kpd", responsibilities, design,
-                                                     completed), rtol=1e-12, atol=1e-12)
-    coefficients = torch.as_tensor(rng.normal(size=(3, design.shape[1], 2)))
-    np.testing.assert_allclose(
-        row_means(codes, n_categories, coefficients[:, 0], coefficients[:, 1:]),
-        torch.einsum("np,kpd->nkd", design, coefficients), rtol=1e-12, atol=1e-12)
 
 
 def test_a_row_as_pandas_makes_it_scores_as_in_its_table(fitted, table):
