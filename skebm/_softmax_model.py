@@ -38,13 +38,16 @@ def bags_from_rows(X, device, dtype, scale=None):
     # float32 rows stay float32 unless scaled (a copy at twice the size for
     # a large corpus otherwise); scaling divides in float64.
     exact = scale is not None or dtype == torch.float64
-    X = sp.csr_matrix(X, dtype=np.float64 if exact else np.float32)
-    X.sum_duplicates()  # sorts each row's columns, merges repeats
-    X.eliminate_zeros()
-    weights = X.data if scale is None else X.data / scale[X.indices]
-    return Bags(as_tensor(X.indices, device, torch.long),
-                as_tensor(X.indptr[:-1], device, torch.long),
-                as_tensor(weights, device, dtype), X.shape[1])
+    rows = sp.csr_matrix(X, dtype=np.float64 if exact else np.float32)
+    if not rows.has_canonical_format or not rows.data.all():
+        if sp.issparse(X) and np.shares_memory(rows.data, X.data):
+            rows = rows.copy()  # the caller's matrix stays as it was
+        rows.sum_duplicates()  # sorts each row's columns, merges repeats
+        rows.eliminate_zeros()
+    weights = rows.data if scale is None else rows.data / scale[rows.indices]
+    return Bags(as_tensor(rows.indices, device, torch.long),
+                as_tensor(rows.indptr[:-1], device, torch.long),
+                as_tensor(weights, device, dtype), rows.shape[1])
 
 
 class SparseBagRows:

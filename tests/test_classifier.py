@@ -122,6 +122,27 @@ def test_sparse_and_dense_input_give_the_same_model(digits):
                                dense.predict_proba(X_test), rtol=1e-12)
 
 
+def test_the_callers_sparse_matrix_is_left_as_it_was(digits):
+    """A CSR matrix with explicit zeros and repeated, unsorted columns (as
+    built by hand) is read as its canonical form, and left as it was."""
+    X, y, X_test, _ = digits
+    X = sp.csr_matrix(X)
+    explicit = sp.csr_matrix((np.r_[X.data, 0.0, 0.0], np.r_[X.indices, 5, 5],
+                              np.r_[X.indptr[:-1], X.nnz + 2]), shape=X.shape)
+    explicit.indices[:3] = explicit.indices[:3][::-1]  # unsorted
+    given = explicit.indptr.copy(), explicit.indices.copy(), explicit.data.copy()
+    settings = dict(max_iter=2, early_stopping=False, random_state=0)
+    clf = NCESoftmaxClassifier(**settings).fit(explicit, y)
+    clf.predict_proba(explicit)
+    for array, before in zip((explicit.indptr, explicit.indices, explicit.data), given):
+        np.testing.assert_array_equal(array, before)
+    canonical = explicit.copy()
+    canonical.sum_duplicates()
+    canonical.eliminate_zeros()
+    np.testing.assert_allclose(NCESoftmaxClassifier(**settings).fit(canonical, y).predict_proba(
+        X_test), clf.predict_proba(X_test), rtol=1e-6)
+
+
 def test_a_model_too_big_for_memory_is_refused_before_allocation():
     columns = np.random.default_rng(0).integers(2**24, size=(20, 5))
     X = sp.csr_matrix((np.ones(100), columns.ravel(), np.arange(0, 101, 5)), shape=(20, 2**24))
