@@ -131,7 +131,10 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         ``noise="base"``) and for the proposal of importance sampling and
         sampling. 1 keeps the noise (the base) close to the data, which keeps
         the classification informative; above 1 makes NCE look further into
-        the tails (see the user guide).
+        the tails (see the user guide). Below 1 is refused: a proposal
+        narrower than the base leaves the model's tails without draws, and
+        the importance weights of log Z without a finite variance (log Z
+        then errs low by several of its reported standard errors).
     noise_update_interval : int, default=100
         With ``noise="self"``: minibatch steps between snapshots of the model.
     noise_ratio : int, default=8
@@ -311,7 +314,7 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         "marginals": [StrOptions({"auto", "kde", "none"})],
         "base_scale": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
         "noise": [StrOptions({"base", "self"})],
-        "noise_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "noise_scale": [Interval(numbers.Real, 1, None, closed="left")],
         "noise_update_interval": [Interval(numbers.Integral, 1, None, closed="left")],
         "noise_ratio": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_importance_samples": [Interval(numbers.Integral, 2, None, closed="left")],
