@@ -22,8 +22,10 @@ __all__ = ["CONDITIONAL_MEAN_DRAWS", "INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS",
 #: Draws of a row's missing cells from the base's conditional that its
 #: log-density averages over (importance sampling).
 MISSING_DRAWS = 128
-#: Candidates that training resamples one completion of a row from.
+#: Candidates that training resamples one completion of a row from, and
+#: that ``sample_conditional`` resamples from before its chains.
 TRAINING_CANDIDATES = 8
+CONDITIONAL_CANDIDATES = 64
 #: Completions that a conditional mean averages.
 CONDITIONAL_MEAN_DRAWS = 256
 #: Rows with missing cells handled at once (their draws' memory).

@@ -192,21 +192,31 @@ class ShortRunModel(MissingCells, nn.Module):
             start = self.draw_init(n_rows, generator)
         return self.to_data(self.run_chains(start, n_steps, generator)[0])
 
-    def complete(self, Z, free, n_steps, generator):
+    def complete(self, Z, free, n_candidates, n_steps, generator):
         """Rows ``Z`` with their ``free`` entries (a boolean tensor of Z's
-        shape) drawn given the others: from the Gaussian's conditional, then
-        by Langevin in each row's whitened coordinates of it, ``u`` with the
-        free entries ``mean + F^-T u`` (``F F^T`` their conditional
-        precision), where only they move. Rows with different free entries
-        run side by side: the coordinates are padded to the most any row
-        frees, and a padding coordinate moves nothing."""
+        shape) drawn given the others: one of ``n_candidates`` draws of the
+        Gaussian's conditional, kept with probability proportional to
+        ``exp(-E)`` (so each mode of the model's conditional starts with its
+        share of the chains, which Langevin steps seldom move between
+        modes), then Langevin in each row's whitened coordinates of that
+        conditional, ``u`` with the free entries ``mean + F^-T u`` (``F F^T``
+        their conditional precision), where only they move. Rows with
+        different free entries run side by side: the coordinates are padded
+        to the most any row frees, and a padding coordinate moves nothing."""
         if not free.any():
             return Z
-        conditionals = self.base.conditionals(torch.where(free, torch.nan, Z))
+        holes = torch.where(free, torch.nan, Z)
+        conditionals = self.base.conditionals(holes)
         columns = conditionals.columns
         means = conditionals.means[:, 0].to(Z.dtype)
         factors = conditionals.factors[:, 0].to(Z.dtype)
         rows_of = lambda V: filled_rows(Z, columns, means, factors, V)
+        with torch.no_grad():
+            resampled = self.impute(holes, n_candidates, generator)
+        # Its coordinates: u = F^T (z - mean) on the free entries (0 on padding).
+        offsets = (torch.nn.functional.pad(resampled, (0, 1)).gather(-1, columns)
+                   - torch.nn.functional.pad(means, (0, 1)).gather(-1, columns))
+        start = (factors.transpose(-1, -2) @ offsets[..., None]).squeeze(-1)
 
         def energy_and_gradient(V):
             # d rows / d V is F^-T on the freed entries: the gradient is F^-1
@@ -216,7 +226,6 @@ class ShortRunModel(MissingCells, nn.Module):
             grad = torch.linalg.solve_triangular(factors, freed[..., None], upper=False)
             return 0.5 * (V**2).sum(1) + energy, V + grad.squeeze(-1)
 
-        start = torch.randn(columns.shape, generator=generator, dtype=Z.dtype, device=Z.device)
         chains, _ = langevin(energy_and_gradient, start, n_steps, *self.steps(), generator,
                              grad_clip=self.grad_clip)
         return rows_of(chains)

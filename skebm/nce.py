@@ -14,8 +14,8 @@ from torch import nn
 from ._base import Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
-from ._missing import (INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS, TRAINING_CANDIDATES,
-                       ConditionalMeanMixin, observed_log_density)
+from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS,
+                       TRAINING_CANDIDATES, ConditionalMeanMixin, observed_log_density)
 from ._nce_model import NCEModel, Snapshot, cell_points, dequantized
 from ._runtime import make_generator, refuse_beyond_memory
 from .base_density import TableLayout, fit_base
@@ -27,10 +27,6 @@ __all__ = ["NCEDensity"]
 
 #: Rows ``sample`` draws at once.
 _SAMPLE_CHUNK = 1024
-#: Rows with missing cells: candidates that ``sample_conditional`` resamples
-#: from (the draws behind their likelihood, their conditional mean and
-#: training's candidates are in :mod:`skebm._missing`).
-CONDITIONAL_CANDIDATES = 64
 #: Draws of the base behind each epoch's log Z in early stopping: the same
 #: draws every epoch, so that epochs are compared on a common footing, where
 #: a few thousand choose the same epochs as 8192 (see the user guide) at a

@@ -13,7 +13,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import Step, TorchEstimator
 from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
-from ._missing import TRAINING_CANDIDATES, ConditionalMeanMixin, observed_log_density
+from ._missing import (CONDITIONAL_CANDIDATES, TRAINING_CANDIDATES, ConditionalMeanMixin,
+                       observed_log_density)
 from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
@@ -597,11 +598,14 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
         For each row, the free features (``mask`` True, or X's NaN entries
         when ``mask`` is None) are drawn from the model's conditional
-        distribution given the known ones: they start from the fitted
-        Gaussian's conditional distribution and move by ``n_steps`` Langevin
-        steps in which only they move (in that conditional's whitened
-        coordinates, with the training's step size and noise). The known
-        features come back exactly as given.
+        distribution given the known ones: they start from one of 64 draws
+        of the fitted Gaussian's conditional distribution, kept with
+        probability proportional to ``exp(-E)`` (sampling-importance-
+        resampling: each mode of the model's conditional gets its share of
+        the rows, where Langevin chains seldom cross between modes), and
+        move by ``n_steps`` Langevin steps in which only they move (in that
+        conditional's whitened coordinates, with the training's step size
+        and noise). The known features come back exactly as given.
 
         Parameters
         ----------
@@ -621,5 +625,6 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         check_n_steps(n_steps)
         self._check_fitted()
         module = self._inference_module()
-        complete = lambda Z, free, generator: module.complete(Z, free, n_steps, generator)
+        complete = lambda Z, free, generator: module.complete(
+            Z, free, CONDITIONAL_CANDIDATES, n_steps, generator)
         return self._complete_rows(X, mask, complete, random_state, chunk_rows=_SAMPLE_CHUNK)
