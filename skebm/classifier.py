@@ -79,10 +79,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         frequencies, already normalized); ``"learned"`` starts at 0 and is
         trained; a float is fixed. Only for ``loss="nce"``; predictions
         always normalize exactly.
-    remove_accidental_hits : bool, default=True
+    remove_accidental_hits : bool, default=False
         Drop a noise class from a row's loss when it is that row's own class
         (for ``"nce"``, ``"sampled"`` and, duplicates of the row's class
-        among the minibatch's targets, ``"in_batch"``).
+        among the minibatch's targets, ``"in_batch"``). Off by default: with
+        them dropped, nothing pushes a class's score down on its own rows, so
+        the losses' optimum is no longer the true conditional and the
+        predictions come out overconfident (see the user guide).
     embedding_dim : int, default=128
         Width of the feature embedding (the bottleneck).
     hidden_layer_sizes : tuple of int, default=()
@@ -226,7 +229,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         n_noise=256,
         noise_power=0.75,
         norm_term="auto",
-        remove_accidental_hits=True,
+        remove_accidental_hits=False,
         embedding_dim=128,
         hidden_layer_sizes=(),
         activation="relu",

@@ -199,6 +199,23 @@ def test_labels_and_partial_fit(digits):
         NCESoftmaxClassifier().partial_fit(X, y, classes=np.arange(5))
 
 
+@pytest.mark.parametrize("loss", ["nce", "sampled", "in_batch"])
+def test_sampled_losses_learn_the_true_conditional(loss):
+    """Four one-hot contexts, each with its own distribution over 300
+    classes, 0.6 on one of them: a sampled loss's optimum is the true
+    conditional, so the fitted top probability is near 0.6 (with accidental
+    hits removed it was 0.78-0.975: overconfident)."""
+    rng = np.random.RandomState(0)
+    P = rng.dirichlet(np.full(300, 0.5), size=4) * 0.4
+    P[np.arange(4), rng.choice(300, 4, replace=False)] += 0.6
+    contexts = rng.randint(4, size=30000)
+    y = np.array([rng.choice(300, p=P[c]) for c in contexts])
+    clf = NCESoftmaxClassifier(loss=loss, n_noise=64, embedding_dim=16, max_iter=10,
+                               early_stopping=False, random_state=0).fit(np.eye(4)[contexts], y)
+    top = clf.predict_proba(np.eye(4)).max(1)
+    np.testing.assert_allclose(top, P.max(1), atol=0.08)
+
+
 def test_nce_gradient_matches_its_derivation():
     """d/ds of NCE's loss is sigmoid(Delta) - 1 for the target and sigmoid(Delta)
     for each noise class, with Delta = s - log(k q) - norm_term (Mnih & Teh 2012)."""
@@ -453,7 +470,7 @@ def test_nce_without_accidental_hits_is_the_masked_loss():
     sum gives the loss (and gradient) of masking them in the full matrix."""
     X, y = _make_classes(6, 64, 40, random_state=0)  # 6 classes: many hits
     clf = NCESoftmaxClassifier(loss="nce", n_noise=16, max_iter=1, early_stopping=False,
-                               random_state=0).fit(X, y)
+                               remove_accidental_hits=True, random_state=0).fit(X, y)
     module = clf.module_.double()
     batch = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))[torch.arange(64)]
     targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
