@@ -312,7 +312,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
             # The model's size from the classes as given, before any copy of them is sorted.
             n_classes, n_features = len(classes), np.shape(X)[1] if np.ndim(X) == 2 else 0
             self._check_memory(n_features, n_classes, self._resolved_loss(n_classes),
-                               resolve_device(self.device))
+                               resolve_device(self.device), self.batch_size)
         return self._fit_module(X, y, partial=True, classes=classes)
 
     # -- targets -------------------------------------------------------------
@@ -376,9 +376,10 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _build(self, Z, generator, scale):
         class_count = Z.attributes["class_count_"]
         loss = Z.attributes["loss_"]
-        self._check_memory(Z.shape[1], len(class_count), loss, generator.device)
+        self._check_memory(Z.shape[1], len(class_count), loss, generator.device,
+                           min(self.batch_size, len(Z)))
         module = SoftmaxModel(
-            Z.shape[1], class_count, self.embedding_dim, self._layer_widths()[1:],
+            Z.shape[1], class_count, self.embedding_dim, self._layer_widths(fitting=True)[1:],
             self.activation, self.noise_power, self.norm_term, generator)
         module.loss = loss
         return module
@@ -451,20 +452,25 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return monitors
 
     # -- memory and work -------------------------------------------------------
-    def _layer_widths(self):
-        return [self.embedding_dim, *layer_sizes(self.hidden_layer_sizes, allow_empty=True)]
+    def _layer_widths(self, *, fitting=False):
+        """The widths of the embedding and the hidden layers: the fitted
+        model's, or, for a fit that builds one (``fitting``), the
+        parameters'."""
+        settings = self._model_settings(fitting=fitting)
+        return [settings["embedding_dim"],
+                *layer_sizes(settings["hidden_layer_sizes"], allow_empty=True)]
 
-    def _check_memory(self, n_features, n_classes, loss, device):
+    def _check_memory(self, n_features, n_classes, loss, device, batch_size):
         """Refuse, before allocating, a model that cannot be trained in the
-        memory ``device`` has free."""
-        widths = self._layer_widths()
+        memory ``device`` has free (``batch_size``: the rows of a step)."""
+        widths = self._layer_widths(fitting=True)
         n_parameters = (n_features * widths[0] + widths[0]
                         + sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
                         + n_classes * (widths[-1] + 1))
         scored = n_classes if loss == "full" else (
-            self.batch_size if loss == "in_batch" else self.n_noise + 1)
+            batch_size if loss == "in_batch" else self.n_noise + 1)
         needed = (_TRAINING_BYTES_PER_PARAMETER * n_parameters
-                  + 3 * 4 * self.batch_size * (scored + sum(widths)))
+                  + 3 * 4 * batch_size * (scored + sum(widths)))
         free = available_memory(device)
         if needed > _MEMORY_SHARE * free:
             raise ValueError(
@@ -481,7 +487,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         loss = target_attributes["loss_"]
         scored = n_classes if loss == "full" else (
             self.batch_size if loss == "in_batch" else self.n_noise + 1)
-        widths = self._layer_widths()
+        widths = self._layer_widths(fitting=True)
         per_row = sum(a * b for a, b in zip(widths[:-1], widths[1:])) + scored * widths[-1]
         return 3 * self.batch_size * per_row  # forward and backward
 

@@ -143,6 +143,22 @@ def test_the_callers_sparse_matrix_is_left_as_it_was(digits):
         X_test), clf.predict_proba(X_test), rtol=1e-6)
 
 
+def test_a_fitted_model_sizes_its_inference_by_its_fitted_layers(digits):
+    """set_params after fit changes nothing until the next fit: predict does
+    not read embedding_dim or hidden_layer_sizes as they are now."""
+    X, y, X_test, _ = digits
+    clf = NCESoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
+    expected = clf.predict_proba(X_test)
+    clf.set_params(hidden_layer_sizes=(0,), embedding_dim=10**9)
+    np.testing.assert_array_equal(clf.predict_proba(X_test), expected)
+
+
+def test_a_batch_larger_than_the_data_is_sized_as_the_data(digits):
+    """Training steps take at most every row; the memory estimate too."""
+    X, y, _, _ = digits
+    assert NCESoftmaxClassifier(batch_size=10**8, max_iter=2).fit(X, y).n_iter_ == 2
+
+
 def test_a_model_too_big_for_memory_is_refused_before_allocation():
     columns = np.random.default_rng(0).integers(2**24, size=(20, 5))
     X = sp.csr_matrix((np.ones(100), columns.ravel(), np.arange(0, 101, 5)), shape=(20, 2**24))
