@@ -359,10 +359,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if warm:
             self._refuse_changed_model()
         target_attributes = {}
+        # A new model needs two rows (a spread, a base); a stream's later chunk, one.
+        least = 1 if warm and partial else 2
         if y is None:
-            X = self._validated(X, reset=not warm, ensure_min_samples=2)
+            X = self._validated(X, reset=not warm, ensure_min_samples=least)
         else:
-            X, y = self._validated(X, y, reset=not warm, ensure_min_samples=2)
+            X, y = self._validated(X, y, reset=not warm, ensure_min_samples=least)
             codes, target_attributes = self._encode_targets(y, warm=warm, **target_options)
         device = resolve_device(self.device)
         generator = make_generator(self.random_state, device)

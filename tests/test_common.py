@@ -187,6 +187,12 @@ def test_partial_fit_continues_the_model_and_its_optimizer(case):
         assert {int(entry["step"]) for entry in
                 restarted._partial_optimizer_state["state"].values()} == {first}
     assert streamed.fit(X_train)._partial_optimizer_state is None
+    # A stream's later chunk may hold one row (SGDClassifier takes it too); a
+    # new model still needs two.
+    epochs = streamed.n_iter_
+    assert streamed.partial_fit(X_train[:1]).n_iter_ == epochs + 1
+    with pytest.raises(ValueError, match="minimum of 2"):
+        make_estimator().partial_fit(X_train[:1])
 
 
 def test_mps_model_infers_in_float64_on_the_cpu(case):
