@@ -261,7 +261,8 @@ class PCDRestrictedBoltzmann(
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            At least 2 rows, in the range ``fit`` accepts.
+            At least 2 rows on the first call, then any; in the range ``fit``
+            accepts.
         y : None
             Ignored.
 

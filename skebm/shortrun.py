@@ -392,7 +392,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, at least 2 rows, finite or NaN (a missing cell).
+            Training data (at least 2 rows on the first call, then any), finite or
+            NaN (a missing cell).
         y : None
             Ignored.
 
