@@ -469,21 +469,21 @@ def _location_fit(responsibilities, completed, shift_index, n_categories, tiny):
     index = shift_index[:, largest]
     diagonal_bins = torch.where(index == none, n_diagonal, index - int(starts[largest]))
 
-    def binned(flat_index, values, size):
-        sums = torch.zeros(size, *values.shape[1:], dtype=dtype, device=device)
-        return sums.index_add_(0, flat_index, values)
-
     per_bin = responsibilities.repeat(bins.shape[1], 1)  # the rows once per dense bin
-    pairs = bins.T[:, None, :] * (n_dense + 1) + bins.T[None, :, :]  # (bin, bin, row)
-    dense = binned(pairs.reshape(-1), responsibilities.repeat(bins.shape[1] ** 2, 1),
-                   (n_dense + 1) ** 2)
+    dense = torch.zeros((n_dense + 1) ** 2, n_components, dtype=dtype, device=device)
+    dense_moments = torch.zeros(n_dense + 1, *weighted.shape[1:], dtype=dtype, device=device)
+    for column in bins.T:  # a column's bin against each one's: memory of rows x columns
+        dense.index_add_(0, (column[None, :] * (n_dense + 1) + bins.T).reshape(-1), per_bin)
+        dense_moments.index_add_(0, column, weighted)
     dense = dense.view(n_dense + 1, n_dense + 1, n_components)[:-1, :-1].permute(2, 0, 1)
-    cross = binned((bins * (n_diagonal + 1) + diagonal_bins[:, None]).T.reshape(-1), per_bin,
-                   (n_dense + 1) * (n_diagonal + 1))
+    dense_moments = dense_moments[:-1].transpose(0, 1)
+    cross = torch.zeros((n_dense + 1) * (n_diagonal + 1), n_components, dtype=dtype,
+                        device=device).index_add_(
+        0, (bins * (n_diagonal + 1) + diagonal_bins[:, None]).T.reshape(-1), per_bin)
     cross = cross.view(n_dense + 1, n_diagonal + 1, n_components)[:-1, :-1].permute(2, 0, 1)
-    dense_moments = binned(bins.T.reshape(-1), weighted.repeat(bins.shape[1], 1, 1),
-                           n_dense + 1)[:-1].transpose(0, 1)
-    diagonal_moments = binned(diagonal_bins, weighted, n_diagonal + 1)[:-1].transpose(0, 1)
+    diagonal_moments = torch.zeros(n_diagonal + 1, *weighted.shape[1:], dtype=dtype,
+                                   device=device).index_add_(0, diagonal_bins, weighted)
+    diagonal_moments = diagonal_moments[:-1].transpose(0, 1)
     # cross's intercept row counts each category's rows: the diagonal block.
     inverse = 1 / (cross[:, 0] + SHIFT_PSEUDO_ROWS)  # (n_components, n_diagonal)
     prior = torch.full((n_dense,), SHIFT_PSEUDO_ROWS, dtype=dtype, device=device)
