@@ -22,9 +22,9 @@ __all__ = ["CONDITIONAL_MEAN_DRAWS", "INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS",
 #: Draws of a row's missing cells from the base's conditional that its
 #: log-density averages over (importance sampling).
 MISSING_DRAWS = 128
-#: Candidates that training resamples one completion of a row from, and
-#: that ``sample_conditional`` resamples from before its chains.
+#: Candidates that training resamples one completion of a row from.
 TRAINING_CANDIDATES = 8
+#: Candidates that ``sample_conditional`` resamples a row's start from.
 CONDITIONAL_CANDIDATES = 64
 #: Completions that a conditional mean averages.
 CONDITIONAL_MEAN_DRAWS = 256

@@ -449,7 +449,7 @@ def _location_fit(responsibilities, completed, shift_index, n_categories, tiny):
     weighted = responsibilities[:, :, None] * completed
     if not n_categories:
         means = weighted.sum(0) / (responsibilities.sum(0) + tiny)[:, None]
-        return means, means[:, :0, None].expand(-1, 0, means.shape[1])
+        return means, means.new_zeros(n_components, 0, means.shape[1])
     largest = int(np.argmax(n_categories))
     starts = np.concatenate([[0], np.cumsum(np.asarray(n_categories) - 1)])
     none = int(starts[-1])  # shift_index's entry for a category 0
