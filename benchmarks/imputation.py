@@ -21,8 +21,8 @@ Contenders, with their defaults:
 - ``DensityImputer(NCEDensity())``: ``DensityImputer(NCEDensity(
   random_state=seed), random_state=seed)``, the conditional mean from
   ``NCEDensity.conditional_mean`` (importance sampling over 256 completions
-  per row; a categorical cell, e.g. diabetes' sex, gets its most probable
-  value);
+  per row; a numeric column that ``categorical_features="auto"`` models as
+  categories, e.g. diabetes' sex, gets the mean of its values);
 - ``DensityImputer(ShortRunEBM())`` (only when asked, ``--imputers
   shortrun``): ``DensityImputer(ShortRunEBM(random_state=seed),
   random_state=seed)``, the mean of the imputer's conditional draws
@@ -57,7 +57,7 @@ fair (each gets the whole table, all its columns, and nothing else):
 
 - ``DensityImputer(NCEDensity())``: the DataFrame itself, the three
   category columns as pandas ``category`` dtype, NaN included; a category
-  is filled with the value drawn most often;
+  gets its most probable value, ``year`` (numbers) the mean of its values;
 - ``SimpleImputer``: ``strategy="most_frequent"`` for the categories, the
   mean for numbers;
 - ``IterativeImputer(BayesianRidge)``: numbers standardized (observed

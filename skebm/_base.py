@@ -558,10 +558,11 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         self._check_input_values(X, self._model_settings(fitting=reset))
         return X
 
-    def _decoded(self, rows):
-        """Drawn rows (values and category codes) as the table they model."""
+    def _decoded(self, rows, means=None):
+        """Drawn rows (values and category codes) as the table they model;
+        ``means``: True where a cell is a conditional mean."""
         table = getattr(self, "_table", None)
-        return rows if table is None else table.decode(rows)
+        return rows if table is None else table.decode(rows, means)
 
     def _rounded(self, rows):
         """Drawn rows with a table's integer columns rounded."""
@@ -677,7 +678,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         completed = np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
         if draws:
             completed = self._rounded(completed)
-        completed = self._decoded(np.where(free, completed, X))
+        completed = self._decoded(np.where(free, completed, X), means=None if draws else free)
         if index is not None and hasattr(completed, "index"):  # rows stay where they were
             completed.index = index
         return completed

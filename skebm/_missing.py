@@ -67,11 +67,14 @@ class MissingCells:
         chosen = torch.multinomial(torch.softmax(log_weights, 1), 1, generator=generator)
         return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
 
-    def conditional_mean(self, Z, free, n_draws, generator):
+    def conditional_mean(self, Z, free, n_draws, generator, levels=None):
         """Rows ``Z`` with each ``free`` entry replaced by its conditional
-        mean under the model (a category by its most probable value), on
-        ``z``: self-normalized importance sampling over ``n_draws``
-        completions from the base's conditional, weighted by ``exp(-E)``."""
+        mean under the model, on ``z``: self-normalized importance sampling
+        over ``n_draws`` completions from the base's conditional, weighted by
+        ``exp(-E)``. A category gets its most probable code; a categorical
+        column in ``levels`` (``{column: tensor of the values its codes
+        stand for}``) gets the mean of those values instead."""
+        levels = levels or {}
         Z = torch.where(free, torch.nan, Z)
         draws, log_weights, _ = self.completions(Z, n_draws, generator)
         weights = torch.softmax(log_weights, 1)[:, :, None]
@@ -79,7 +82,9 @@ class MissingCells:
         filled = (weights * rows).sum(1)
         for column, count in self._categorical_columns():
             one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
-            filled[:, column] = (weights * one_hot).sum(1).argmax(1).to(Z.dtype)
+            probabilities = (weights * one_hot).sum(1)
+            filled[:, column] = (probabilities @ levels[column] if column in levels
+                                 else probabilities.argmax(1).to(Z.dtype))
         return torch.where(free, filled, Z)
 
 
@@ -93,8 +98,10 @@ class ConditionalMeanMixin:
         For each row, each free cell (``mask`` True, or X's missing cells
         when ``mask`` is None) gets its mean under the model's conditional
         distribution given the known cells, the value with the least expected
-        squared error; a categorical cell gets its most probable category.
-        The estimate is self-normalized importance sampling: 256 completions
+        squared error. A categorical cell gets its most probable category,
+        except in a numeric column that ``categorical_features="auto"``
+        modelled as categories (a flag, a year of three): there the mean of
+        its values, a number as in the column's other cells. The estimate is self-normalized importance sampling: 256 completions
         from the base density's conditional (exact for its Gaussian
         mixture), weighted by ``exp(-E)``. The known cells come back exactly
         as given.
@@ -116,8 +123,14 @@ class ConditionalMeanMixin:
         """
         self._check_fitted()
         module = self._inference_module()
-        fill = lambda Z, free, generator: module.conditional_mean(
-            Z, free, CONDITIONAL_MEAN_DRAWS, generator)
+        table = getattr(self, "_table", None)
+        levels = {} if table is None else table.mean_levels()
+
+        def fill(Z, free, generator):
+            on_device = {column: torch.as_tensor(values, dtype=Z.dtype, device=Z.device)
+                         for column, values in levels.items()}
+            return module.conditional_mean(Z, free, CONDITIONAL_MEAN_DRAWS, generator, on_device)
+
         return self._complete_rows(X, mask, fill, random_state,
                                    chunk_rows=INCOMPLETE_ROWS_AT_ONCE // 4, draws=False,
                                    passes_per_row=CONDITIONAL_MEAN_DRAWS)

@@ -216,15 +216,22 @@ class TableColumns:
     dtypes : list or None
         The fitted DataFrame's column dtypes, which decoded rows take back
         (None: not a DataFrame).
+    is_found : ndarray of bool, shape (n_features,) or None
+        The categorical columns that ``"auto"`` found among numeric ones (a
+        flag, a year of three): numbers to the user, so their conditional
+        mean is a number, the mean of their values, where a category the
+        user named gets its most probable value (None: none).
     """
 
-    def __init__(self, is_categorical, categories, names=None, is_integer=None, dtypes=None):
+    def __init__(self, is_categorical, categories, names=None, is_integer=None, dtypes=None,
+                 is_found=None):
         self.is_categorical = np.asarray(is_categorical, dtype=bool)
         self.categories = categories
         self.names = names
         self.dtypes = dtypes
-        self.is_integer = (np.zeros_like(self.is_categorical) if is_integer is None
-                           else np.asarray(is_integer, dtype=bool))
+        none = np.zeros_like(self.is_categorical)
+        self.is_integer = none if is_integer is None else np.asarray(is_integer, dtype=bool)
+        self.is_found = none if is_found is None else np.asarray(is_found, dtype=bool)
 
     @classmethod
     def fit(cls, X, categorical_features, integer_features=None):
@@ -234,7 +241,11 @@ class TableColumns:
         columns, dtypes = _columns_of(X)
         names = np.asarray(X.columns, dtype=object) if _is_frame(X) else None
         mask = cls._resolve(categorical_features, columns, dtypes, names)
-        table = cls(mask, [], names, dtypes=dtypes if names is not None else None)
+        found = (mask & np.array([column.dtype != object for column in columns], dtype=bool)
+                 if isinstance(categorical_features, str) and categorical_features == "auto"
+                 else None)
+        table = cls(mask, [], names, dtypes=dtypes if names is not None else None,
+                    is_found=found)
         for j in np.flatnonzero(mask):
             column = columns[j]
             observed = column[~missing_cells(column)]
@@ -380,13 +391,24 @@ class TableColumns:
             rows[:, self.is_integer] = np.round(rows[:, self.is_integer])
         return rows
 
-    def decode(self, encoded):
+    def mean_levels(self):
+        """``{column: values}``: the columns whose conditional mean averages
+        their categories' values (``is_found``), with those values."""
+        # getattr: a table pickled before is_found was kept has none.
+        found = getattr(self, "is_found", np.zeros_like(self.is_categorical))
+        return {j: known.astype(np.float64) for j, known in
+                zip(np.flatnonzero(self.is_categorical), self.categories) if found[j]}
+
+    def decode(self, encoded, means=None):
         """Rows of values and codes back as the table they came from: a float64
         array when every category is a number, else a DataFrame (with the
-        fitted column names, or 0, 1, ...)."""
+        fitted column names, or 0, 1, ...). ``means``: a boolean array of
+        ``encoded``'s shape, True at conditional means, which hold values
+        already in the :meth:`mean_levels` columns."""
         if not self.needs_encoding:
             return encoded
         columns = [encoded[:, j] for j in range(encoded.shape[1])]
+        valued = self.mean_levels() if means is not None else {}
         for j, known in zip(np.flatnonzero(self.is_categorical), self.categories):
             codes = np.clip(np.rint(np.nan_to_num(columns[j])), 0, len(known) - 1).astype(int)
             decoded = known[codes]
@@ -395,6 +417,8 @@ class TableColumns:
                 decoded[np.isnan(encoded[:, j])] = None
             else:
                 decoded = np.where(np.isnan(encoded[:, j]), np.nan, decoded.astype(np.float64))
+            if j in valued:
+                decoded = np.where(means[:, j], encoded[:, j], decoded)
             columns[j] = decoded
         if self.is_numeric_output():
             return np.column_stack(columns).astype(np.float64) if columns else encoded

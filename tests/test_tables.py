@@ -718,3 +718,28 @@ def test_decimal_amounts_are_numbers_and_dates_are_refused_with_a_remedy(table):
     dates = train.assign(when=pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(200), "D"))
     with pytest.raises(TypeError, match="'when' holds Timestamp values.*Convert the column"):
         NCEDensity(**{**QUICK, "max_iter": 1}).fit(dates)
+
+
+def test_conditional_mean_of_a_numeric_flag_is_the_mean_of_its_values():
+    """A numeric column that "auto" models as categories is a number to the
+    user: its conditional mean is the model's probability of each value
+    times the value (those probabilities read off score_samples of the
+    row's completions), where a column named categorical gets its most
+    probable value. Known cells come back as given."""
+    rng = np.random.default_rng(0)
+    flag = rng.integers(0, 2, 800)
+    X = np.column_stack([rng.normal(2.0 * flag, 1.0), 10.0 + 10.0 * flag])
+    rows = np.array([[-1.0, np.nan], [1.0, np.nan], [3.0, np.nan], [np.nan, 20.0]])
+    quick = {**QUICK, "max_iter": 3}
+    found = NCEDensity(**quick).fit(X)
+    assert found.is_categorical_.tolist() == [False, True]
+    means = found.conditional_mean(rows, random_state=0)
+    completions = np.column_stack([np.repeat(rows[:3, 0], 2), np.tile([10.0, 20.0], 3)])
+    log_p = found.score_samples(completions).reshape(3, 2)
+    probability = np.exp(log_p - np.logaddexp(log_p[:, :1], log_p[:, 1:]))
+    # 256 completions: a probability's standard error is at most 0.03, 0.3 in values.
+    assert means[:3, 1] == pytest.approx(probability @ [10.0, 20.0], abs=1.25)
+    assert 10.0 < means[1, 1] < 20.0 and means[0, 1] < means[1, 1] < means[2, 1]
+    assert means[3, 1] == 20.0 and np.array_equal(means[:3, 0], rows[:3, 0])
+    named = NCEDensity(**quick, categorical_features=[1]).fit(X)
+    assert set(named.conditional_mean(rows, random_state=0)[:, 1]) <= {10.0, 20.0}
