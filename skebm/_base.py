@@ -250,6 +250,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         attributes that come with them (``classes_``, ...)."""
         raise NotImplementedError
 
+    def _check_model_size(self, n_features, n_rows, target_attributes, device, partial):
+        """Refuse a new model too large for ``device``, before anything of the
+        fit is allocated (the per-feature standardization included): the
+        shape of X and what ``_encode_targets`` returned are known
+        (``partial``: for ``partial_fit``, which holds no rows out)."""
+
     def _check_input_values(self, X, settings):
         """Estimator-specific checks of validated X (a range, say) against
         ``settings``, the values of ``_model_parameters`` the model has or is
@@ -367,6 +373,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             X, y = self._validated(X, y, reset=not warm, ensure_min_samples=least)
             codes, target_attributes = self._encode_targets(y, warm=warm, **target_options)
         device = resolve_device(self.device)
+        if not warm:
+            self._check_model_size(X.shape[1], X.shape[0], target_attributes, device, partial)
         generator = make_generator(self.random_state, device)
         if warm:  # each continued fit draws a stream of its own, still reproducible
             generator.manual_seed(generator.initial_seed() + self.n_iter_)

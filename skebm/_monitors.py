@@ -92,7 +92,7 @@ class DivergenceGuard(EpochMonitor):
         else:
             bad = next((f"parameter {name!r} is not finite"
                         for name, param in run.module.named_parameters()
-                        if not torch.isfinite(param).all()), None)
+                        if not _finite(param)), None)
             bad = bad or estimator._divergence_reason(run.module, run.Z_train)
         if bad is not None:
             raise ConvergenceDivergedError(
@@ -101,6 +101,29 @@ class DivergenceGuard(EpochMonitor):
                 f"{estimator.batch_size}). The estimator was left as it was before fit."
             )
         return False
+
+
+def _finite(tensor):
+    """Whether every value of ``tensor`` is finite. A NaN or an infinity
+    makes the sum non-finite, so the sum answers for nearly every tensor, in
+    one pass without a mask (an embedding of millions of rows is checked
+    every epoch); a sum that overflowed gets the exact check."""
+    with torch.no_grad():
+        return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+def kept_state(module, held=None):
+    """A copy of ``module``'s state, written over ``held`` (an earlier copy
+    of it) where there is one: a large model's best epoch is kept in one
+    copy, never two while the new one is made."""
+    state = module.state_dict()
+    if held is None or any(not torch.is_tensor(value) or name not in held
+                           or held[name].shape != value.shape or held[name].dtype != value.dtype
+                           for name, value in state.items()):
+        return copy.deepcopy(state)
+    for name, value in state.items():
+        held[name].copy_(value)
+    return held
 
 
 def patience_in_epochs(patience, min_steps, run):
@@ -150,7 +173,7 @@ class EarlyStopping(EpochMonitor):
             self.epochs_since_best + 1)
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
-            self.best_state = copy.deepcopy(module.state_dict())
+            self.best_state = kept_state(module, self.best_state)
         return self.epochs_since_best >= self.patience
 
 
@@ -194,7 +217,7 @@ class PlateauDecay(EpochMonitor):
         if score > self.best_score:
             self.best_score = score
             if self.restore_best:
-                self.best_state = copy.deepcopy(run.module.state_dict())
+                self.best_state = kept_state(run.module, self.best_state)
         factor = epoch_factor
         if self.epochs_since_best >= self.patience:
             self.n_decays += 1

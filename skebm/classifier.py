@@ -26,6 +26,8 @@ __all__ = ["NCESoftmaxClassifier"]
 #: Bytes a parameter costs in training: its value, its gradient and Adam's
 #: two moments, float32.
 _TRAINING_BYTES_PER_PARAMETER = 16
+#: And with early stopping: the best epoch's copy, and the plateau rule's.
+_EARLY_STOPPING_BYTES_PER_PARAMETER = 8
 #: Part of the memory the device has free that a model may plan to use.
 _MEMORY_SHARE = 0.8
 
@@ -312,7 +314,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
             # The model's size from the classes as given, before any copy of them is sorted.
             n_classes, n_features = len(classes), np.shape(X)[1] if np.ndim(X) == 2 else 0
             self._check_memory(n_features, n_classes, self._resolved_loss(n_classes),
-                               resolve_device(self.device), self.batch_size)
+                               resolve_device(self.device), self.batch_size,
+                               early_stopping=False)
         return self._fit_module(X, y, partial=True, classes=classes)
 
     # -- targets -------------------------------------------------------------
@@ -373,15 +376,17 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _inference_rows(self, X, rows, mean, scale, device):
         return bags_from_rows(X[rows], device, torch.float64, scale)
 
+    def _check_model_size(self, n_features, n_rows, target_attributes, device, partial):
+        self._check_memory(n_features, len(target_attributes["classes_"]),
+                           target_attributes["loss_"], device, min(self.batch_size, n_rows),
+                           early_stopping=self.early_stopping and not partial)
+
     def _build(self, Z, generator, scale):
         class_count = Z.attributes["class_count_"]
-        loss = Z.attributes["loss_"]
-        self._check_memory(Z.shape[1], len(class_count), loss, generator.device,
-                           min(self.batch_size, len(Z)))
         module = SoftmaxModel(
             Z.shape[1], class_count, self.embedding_dim, self._layer_widths(fitting=True)[1:],
             self.activation, self.noise_power, self.norm_term, generator)
-        module.loss = loss
+        module.loss = Z.attributes["loss_"]
         return module
 
     def _warm_module(self, Z_train, device):
@@ -460,16 +465,19 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return [settings["embedding_dim"],
                 *layer_sizes(settings["hidden_layer_sizes"], allow_empty=True)]
 
-    def _check_memory(self, n_features, n_classes, loss, device, batch_size):
+    def _check_memory(self, n_features, n_classes, loss, device, batch_size, early_stopping):
         """Refuse, before allocating, a model that cannot be trained in the
-        memory ``device`` has free (``batch_size``: the rows of a step)."""
+        memory ``device`` has free (``batch_size``: the rows of a step;
+        ``early_stopping``: whether copies of the model are kept)."""
         widths = self._layer_widths(fitting=True)
         n_parameters = (n_features * widths[0] + widths[0]
                         + sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
                         + n_classes * (widths[-1] + 1))
         scored = n_classes if loss == "full" else (
             batch_size if loss == "in_batch" else self.n_noise + 1)
-        needed = (_TRAINING_BYTES_PER_PARAMETER * n_parameters
+        per_parameter = _TRAINING_BYTES_PER_PARAMETER + (
+            _EARLY_STOPPING_BYTES_PER_PARAMETER if early_stopping else 0)
+        needed = (per_parameter * n_parameters
                   + 3 * 4 * batch_size * (scored + sum(widths)))
         free = available_memory(device)
         if needed > _MEMORY_SHARE * free:
