@@ -242,7 +242,8 @@ class ShortRunModel(MissingCells, nn.Module):
                       progress=None):
         """``(log Z, standard error)``, log Z = log E_b[exp(-E)] in the
         whitened coordinates (where ``b`` is a standard normal): a grid
-        integral for one or two features (``chunk_rows(n)`` rows at a time),
+        integral for one or two features (``chunk_rows(n)`` rows at a time;
+        its error gauged by its coarser sub-grids),
         annealed importance sampling otherwise (``progress()`` called after
         each temperature); 0 exactly for the Gaussian alone (a zero energy,
         which early stopping may keep)."""
@@ -264,4 +265,5 @@ class ShortRunModel(MissingCells, nn.Module):
             return (standard + torch.cat(chunks)).cpu().numpy()
 
         bounds = [(-GRID_RADIUS, GRID_RADIUS)] * n_features
-        return grid_log_integral(log_integrand, bounds, GRID_POINTS[n_features]), 0.0
+        return grid_log_integral(log_integrand, bounds, GRID_POINTS[n_features],
+                                 with_error=True)

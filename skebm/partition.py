@@ -14,6 +14,7 @@ one schedule of temperatures (:func:`ais_temperatures`) and one estimator of
 log Z from the weights (:func:`importance_log_partition`).
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -70,11 +71,18 @@ def importance_log_partition(log_weights):
     return float(log_mean), std_error
 
 
-def grid_log_integral(log_density, bounds, n_points=400):
+def grid_log_integral(log_density, bounds, n_points=400, *, with_error=False):
     """log of the integral of ``exp(log_density)`` over a 1-D interval or a
     2-D rectangle.
 
-    Midpoint rule on ``n_points`` points per axis.
+    Midpoint rule on ``n_points`` points per axis. Its error is gauged for
+    free from the grid's own values: every other point of each axis is a
+    grid of twice the spacing (2 of them in 1-D, 4 in 2-D), and half the
+    spread of their log-integrals measures how far a grid this coarse is
+    from convergence. Where the density is smooth on the scale of the grid
+    they agree to many digits; structure a few points wide makes them
+    disagree, by more than the full grid errs. It is a gauge, not a bound:
+    structure far narrower than the spacing can escape every grid.
 
     Parameters
     ----------
@@ -86,14 +94,20 @@ def grid_log_integral(log_density, bounds, n_points=400):
         for the result to be close to 0 for a normalized density.
     n_points : int, default=400
         Grid points per axis.
+    with_error : bool, default=False
+        Also return the gauge of the error (``n_points`` must then be even).
 
     Returns
     -------
     log_integral : float
         Close to 0 when the density is normalized and the grid covers its mass.
+    error : float
+        With ``with_error``: half the spread of the coarser grids' log-integrals.
     """
     if len(bounds) not in (1, 2):
         raise ValueError(f"grid_log_integral integrates over 1 or 2 dimensions, got {len(bounds)}.")
+    if with_error and n_points % 2:
+        raise ValueError(f"grid_log_integral's error needs an even n_points, got {n_points}.")
     axes, cell = [], 1.0
     for low, high in bounds:
         width = (high - low) / n_points
@@ -102,7 +116,15 @@ def grid_log_integral(log_density, bounds, n_points=400):
     grid = np.stack(np.meshgrid(*axes), axis=-1).reshape(-1, len(bounds))
     values = np.asarray(log_density(grid), dtype=np.float64)
     top = values.max()
-    return float(top + np.log(np.exp(values - top).sum() * cell))
+    weights = np.exp(values - top)
+    log_integral = float(top + np.log(weights.sum() * cell))
+    if not with_error:
+        return log_integral
+    weights = weights.reshape((n_points,) * len(bounds))
+    coarse = [np.log(weights[tuple(slice(start, None, 2) for start in starts)].sum()
+                     * cell * 2 ** len(bounds))
+              for starts in itertools.product((0, 1), repeat=len(bounds))]
+    return log_integral, float((max(coarse) - min(coarse)) / 2)
 
 
 def annealed_importance_log_partition(sample_base, log_base, log_ratio, *, n_chains=100,

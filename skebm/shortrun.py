@@ -194,8 +194,10 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     log_partition_ : float
         log Z used by ``score_samples`` (computed on first access).
     log_partition_std_ : float
-        Its standard error (0 for grid integration, and for the Gaussian
-        alone, whose log Z is 0).
+        Its standard error (AIS); for grid integration, the grid's error as
+        its coarser sub-grids gauge it (see
+        :func:`~skebm.partition.grid_log_integral`); 0 for the Gaussian
+        alone, whose log Z is 0.
     log_partition_method_ : {"grid", "ais"}
         How ``log_partition_`` is obtained.
     step_size_ : float

@@ -79,3 +79,25 @@ def test_annealed_importance_sampling_of_a_known_integral():
     assert np.all(np.abs(errors) < 3 * stds + 0.02) and np.all(stds < 0.1)
     few_errors, _ = runs(3)
     assert np.sqrt(np.mean(few_errors**2)) > 3 * np.sqrt(np.mean(errors**2))
+
+
+def _spike_log_density(width):
+    """A standard normal with a tenth of its mass moved to a spike at 0.3."""
+    from scipy.stats import norm
+
+    return lambda x: np.logaddexp(np.log(0.9) + norm.logpdf(x).sum(1),
+                                  np.log(0.1) + norm.logpdf(x, 0.3, width).sum(1))
+
+
+@pytest.mark.parametrize("n_features", [1, 2])
+def test_grid_error_gauge_is_nil_when_smooth_and_exceeds_a_coarse_grids_error(n_features):
+    """The sub-grids agree on a smooth density (the gauge is rounding) and
+    disagree, by more than the full grid errs, on a spike of a quarter of
+    the spacing (the density integrates to 1)."""
+    bounds = [(-8, 8)] * n_features
+    value, error = grid_log_integral(_spike_log_density(1.0), bounds, 200, with_error=True)
+    assert abs(value) < 1e-12 and error < 1e-12
+    value, error = grid_log_integral(_spike_log_density(0.02), bounds, 200, with_error=True)
+    assert error > max(abs(value), 0.005)
+    with pytest.raises(ValueError, match="even n_points"):
+        grid_log_integral(_spike_log_density(1.0), bounds, 201, with_error=True)
