@@ -463,6 +463,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 for monitor in monitors:  # every monitor hears every epoch
                     stop = monitor.on_epoch_end(run, record) or stop
                 if stop:
+                    run.stopped = True
                     break
             for monitor in monitors:
                 monitor.on_train_end(run)

@@ -17,9 +17,11 @@ trained, the training and validation rows, and the loop's counters.
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 __all__ = ["ConvergenceDivergedError", "DivergenceGuard", "EarlyStopping", "EpochMonitor",
            "PlateauDecay", "ProgressBar", "TrainingRun"]
@@ -49,6 +51,7 @@ class TrainingRun:
     history: list = field(default_factory=list)
     notes: list = field(default_factory=list)  #: lines for the progress bar to write
     rule: object = None  #: the update rule (``.optimizer``), for monitors that set the rate
+    stopped: bool = False  #: whether a monitor ended training (on the last epoch, too)
     started: float = None  #: when the fit began, ``time.monotonic()``
 
 
@@ -140,6 +143,9 @@ class EarlyStopping(EpochMonitor):
     beaten the best by ``tol``, as scikit-learn's MLP; the parameters kept are
     the best epoch's. Epoch 0, the model before training, is a candidate too:
     a model built on a base density keeps the base when training does not beat it.
+    When the epochs run out before any monitor stopped training, the score
+    was still improving: a ``ConvergenceWarning`` says so, as scikit-learn's
+    MLP does at ``max_iter``.
     """
 
     def __init__(self, tol, patience, min_steps=0):
@@ -159,6 +165,13 @@ class EarlyStopping(EpochMonitor):
     def on_train_end(self, run):
         if self.best_state is not None:
             run.module.load_state_dict(self.best_state)
+        if not run.stopped:
+            warnings.warn(
+                f"{type(run.estimator).__name__}: the {run.n_epochs} epochs of max_iter ran "
+                f"out while the validation score was still improving (by more than "
+                f"tol={self.tol} within the last {self.patience} epochs); the best epoch "
+                f"({self.best_epoch}) was kept. Raise max_iter to train further.",
+                ConvergenceWarning)
         if run.epoch < run.n_epochs:
             why = (f": the validation score did not improve by tol={self.tol} for "
                    f"{self.patience} epochs" if self.epochs_since_best >= self.patience else "")

@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -220,6 +221,38 @@ def test_the_finiteness_check_sees_every_nan_and_infinity_and_no_overflow():
         spoiled[: len(bad)] = torch.tensor(bad)
         assert not _finite(spoiled)
     assert _finite(torch.full((10,), 3e38))
+
+
+def test_a_stream_of_many_labels_is_not_taken_for_a_regression():
+    """scikit-learn warns when a y has more distinct labels than half its
+    rows (a regression target, maybe); a chunk of a stream whose classes
+    were declared is no such sign, while fit still hears the warning."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), np.arange(60)
+    with pytest.warns(UserWarning, match="unique classes is greater than 50%"):
+        NCESoftmaxClassifier(max_iter=1, early_stopping=False).fit(X, y)
+    stream = NCESoftmaxClassifier()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        stream.partial_fit(X[:30], y[:30], classes=np.arange(60))
+        stream.partial_fit(X[30:], y[30:])
+    assert stream.n_iter_ == 2
+
+
+def test_max_iter_reached_while_improving_warns_and_a_stopped_fit_does_not():
+    """As scikit-learn's MLP: epochs that run out while the validation score
+    still improves give a ConvergenceWarning; a fit that early stopping
+    ended (labels that are noise stop improving at once) gives none."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = load_wine(return_X_y=True)
+    with pytest.warns(ConvergenceWarning, match="max_iter ran out"):
+        NCESoftmaxClassifier(max_iter=3, random_state=0).fit(X, y)
+    noise = np.random.default_rng(0).integers(0, 3, len(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        stopped = NCESoftmaxClassifier(max_iter=1000, random_state=0).fit(X, noise)
+    assert stopped.n_iter_ < 1000
 
 
 def test_partial_fit_refuses_too_many_classes_before_reading_them():
