@@ -50,6 +50,13 @@ OPTION_MARGIN, OPTION_MARGIN_PER_FEATURE = 1.0, 0.1
 #: 3-fold cross-validation.
 SEARCH_EM_ITERATIONS = 100
 SPLIT_ROWS = 600
+#: EM's tolerance for those candidates (mean log-likelihood per row): the
+#: final fit's 0.001, or this much per feature where that is more. A row's
+#: log-likelihood is a sum over its features, and a ranking of candidates
+#: needs no more precision than its spread; on 64 features EM's iterations
+#: to 0.001 were most of a wide table's search (the time saved, and the
+#: choices compared: benchmarks/RESULTS.md).
+SEARCH_TOL_PER_FEATURE = 5e-4
 #: EM's tolerance (mean log-likelihood per row) and most iterations for the
 #: candidates of a table with missing cells or categories, whose E-step
 #: factors a covariance per row: a ranking of candidates needs coarser
@@ -597,8 +604,9 @@ def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=N
     full EM); complete continuous rows take the numpy EM of
     :mod:`skebm._em`."""
     if layout is None and not (np.isnan(train_rows).any() or np.isnan(test_rows).any()):
+        tol = max(1e-3, SEARCH_TOL_PER_FEATURE * train_rows.shape[1])
         mixture = fit_gaussian_mixture(train_rows, n_components, ridge, start=start,
-                                       max_iter=SEARCH_EM_ITERATIONS)
+                                       max_iter=SEARCH_EM_ITERATIONS, tol=tol)
         return mixture_log_density(test_rows, *mixture), mixture
     mixture = GaussianMixtureDensity.fit_to(
         torch.as_tensor(train_rows, device="cpu"), n_components=n_components, ridge=ridge,

@@ -164,6 +164,25 @@ def test_base_search_stops_growing_the_option_far_behind(monkeypatch):
     assert len(sizes[False]) > 1
 
 
+@pytest.mark.parametrize("n_features, tol", [(2, 1e-3), (64, 0.032)])
+def test_search_em_tolerance_grows_with_the_features(monkeypatch, n_features, tol):
+    """The search's candidates stop EM at 0.001 nats a row, or 0.0005 per
+    feature where more (a row's log-likelihood sums its features)."""
+    from skebm import _em, base_density
+
+    tolerances = []
+    fit = _em.fit_gaussian_mixture
+
+    def spy(X, *args, **kwargs):
+        tolerances.append(kwargs.get("tol", 1e-3))
+        return fit(X, *args, **kwargs)
+
+    monkeypatch.setattr(base_density, "fit_gaussian_mixture", spy)
+    data = np.random.RandomState(0).normal(size=(200, n_features))
+    base_density.select_base(data, 2, (False,), np.random.RandomState(0))
+    assert tolerances and tolerances == pytest.approx([tol] * len(tolerances))
+
+
 @pytest.mark.parametrize("n_components, ridge", [(1, 1e-6), (3, 1e-3), (5, 1e-1)])
 def test_numpy_em_gives_scikit_learns_mixture(n_components, ridge):
     # The base search's EM leaves out GaussianMixture's per-call checks, not its
