@@ -143,9 +143,9 @@ class EarlyStopping(EpochMonitor):
     beaten the best by ``tol``, as scikit-learn's MLP; the parameters kept are
     the best epoch's. Epoch 0, the model before training, is a candidate too:
     a model built on a base density keeps the base when training does not beat it.
-    When the epochs run out before any monitor stopped training, the score
-    was still improving: a ``ConvergenceWarning`` says so, as scikit-learn's
-    MLP does at ``max_iter``.
+    When the epochs run out before any monitor stopped training, a
+    ``ConvergenceWarning`` says so, as scikit-learn's MLP does at
+    ``max_iter``.
     """
 
     def __init__(self, tol, patience, min_steps=0):
@@ -168,10 +168,10 @@ class EarlyStopping(EpochMonitor):
         if not run.stopped:
             warnings.warn(
                 f"{type(run.estimator).__name__}: the {run.n_epochs} epochs of max_iter ran "
-                f"out while the validation score was still improving (by more than "
-                f"tol={self.tol} within the last {self.patience} epochs); the best epoch "
-                f"({self.best_epoch}) was kept. Raise max_iter to train further.",
-                ConvergenceWarning)
+                f"out before early stopping ended training (the validation score had not "
+                f"yet gone {self.patience} epochs without improving by tol={self.tol}); "
+                f"the parameters of epoch {self.best_epoch} were kept. Raise max_iter to "
+                "train further.", ConvergenceWarning)
         if run.epoch < run.n_epochs:
             why = (f": the validation score did not improve by tol={self.tol} for "
                    f"{self.patience} epochs" if self.epochs_since_best >= self.patience else "")

@@ -246,7 +246,7 @@ def test_max_iter_reached_while_improving_warns_and_a_stopped_fit_does_not():
     from sklearn.exceptions import ConvergenceWarning
 
     X, y = load_wine(return_X_y=True)
-    with pytest.warns(ConvergenceWarning, match="max_iter ran out"):
+    with pytest.warns(ConvergenceWarning, match="max_iter ran out before early stopping"):
         NCESoftmaxClassifier(max_iter=3, random_state=0).fit(X, y)
     noise = np.random.default_rng(0).integers(0, 3, len(y))
     with warnings.catch_warnings():
