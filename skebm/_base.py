@@ -162,6 +162,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         """The loss ``history_`` reports for an epoch whose steps return none."""
         raise NotImplementedError(f"{type(self).__name__}: a step returned no loss.")
 
+    def _training_set(self, module, Z_train):
+        """What the epochs draw their minibatches from, made once per call of
+        the training loop (default: the training rows as they are); the
+        monitors still see the rows as they are."""
+        return Z_train
+
     def _validation_set(self, module, Z_val):
         """What ``_validation_score`` reads after every epoch, made once per
         call of the training loop (default: the held-out rows as they are)."""
@@ -441,8 +447,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         rule = self._make_update_rule(module, None if partial else n_epochs * epoch_steps)
         if optimizer_state is not None:
             rule.optimizer.load_state_dict(optimizer_state)
-        if Z_val is not None:
-            with torch.no_grad():
+        with torch.no_grad():
+            batches = self._training_set(module, Z_train)
+            if Z_val is not None:
                 Z_val = self._validation_set(module, Z_val)
         run = TrainingRun(self, module, Z_train, Z_val, n_epochs, epoch_steps, rule=rule,
                           started=time.monotonic() if started is None else started)
@@ -453,7 +460,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             module.train()
             for run.epoch in range(1, n_epochs + 1):
                 loss, first_step_loss, diagnostics = self._run_epoch(
-                    module, Z_train, generator, rule, batch_size)
+                    module, batches, generator, rule, batch_size)
                 if run.first_loss is None:  # the reference of the growth check
                     run.first_loss = loss if first_step_loss is None else first_step_loss
                 record = {"epoch": run.epoch, "loss": loss, **diagnostics,

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils.sparsefuncs import mean_variance_axis
 
-__all__ = ["LabelledRows", "SparseRows", "as_tensor", "dense_rows", "standardization", "take"]
+__all__ = ["LabelledRows", "RowsWith", "SparseRows", "as_tensor", "dense_rows", "standardization",
+           "take"]
 
 
 def standardization(X):
@@ -83,6 +84,22 @@ class SparseRows:
         if self.mean_ is not None:
             means = (means - self.mean_) / self.scale_
         return torch.as_tensor(means, dtype=torch.float32, device=self.device)
+
+
+class RowsWith:
+    """Rows with values made from each once (their image under a fixed
+    map, say), shuffled and split by one index: indexing gives ``(rows,
+    values)``."""
+
+    def __init__(self, rows, values):
+        self.rows, self.values = rows, values
+        self.shape = rows.shape
+
+    def __len__(self):
+        return len(self.values)
+
+    def __getitem__(self, index):
+        return self.rows[index], self.values[index]
 
 
 class LabelledRows:

@@ -11,12 +11,13 @@ from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._base import Step, TorchEstimator
+from ._base import INFERENCE_CHUNK_ROWS, Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS,
                        TRAINING_CANDIDATES, ConditionalMeanMixin, observed_log_density)
 from ._nce_model import NCEModel, Snapshot, cell_points, dequantized
+from ._rows import RowsWith
 from ._runtime import make_generator, refuse_beyond_memory
 from .base_density import TableLayout, fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, MLPEnergy, fourier_feature_count, layer_shapes,
@@ -503,14 +504,28 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         return 8 * 4 * (shapes[0][0] + sum(n_out for _, n_out, _ in shapes)
                         + self.module_.base.n_components)
 
+    def _training_set(self, module, Z_train):
+        """The rows with their image under the marginal map, mapped once
+        rather than at every step: rows without integer cells map the same
+        every epoch (integer cells are dequantized afresh at each step, and
+        mapped after). Not for more rows than an epoch visits, most of which
+        each epoch leaves alone."""
+        if (module.marginals is None or module.cells is not None
+                or len(Z_train) > self._max_epoch_rows):
+            return Z_train
+        mapped = [module.latent(rows)[0] for rows in Z_train.split(INFERENCE_CHUNK_ROWS)]
+        return RowsWith(Z_train, torch.cat(mapped))
+
     def _training_loss(self, module, batch, generator):
         """NCE loss per data row: -log h(data) - nu * E_q[log(1 - h(noise))]."""
         if module.snapshot is not None:
             module.snapshot.step(module, self.noise_update_interval, generator)
+        batch, data_rows = batch if isinstance(batch, tuple) else (batch, None)
         log_ratio = math.log(self.noise_ratio)
         noise_rows = module.sample_noise(len(batch) * self.noise_ratio, generator)
-        batch = dequantized(batch, module.cells, generator)
-        data_rows, _ = module.latent(batch)
+        if data_rows is None:  # not mapped by _training_set
+            batch = dequantized(batch, module.cells, generator)
+            data_rows, _ = module.latent(batch)
         incomplete = torch.isnan(batch).any(1)
         if incomplete.any():  # missing cells: drawn from the model's conditional (on u)
             with torch.no_grad():

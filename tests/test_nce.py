@@ -492,6 +492,20 @@ def skewed_2d():
     return X[:1500], X[1500:]
 
 
+def test_training_rows_mapped_once_train_the_same_model(skewed_2d, monkeypatch):
+    """The rows are mapped through the marginal map once per fit, not at
+    every step; the map is the same every epoch, so the fitted energy is
+    the one mapping each minibatch afresh gives."""
+    X, _ = skewed_2d
+    settings = dict(QUICK, marginals="kde", max_iter=3)
+    once = NCEDensity(**settings).fit(X)
+    monkeypatch.setattr(NCEDensity, "_training_set", lambda self, module, Z_train: Z_train)
+    every_step = NCEDensity(**settings).fit(X)
+    for cached, fresh in zip(once.module_.energy.parameters(),
+                             every_step.module_.energy.parameters()):
+        torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("noise", ["base", "self"])
 def test_marginal_map_keeps_the_density_normalized_and_sampled(skewed_2d, noise):
     X, X_test = skewed_2d
