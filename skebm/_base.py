@@ -30,7 +30,8 @@ from sklearn import get_config
 from sklearn.base import BaseEstimator
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import (_check_sample_weight, check_array, check_is_fitted,
+                                      validate_data)
 
 from ._checks import check_n_samples, input_attributes_restored_on_failure
 from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
@@ -346,7 +347,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
     }
 
-    def _fit_module(self, X, y=None, *, partial=False, **target_options):
+    def _fit_module(self, X, y=None, *, partial=False, sample_weight=None, **target_options):
         """Validate X (and y), train (or keep training) the module, set fitted state.
 
         ``partial=True`` (``partial_fit``) runs one epoch at a constant rate,
@@ -355,11 +356,14 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         (its moments and step count), so a loop over chunks trains as one run.
         A fit that fails, however, leaves every attribute as it was, the
         input attributes validation sets at the door included.
+        ``sample_weight`` (with y): each row's weight, which the minibatches
+        carry to ``_training_loss`` and ``_validation_score``.
         """
         with input_attributes_restored_on_failure(self):
-            return self._fit_validated(X, y, partial=partial, **target_options)
+            return self._fit_validated(X, y, partial=partial, sample_weight=sample_weight,
+                                       **target_options)
 
-    def _fit_validated(self, X, y, *, partial, **target_options):
+    def _fit_validated(self, X, y, *, partial, sample_weight=None, **target_options):
         """``_fit_module``'s work; on failure it may have set ``n_features_in_``
         and ``feature_names_in_`` (only)."""
         started = time.monotonic()
@@ -378,6 +382,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         else:
             X, y = self._validated(X, y, reset=not warm, ensure_min_samples=least)
             codes, target_attributes = self._encode_targets(y, warm=warm, **target_options)
+            weights = _row_weights(sample_weight, X)
         device = resolve_device(self.device)
         if not warm:
             self._check_model_size(X.shape[1], X.shape[0], target_attributes, device, partial)
@@ -391,7 +396,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             Z = self._training_rows(X, mean, scale, device)
             if y is not None:
                 Z = LabelledRows(Z, torch.as_tensor(codes, dtype=torch.long, device=device),
-                                 target_attributes)
+                                 target_attributes, weights=None if weights is None else
+                                 torch.as_tensor(weights, dtype=torch.float32, device=device))
             Z_train, Z_val = (Z, None) if partial else self._split_validation(Z, generator)
             module = (self._warm_module(Z_train, device) if warm
                       else self._build(Z_train, generator, scale).to(device))
@@ -721,6 +727,14 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 "be finite (NaN may mark the values to draw when mask is None).")
         self._check_input_values(known, self._model_settings())
         return known, free
+
+
+def _row_weights(sample_weight, X):
+    """``sample_weight`` checked against X by scikit-learn's rules (one
+    non-negative weight a row, not all 0), or None."""
+    if sample_weight is None:
+        return None
+    return _check_sample_weight(sample_weight, X, ensure_non_negative=True)
 
 
 def _same(a, b):

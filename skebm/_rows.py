@@ -103,24 +103,30 @@ class RowsWith:
 
 
 class LabelledRows:
-    """Training rows with their targets, shuffled and split by one index.
+    """Training rows with their targets (and weights), shuffled and split
+    by one index.
 
     ``rows`` is any container of rows; ``targets`` a tensor of integer codes
-    on the same device. Indexing gives the minibatch ``(rows, targets)``;
-    ``attributes`` are the fitted attributes that come with the targets (a
-    classifier's ``classes_``), for the hooks to read before they are set on
-    the estimator.
+    on the same device; ``weights`` a float tensor of each row's weight, or
+    None (every row weighs 1). Indexing gives the minibatch ``(rows,
+    targets, weights)``, its weights None without weights; ``attributes``
+    are the fitted attributes that come with the targets (a classifier's
+    ``classes_``), for the hooks to read before they are set on the
+    estimator.
     """
 
-    def __init__(self, rows, targets, attributes):
+    def __init__(self, rows, targets, attributes, weights=None):
         self.rows, self.targets, self.attributes = rows, targets, attributes
+        self.weights = weights
         self.shape = rows.shape
 
     def __len__(self):
         return len(self.targets)
 
     def __getitem__(self, index):
-        return self.rows[index], self.targets[index]
+        return (self.rows[index], self.targets[index],
+                None if self.weights is None else self.weights[index])
 
     def subset(self, index):
-        return LabelledRows(take(self.rows, index), self.targets[index], self.attributes)
+        return LabelledRows(take(self.rows, index), self.targets[index], self.attributes,
+                            None if self.weights is None else self.weights[index])

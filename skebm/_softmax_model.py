@@ -157,10 +157,10 @@ class SoftmaxModel(nn.Module):
                 torch.addmm(-offset[n_rows:], features, weight[n_rows:].T))
 
 
-# -- the training losses, each the mean over a minibatch's rows of a row's loss,
-# from the rows' last hidden layer (``features``) and their class codes.
+# -- the training losses, each row's loss in a minibatch, from the rows' last
+# hidden layer (``features``) and their class codes.
 def full_loss(module, features, targets, generator, n_noise, remove_hits):
-    return F.cross_entropy(module.scores(features), targets)
+    return F.cross_entropy(module.scores(features), targets, reduction="none")
 
 
 def in_batch_loss(module, features, targets, generator, n_noise, remove_hits):
@@ -170,7 +170,8 @@ def in_batch_loss(module, features, targets, generator, n_noise, remove_hits):
         hits = (targets[None, :] == targets[:, None]) & ~torch.eye(
             len(targets), dtype=torch.bool, device=targets.device)
         logits = logits.masked_fill(hits, -math.inf)
-    return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
+    return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device),
+                           reduction="none")
 
 
 def _draw_noise(module, features, targets, generator, n_noise):
@@ -189,7 +190,7 @@ def sampled_loss(module, features, targets, generator, n_noise, remove_hits):
         noise_logits = noise_logits.masked_fill(noise[None, :] == targets[:, None],
                                                 -math.inf)
     logits = torch.cat([target_logits[:, None], noise_logits], 1)
-    return (torch.logsumexp(logits, 1) - target_logits).mean()
+    return torch.logsumexp(logits, 1) - target_logits
 
 
 def nce_loss(module, features, targets, generator, n_noise, remove_hits):
@@ -204,7 +205,7 @@ def nce_loss(module, features, targets, generator, n_noise, remove_hits):
         # take its terms back out (cheaper than masking the whole matrix).
         hits = torch.bincount(noise, minlength=len(module.output_weight))[targets]
         noise_term = noise_term - hits * F.softplus(target_delta)
-    return (F.softplus(-target_delta) + noise_term).mean()
+    return F.softplus(-target_delta) + noise_term
 
 
 LOSSES = {"full": full_loss, "in_batch": in_batch_loss, "sampled": sampled_loss, "nce": nce_loss}

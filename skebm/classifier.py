@@ -156,7 +156,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     classes_ : ndarray of shape (n_classes,)
         The class labels (any sortable labels: strings, integers).
     class_count_ : ndarray of shape (n_classes,)
-        Training rows seen per class (summed over ``partial_fit`` calls).
+        Training rows seen per class (summed over ``partial_fit`` calls),
+        unweighted: the noise classes follow them.
     module_ : torch.nn.Module
         The fitted model.
     loss_ : str
@@ -271,7 +272,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         self.n_threads = n_threads
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the classifier.
 
         Parameters
@@ -280,15 +281,21 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
             Training rows, at least 2; sparse X stays sparse.
         y : array-like of shape (n_samples,)
             Class labels, at least two distinct ones.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row: its loss, in training and in
+            early stopping's held-out score, counts this many times. The
+            noise classes still follow the rows' class counts (any noise
+            distribution gives the same optimum; the counts are the usual
+            one). None: every row weighs 1.
 
         Returns
         -------
         self : NCESoftmaxClassifier
         """
-        return self._fit_module(X, y)
+        return self._fit_module(X, y, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing the fitted model and its optimizer.
 
         For streams that do not fit in memory at once, as
@@ -304,6 +311,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         classes : array-like of shape (n_classes,), default=None
             Every class of the stream; required on the first call, and
             the same as ``classes_`` if given later.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, as in ``fit``.
 
         Returns
         -------
@@ -317,7 +326,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
             self._check_memory(n_features, n_classes, self._resolved_loss(n_classes),
                                resolve_device(self.device), self.batch_size,
                                early_stopping=False)
-        return self._fit_module(X, y, partial=True, classes=classes)
+        return self._fit_module(X, y, partial=True, classes=classes,
+                                sample_weight=sample_weight)
 
     # -- targets -------------------------------------------------------------
     def _encode_targets(self, y, *, warm, classes=None):
@@ -401,10 +411,10 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return module
 
     def _training_loss(self, module, batch, generator):
-        bags, targets = batch
-        loss = LOSSES[module.loss](module, module.features(bags), targets, generator,
-                                   self.n_noise, self.remove_accidental_hits)
-        return Step(loss)
+        bags, targets, weights = batch
+        losses = LOSSES[module.loss](module, module.features(bags), targets, generator,
+                                     self.n_noise, self.remove_accidental_hits)
+        return Step(losses.mean() if weights is None else (weights * losses).mean())
 
     def _validation_score(self, module, Z_val):
         """Minus the held-out log-loss with the full softmax, a chunk at a time.
@@ -415,10 +425,12 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         for start in range(0, len(Z_val), chunk):
             rows = torch.arange(start, min(start + chunk, len(Z_val)),
                                 device=Z_val.targets.device)
-            bags, targets = Z_val[rows]
-            scores = module.scores(module.features(bags))
-            total += float(F.cross_entropy(scores, targets, reduction="sum"))
-        return -total / len(Z_val)
+            bags, targets, weights = Z_val[rows]
+            losses = F.cross_entropy(module.scores(module.features(bags)), targets,
+                                     reduction="none")
+            total += float(losses.sum() if weights is None else (weights * losses).sum())
+        weight = len(Z_val) if Z_val.weights is None else float(Z_val.weights.sum())
+        return -total / max(weight, np.finfo(np.float32).tiny)
 
     def _make_optimizer(self, module):
         """Adam that moves only the rows of the tables a step touches

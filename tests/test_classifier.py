@@ -20,8 +20,17 @@ from skebm.datasets import load_kjv_next_word
 QUICK = dict(max_iter=30, random_state=0)
 
 
+# As scikit-learn's SGDClassifier: a stochastic minibatch fit. A row weighing
+# 2 is one row of a minibatch, its repeats fall into other minibatches, and
+# rows weighing 0 still shift which rows share a batch and the random stream.
+_REPEAT_REASON = "sample_weight is not equivalent to removing/repeating samples."
+
+
 @parametrize_with_checks([NCESoftmaxClassifier(**QUICK),
-                          NCESoftmaxClassifier(loss="nce", n_noise=2, **QUICK)])
+                          NCESoftmaxClassifier(loss="nce", n_noise=2, **QUICK)],
+                         expected_failed_checks=lambda estimator: {
+                             "check_sample_weight_equivalence_on_dense_data": _REPEAT_REASON,
+                             "check_sample_weight_equivalence_on_sparse_data": _REPEAT_REASON})
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -255,6 +264,62 @@ def test_max_iter_reached_while_improving_warns_and_a_stopped_fit_does_not():
     assert stopped.n_iter_ < 1000
 
 
+def test_sample_weight_moves_the_optimum_to_the_weighted_conditional():
+    """Where a class is as frequent as the other but each of its rows weighs
+    3, the fitted probability is 3/4, the weighted data's conditional; the
+    same weights on every row change nothing (Adam's steps do not scale)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 2))
+    y = rng.integers(0, 2, 4000)
+    weights = np.where(y == 1, 3.0, 1.0)
+    settings = dict(max_iter=20, early_stopping=False, random_state=0)
+    plain = NCESoftmaxClassifier(**settings).fit(X, y)
+    weighted = NCESoftmaxClassifier(**settings).fit(X, y, sample_weight=weights)
+    X_test = rng.normal(size=(500, 2))
+    assert plain.predict_proba(X_test)[:, 1].mean() == pytest.approx(0.5, abs=0.05)
+    assert weighted.predict_proba(X_test)[:, 1].mean() == pytest.approx(0.75, abs=0.05)
+    streams = [NCESoftmaxClassifier(random_state=0), NCESoftmaxClassifier(random_state=0)]
+    for _ in range(5):
+        for rows in np.array_split(np.arange(4000), 4):
+            streams[0].partial_fit(X[rows], y[rows], classes=[0, 1])
+            streams[1].partial_fit(X[rows], y[rows], classes=[0, 1],
+                                   sample_weight=weights[rows])
+    plain_stream, weighted_stream = (clf.predict_proba(X_test)[:, 1].mean() for clf in streams)
+    assert weighted_stream > plain_stream + 0.1
+
+
+def test_early_stopping_scores_held_out_rows_by_their_weight():
+    """The held-out log-loss weighs each row: a row of weight 0 does not
+    count, and the score is the weighted mean of the rows' own scores."""
+    from skebm._rows import LabelledRows
+
+    X, y = load_wine(return_X_y=True)
+    clf = NCESoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
+    cpu = torch.device("cpu")
+    targets = torch.as_tensor(np.searchsorted(clf.classes_, y[::45]))  # 4 rows
+    held_out = lambda rows, weights=None: LabelledRows(
+        clf._training_rows(X[::45][rows], clf.mean_, clf.scale_, cpu), targets[rows], {},
+        weights)
+    scores = [clf._validation_score(clf.module_, held_out([i])) for i in range(4)]
+    weighted = clf._validation_score(clf.module_, held_out(
+        list(range(4)), torch.tensor([2.0, 0.0, 1.0, 1.0])))
+    assert weighted == pytest.approx((2 * scores[0] + scores[2] + scores[3]) / 4, rel=1e-5)
+
+
+@pytest.mark.parametrize("weights, message", [
+    (-np.ones(20), "Negative values in data passed to .sample_weight"),
+    (np.zeros(20), "at least one non-zero"),
+    (np.ones(19), "sample_weight.shape"),
+])
+def test_bad_sample_weight_is_refused_and_the_fit_kept(weights, message):
+    X, y = load_wine(return_X_y=True)
+    clf = NCESoftmaxClassifier(max_iter=1, random_state=0).fit(X[::9], y[::9])
+    before = clf.n_features_in_, clf.n_iter_
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X[::9, :5], y[::9], sample_weight=weights)
+    assert (clf.n_features_in_, clf.n_iter_) == before
+
+
 def test_partial_fit_refuses_too_many_classes_before_reading_them():
     """The model's size comes from len(classes): a billion classes are
     refused before any copy of them is made (np.unique would sort them)."""
@@ -327,7 +392,7 @@ def test_nce_gradient_matches_its_derivation():
     batch = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))[torch.arange(64)]
     targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
     generator = torch.Generator().manual_seed(3)
-    loss = clf._training_loss(module, (batch, targets), generator).loss
+    loss = clf._training_loss(module, (batch, targets, None), generator).loss
     loss.backward()
     noise = module.noise.sample(16, torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -574,7 +639,7 @@ def test_nce_without_accidental_hits_is_the_masked_loss():
     module = clf.module_.double()
     batch = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))[torch.arange(64)]
     targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
-    loss = clf._training_loss(module, (batch, targets), torch.Generator().manual_seed(3)).loss
+    loss = clf._training_loss(module, (batch, targets, None), torch.Generator().manual_seed(3)).loss
     gradient, = torch.autograd.grad(loss, module.output_weight)
     noise = module.noise.sample(16, torch.Generator().manual_seed(3))
     scores = module.scores(module.features(batch))
