@@ -11,12 +11,14 @@ the allocations of earlier work in the same process shift.
 
 import platform
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import sklearn
 import torch
 from sklearn.datasets import load_digits, load_iris
+from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from skebm import (DensityOutlierDetector, NCEDensity, NCESoftmaxClassifier,
@@ -63,7 +65,9 @@ def _density_outputs(name, model, X_test, *, sample=True, conditional=False):
 
 
 def golden_outputs():
-    """Every recorded output, by name."""
+    """Every recorded output, by name. The fits are few epochs by design:
+    their ConvergenceWarnings are not shown."""
+    warnings.simplefilter("ignore", ConvergenceWarning)
     moons = make_toy_2d("moons", 400, random_state=0)
     iris = load_iris().data
     digits, labels = load_digits(return_X_y=True)
