@@ -101,10 +101,10 @@ class ConditionalMeanMixin:
         squared error. A categorical cell gets its most probable category,
         except in a numeric column that ``categorical_features="auto"``
         modelled as categories (a flag, a year of three): there the mean of
-        its values, a number as in the column's other cells. The estimate is self-normalized importance sampling: 256 completions
-        from the base density's conditional (exact for its Gaussian
-        mixture), weighted by ``exp(-E)``. The known cells come back exactly
-        as given.
+        its values, a number as in the column's other cells. The estimate is
+        self-normalized importance sampling: 256 completions from the base
+        density's conditional (exact for its Gaussian mixture), weighted by
+        ``exp(-E)``. The known cells come back exactly as given.
 
         Parameters
         ----------
