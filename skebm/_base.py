@@ -431,16 +431,24 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _split_validation(self, Z, generator):
         """(training rows, validation rows or None). Data too small to leave two
-        training rows and one validation row is trained on whole."""
+        training rows and one validation row is trained on whole. Rows of
+        weight 0 are never held out: they score nothing, and a held-out set
+        of them alone would score every epoch 0 and keep the untrained model."""
         if not (self._supports_early_stopping and self.early_stopping):
             return Z, None
-        n_val = int(math.ceil(self.validation_fraction * len(Z)))
+        weights = getattr(Z, "weights", None)
+        device = generator.device
+        candidates = (torch.arange(len(Z), device=device) if weights is None
+                      else torch.nonzero(weights > 0).squeeze(1).to(device))
+        n_val = int(math.ceil(self.validation_fraction * len(candidates)))
         if self._max_validation_rows is not None:
             n_val = min(n_val, self._max_validation_rows)
-        if len(Z) - n_val < 2:
+        if len(Z) - n_val < 2 or len(candidates) - n_val < 1:
             return Z, None
-        order = torch.randperm(len(Z), generator=generator, device=generator.device)
-        return take(Z, order[n_val:]), take(Z, order[:n_val])
+        order = candidates[torch.randperm(len(candidates), generator=generator, device=device)]
+        weightless = (torch.zeros(0, dtype=torch.long, device=device) if weights is None
+                      else torch.nonzero(weights == 0).squeeze(1).to(device))
+        return take(Z, torch.cat([order[n_val:], weightless])), take(Z, order[:n_val])
 
     def _train(self, module, Z_train, Z_val, generator, *, partial, optimizer_state=None,
                started=None):

@@ -83,8 +83,11 @@ class MissingCells:
         for column, count in self._categorical_columns():
             one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
             probabilities = (weights * one_hot).sum(1)
-            filled[:, column] = (probabilities @ levels[column] if column in levels
-                                 else probabilities.argmax(1).to(Z.dtype))
+            if column in levels:  # within the values' range, whatever the rounding
+                values = levels[column]
+                filled[:, column] = (probabilities @ values).clamp(values.min(), values.max())
+            else:
+                filled[:, column] = probabilities.argmax(1).to(Z.dtype)
         return torch.where(free, filled, Z)
 
 

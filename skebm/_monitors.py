@@ -168,10 +168,10 @@ class EarlyStopping(EpochMonitor):
         if not run.stopped:
             warnings.warn(
                 f"{type(run.estimator).__name__}: the {run.n_epochs} epochs of max_iter ran "
-                f"out before early stopping ended training (the validation score had not "
-                f"yet gone {self.patience} epochs without improving by tol={self.tol}); "
-                f"the parameters of epoch {self.best_epoch} were kept. Raise max_iter to "
-                "train further.", ConvergenceWarning)
+                "out before early stopping ended training (it waits for n_iter_no_change "
+                f"epochs without an improvement of tol={self.tol} in the validation score); "
+                f"the parameters of epoch {self.best_epoch} of this fit were kept (0: the "
+                "model it started from). Raise max_iter to train further.", ConvergenceWarning)
         if run.epoch < run.n_epochs:
             why = (f": the validation score did not improve by tol={self.tol} for "
                    f"{self.patience} epochs" if self.epochs_since_best >= self.patience else "")

@@ -163,9 +163,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     loss_ : str
         The loss ``loss="auto"`` resolved to.
     history_ : list of dict
-        Per epoch: ``loss`` (the training objective) and, with early
-        stopping, ``validation_score`` (minus the held-out log-loss) and
-        ``learning_rate`` (the rate the epoch trained at).
+        Per epoch: ``loss`` (the training objective: with ``sample_weight``,
+        the mean over rows of each row's loss times its weight, so in the
+        weights' units) and, with early stopping, ``validation_score`` (minus
+        the held-out log-loss, its weighted mean) and ``learning_rate`` (the
+        rate the epoch trained at).
     n_iter_ : int
         Epochs run.
     scale_ : ndarray of shape (`n_features_in_`,)

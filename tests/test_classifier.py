@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from sklearn import config_context
 from sklearn.base import clone
-from sklearn.datasets import load_digits, load_wine
+from sklearn.datasets import load_digits, load_iris, load_wine
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
@@ -304,6 +304,20 @@ def test_early_stopping_scores_held_out_rows_by_their_weight():
     weighted = clf._validation_score(clf.module_, held_out(
         list(range(4)), torch.tensor([2.0, 0.0, 1.0, 1.0])))
     assert weighted == pytest.approx((2 * scores[0] + scores[2] + scores[3]) / 4, rel=1e-5)
+
+
+def test_rows_of_weight_zero_are_never_held_out():
+    """Weights used as a mask (most rows 0): the held-out rows are drawn
+    among the weighted ones, so early stopping scores something and the
+    model trains; weights of 1 split the rows as no weights do."""
+    X, y = load_iris(return_X_y=True)
+    weights = np.where(np.arange(len(y)) % 10 == 0, 1.0, 0.0)
+    clf = NCESoftmaxClassifier(random_state=0).fit(X, y, sample_weight=weights)
+    assert all(record["validation_score"] < 0 for record in clf.history_)
+    assert clf.score(X[weights > 0], y[weights > 0]) > 0.8
+    ones = NCESoftmaxClassifier(max_iter=3, random_state=0).fit(X, y, sample_weight=np.ones(150))
+    plain = NCESoftmaxClassifier(max_iter=3, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(ones.predict_proba(X), plain.predict_proba(X))
 
 
 @pytest.mark.parametrize("weights, message", [

@@ -740,6 +740,7 @@ def test_conditional_mean_of_a_numeric_flag_is_the_mean_of_its_values():
     # 256 completions: a probability's standard error is at most 0.03, 0.3 in values.
     assert means[:3, 1] == pytest.approx(probability @ [10.0, 20.0], abs=1.25)
     assert 10.0 < means[1, 1] < 20.0 and means[0, 1] < means[1, 1] < means[2, 1]
+    assert np.all((10.0 <= means[:, 1]) & (means[:, 1] <= 20.0))  # never past the values
     assert means[3, 1] == 20.0 and np.array_equal(means[:3, 0], rows[:3, 0])
     named = NCEDensity(**quick, categorical_features=[1]).fit(X)
     assert set(named.conditional_mean(rows, random_state=0)[:, 1]) <= {10.0, 20.0}
