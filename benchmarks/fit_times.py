@@ -118,7 +118,7 @@ def nce_rows(tables, seed):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             ours, ours_time = timed(lambda: NCEDensity(random_state=seed).fit(train))
-        # max_iter ran out while early stopping's score still improved:
+        # max_iter ran out before early stopping ended the fit:
         cut = any(issubclass(w.category, ConvergenceWarning) for w in caught)
         peer, peer_time = timed(lambda: gmm_bic(train, seed))
         row(f"{name} {train.shape[0]}x{train.shape[1]}",
