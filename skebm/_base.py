@@ -326,10 +326,13 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if changed:
             was = ", ".join(f"{name}={fitted[name]!r}" for name in changed)
             now = ", ".join(f"{name}={getattr(self, name)!r}" for name in changed)
+            warm = "warm_start" in self.get_params(deep=False)
             raise ValueError(
-                f"{type(self).__name__}: a warm start (warm_start=True, or partial_fit) "
-                f"continues the fitted model, which has {was}; the parameters now say {now}. "
-                "Set them back, or fit with warm_start=False for a new model.")
+                f"{type(self).__name__}: "
+                + ("a warm start (warm_start=True, or partial_fit)" if warm else "partial_fit")
+                + f" continues the fitted model, which has {was}; the parameters now say "
+                f"{now}. Set them back, or "
+                + ("fit with warm_start=False" if warm else "call fit") + " for a new model.")
 
     _parameter_constraints = {
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],

@@ -400,13 +400,16 @@ def test_a_fitted_model_answers_from_its_fit_not_from_set_params(case):
     model = pickle.loads(fitted).set_params(**changed)
     np.testing.assert_array_equal(model.score_samples(X_test), scores)
     np.testing.assert_array_equal(model.sample(3, random_state=0), samples)
-    # A warm start would continue a model the parameters no longer describe.
+    # A warm start would continue a model the parameters no longer describe;
+    # the refusal names only the parameters the estimator has.
+    has_warm_start = "warm_start" in model.get_params()
     warm_fits = [lambda: model.partial_fit(X_train)]
-    if "warm_start" in model.get_params():
+    if has_warm_start:
         warm_fits.append(lambda: model.set_params(warm_start=True).fit(X_train))
     for warm_fit in warm_fits:
-        with pytest.raises(ValueError, match="warm start.* continues the fitted model"):
+        with pytest.raises(ValueError, match="continues the fitted model") as refusal:
             warm_fit()
+        assert ("warm_start" in str(refusal.value)) == has_warm_start
     np.testing.assert_array_equal(model.score_samples(X_test), scores)
     model.set_params(**{name: getattr(make_estimator(), name) for name in changed})
     model.partial_fit(X_train)  # back as fitted: it continues
