@@ -441,16 +441,16 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             return Z, None
         weights = getattr(Z, "weights", None)
         device = generator.device
-        candidates = (torch.arange(len(Z), device=device) if weights is None
-                      else torch.nonzero(weights > 0).squeeze(1).to(device))
+        weighted = (torch.ones(len(Z), dtype=torch.bool, device=device) if weights is None
+                    else (weights > 0).to(device))
+        candidates = torch.nonzero(weighted).squeeze(1)
         n_val = int(math.ceil(self.validation_fraction * len(candidates)))
         if self._max_validation_rows is not None:
             n_val = min(n_val, self._max_validation_rows)
         if len(Z) - n_val < 2 or len(candidates) - n_val < 1:
             return Z, None
         order = candidates[torch.randperm(len(candidates), generator=generator, device=device)]
-        weightless = (torch.zeros(0, dtype=torch.long, device=device) if weights is None
-                      else torch.nonzero(weights == 0).squeeze(1).to(device))
+        weightless = torch.nonzero(~weighted).squeeze(1)
         return take(Z, torch.cat([order[n_val:], weightless])), take(Z, order[:n_val])
 
     def _train(self, module, Z_train, Z_val, generator, *, partial, optimizer_state=None,

@@ -88,18 +88,18 @@ class SparseRows:
 
 class RowsWith:
     """Rows with values made from each once (their image under a fixed
-    map, say), shuffled and split by one index: indexing gives ``(rows,
-    values)``."""
+    map, say), or None, shuffled and split by one index: indexing gives
+    ``(rows, values)``, the values None without them."""
 
-    def __init__(self, rows, values):
+    def __init__(self, rows, values=None):
         self.rows, self.values = rows, values
         self.shape = rows.shape
 
     def __len__(self):
-        return len(self.values)
+        return len(self.rows)
 
     def __getitem__(self, index):
-        return self.rows[index], self.values[index]
+        return self.rows[index], None if self.values is None else self.values[index]
 
 
 class LabelledRows:

@@ -229,9 +229,10 @@ class TableColumns:
         self.categories = categories
         self.names = names
         self.dtypes = dtypes
-        none = np.zeros_like(self.is_categorical)
-        self.is_integer = none if is_integer is None else np.asarray(is_integer, dtype=bool)
-        self.is_found = none if is_found is None else np.asarray(is_found, dtype=bool)
+        self.is_integer = np.asarray(is_integer if is_integer is not None
+                                     else np.zeros_like(self.is_categorical), dtype=bool)
+        self.is_found = np.asarray(is_found if is_found is not None
+                                   else np.zeros_like(self.is_categorical), dtype=bool)
 
     @classmethod
     def fit(cls, X, categorical_features, integer_features=None):

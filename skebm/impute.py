@@ -40,9 +40,9 @@ class DensityImputer(TransformerMixin, BaseEstimator):
     density's own ``conditional_mean`` where it has one (``NCEDensity``:
     importance sampling over 256 completions; a category's most probable
     value, but in a numeric column the density models as categories, a
-    flag, the mean of its values), else the average of ``n_draws`` draws, and in categorical
-    columns the value drawn most often (the mean of category codes is not a
-    category). That
+    flag, the mean of its values), else the average of ``n_draws`` draws,
+    and in categorical columns the value drawn most often (the mean of
+    category codes is not a category). That
     minimizes the expected squared error of each cell, as
     :class:`~sklearn.impute.IterativeImputer` does with its regressions,
     but it shrinks the filled values toward the centre: their spread is too

@@ -509,10 +509,11 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         rather than at every step: rows without integer cells map the same
         every epoch (integer cells are dequantized afresh at each step, and
         mapped after). Not for more rows than an epoch visits, most of which
-        each epoch leaves alone."""
+        each epoch leaves alone; nor without a map. Then the image is None,
+        and each step maps its rows."""
         if (module.marginals is None or module.cells is not None
                 or len(Z_train) > self._max_epoch_rows):
-            return Z_train
+            return RowsWith(Z_train)
         mapped = [module.latent(rows)[0] for rows in Z_train.split(INFERENCE_CHUNK_ROWS)]
         return RowsWith(Z_train, torch.cat(mapped))
 
@@ -520,7 +521,7 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         """NCE loss per data row: -log h(data) - nu * E_q[log(1 - h(noise))]."""
         if module.snapshot is not None:
             module.snapshot.step(module, self.noise_update_interval, generator)
-        batch, data_rows = batch if isinstance(batch, tuple) else (batch, None)
+        batch, data_rows = batch
         log_ratio = math.log(self.noise_ratio)
         noise_rows = module.sample_noise(len(batch) * self.noise_ratio, generator)
         if data_rows is None:  # not mapped by _training_set

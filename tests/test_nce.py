@@ -499,7 +499,10 @@ def test_training_rows_mapped_once_train_the_same_model(skewed_2d, monkeypatch):
     X, _ = skewed_2d
     settings = dict(QUICK, marginals="kde", max_iter=3)
     once = NCEDensity(**settings).fit(X)
-    monkeypatch.setattr(NCEDensity, "_training_set", lambda self, module, Z_train: Z_train)
+    from skebm._rows import RowsWith
+
+    monkeypatch.setattr(NCEDensity, "_training_set",  # no image: each step maps its rows
+                        lambda self, module, Z_train: RowsWith(Z_train))
     every_step = NCEDensity(**settings).fit(X)
     for cached, fresh in zip(once.module_.energy.parameters(),
                              every_step.module_.energy.parameters()):
