@@ -84,7 +84,7 @@ class SoftmaxModel(nn.Module):
 
     The input and output tables are looked up by index, so a training step
     that scores a few sampled classes reads and updates only their rows
-    (sparse gradients). The class frequencies, the noise distribution (an
+    (sparse gradients, see :func:`_sparse_lookup`). The class frequencies, the noise distribution (an
     alias table) and, for ``norm_term="learned"``, the normalizing term live
     here too, so they move and pickle with the model.
     """
@@ -132,7 +132,8 @@ class SoftmaxModel(nn.Module):
         a column of ones that multiplies the output biases."""
         embedded = F.embedding_bag(
             bags.indices, self.input_weight, bags.offsets, mode="sum",
-            per_sample_weights=bags.weights.to(self.input_weight.dtype), sparse=True)
+            per_sample_weights=bags.weights.to(self.input_weight.dtype),
+            sparse=_sparse_lookup(bags.indices, self.input_weight))
         hidden = self.hidden(embedded + self.input_bias)
         return torch.cat([hidden, torch.ones_like(hidden[:, :1])], 1)
 
@@ -142,7 +143,8 @@ class SoftmaxModel(nn.Module):
 
     def class_scores(self, features, classes):
         """Every row's scores of ``classes``, ``(n_rows, len(classes))``."""
-        return features @ F.embedding(classes, self.output_weight, sparse=True).T
+        return features @ F.embedding(
+            classes, self.output_weight, sparse=_sparse_lookup(classes, self.output_weight)).T
 
     def sampled_logits(self, features, targets, classes, offset):
         """Each row's score of its own target, ``(n_rows,)``, and every row's
@@ -151,10 +153,22 @@ class SoftmaxModel(nn.Module):
         ``targets`` then ``classes``). One lookup, which reads (and
         differentiates) only those classes' rows; the noise classes' offsets
         are added inside their matrix product."""
-        weight = F.embedding(torch.cat([targets, classes]), self.output_weight, sparse=True)
+        looked_up = torch.cat([targets, classes])
+        weight = F.embedding(looked_up, self.output_weight,
+                             sparse=_sparse_lookup(looked_up, self.output_weight))
         n_rows = len(targets)
         return ((features * weight[:n_rows]).sum(1) - offset[:n_rows],
                 torch.addmm(-offset[n_rows:], features, weight[n_rows:].T))
+
+
+def _sparse_lookup(indices, table):
+    """Whether a lookup of ``indices`` in ``table`` should give a sparse
+    gradient: only when it names fewer entries than the table has rows. A
+    sparse gradient holds one row per entry, repeats included, and the
+    optimizer sorts and sums them; a table smaller than that (a dense table
+    of 64 pixels, 808 rows a step: 32,000 entries) is cheaper to update
+    whole. The optimizer takes either kind at any step."""
+    return len(indices) < len(table)
 
 
 # -- the training losses, each row's loss in a minibatch, from the rows' last

@@ -425,6 +425,33 @@ def test_nce_gradient_matches_its_derivation():
     torch.testing.assert_close(module.output_weight.grad.to_dense(), d_scores.T @ features)
 
 
+@pytest.mark.parametrize("loss", ["nce", "sampled", "in_batch"])
+def test_a_step_gives_sparse_gradients_only_where_it_touches_few_rows_of_a_table(loss):
+    """A lookup naming fewer entries than its table has rows gives a sparse
+    gradient, a larger one a dense gradient, and both are the same numbers:
+    a batch repeated until it names more entries than the tables hold has
+    the dense gradient of the repeats' sum."""
+    X, y = _make_classes(60, 200, 100, random_state=0)
+    clf = NCESoftmaxClassifier(loss=loss, n_noise=8, max_iter=1, early_stopping=False,
+                               random_state=0).fit(X, y)
+    module = clf.module_.double()
+    rows = clf._training_rows(X, 0.0, 1.0, torch.device("cpu"))
+    targets = torch.as_tensor(np.searchsorted(clf.classes_, y))
+
+    def gradients(index):
+        module.zero_grad(set_to_none=True)
+        batch = (rows[index], targets[index], None)
+        clf._training_loss(module, batch, torch.Generator().manual_seed(3)).loss.backward()
+        return module.input_weight.grad, module.output_weight.grad
+
+    few = gradients(torch.arange(4))  # 12 entries of 100 features, 4 + 8 of 60 classes
+    many = gradients(torch.arange(4).repeat(40))  # 480 entries, 160 + 8 lookups
+    assert [grad.is_sparse for grad in few] == [True, True]
+    assert [grad.is_sparse for grad in many] == [False, False]
+    for sparse, dense in zip(few, many):  # the loss is a mean: the repeats' is the same
+        torch.testing.assert_close(dense, sparse.to_dense())
+
+
 def test_fit_is_reproducible_pickles_and_fails_cleanly(digits):
     X, y, X_test, _ = digits
     settings = dict(loss="sampled", n_noise=4, max_iter=3, random_state=0)
