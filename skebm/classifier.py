@@ -70,7 +70,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
           their frequency; no noise is drawn.
         - ``"auto"``: ``"full"`` when there are no more classes than
           ``n_noise`` (sampling would save nothing), ``"nce"`` otherwise.
-    n_noise : int, default=256
+    n_noise : int, default=128
         Noise classes drawn per minibatch (shared by its rows).
     noise_power : float in [0, 1], default=0.75
         The noise distribution is the class frequencies (plus one) raised to
@@ -96,7 +96,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         each). The default, none, is a low-rank linear model, as fastText.
     activation : {"relu", "leaky_relu", "silu", "elu", "softplus", "tanh"}, default="relu"
         Non-linearity of the hidden layers.
-    learning_rate : float, default=0.003
+    learning_rate : float, default=0.004
         Adam's step size (lazy: a step moves only the table rows it
         touches, :class:`~skebm.optim.LazyAdam`). With early stopping it
         halves after every epoch (every 500 steps, when an epoch has fewer
@@ -109,7 +109,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         cosine schedule. Adam moves a rare feature's embedding as far as a
         common one's, so a larger rate overfits sparse data within a few
         epochs (see the user guide).
-    batch_size : int, default=512
+    batch_size : int, default=1024
         Rows per minibatch. Larger batches train more rows per second (the
         noise classes are shared by the batch) and fit worse per epoch (see
         the user guide).
@@ -121,10 +121,11 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         ``n_iter_no_change`` epochs, or once the rate is 100 times below its
         start (see ``learning_rate``), keeping the best epoch's model.
     validation_fraction : float, default=0.1
-        Share of the rows held out for early stopping, at most 10,000 rows:
+        Share of the rows held out for early stopping, at most 5,000 rows:
         every epoch scores them with the full softmax, which costs about
-        ``n_classes / n_noise`` times a training row, and 10,000 rows, the
-        same every epoch, are enough to compare epochs.
+        ``n_classes / n_noise`` times a training row, and 5,000 rows, the
+        same every epoch, are enough to compare epochs (a difference between
+        two epochs' scores is of the same rows).
     n_iter_no_change : int, default=5
         Patience of early stopping, in epochs, counted from the best epoch;
         the rate's plateau rule (see ``learning_rate``) may stop sooner. Both
@@ -224,7 +225,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
 
     _loss_growth_is_divergence = True
     _supports_early_stopping = True
-    _max_validation_rows = 10_000  # see validation_fraction
+    _max_validation_rows = 5_000  # see validation_fraction
     _model_parameters = ("embedding_dim", "hidden_layer_sizes", "activation", "noise_power",
                          "norm_term")
 
@@ -232,15 +233,15 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         self,
         *,
         loss="auto",
-        n_noise=256,
+        n_noise=128,
         noise_power=0.75,
         norm_term="auto",
         remove_accidental_hits=False,
         embedding_dim=128,
         hidden_layer_sizes=(),
         activation="relu",
-        learning_rate=0.003,
-        batch_size=512,
+        learning_rate=0.004,
+        batch_size=1024,
         max_iter=100,
         early_stopping=True,
         validation_fraction=0.1,
