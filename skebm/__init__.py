@@ -1,6 +1,7 @@
 """skebm: scikit-learn compatible energy-based models, with torch inside."""
 
 from ._monitors import ConvergenceDivergedError
+from ._table import UnseenCategoryError
 from .classifier import NCESoftmaxClassifier
 from .impute import DensityImputer
 from .nce import NCEDensity
@@ -16,5 +17,6 @@ __all__ = [
     "NCESoftmaxClassifier",
     "PCDRestrictedBoltzmann",
     "ShortRunEBM",
+    "UnseenCategoryError",
 ]
 __version__ = "0.1.0"

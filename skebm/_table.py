@@ -29,7 +29,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["TableColumns", "blanked", "missing_cells", "numbers_only"]
+__all__ = ["TableColumns", "UnseenCategoryError", "blanked", "missing_cells", "numbers_only"]
 
 #: ``categorical_features="auto"``: a numeric column of 2 to this many
 #: distinct values, each in at least this share of the rows, is categorical.
@@ -174,6 +174,16 @@ def _integers_only(column):
     observed = column[~np.isnan(column)]
     return (bool(len(observed)) and bool(np.all(np.abs(observed) < 2.0**53))
             and bool(np.all(observed == np.round(observed))))
+
+
+class UnseenCategoryError(ValueError):
+    """A category not seen in fit, in the rows ``rows`` (a boolean mask):
+    the model gives those rows probability 0. An outlier detector flags
+    them; a likelihood or an imputation cannot use them."""
+
+    def __init__(self, message, rows):
+        super().__init__(message)
+        self.rows = rows
 
 
 def _codes(known, values):
@@ -346,8 +356,9 @@ class TableColumns:
     def encode(self, X):
         """X as a float64 array: numbers, category codes, NaN where missing.
 
-        A category not seen in fit is an error that names the column and the
-        value: the model gives it probability 0, which no likelihood or
+        A category not seen in fit is an :class:`UnseenCategoryError` that
+        names the first such column and value, and holds every row with one:
+        the model gives them probability 0, which no likelihood or
         imputation can use.
         """
         columns, _ = _columns_of(X)
@@ -355,6 +366,7 @@ class TableColumns:
             raise ValueError(f"X has {len(columns)} features, the table was fitted with "
                              f"{len(self.is_categorical)}.")
         encoded = np.empty((len(columns[0]) if columns else 0, len(columns)), dtype=np.float64)
+        unseen_rows, first_unseen = np.zeros(len(encoded), dtype=bool), None
         categories = iter(self.categories)
         for j, column in enumerate(columns):
             if not self.is_categorical[j]:
@@ -373,15 +385,19 @@ class TableColumns:
                     pass
             codes, unseen = _codes(known, values)
             if np.any(unseen):
-                raise ValueError(
-                    f"Column {self.name(j)} has a category not seen in fit: "
-                    f"{values[unseen][:1].tolist()[0]!r} (seen: {known[:10].tolist()}). "
-                    "The model gives it probability 0; map it to a known category or "
-                    "refit with it. In cross-validation, shuffle the rows "
-                    "(KFold(shuffle=True)): a table sorted by this column leaves its "
-                    "categories out of training folds.")
+                unseen_rows[np.flatnonzero(~missing)[unseen]] = True
+                if first_unseen is None:
+                    first_unseen = (j, values[unseen][:1].tolist()[0], known)
             encoded[~missing, j] = codes
             encoded[missing, j] = np.nan
+        if first_unseen is not None:
+            j, value, known = first_unseen
+            raise UnseenCategoryError(
+                f"Column {self.name(j)} has a category not seen in fit: {value!r} (seen: "
+                f"{known[:10].tolist()}). The model gives it probability 0; map it to a "
+                "known category or refit with it. In cross-validation, shuffle the rows "
+                "(KFold(shuffle=True)): a table sorted by this column leaves its "
+                "categories out of training folds.", unseen_rows)
         return encoded
 
     def rounded(self, rows):

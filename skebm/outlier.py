@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._checks import input_attributes_restored_on_failure
-from ._table import blanked, missing_cells
+from ._table import UnseenCategoryError, blanked, missing_cells
 
 __all__ = ["DensityOutlierDetector"]
 
@@ -43,7 +43,10 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     blanked (in up to :data:`THRESHOLD_ROWS` of them, once per count),
     moved by what ``cv`` moved ``offset_``. Which cells are missing is not
     taken into account, only how many. A row with no observed cell has
-    no evidence against it: its decision is 0, an inlier.
+    no evidence against it: its decision is 0, an inlier. A row with a
+    category the density did not see in fit has probability 0 under it:
+    it scores ``-inf``, an outlier, where the density alone refuses it
+    (:class:`~skebm.UnseenCategoryError`).
 
     Read more in the :ref:`User Guide <outlier_detection>`.
 
@@ -137,13 +140,13 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         X = self._validated(X, reset=True)
         density = clone(self.density).fit(X)
         if self.cv is None:
-            scores = np.asarray(density.score_samples(X), dtype=np.float64)
+            scores = _log_densities(density, X)
         else:
             scores = np.empty(X.shape[0])
             for train, held_out in _splits(self.cv).split(X):
-                scores[held_out] = clone(self.density).fit(_safe_indexing(X, train)).score_samples(
-                    _safe_indexing(X, held_out))
-        offset = float(np.percentile(scores, 100.0 * self.contamination))
+                scores[held_out] = _log_densities(clone(self.density).fit(
+                    _safe_indexing(X, train)), _safe_indexing(X, held_out))
+        offset = _quantile(scores, 100.0 * self.contamination)
         kept = None
         if get_tags(self.density).input_tags.allow_nan:
             step = max(1, -(-X.shape[0] // THRESHOLD_ROWS))
@@ -182,7 +185,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         return memo["offsets"][count]
 
     def score_samples(self, X):
-        """The fitted density's ``score_samples``: higher is more normal.
+        """The fitted density's ``score_samples``: higher is more normal
+        (``-inf`` for a row with a category not seen in fit).
 
         Parameters
         ----------
@@ -193,8 +197,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,)
         """
         check_is_fitted(self, "density_")
-        X = self._validated(X, reset=False)
-        return np.asarray(self.density_.score_samples(X), dtype=np.float64)
+        return _log_densities(self.density_, self._validated(X, reset=False))
 
     def decision_function(self, X):
         """``score_samples(X) - offset_`` (a row with missing cells: less the
@@ -211,7 +214,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self, "density_")
         X = self._validated(X, reset=False)
-        scores = np.asarray(self.density_.score_samples(X), dtype=np.float64)
+        scores = _log_densities(self.density_, X)
         missing = (np.zeros(X.shape, dtype=bool) if hasattr(X, "tocsr") else
                    missing_cells(np.asarray(X, dtype=object) if hasattr(X, "columns")
                                  else np.asarray(X)))
@@ -253,6 +256,30 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         tags.input_tags.positive_only = density_tags.input_tags.positive_only
         tags.non_deterministic = density_tags.non_deterministic
         return tags
+
+
+def _log_densities(density, X):
+    """``density.score_samples(X)`` as float64; a row with a category the
+    density did not see in fit scores ``-inf`` (the others are scored
+    without it)."""
+    try:
+        return np.asarray(density.score_samples(X), dtype=np.float64)
+    except UnseenCategoryError as error:
+        scores = np.full(len(error.rows), -np.inf)
+        seen = np.flatnonzero(~error.rows)
+        if len(seen):
+            scores[seen] = density.score_samples(_safe_indexing(X, seen))
+        return scores
+
+
+def _quantile(scores, percent):
+    """The ``percent`` percentile of ``scores``, rows of score ``-inf`` (of
+    probability 0) counted as the lowest (an interpolation with ``-inf``
+    would be NaN)."""
+    finite = scores[np.isfinite(scores)]
+    if 0 < len(finite) < len(scores):
+        scores = np.maximum(scores, finite.min())
+    return float(np.percentile(scores, percent))
 
 
 def _splits(cv):

@@ -1,6 +1,7 @@
 """DensityOutlierDetector: scikit-learn's outlier-detector API over any density."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import make_moons
 from sklearn.exceptions import NotFittedError
@@ -157,6 +158,29 @@ def test_rows_with_missing_cells_get_the_threshold_of_their_count():
     # (a missing cell's integral is estimated by draws, seeded per call)
     np.testing.assert_allclose(decision[3:6], detector.decision_function(last_two[:3]), atol=0.02)
     assert decision[6] == 0.0 and detector.predict(mixed)[6] == 1
+
+
+def test_a_category_not_seen_in_fit_is_an_outlier():
+    """A row with a category the density never saw has probability 0: it
+    scores -inf and is an outlier; the other rows score as they would
+    alone. With cv, a held-out fold's category that its clone never saw
+    counts as the lowest score, and the threshold stays finite."""
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"x": rng.normal(size=300),
+                         "kind": pd.Categorical(rng.choice(["a", "b"], 300))})
+    detector = DensityOutlierDetector(NCEDensity(**QUICK_NCE), contamination=0.05).fit(rows)
+    new = rows.head(4).assign(kind=pd.Categorical(["a", "zebra", "b", "zebra"]))
+    scores = detector.score_samples(new)
+    assert np.isneginf(scores[[1, 3]]).all()
+    np.testing.assert_allclose(scores[[0, 2]], detector.score_samples(rows.head(4))[[0, 2]],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(detector.predict(new)[[1, 3]], [-1, -1])
+    assert np.isneginf(detector.decision_function(new)[[1, 3]]).all()
+    with_rare = rows.assign(kind=rows.kind.cat.add_categories("rare"))
+    with_rare.loc[:5, "kind"] = "rare"  # 6 rows: some folds' clones never see it
+    cv = DensityOutlierDetector(NCEDensity(**QUICK_NCE), contamination=0.01,
+                                cv=KFold(5)).fit(with_rare)
+    assert np.isfinite(cv.offset_)
 
 
 class _InterruptedDensity(KernelDensity):

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
-from skebm import NCEDensity
+from skebm import NCEDensity, UnseenCategoryError
 from skebm._mixture import fit_mixture
 from skebm.base_density import GaussianMixtureDensity
 
@@ -309,9 +309,11 @@ def test_categorical_features_forms(table):
 
 def test_bad_tables_are_refused_with_the_column_named(fitted, table):
     train = table[0]
-    unseen = train.head(3).assign(kind=pd.Categorical(["a", "zebra", "b"]))
-    with pytest.raises(ValueError, match="'kind' has a category not seen in fit: 'zebra'"):
+    unseen = train.head(4).assign(kind=pd.Categorical(["a", "zebra", "b", "yak"]))
+    with pytest.raises(UnseenCategoryError,
+                       match="'kind' has a category not seen in fit: 'zebra'") as error:
         fitted.score_samples(unseen)
+    assert error.value.rows.tolist() == [False, True, False, True]  # every such row
     empty = train.assign(x2=np.nan)
     with pytest.raises(ValueError, match="'x2' has no observed value"):
         NCEDensity(**QUICK).fit(empty)
