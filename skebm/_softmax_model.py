@@ -84,9 +84,10 @@ class SoftmaxModel(nn.Module):
 
     The input and output tables are looked up by index, so a training step
     that scores a few sampled classes reads and updates only their rows
-    (sparse gradients, see :func:`_sparse_lookup`). The class frequencies, the noise distribution (an
-    alias table) and, for ``norm_term="learned"``, the normalizing term live
-    here too, so they move and pickle with the model.
+    (sparse gradients, see :func:`_sparse_lookup`). The class frequencies,
+    the noise distribution (an alias table) and, for
+    ``norm_term="learned"``, the normalizing term live here too, so they
+    move and pickle with the model.
     """
 
     def __init__(self, n_features, class_count, embedding_dim, hidden_layer_sizes,
@@ -166,8 +167,8 @@ def _sparse_lookup(indices, table):
     gradient: only when it names fewer entries than the table has rows. A
     sparse gradient holds one row per entry, repeats included, and the
     optimizer sorts and sums them; a table smaller than that (a dense table
-    of 64 pixels, 808 rows a step: 32,000 entries) is cheaper to update
-    whole. The optimizer takes either kind at any step."""
+    of a few dozen pixels, each looked up in every row of the step) is
+    cheaper to update whole. The optimizer takes either kind at any step."""
     return len(indices) < len(table)
 
 
