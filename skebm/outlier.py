@@ -38,11 +38,15 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     A row with missing cells (where the density takes them) scores the
     log-density of its observed cells, which is not comparable with a
     complete row's: fewer cells, fewer terms. Its threshold is therefore
-    that of training rows missing as many cells: the ``contamination``
-    quantile of their scores with that many cells, drawn at random,
-    blanked (in up to :data:`THRESHOLD_ROWS` of them, once per count),
-    moved by what ``cv`` moved ``offset_``. Which cells are missing is not
-    taken into account, only how many. A row with no observed cell has
+    that of training rows missing as many cells: ``offset_`` moved by what
+    blanking that many cells, drawn at random, does to the
+    ``contamination`` quantile of about :data:`THRESHOLD_ROWS` training
+    rows (a smaller table's rows each blanked several ways), once per
+    count. The rows are scored as for ``offset_``: by the fitted density,
+    or with ``cv`` by the clone that held each out (the clones are kept for
+    this; an in-sample score of a blanked row keeps less of what the
+    density learned of that row, and set thresholds too low). Which cells
+    are missing is not taken into account, only how many. A row with no observed cell has
     no evidence against it: its decision is 0, an inlier. A row with a
     category the density did not see in fit has probability 0 under it:
     it scores ``-inf``, an outlier, where the density alone refuses it
@@ -139,22 +143,23 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         ``feature_names_in_`` (only)."""
         X = self._validated(X, reset=True)
         density = clone(self.density).fit(X)
+        kept = _kept_rows(X.shape[0]) if get_tags(self.density).input_tags.allow_nan else None
         if self.cv is None:
             scores = _log_densities(density, X)
+            scorers = [(density, np.arange(len(kept)))] if kept is not None else []
         else:
-            scores = np.empty(X.shape[0])
+            scores, scorers = np.empty(X.shape[0]), []
             for train, held_out in _splits(self.cv).split(X):
-                scores[held_out] = _log_densities(clone(self.density).fit(
-                    _safe_indexing(X, train)), _safe_indexing(X, held_out))
+                fold = clone(self.density).fit(_safe_indexing(X, train))
+                scores[held_out] = _log_densities(fold, _safe_indexing(X, held_out))
+                if kept is not None:
+                    scorers.append((fold, np.flatnonzero(np.isin(kept, held_out))))
         offset = _quantile(scores, 100.0 * self.contamination)
-        kept = None
-        if get_tags(self.density).input_tags.allow_nan:
-            step = max(1, -(-X.shape[0] // THRESHOLD_ROWS))
-            kept = _safe_indexing(X, np.arange(0, X.shape[0], step))
         self.density_ = density
         self.offset_ = offset
-        self._threshold_memo = {"rows": kept, "percent": 100.0 * self.contamination,
-                              "offsets": {}}
+        self._threshold_memo = {
+            "rows": None if kept is None else _safe_indexing(X, kept), "scorers": scorers,
+            "percent": 100.0 * self.contamination, "offsets": {}}
         return self
 
     def _offsets(self, missing):
@@ -171,11 +176,20 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     def _count_offset(self, count, memo):
         """``offset_`` moved by what blanking ``count`` cells of each kept
         training row (drawn at random, seeded by ``count``) does to their
-        quantile; made once per count."""
+        quantile; made once per count. Each kept row is scored as ``offset_``
+        scored it: by the fitted density, or with ``cv`` by the clone that
+        did not see it."""
         if count not in memo["offsets"]:
             rows = memo["rows"]
-            quantile = lambda X: np.percentile(np.asarray(self.density_.score_samples(X),
-                                                          dtype=np.float64), memo["percent"])
+            # (A detector pickled before the scorers were kept scores in-sample.)
+            scorers = memo.get("scorers", [(self.density_, np.arange(len(rows)))])
+
+            def quantile(X):
+                scores = np.empty(X.shape[0])
+                for density, positions in scorers:
+                    scores[positions] = _log_densities(density, _safe_indexing(X, positions))
+                return _quantile(scores, memo["percent"])
+
             if "complete" not in memo:
                 memo["complete"] = quantile(rows)
             n_rows, n_features = rows.shape
@@ -256,6 +270,15 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         tags.input_tags.positive_only = density_tags.input_tags.positive_only
         tags.non_deterministic = density_tags.non_deterministic
         return tags
+
+
+def _kept_rows(n_rows):
+    """Indices of the training rows kept for the thresholds of rows with
+    missing cells: about :data:`THRESHOLD_ROWS` evenly spaced rows, each row
+    of a smaller table repeated (to be blanked anew each time) up to that
+    many."""
+    kept = np.arange(0, n_rows, max(1, -(-n_rows // THRESHOLD_ROWS)))
+    return np.tile(kept, max(1, THRESHOLD_ROWS // len(kept)))
 
 
 def _log_densities(density, X):

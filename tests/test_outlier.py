@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator
 from sklearn.datasets import make_moons
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
@@ -181,6 +182,45 @@ def test_a_category_not_seen_in_fit_is_an_outlier():
     cv = DensityOutlierDetector(NCEDensity(**QUICK_NCE), contamination=0.01,
                                 cv=KFold(5)).fit(with_rare)
     assert np.isfinite(cv.offset_)
+
+
+class _MemorizingDensity(BaseEstimator):
+    """A standard normal density of the observed cells, plus 3 nats for each
+    observed cell of a row seen in fit: an overfitting density, whose
+    in-sample score of a row falls as cells are blanked faster than a new
+    row's does."""
+
+    def fit(self, X, y=None):
+        self.seen_ = np.asarray(X, dtype=np.float64)
+        return self
+
+    def score_samples(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        observed = ~np.isnan(X)
+        normal = np.where(observed, -0.5 * X**2 - 0.5 * np.log(2 * np.pi), 0.0).sum(1)
+        matches = (X[:, None, :] == self.seen_[None]) | ~observed[:, None, :]
+        memorized = matches.all(2).any(1)
+        return normal + 3.0 * observed.sum(1) * memorized
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+def test_with_cv_the_threshold_of_rows_with_missing_cells_is_out_of_fold():
+    """With cv, a row missing k cells is held to a threshold moved by what
+    blanking does to held-out scores, as offset_ is set on held-out scores.
+    In-sample, blanking also takes away what the density memorized of the
+    row, and new rows with missing cells were flagged far less than
+    contamination."""
+    rng = np.random.default_rng(0)
+    X, X_new = rng.normal(size=(300, 4)), rng.normal(size=(3000, 4))
+    detector = DensityOutlierDetector(_MemorizingDensity(), contamination=0.1, cv=5).fit(X)
+    assert np.mean(detector.predict(X_new) == -1) == pytest.approx(0.1, abs=0.04)
+    two_missing = X_new.copy()
+    two_missing[np.arange(3000)[:, None], rng.random((3000, 4)).argsort(1)[:, :2]] = np.nan
+    assert np.mean(detector.predict(two_missing) == -1) == pytest.approx(0.1, abs=0.04)
 
 
 class _InterruptedDensity(KernelDensity):
