@@ -185,6 +185,9 @@ class UnseenCategoryError(ValueError):
         super().__init__(message)
         self.rows = rows
 
+    def __reduce__(self):  # pickled (joblib's workers) with its rows
+        return type(self), (self.args[0], self.rows)
+
 
 def _codes(known, values):
     """``(codes, unseen)``: the code of each value among the sorted

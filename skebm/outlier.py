@@ -17,6 +17,9 @@ __all__ = ["DensityOutlierDetector"]
 #: Training rows kept (evenly spaced) for the thresholds of rows with missing
 #: cells; each count of missing cells costs one scoring of them, on first use.
 THRESHOLD_ROWS = 500
+#: The score of a row with a category the density did not see in fit: it has
+#: probability 0, but scikit-learn's metrics (``roc_auc_score``) refuse -inf.
+UNSEEN_SCORE = np.finfo(np.float64).min
 
 
 class DensityOutlierDetector(OutlierMixin, BaseEstimator):
@@ -49,8 +52,9 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     are missing is not taken into account, only how many. A row with no observed cell has
     no evidence against it: its decision is 0, an inlier. A row with a
     category the density did not see in fit has probability 0 under it:
-    it scores ``-inf``, an outlier, where the density alone refuses it
-    (:class:`~skebm.UnseenCategoryError`).
+    it scores the lowest float, :data:`UNSEEN_SCORE` (finite, for
+    scikit-learn's metrics), an outlier, where the density alone refuses
+    it (:class:`~skebm.UnseenCategoryError`).
 
     Read more in the :ref:`User Guide <outlier_detection>`.
 
@@ -149,11 +153,16 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
             scorers = [(density, np.arange(len(kept)))] if kept is not None else []
         else:
             scores, scorers = np.empty(X.shape[0]), []
-            for train, held_out in _splits(self.cv).split(X):
+            for train, held_out in _held_out_once(_splits(self.cv), X):
                 fold = clone(self.density).fit(_safe_indexing(X, train))
                 scores[held_out] = _log_densities(fold, _safe_indexing(X, held_out))
                 if kept is not None:
                     scorers.append((fold, np.flatnonzero(np.isin(kept, held_out))))
+        if np.all(scores == UNSEEN_SCORE):
+            raise ValueError(
+                "Every held-out row has a category that the clone of its fold did not "
+                "see in fit, so no threshold can be set from them: give fewer folds "
+                "(cv), or drop the column of (nearly) unique categories.")
         offset = _quantile(scores, 100.0 * self.contamination)
         self.density_ = density
         self.offset_ = offset
@@ -200,7 +209,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
 
     def score_samples(self, X):
         """The fitted density's ``score_samples``: higher is more normal
-        (``-inf`` for a row with a category not seen in fit).
+        (:data:`UNSEEN_SCORE` for a row with a category not seen in fit).
 
         Parameters
         ----------
@@ -283,12 +292,12 @@ def _kept_rows(n_rows):
 
 def _log_densities(density, X):
     """``density.score_samples(X)`` as float64; a row with a category the
-    density did not see in fit scores ``-inf`` (the others are scored
-    without it)."""
+    density did not see in fit scores :data:`UNSEEN_SCORE` (the others are
+    scored without it)."""
     try:
         return np.asarray(density.score_samples(X), dtype=np.float64)
     except UnseenCategoryError as error:
-        scores = np.full(len(error.rows), -np.inf)
+        scores = np.full(len(error.rows), UNSEEN_SCORE)
         seen = np.flatnonzero(~error.rows)
         if len(seen):
             scores[seen] = density.score_samples(_safe_indexing(X, seen))
@@ -296,13 +305,27 @@ def _log_densities(density, X):
 
 
 def _quantile(scores, percent):
-    """The ``percent`` percentile of ``scores``, rows of score ``-inf`` (of
-    probability 0) counted as the lowest (an interpolation with ``-inf``
-    would be NaN)."""
-    finite = scores[np.isfinite(scores)]
-    if 0 < len(finite) < len(scores):
-        scores = np.maximum(scores, finite.min())
+    """The ``percent`` percentile of ``scores``, rows of probability 0
+    (:data:`UNSEEN_SCORE`) counted as the lowest (an interpolation from
+    that score would overflow)."""
+    seen = scores[scores > UNSEEN_SCORE]
+    if 0 < len(seen) < len(scores):
+        scores = np.maximum(scores, seen.min())
     return float(np.percentile(scores, percent))
+
+
+def _held_out_once(splitter, X):
+    """The (train, held-out) splits of ``splitter``, refused unless they
+    hold out every row exactly once (a ShuffleSplit would leave some rows
+    without a score)."""
+    splits = list(splitter.split(X))
+    times = np.bincount(np.concatenate([held_out for _, held_out in splits]),
+                        minlength=X.shape[0])
+    if np.any(times != 1):
+        raise ValueError(
+            f"cv must hold out every row exactly once, as KFold does; its splits hold "
+            f"out {np.sum(times == 0)} rows never and {np.sum(times > 1)} more than once.")
+    return splits
 
 
 def _splits(cv):

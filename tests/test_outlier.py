@@ -1,5 +1,7 @@
 """DensityOutlierDetector: scikit-learn's outlier-detector API over any density."""
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,13 +9,15 @@ from sklearn.base import BaseEstimator
 from sklearn.datasets import make_moons
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, KFold, ShuffleSplit
 from sklearn.neighbors import KernelDensity
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skebm import DensityOutlierDetector, NCEDensity
+from skebm import DensityOutlierDetector, NCEDensity, UnseenCategoryError
+from skebm.outlier import UNSEEN_SCORE
 
 # The checks fit dozens of times on tiny data: the smallest NCEDensity that
 # trains (a single Gaussian base, no per-feature maps to cross-validate).
@@ -163,25 +167,44 @@ def test_rows_with_missing_cells_get_the_threshold_of_their_count():
 
 def test_a_category_not_seen_in_fit_is_an_outlier():
     """A row with a category the density never saw has probability 0: it
-    scores -inf and is an outlier; the other rows score as they would
-    alone. With cv, a held-out fold's category that its clone never saw
-    counts as the lowest score, and the threshold stays finite."""
+    scores the lowest float (finite, for scikit-learn's metrics) and is an
+    outlier; the other rows score as they would alone. With cv, a held-out
+    fold's category that its clone never saw counts as the lowest score,
+    and the threshold stays finite; if every held-out row has one, no
+    threshold can be set, and fit says so."""
     rng = np.random.default_rng(0)
     rows = pd.DataFrame({"x": rng.normal(size=300),
                          "kind": pd.Categorical(rng.choice(["a", "b"], 300))})
     detector = DensityOutlierDetector(NCEDensity(**QUICK_NCE), contamination=0.05).fit(rows)
     new = rows.head(4).assign(kind=pd.Categorical(["a", "zebra", "b", "zebra"]))
     scores = detector.score_samples(new)
-    assert np.isneginf(scores[[1, 3]]).all()
+    np.testing.assert_array_equal(scores[[1, 3]], UNSEEN_SCORE)
     np.testing.assert_allclose(scores[[0, 2]], detector.score_samples(rows.head(4))[[0, 2]],
                                rtol=1e-6)
     np.testing.assert_array_equal(detector.predict(new)[[1, 3]], [-1, -1])
-    assert np.isneginf(detector.decision_function(new)[[1, 3]]).all()
+    decision = detector.decision_function(new)
+    assert np.all(np.isfinite(decision)) and decision[[1, 3]].max() < decision[[0, 2]].min()
+    assert roc_auc_score([1, 0, 1, 0], decision) == 1.0
     with_rare = rows.assign(kind=rows.kind.cat.add_categories("rare"))
     with_rare.loc[:5, "kind"] = "rare"  # 6 rows: some folds' clones never see it
     cv = DensityOutlierDetector(NCEDensity(**QUICK_NCE), contamination=0.01,
                                 cv=KFold(5)).fit(with_rare)
     assert np.isfinite(cv.offset_)
+    unique = rows.assign(kind=pd.Categorical([f"id{i}" for i in range(300)]))
+    with pytest.raises(ValueError, match="Every held-out row has a category"):
+        DensityOutlierDetector(NCEDensity(**QUICK_NCE), cv=3).fit(unique)
+
+
+def test_the_unseen_category_error_pickles_with_its_rows():
+    """joblib's workers send errors back pickled."""
+    error = pickle.loads(pickle.dumps(UnseenCategoryError("message", np.array([False, True]))))
+    assert str(error) == "message" and error.rows.tolist() == [False, True]
+
+
+def test_a_cv_that_does_not_hold_out_every_row_once_is_refused(gaussian_rows):
+    with pytest.raises(ValueError, match="hold out every row exactly once"):
+        DensityOutlierDetector(KernelDensity(), cv=ShuffleSplit(1, test_size=0.1,
+                                                                random_state=0)).fit(gaussian_rows)
 
 
 class _MemorizingDensity(BaseEstimator):
