@@ -48,13 +48,13 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     count. The rows are scored as for ``offset_``: by the fitted density,
     or with ``cv`` by the clone that held each out (the clones are kept for
     this; an in-sample score of a blanked row keeps less of what the
-    density learned of that row, and set thresholds too low). Which cells
-    are missing is not taken into account, only how many. A row with no observed cell has
-    no evidence against it: its decision is 0, an inlier. A row with a
-    category the density did not see in fit has probability 0 under it:
-    it scores the lowest float, :data:`UNSEEN_SCORE` (finite, for
-    scikit-learn's metrics), an outlier, where the density alone refuses
-    it (:class:`~skebm.UnseenCategoryError`).
+    density learned of that row, and sets thresholds too low). Which cells
+    are missing is not taken into account, only how many. A row with no
+    observed cell has no evidence against it: its decision is 0, an
+    inlier. A row with a category the density did not see in fit has
+    probability 0 under it: it scores the lowest float,
+    :data:`UNSEEN_SCORE` (finite, for scikit-learn's metrics), an outlier,
+    where the density alone refuses it (:class:`~skebm.UnseenCategoryError`).
 
     Read more in the :ref:`User Guide <outlier_detection>`.
 
@@ -79,7 +79,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         inliers predicted an outlier. An int k is k-fold over shuffled rows
         (a fixed shuffle, so a fit repeats): rows in an order (by class, by
         time) would otherwise leave each held-out part unlike the rows its
-        clone saw, and the threshold far too low.
+        clone saw, and the threshold far too low. The splits must hold out
+        every row exactly once (k-fold, not ``ShuffleSplit``).
 
     Attributes
     ----------
