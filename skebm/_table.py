@@ -360,7 +360,7 @@ class TableColumns:
         """X as a float64 array: numbers, category codes, NaN where missing.
 
         A category not seen in fit is an :class:`UnseenCategoryError` that
-        names the first such column and value, and holds every row with one:
+        names each such column and a value, and holds every row with one:
         the model gives them probability 0, which no likelihood or
         imputation can use.
         """
@@ -369,7 +369,7 @@ class TableColumns:
             raise ValueError(f"X has {len(columns)} features, the table was fitted with "
                              f"{len(self.is_categorical)}.")
         encoded = np.empty((len(columns[0]) if columns else 0, len(columns)), dtype=np.float64)
-        unseen_rows, first_unseen = np.zeros(len(encoded), dtype=bool), None
+        unseen_rows, unseen_columns = np.zeros(len(encoded), dtype=bool), []
         categories = iter(self.categories)
         for j, column in enumerate(columns):
             if not self.is_categorical[j]:
@@ -389,18 +389,20 @@ class TableColumns:
             codes, unseen = _codes(known, values)
             if np.any(unseen):
                 unseen_rows[np.flatnonzero(~missing)[unseen]] = True
-                if first_unseen is None:
-                    first_unseen = (j, values[unseen][:1].tolist()[0], known)
+                unseen_columns.append((j, values[unseen][:1].tolist()[0], known))
             encoded[~missing, j] = codes
             encoded[missing, j] = np.nan
-        if first_unseen is not None:
-            j, value, known = first_unseen
+        if unseen_columns:
+            (j, value, known), others = unseen_columns[0], unseen_columns[1:]
+            also = "".join(f"; column {self.name(k)} too ({other!r})"
+                           for k, other, _ in others)
             raise UnseenCategoryError(
                 f"Column {self.name(j)} has a category not seen in fit: {value!r} (seen: "
-                f"{known[:10].tolist()}). The model gives it probability 0; map it to a "
-                "known category or refit with it. In cross-validation, shuffle the rows "
-                "(KFold(shuffle=True)): a table sorted by this column leaves its "
-                "categories out of training folds.", unseen_rows)
+                f"{known[:10].tolist()}){also}; {unseen_rows.sum()} of {len(unseen_rows)} "
+                "rows hold one. The model gives them probability 0; map each to a known "
+                "category or refit with it. In cross-validation, shuffle the rows "
+                "(KFold(shuffle=True)): a table sorted by a column leaves its categories "
+                "out of training folds.", unseen_rows)
         return encoded
 
     def rounded(self, rows):
