@@ -149,11 +149,11 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         X = self._validated(X, reset=True)
         density = clone(self.density).fit(X)
         kept = _kept_rows(X.shape[0]) if get_tags(self.density).input_tags.allow_nan else None
+        scorers = []  # with cv, (fold clone, positions of the kept rows it held out)
         if self.cv is None:
             scores = _log_densities(density, X)
-            scorers = [(density, np.arange(len(kept)))] if kept is not None else []
         else:
-            scores, scorers = np.empty(X.shape[0]), []
+            scores = np.empty(X.shape[0])
             for train, held_out in _held_out_once(_splits(self.cv), X):
                 fold = clone(self.density).fit(_safe_indexing(X, train))
                 scores[held_out] = _log_densities(fold, _safe_indexing(X, held_out))
@@ -191,8 +191,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         did not see it."""
         if count not in memo["offsets"]:
             rows = memo["rows"]
-            # (A detector pickled before the scorers were kept scores in-sample.)
-            scorers = memo.get("scorers", [(self.density_, np.arange(len(rows)))])
+            # Without cv (or pickled before the fold clones were kept): in-sample.
+            scorers = memo.get("scorers") or [(self.density_, np.arange(len(rows)))]
 
             def quantile(X):
                 scores = np.empty(X.shape[0])
