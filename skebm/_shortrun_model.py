@@ -2,6 +2,7 @@
 whitened coordinates its Langevin chains run in and its persistent chains."""
 
 import contextlib
+import copy
 import math
 
 import torch
@@ -78,6 +79,51 @@ class ShortRunModel(MissingCells, nn.Module):
         self.register_buffer("buffer", torch.empty(0, n_features, dtype=low.dtype,
                                                    device=low.device))
         self.buffer = self.draw_init(buffer_size, generator)
+        self.average = None  # during a fit: the energy's moving average
+
+    # -- the moving average of the energy's parameters (during a fit) ---------
+    def start_average(self):
+        """Keep ``average``, a copy of the energy network that
+        :meth:`update_average` moves toward it after every update."""
+        self.average = copy.deepcopy(self.energy).requires_grad_(False)
+        self.average_updates = 0
+
+    @torch.no_grad()
+    def update_average(self, decay):
+        """Move the average's parameters toward the network's, by ``1 -
+        decay`` or, over the first updates, more: the decay is at most
+        ``(1 + t) / (10 + t)`` after ``t`` updates, so that the average
+        follows the fast early moves of training rather than lagging ~1 /
+        (1 - decay) updates behind them (the rule of TensorFlow's
+        ``ExponentialMovingAverage`` with ``num_updates``). Buffers, such as
+        spectral norms' vectors, are copied."""
+        t = self.average_updates
+        decay = min(decay, (1 + t) / (10 + t))
+        self.average_updates += 1
+        for kept, live in zip(self.average.parameters(), self.energy.parameters()):
+            kept.lerp_(live, 1 - decay)
+        for kept, live in zip(self.average.buffers(), self.energy.buffers()):
+            kept.copy_(live)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The average in the network's place within the block (none kept:
+        the network itself)."""
+        if self.average is None:
+            yield
+            return
+        live, self.energy = self.energy, self.average
+        try:
+            yield
+        finally:
+            self.energy = live
+
+    @torch.no_grad()
+    def keep_average(self):
+        """The network takes the average's parameters, and the average goes."""
+        for live, kept in zip(self.energy.parameters(), self.average.parameters()):
+            live.copy_(kept)
+        self.average = None
 
     @property
     def mean(self):

@@ -46,6 +46,10 @@ _IMAGE_DATA_NOISE = 0.2
 #: wrongly (measured in benchmarks/RESULTS.md, "Default fit times").
 _VALIDATION_DRAWS = 8192
 
+#: Langevin steps of ``n_steps="auto"``: for at most ``LOW_DIMENSION``
+#: features, and for more.
+_LOW_DIMENSION_STEPS, _STEPS = 20, 30
+
 #: Rows sampled (and chains run) at once by ``sample`` and ``sample_conditional``.
 _SAMPLE_CHUNK = 1024
 
@@ -111,8 +115,12 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Spectrally normalize the hidden layers (smoother energies).
     alpha : float, default=0.01
         Weight of the penalty on squared energies, which keeps them near 0.
-    n_steps : int, default=30
-        Langevin steps per draw of negatives.
+    n_steps : int or "auto", default="auto"
+        Langevin steps per draw of negatives (and of ``sample``). "auto":
+        20 for at most two features, 30 for more, where chains have more
+        directions to move in: with the average of ``average_decay``, 20
+        steps kept the likelihood of 30 on 2-D data, and lost on 30
+        features (see the user guide).
     step_size : float or "auto", default="auto"
         The gradient's coefficient in a Langevin step (whitened units). It
         must stay below the squared width of the data's sharpest structure,
@@ -154,6 +162,16 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         ones of larger data.
     weight_decay : float, default=0.0
         Adam's L2 penalty.
+    average_decay : float in [0, 1), default=0.99
+        The fitted network is an exponential moving average of the trained
+        parameters: after each update the average moves ``1 -
+        average_decay`` of the way to them (0: no average, the last
+        update's parameters). The chains draw their negatives from the
+        trained parameters; early stopping scores the average and keeps the
+        best epoch's. The trained parameters' held-out score jumps from
+        epoch to epoch; the average's is smooth and higher, so that fewer
+        Langevin steps an update serve (see the user guide). ``partial_fit``
+        keeps no average: each call is one epoch, too short for it.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their mean
         log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
@@ -275,7 +293,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         "fourier_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "spectral_norm": ["boolean"],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-        "n_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "average_decay": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_steps": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "noise_scale": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
         "grad_clip": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -305,7 +324,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         fourier_scale=2.0,
         spectral_norm=False,
         alpha=0.01,
-        n_steps=30,
+        n_steps="auto",
         step_size="auto",
         noise_scale="auto",
         grad_clip=None,
@@ -318,6 +337,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         batch_size=64,
         max_iter=100,
         weight_decay=0.0,
+        average_decay=0.99,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -350,6 +370,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.weight_decay = weight_decay
+        self.average_decay = average_decay
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -440,8 +461,13 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
             return _IMAGE_DATA_NOISE if self.image_shape is not None else 0.0
         return self.data_noise
 
+    def _n_steps(self, n_features):
+        if self.n_steps == "auto":
+            return _LOW_DIMENSION_STEPS if n_features <= LOW_DIMENSION else _STEPS
+        return self.n_steps
+
     def _set_chains(self, module):
-        module.set_chains(n_steps=self.n_steps, step_size=self.step_size,
+        module.set_chains(n_steps=self._n_steps(len(module.low)), step_size=self.step_size,
                           noise_scale=self.noise_scale, grad_clip=self.grad_clip,
                           persistent=self.persistent, reinit_freq=self.reinit_freq)
         return module
@@ -520,14 +546,32 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
                        "step_size": chain_stats["step_size"]}
         return Step(gap + self.alpha * penalty, diagnostics)
 
+    def _train(self, module, Z_train, Z_val, generator, *, partial, **options):
+        """The shared loop, with the moving average of ``average_decay``
+        kept through a ``fit`` and the network set to it at the end."""
+        averaging = self.average_decay > 0 and not partial
+        if averaging:
+            module.start_average()
+        result = super()._train(module, Z_train, Z_val, generator, partial=partial, **options)
+        if averaging:
+            module.keep_average()
+        return result
+
+    def _training_step(self, module, batch, generator, rule):
+        step = super()._training_step(module, batch, generator, rule)
+        if module.average is not None:
+            module.update_average(self.average_decay)
+        return step
+
     def _validation_score(self, module, Z_val):
-        """Mean log-likelihood of the validation rows (standardized space),
-        log Z by importance sampling from the Gaussian, with the same
-        :data:`_VALIDATION_DRAWS` draws at every epoch (and a missing cell's
-        completions drawn alike)."""
-        log_density = observed_log_density(module, Z_val, make_generator(1, Z_val.device))
-        return float(log_density.mean()) - module.sampled_log_partition(
-            _VALIDATION_DRAWS, make_generator(0, Z_val.device))
+        """Mean log-likelihood of the validation rows (standardized space)
+        under the moving average, log Z by importance sampling from the
+        Gaussian, with the same :data:`_VALIDATION_DRAWS` draws at every
+        epoch (and a missing cell's completions drawn alike)."""
+        with module.averaged():
+            log_density = observed_log_density(module, Z_val, make_generator(1, Z_val.device))
+            return float(log_density.mean()) - module.sampled_log_partition(
+                _VALIDATION_DRAWS, make_generator(0, Z_val.device))
 
     def _after_training(self, module, Z, generator):
         return {"base_ridge_": module.base_ridge, "step_size_": module.step_size}

@@ -480,3 +480,79 @@ def test_early_stopping_keeps_the_best_epoch_and_its_criterion_matches_the_grid(
     with torch.no_grad():
         sampled = module.sampled_log_partition(_VALIDATION_DRAWS, torch.Generator().manual_seed(0))
     assert abs(sampled - model.log_partition_) < 0.05
+
+
+def _flat_parameters(network):
+    return torch.cat([param.detach().flatten() for param in network.parameters()]).double()
+
+
+class _Recorded(ShortRunEBM):
+    """Records the trained parameters (at the start, then after each update)
+    and the validation rows."""
+
+    def _build(self, Z, generator, scale):
+        module = super()._build(Z, generator, scale)
+        self.trained_ = [_flat_parameters(module.energy)]
+        return module
+
+    def _training_step(self, module, batch, generator, rule):
+        step = super()._training_step(module, batch, generator, rule)
+        self.trained_.append(_flat_parameters(module.energy))
+        return step
+
+    def _validation_set(self, module, Z_val):
+        self.validation_ = super()._validation_set(module, Z_val)
+        return self.validation_
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.0])
+def test_the_fitted_network_is_the_moving_average_of_the_trained_parameters(
+        eight_gaussians, decay):
+    """After each update the average moves 1 - average_decay of the way to
+    the trained parameters (more over the first updates), and ``fit`` ends
+    with the network set to it; average_decay=0 keeps the last update's
+    parameters."""
+    X_train, _ = eight_gaussians
+    model = _Recorded(**dict(QUICK, early_stopping=False, max_iter=2, average_decay=decay))
+    model.fit(X_train[:300])
+    expected = model.trained_[0]
+    for t, trained in enumerate(model.trained_[1:]):
+        step_decay = min(decay, (1 + t) / (10 + t))  # the first updates move it more
+        expected = step_decay * expected + (1 - step_decay) * trained
+    fitted = _flat_parameters(model.module_.energy)
+    assert len(model.trained_) == 1 + 2 * 5  # 300 rows, batches of 64: 5 updates an epoch
+    np.testing.assert_allclose(fitted, expected, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(fitted, model.trained_[-1]) == (decay == 0)
+    assert model.module_.average is None  # not kept in the fitted model
+
+
+def test_partial_fit_keeps_no_average(eight_gaussians):
+    """One call is one epoch, too short for an average to follow."""
+    X_train, _ = eight_gaussians
+    model = _Recorded(**dict(QUICK, average_decay=0.9)).partial_fit(X_train[:300])
+    torch.testing.assert_close(_flat_parameters(model.module_.energy), model.trained_[-1])
+    assert len(model.trained_) == 6
+
+
+def test_early_stopping_scores_the_average(eight_gaussians):
+    """The kept model (the best epoch's average) scores the validation rows
+    as its epoch's record says."""
+    X_train, _ = eight_gaussians
+    model = _Recorded(**dict(QUICK, max_iter=6, n_iter_no_change=2)).fit(X_train[:400])
+    best = max(record["validation_score"] for record in model.history_)
+    assert model._scored_validation(model.module_, model.validation_) == pytest.approx(
+        best, abs=1e-5)
+
+
+def test_auto_steps_are_fewer_for_one_or_two_features():
+    """n_steps="auto": 20 Langevin steps on one or two features, 30 on more
+    (images included); a number is taken as given."""
+    rng = np.random.default_rng(0)
+    settings = dict(QUICK, n_steps="auto", max_iter=1, early_stopping=False)
+    for n_features, steps in [(1, 20), (2, 20), (3, 30)]:
+        model = ShortRunEBM(**settings).fit(rng.normal(size=(100, n_features)))
+        assert model.module_.n_steps == steps
+    images = ShortRunEBM(**dict(settings, image_shape=(1, 2, 2), hidden_layer_sizes=(4,)))
+    assert images.fit(rng.normal(size=(100, 4))).module_.n_steps == 30
+    assert ShortRunEBM(**settings).set_params(n_steps=7).fit(
+        rng.normal(size=(100, 2))).module_.n_steps == 7
