@@ -1,5 +1,6 @@
-"""ShortRunEBM's model: a Gaussian reweighted by an energy network, with the
-whitened coordinates its Langevin chains run in and its persistent chains."""
+"""ShortRunEBM's model: a Gaussian mixture reweighted by an energy network,
+with the whitened coordinates its Langevin chains run in and its persistent
+chains."""
 
 import contextlib
 import copy
@@ -54,12 +55,14 @@ def frozen(module):
 
 class ShortRunModel(MissingCells, nn.Module):
     """The trainable model on the standardized data ``z``:
-    ``log p(z) = log b(z) - E(z) - log Z``, ``b`` a Gaussian fitted to the
-    data, ``E`` the energy network (zero at the start).
+    ``log p(z) = log b(z) - E(z) - log Z``, ``b`` a Gaussian mixture fitted
+    to the data, ``E`` the energy network (zero at the start).
 
-    Chains run in the base's whitened coordinates ``u``, ``z = mean + L u``
-    (``L`` the Cholesky factor of its covariance), where the model's energy
-    is ``|u|^2 / 2 + E(z(u))``: Langevin there is Langevin on ``z``
+    Chains run in whitened coordinates ``u``, ``z = mean + L u``, those of
+    ``frame``, the one Gaussian with the base's mean and covariance (``L``
+    the Cholesky factor of that covariance), where the model's energy is
+    ``-log b(z(u)) + E(z(u))`` (``|u|^2 / 2 + E(z(u))`` when the base is one
+    Gaussian, the frame itself): Langevin there is Langevin on ``z``
     preconditioned by the data's covariance, so one step size suits every
     direction however the features are scaled or correlated. ``buffer``
     holds the persistent chains (in ``u``; empty for short runs from the
@@ -72,6 +75,7 @@ class ShortRunModel(MissingCells, nn.Module):
         super().__init__()
         self.energy = energy
         self.base = base
+        self.frame = base if base.n_components == 1 else base.moment_matched()
         self.register_buffer("low", low)
         self.register_buffer("high", high)
         self.init = init
@@ -126,12 +130,18 @@ class ShortRunModel(MissingCells, nn.Module):
         self.average = None
 
     @property
+    def gaussian_base(self):
+        """Whether the base is one Gaussian, the frame itself (a standard
+        normal in ``u``)."""
+        return self.base.n_components == 1
+
+    @property
     def mean(self):
-        return self.base.means[0]
+        return self.frame.means[0]
 
     @property
     def cholesky(self):
-        return self.base.cholesky[0]
+        return self.frame.cholesky[0]
 
     def to_data(self, U):
         return self.mean + U @ self.cholesky.T
@@ -157,28 +167,48 @@ class ShortRunModel(MissingCells, nn.Module):
         energy, grad = self.energy.energy_and_gradient(self.to_data(U))
         return energy, grad @ self.cholesky
 
+    def base_log_density(self, U):
+        """The base's log-density in ``u`` (normalized there)."""
+        if self.gaussian_base:
+            return -0.5 * ((U**2).sum(1) + U.shape[1] * math.log(2 * math.pi))
+        return self.base.log_prob(self.to_data(U)) + self._log_det()
+
+    def base_log_density_and_gradient(self, U):
+        """The base's log-density in ``u`` and its gradient, by hand (for
+        chains: the mixture's products go through its inverse factors)."""
+        if self.gaussian_base:
+            return self.base_log_density(U), -U
+        log_density, grad = self.base.log_prob_and_gradient(self.to_data(U))
+        return log_density + self._log_det(), grad @ self.cholesky
+
+    def _log_det(self):
+        return torch.log(torch.diagonal(self.cholesky)).sum()
+
     def whitened_energy_and_gradient(self, U):
-        """The energy in ``u``, ``|u|^2 / 2 + E(z(u))``, and its gradient,
-        without autograd."""
+        """The energy in ``u``, ``-log b(z(u)) + E(z(u))`` (up to a
+        constant), and its gradient, without autograd."""
         energy, grad = self.energy_and_gradient(U)
-        return 0.5 * (U**2).sum(1) + energy, U + grad
+        log_base, base_grad = self.base_log_density_and_gradient(U)
+        return energy - log_base, grad - base_grad
 
     def unnormalized_log_density(self, Z):
         return self.base.log_prob(Z) - self.energy(Z)
 
     def draw_init(self, n_rows, generator):
-        """Starting states of chains, in ``u``: the base Gaussian, or uniform
+        """Starting states of chains, in ``u``: draws of the base, or uniform
         over the data's range."""
         if self.init == "gaussian":
-            return self.draw_standard(n_rows, generator)
+            return self.draw_base(n_rows, generator)
         uniform = torch.rand(n_rows, len(self.low), generator=generator,
                              device=self.low.device, dtype=self.low.dtype)
         return self.to_whitened(self.low + (self.high - self.low) * uniform)
 
-    def draw_standard(self, n_rows, generator):
-        """Draws of the base in ``u``: standard normal."""
-        return torch.randn(n_rows, len(self.low), generator=generator,
-                           device=self.low.device, dtype=self.low.dtype)
+    def draw_base(self, n_rows, generator):
+        """Draws of the base in ``u`` (standard normal when it is the frame)."""
+        if self.gaussian_base or not n_rows:  # (no rows: no buffer for short runs)
+            return torch.randn(n_rows, len(self.low), generator=generator,
+                               device=self.low.device, dtype=self.low.dtype)
+        return self.to_whitened(self.base.sample(n_rows, generator).to(self.low.dtype))
 
     def set_chains(self, *, n_steps, step_size, noise_scale, grad_clip, persistent, reinit_freq):
         """The chains' settings: ``step_size="auto"`` adapts the step (kept
@@ -241,18 +271,18 @@ class ShortRunModel(MissingCells, nn.Module):
     def complete(self, Z, free, n_candidates, n_steps, generator):
         """Rows ``Z`` with their ``free`` entries (a boolean tensor of Z's
         shape) drawn given the others: one of ``n_candidates`` draws of the
-        Gaussian's conditional, kept with probability proportional to
+        base's conditional, kept with probability proportional to
         ``exp(-E)`` (so each mode of the model's conditional starts with its
         share of the chains, which Langevin steps seldom move between
-        modes), then Langevin in each row's whitened coordinates of that
-        conditional, ``u`` with the free entries ``mean + F^-T u`` (``F F^T``
-        their conditional precision), where only they move. Rows with
+        modes), then Langevin in each row's whitened coordinates of the
+        frame's conditional, ``u`` with the free entries ``mean + F^-T u``
+        (``F F^T`` their conditional precision), where only they move. Rows with
         different free entries run side by side: the coordinates are padded
         to the most any row frees, and a padding coordinate moves nothing."""
         if not free.any():
             return Z
         holes = torch.where(free, torch.nan, Z)
-        conditionals = self.base.conditionals(holes)
+        conditionals = self.frame.conditionals(holes)
         columns = conditionals.columns
         means = conditionals.means[:, 0].to(Z.dtype)
         factors = conditionals.factors[:, 0].to(Z.dtype)
@@ -266,11 +296,19 @@ class ShortRunModel(MissingCells, nn.Module):
 
         def energy_and_gradient(V):
             # d rows / d V is F^-T on the freed entries: the gradient is F^-1
-            # times the network's at them (a padding coordinate's is 0).
-            energy, grad = self.energy.energy_and_gradient(rows_of(V))
+            # times the one in z at them (a padding coordinate's is 0). The
+            # frame's conditional in V is a standard normal.
+            rows = rows_of(V)
+            energy, grad = self.energy.energy_and_gradient(rows)
+            if not self.gaussian_base:
+                log_base, base_grad = self.base.log_prob_and_gradient(rows)
+                energy, grad = energy - log_base, grad - base_grad
             freed = torch.nn.functional.pad(grad, (0, 1)).gather(-1, columns)
             grad = torch.linalg.solve_triangular(factors, freed[..., None], upper=False)
-            return 0.5 * (V**2).sum(1) + energy, V + grad.squeeze(-1)
+            grad = grad.squeeze(-1)
+            if self.gaussian_base:
+                energy, grad = energy + 0.5 * (V**2).sum(1), grad + V
+            return energy, grad
 
         chains, _ = langevin(energy_and_gradient, start, n_steps, *self.steps(), generator,
                              grad_clip=self.grad_clip)
@@ -280,35 +318,34 @@ class ShortRunModel(MissingCells, nn.Module):
         """log Z by importance sampling from the base: ``log E_b[exp(-E)]``,
         from ``n_draws`` draws (cheap and rough: for comparing epochs), which
         go through the network :data:`DRAWS_AT_ONCE` at a time."""
-        draws = self.to_data(self.draw_standard(n_draws, generator))
+        draws = self.to_data(self.draw_base(n_draws, generator))
         return importance_log_partition(torch.cat([-self.energy(rows)
                                                    for rows in draws.split(DRAWS_AT_ONCE)]))[0]
 
     def log_partition(self, generator, *, n_ais_chains, n_ais_temperatures, chunk_rows,
                       progress=None):
         """``(log Z, standard error)``, log Z = log E_b[exp(-E)] in the
-        whitened coordinates (where ``b`` is a standard normal): a grid
+        whitened coordinates: a grid
         integral for one or two features (``chunk_rows(n)`` rows at a time;
         its error gauged by its coarser sub-grids),
         annealed importance sampling otherwise (``progress()`` called after
-        each temperature); 0 exactly for the Gaussian alone (a zero energy,
+        each temperature); 0 exactly for the base alone (a zero energy,
         which early stopping may keep)."""
         if self.energy.is_zero():
             return 0.0, 0.0
         log_ratio = lambda U: -self.energy(self.to_data(U))
         n_features = len(self.low)
         if n_features > LOW_DIMENSION:
-            standard = lambda U: (-0.5 * (U**2).sum(1), -U)
             negated = lambda U: tuple(-term for term in self.energy_and_gradient(U))
             return annealed_importance_log_partition(
-                self.draw_standard, standard, negated, n_chains=n_ais_chains,
+                self.draw_base, self.base_log_density_and_gradient, negated, n_chains=n_ais_chains,
                 n_temperatures=n_ais_temperatures, generator=generator, progress=progress)
 
         def log_integrand(U):
             U = torch.as_tensor(U, dtype=torch.float64, device=self.low.device)
-            standard = -0.5 * (U**2).sum(1) - 0.5 * n_features * math.log(2 * math.pi)
-            chunks = [log_ratio(U[rows]) for rows in gen_batches(len(U), chunk_rows(len(U)))]
-            return (standard + torch.cat(chunks)).cpu().numpy()
+            chunks = [self.base_log_density(U[rows]) + log_ratio(U[rows])
+                      for rows in gen_batches(len(U), chunk_rows(len(U)))]
+            return torch.cat(chunks).cpu().numpy()
 
         bounds = [(-GRID_RADIUS, GRID_RADIUS)] * n_features
         return grid_log_integral(log_integrand, bounds, GRID_POINTS[n_features],

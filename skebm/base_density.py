@@ -114,6 +114,10 @@ class GaussianMixtureDensity(nn.Module):
         self.register_buffer("log_weights", torch.log(weights))
         self.register_buffer("means", means)
         self.register_buffer("cholesky", torch.linalg.cholesky(covariances))
+        # Its inverse, for the products of :meth:`log_prob_and_gradient`.
+        self.register_buffer("whitening", torch.linalg.solve_triangular(
+            self.cholesky, torch.eye(self.cholesky.shape[-1], dtype=self.cholesky.dtype,
+                                     device=self.cholesky.device), upper=False))
         self.table = categorical is not None
         if self.table:
             if shifts is None:
@@ -175,6 +179,44 @@ class GaussianMixtureDensity(nn.Module):
         return type(self)(self.log_weights.exp(), self.means.clone(), covariances,
                           self.category_log_probs.clone(), self.categorical.clone(),
                           self.shifts.clone())
+
+    def with_noise(self, std):
+        """The density of a draw plus Gaussian noise of standard deviation
+        ``std`` in every feature: ``std**2`` added to each covariance's
+        diagonal (a mixture without categories)."""
+        covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
+        eye = torch.eye(covariances.shape[-1], dtype=covariances.dtype, device=covariances.device)
+        return type(self)(self.log_weights.exp(), self.means.clone(), covariances + std**2 * eye)
+
+    def moment_matched(self):
+        """The one Gaussian with this mixture's mean and covariance (a
+        mixture without categories)."""
+        weights = self.log_weights.exp()
+        mean = weights @ self.means
+        centred = self.means - mean
+        covariance = torch.einsum("k,kij->ij", weights,
+                                  self.cholesky @ self.cholesky.transpose(-1, -2)
+                                  + centred[:, :, None] * centred[:, None, :])
+        return type(self)(weights.new_ones(1), mean[None], covariance[None])
+
+    def log_prob_and_gradient(self, Z):
+        """``(log b(Z), d log b / dZ)`` of complete rows of a mixture without
+        categories, by hand (Langevin chains call it at every step): with
+        ``w_k = L_k^-1 (z - mean_k)`` each component's whitened offset, the
+        gradient is ``-sum_k r_k L_k^-T w_k``, ``r_k`` the responsibilities.
+        Every component's whitening is one product with the stacked
+        inverse factors, and so is the way back."""
+        n_components, n_features = self.means.shape
+        stacked = self.whitening.reshape(n_components * n_features, n_features)
+        offsets = (self.whitening @ self.means[:, :, None]).reshape(-1)
+        white = (Z @ stacked.T - offsets).view(len(Z), n_components, n_features)
+        log_det = torch.log(torch.diagonal(self.cholesky, dim1=-2, dim2=-1)).sum(-1)
+        log_components = -0.5 * (white**2).sum(-1) - log_det + self.log_weights
+        log_prob = (torch.logsumexp(log_components, 1)
+                    - 0.5 * n_features * math.log(2 * math.pi))
+        responsibilities = torch.softmax(log_components, 1)
+        gradient = -(responsibilities[:, :, None] * white).reshape(len(Z), -1) @ stacked
+        return log_prob, gradient
 
     @property
     def n_components(self):

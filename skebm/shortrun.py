@@ -19,7 +19,7 @@ from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
 from .partition import refuse_ais_beyond_memory
-from .base_density import GaussianMixtureDensity, fit_base
+from .base_density import fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, ConvEnergy, MLPEnergy, fourier_feature_count,
                    layer_shapes, layer_sizes, network_work)
 
@@ -40,8 +40,8 @@ _GAP_WARNING = 10.0
 #: pixels into a density the chains can follow.
 _IMAGE_DATA_NOISE = 0.2
 
-#: Draws of the Gaussian behind each epoch's log Z in early stopping. Not
-#: NCEDensity's 2048: here the Gaussian is the proposal of a model far from
+#: Draws of the base behind each epoch's log Z in early stopping. Not
+#: NCEDensity's 2048: here the base is the proposal of a model far from
 #: it (images), and fewer draws underestimate log Z enough to rank epochs
 #: wrongly (measured in benchmarks/RESULTS.md, "Default fit times").
 _VALIDATION_DRAWS = 8192
@@ -71,9 +71,10 @@ class _EnergyGapWarning(EpochMonitor):
 class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     """Neural energy-based model trained by short-run Langevin MCMC.
 
-    The model is ``p(x) = b(x) exp(-E(x)) / Z``: ``b`` a Gaussian fitted to
-    the standardized data, ``E`` a neural network (an MLP, or a small CNN
-    over flattened images given ``image_shape``) that starts at 0 and grows
+    The model is ``p(x) = b(x) exp(-E(x)) / Z``: ``b`` a Gaussian mixture
+    (images: a Gaussian) fitted to the standardized data, ``E`` a neural
+    network (an MLP, or a small CNN over flattened images given
+    ``image_shape``) that starts at 0 and grows
     at most linearly, so ``b exp(-E)`` always integrates. Training is maximum
     likelihood, its negatives drawn by ``n_steps`` Langevin steps from a
     persistent replay buffer or fresh from ``init``, the step adapted to the
@@ -83,6 +84,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     ``score_samples`` is a normalized log-density: log Z is computed on first
     use, by grid integration for one or two features, by annealed importance
     sampling from ``b`` otherwise (which tends to underestimate log Z).
+    Early stopping may keep ``b`` alone, whose log Z is 0.
 
     Rows may have missing cells (NaN): ``fit`` draws them from the model's
     conditional at every step, and ``score_samples`` gives the density of a
@@ -113,6 +115,17 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Standard deviation of their frequencies, on standardized inputs.
     spectral_norm : bool, default=False
         Spectrally normalize the hidden layers (smoother energies).
+    base : {"auto", "gaussian_mixture", "gaussian"}, default="auto"
+        The base density ``b``: a full-covariance Gaussian mixture whose
+        number of components and covariance ridge are chosen by held-out
+        likelihood, as ``NCEDensity``'s, or a single Gaussian (its ridge
+        chosen the same way). The model starts as ``b`` and its chains
+        start from it, so that on tables the mixture's likelihood is where
+        training starts. "auto": the mixture for tables, the Gaussian for
+        images, whose samples it left further from the data (see the user
+        guide).
+    base_components : int, default=32
+        Most mixture components the base may have.
     alpha : float, default=0.01
         Weight of the penalty on squared energies, which keeps them near 0.
     n_steps : int or "auto", default="auto"
@@ -144,11 +157,11 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Fraction of each draw from the buffer restarted from ``init``; below
         JEM's 0.05, so that chains live longer (see the user guide).
     init : {"gaussian", "uniform"}, default="gaussian"
-        Where chains start: the fitted Gaussian, or uniform over the box of
-        the training data's range.
+        Where chains start: draws of the fitted base ``b``, or uniform over
+        the box of the training data's range.
     data_noise : float or "auto", default="auto"
         Standard deviation of Gaussian noise added to the data of each
-        update (in standardized units), and to the fitted Gaussian's
+        update (in standardized units), and to the fitted base's
         variances: the model is then one of the data smoothed by that
         noise, which keeps quantized data (pixels of 17 grey levels) from
         teaching the energy spikes no chain can follow. "auto": 0.2 with
@@ -175,9 +188,9 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their mean
         log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
-        epochs, keeping the best epoch's model (the Gaussian alone, epoch 0,
+        epochs, keeping the best epoch's model (the base alone, epoch 0,
         included): more epochs let the energy spike at the training rows.
-        Each epoch's log Z comes from the same draws of the Gaussian
+        Each epoch's log Z comes from the same draws of the base
         (importance sampling), so epochs are compared on a common footing.
     validation_fraction : float, default=0.1
         Share of the rows held out for early stopping.
@@ -214,7 +227,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     log_partition_std_ : float
         Its standard error (AIS); for grid integration, the grid's error as
         its coarser sub-grids gauge it (see
-        :func:`~skebm.partition.grid_log_integral`); 0 for the Gaussian
+        :func:`~skebm.partition.grid_log_integral`); 0 for the base
         alone, whose log Z is 0.
     log_partition_method_ : {"grid", "ais"}
         How ``log_partition_`` is obtained.
@@ -222,9 +235,11 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         The Langevin step the chains ended training with (``step_size``
         itself, or where "auto" settled).
     base_ridge_ : float
-        The covariance ridge of the Gaussian ``b``, chosen by cross-validation.
+        The covariance ridge of the base ``b``, chosen by cross-validation.
+    base_n_components_ : int
+        Components of the base mixture, as chosen.
     module_ : torch.nn.Module
-        The fitted model: ``energy`` (the network), ``base`` (the Gaussian),
+        The fitted model: ``energy`` (the network), ``base`` (the mixture ``b``),
         ``buffer`` (the persistent chains, whitened).
     mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization of the inputs.
@@ -292,6 +307,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
                              StrOptions({"auto"})],
         "fourier_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "spectral_norm": ["boolean"],
+        "base": [StrOptions({"auto", "gaussian_mixture", "gaussian"})],
+        "base_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "average_decay": [Interval(numbers.Real, 0, 1, closed="left")],
         "n_steps": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -311,7 +328,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     _supports_early_stopping = True
     _accepts_missing = True
     _model_parameters = ("image_shape", "hidden_layer_sizes", "activation", "fourier_features",
-                         "fourier_scale", "spectral_norm", "persistent", "buffer_size", "init",
+                         "fourier_scale", "spectral_norm", "base", "base_components",
+                         "persistent", "buffer_size", "init",
                          "data_noise")
 
     def __init__(
@@ -323,6 +341,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         fourier_features="auto",
         fourier_scale=2.0,
         spectral_norm=False,
+        base="auto",
+        base_components=32,
         alpha=0.01,
         n_steps="auto",
         step_size="auto",
@@ -356,6 +376,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         self.fourier_features = fourier_features
         self.fourier_scale = fourier_scale
         self.spectral_norm = spectral_norm
+        self.base = base
+        self.base_components = base_components
         self.alpha = alpha
         self.n_steps = n_steps
         self.step_size = step_size
@@ -408,7 +430,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         optimizer.
 
         For data that comes in chunks: the first call builds the model as
-        ``fit`` does, its Gaussian fitted to that chunk; every call trains on
+        ``fit`` does, its base fitted to that chunk; every call trains on
         all its rows at the constant ``learning_rate``, Adam's state and the
         replay buffer carried from call to call.
 
@@ -461,6 +483,11 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
             return _IMAGE_DATA_NOISE if self.image_shape is not None else 0.0
         return self.data_noise
 
+    def _base_kind(self):
+        if self.base == "auto":
+            return "gaussian" if self.image_shape is not None else "gaussian_mixture"
+        return self.base
+
     def _n_steps(self, n_features):
         if self.n_steps == "auto":
             return _LOW_DIMENSION_STEPS if n_features <= LOW_DIMENSION else _STEPS
@@ -481,14 +508,13 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         else:
             energy = ConvEnergy(self.image_shape, self._hidden_sizes(), self.activation,
                                 generator, zero_output=True, spectral_norm=self.spectral_norm)
-        _, base, (_, _, ridge) = fit_base("gaussian", Z, max_components=1, marginals="none",
-                                          generator=generator)
-        data_noise = self._data_noise()
-        if data_noise:  # the Gaussian of the noisy data the network sees
-            covariance = base.cholesky[0] @ base.cholesky[0].T
-            covariance += data_noise**2 * torch.eye(len(covariance), dtype=covariance.dtype,
-                                                    device=covariance.device)
-            base = GaussianMixtureDensity(base.log_weights.exp(), base.means, covariance[None])
+        with self._progress(None, "base density") as progress:
+            _, base, (_, _, ridge) = fit_base(self._base_kind(), Z,
+                                              max_components=self.base_components,
+                                              marginals="none", generator=generator,
+                                              progress=progress)
+        if self._data_noise():  # the density of the noisy data the network sees
+            base = base.with_noise(self._data_noise())
         buffer_size = self.buffer_size if self.persistent else 0
         refuse_beyond_memory(8 * buffer_size * Z.shape[1], f"A replay buffer of {buffer_size:,} "
                              f"rows of {Z.shape[1]} features", "Lower buffer_size.")
@@ -507,8 +533,11 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
                             n_fourier=self._n_fourier_features(n_features))
 
     def _multiply_adds_per_row(self, n_features):
-        # Inference: the fitted network (and the Gaussian's whitening).
-        return network_work(self.module_.energy.shapes) + n_features * n_features
+        # Inference: the fitted network, the frame's whitening and the
+        # base's two triangular solves per component.
+        n_components = self.module_.base.n_components
+        return (network_work(self.module_.energy.shapes)
+                + (1 + 2 * n_components) * n_features * n_features)
 
     def _multiply_adds_per_step(self, n_features, target_attributes):
         # What a second thread can share is one pass of forward and backward
@@ -519,9 +548,12 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
                                       + n_features * n_features)
 
     def _inference_row_bytes(self):
-        # Activations (float64, ~4 copies with their gradients), layer by layer.
+        # Activations (float64, ~4 copies with their gradients), layer by
+        # layer, and the base's per-component offsets (~4 copies).
         shapes = self.module_.energy.shapes
-        return 8 * 4 * (self.n_features_in_ + sum(b * positions for _, b, positions in shapes))
+        n_components = self.module_.base.n_components
+        return 8 * 4 * ((1 + n_components) * self.n_features_in_
+                        + sum(b * positions for _, b, positions in shapes))
 
     def _training_loss(self, module, batch, generator):
         """The maximum-likelihood surrogate with a penalty on squared energies;
@@ -566,7 +598,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     def _validation_score(self, module, Z_val):
         """Mean log-likelihood of the validation rows (standardized space)
         under the moving average, log Z by importance sampling from the
-        Gaussian, with the same :data:`_VALIDATION_DRAWS` draws at every
+        base, with the same :data:`_VALIDATION_DRAWS` draws at every
         epoch (and a missing cell's completions drawn alike)."""
         with module.averaged():
             log_density = observed_log_density(module, Z_val, make_generator(1, Z_val.device))
@@ -574,7 +606,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
                 _VALIDATION_DRAWS, make_generator(0, Z_val.device))
 
     def _after_training(self, module, Z, generator):
-        return {"base_ridge_": module.base_ridge, "step_size_": module.step_size}
+        return {"base_ridge_": module.base_ridge, "base_n_components_": module.base.n_components,
+                "step_size_": module.step_size}
 
     def _inference_module(self):
         """The float64 copy, its parameters frozen: chains and AIS need
@@ -646,12 +679,13 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         For each row, the free features (``mask`` True, or X's NaN entries
         when ``mask`` is None) are drawn from the model's conditional
         distribution given the known ones: they start from one of 64 draws
-        of the fitted Gaussian's conditional distribution, kept with
+        of the base's conditional distribution, kept with
         probability proportional to ``exp(-E)`` (sampling-importance-
         resampling: each mode of the model's conditional gets its share of
         the rows, where Langevin chains seldom cross between modes), and
-        move by ``n_steps`` Langevin steps in which only they move (in that
-        conditional's whitened coordinates, with the training's step size
+        move by ``n_steps`` Langevin steps in which only they move (in the
+        whitened coordinates of the conditional of the Gaussian with the
+        base's mean and covariance, with the training's step size
         and noise). The known features come back exactly as given.
 
         Parameters

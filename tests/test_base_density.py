@@ -35,6 +35,49 @@ def test_mixture_density_and_samples(n_components):
         )
 
 
+def _three_components(dtype=torch.float64):
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(3, 3, 3, generator=generator, dtype=dtype)
+    covariances = factors @ factors.transpose(-1, -2) + 0.1 * torch.eye(3, dtype=dtype)
+    return GaussianMixtureDensity(torch.tensor([0.2, 0.3, 0.5], dtype=dtype),
+                                  torch.randn(3, 3, generator=generator, dtype=dtype),
+                                  covariances)
+
+
+def test_the_mixtures_gradient_by_hand_is_autograds():
+    """Langevin chains take the base's log-density and its gradient by hand,
+    through the inverse factors; both are log_prob's and autograd's."""
+    mixture = _three_components()
+    Z = torch.randn(40, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    Z.requires_grad_(True)
+    expected = mixture.log_prob(Z)
+    expected_gradient, = torch.autograd.grad(expected.sum(), Z)
+    log_prob, gradient = mixture.log_prob_and_gradient(Z.detach())
+    torch.testing.assert_close(log_prob, expected.detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=0, atol=1e-10)
+
+
+def test_moment_matching_and_noise():
+    """Two unit Gaussians at -a and +a on the first axis, equally weighted,
+    have mean 0 and covariance I + a^2 on that axis; noise of std s adds s^2
+    to every variance of every component."""
+    mixture = GaussianMixtureDensity(torch.tensor([0.5, 0.5], dtype=torch.float64),
+                                     torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64),
+                                     torch.eye(2, dtype=torch.float64).repeat(2, 1, 1))
+    matched = mixture.moment_matched()
+    assert matched.n_components == 1
+    torch.testing.assert_close(matched.means[0], torch.zeros(2, dtype=torch.float64))
+    covariance = matched.cholesky[0] @ matched.cholesky[0].T
+    torch.testing.assert_close(covariance, torch.diag(torch.tensor([5.0, 1.0],
+                                                                   dtype=torch.float64)))
+    noisy = _three_components().with_noise(0.5)
+    original = _three_components()
+    torch.testing.assert_close(noisy.cholesky @ noisy.cholesky.transpose(-1, -2),
+                               original.cholesky @ original.cholesky.transpose(-1, -2)
+                               + 0.25 * torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(noisy.means, original.means, rtol=0, atol=0)
+
+
 def test_base_is_chosen_by_held_out_likelihood():
     """Three separated clusters: a mixture of 3 or more, not one Gaussian; and on
     skewed (log-normal) features the marginal map is chosen."""

@@ -42,31 +42,49 @@ def fitted(eight_gaussians):
     return ShortRunEBM(max_iter=30, random_state=0).fit(X_train)
 
 
-def test_score_samples_integrates_to_one(fitted):
+@pytest.fixture(scope="module", params=["gaussian", "gaussian_mixture"])
+def moved(request, eight_gaussians):
+    """A model on each base whose energy matters: on the Gaussian, trained;
+    on the mixture (which starts so near 8gaussians that the trained energy
+    stays small), its output layer scaled up."""
+    X_train, _ = eight_gaussians
+    if request.param == "gaussian":
+        return ShortRunEBM(base="gaussian", max_iter=30, random_state=0).fit(X_train)
+    model = ShortRunEBM(early_stopping=False, max_iter=3, random_state=0).fit(X_train)
+    assert model.base_n_components_ > 1
+    with torch.no_grad():
+        model.module_.energy.layers[-1].weight.mul_(300.0)
+    return model
+
+
+def test_score_samples_integrates_to_one(moved):
     """log Z by its own grid in whitened coordinates; checked here on an
     independent grid in the data's units."""
-    assert fitted.log_partition_method_ == "grid"
-    mass = np.exp(grid_log_integral(fitted.score_samples, ((-5, 5), (-5, 5)), n_points=300))
+    assert moved.log_partition_method_ == "grid"
+    mass = np.exp(grid_log_integral(moved.score_samples, ((-5, 5), (-5, 5)), n_points=300))
     assert abs(mass - 1) < 0.05
 
 
-def test_ais_agrees_with_the_grid(fitted):
+def test_ais_agrees_with_the_grid(moved):
     """The AIS estimate of log Z (used from three features on, with the
-    network's gradient by hand) against the grid on a fitted 2-D model; by
-    autograd, the same chains."""
-    model = fitted._inference_module()
+    gradients of the network and of the base by hand) against the grid on a
+    fitted 2-D model; by autograd, the same chains."""
+    fitted, model = moved, moved._inference_module()
 
-    def ais(log_ratio):
+    def ais(log_ratio, log_base=model.base_log_density_and_gradient):
         return annealed_importance_log_partition(
-            model.draw_standard, with_gradient(lambda U: -0.5 * (U**2).sum(1)), log_ratio,
+            model.draw_base, log_base, log_ratio,
             n_chains=200, n_temperatures=1000, generator=torch.Generator().manual_seed(0))
 
     log_z, log_z_std = ais(lambda U: tuple(-term for term in model.energy_and_gradient(U)))
     assert log_z_std < 0.1
     assert abs(log_z - fitted.log_partition_) < 3 * log_z_std + 0.05
     assert abs(fitted.log_partition_) > 0.2  # the model has moved off its Gaussian
-    np.testing.assert_allclose(ais(with_gradient(lambda U: -model.energy(model.to_data(U)))),
-                               (log_z, log_z_std), rtol=1e-9)
+    # The mixture's gradient by hand goes through its inverse factors, taken
+    # in float32 before the float64 copy: the same chains to 1e-7, not 1e-9.
+    log_base = with_gradient(lambda U: model.base.log_prob(model.to_data(U)))
+    np.testing.assert_allclose(ais(with_gradient(lambda U: -model.energy(model.to_data(U))),
+                                   log_base), (log_z, log_z_std), rtol=1e-7)
 
 
 def test_learns_the_density_and_samples_land_on_the_modes(fitted, eight_gaussians):
@@ -182,6 +200,18 @@ def test_short_run_mode_has_no_buffer_and_samples_from_init(eight_gaussians):
     assert np.all(np.abs(samples.mean(0) - (low + high) / 2) < 0.2)
 
 
+def test_short_runs_start_from_the_mixture(eight_gaussians):
+    """Without a buffer, each draw is a fresh run from the base: with a
+    mixture fitted to 8gaussians, one short step from its draws lands on
+    the modes."""
+    X_train, _ = eight_gaussians
+    model = ShortRunEBM(max_iter=2, persistent=False, random_state=0).fit(X_train)
+    assert model.module_.buffer.shape == (0, 2) and model.base_n_components_ >= 8
+    samples = model.sample(2000, n_steps=1, random_state=0)
+    nearest = np.linalg.norm(samples[:, None] - CENTRES[None], axis=2).min(1)
+    assert np.mean(nearest < 3 * MODE_STD) > 0.9
+
+
 @pytest.fixture(scope="module")
 def correlated_gaussian():
     rng = np.random.RandomState(0)
@@ -238,14 +268,23 @@ def test_sample_conditional_follows_the_models_conditional_across_its_modes(fitt
     assert 0.5 * np.abs(counts - conditional).sum() + 0.5 * (1 - counts.sum()) < 0.08
 
 
-def test_the_conditional_chains_gradient_by_hand_is_the_energys(monkeypatch):
-    """sample_conditional's chains move the freed cells in whitened
-    coordinates of their conditional; the gradient they take by hand (the
-    network's, through F^-T, padding included) is the energy's, by central
-    differences in float64."""
+def _one_or_two_clusters(two):
     rng = np.random.RandomState(0)
     X = rng.multivariate_normal(np.zeros(3), np.eye(3) + 0.6, size=300)
+    if two:  # the base is then a mixture
+        X[:150] += 6.0
+    return X
+
+
+@pytest.mark.parametrize("two_clusters", [False, True])
+def test_the_conditional_chains_gradient_by_hand_is_the_energys(monkeypatch, two_clusters):
+    """sample_conditional's chains move the freed cells in whitened
+    coordinates of the frame's conditional; the gradient they take by hand
+    (the network's and the base's, through F^-T, padding included) is the
+    energy's, by central differences in float64."""
+    X = _one_or_two_clusters(two_clusters)
     model = ShortRunEBM(**{**QUICK, "early_stopping": False}).fit(X)
+    assert (model.base_n_components_ > 1) == two_clusters
     with torch.no_grad():  # an energy that matters beside the Gaussian's |v|^2 / 2
         model.module_.energy.layers[-1].weight.mul_(300.0)
     taken = []
@@ -268,8 +307,29 @@ def test_the_conditional_chains_gradient_by_hand_is_the_energys(monkeypatch):
         step[:, j] = 1e-6
         expected[:, j] = (energy_and_gradient(V + step)[0]
                           - energy_and_gradient(V - step)[0]) / 2e-6
-    assert (grad - V).abs().max() > 0.5  # the network's part is there
+    if not two_clusters:  # the network's part beside the Gaussian's
+        assert (grad - V).abs().max() > 0.5
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-7)
+
+
+def test_the_training_chains_energy_by_hand_is_the_models():
+    """Training's chains run in the frame's whitened coordinates on
+    -log b(z(u)) + E(z(u)), b a mixture: value (up to a constant) and
+    gradient by hand are the model's, by autograd in float64."""
+    model = ShortRunEBM(**{**QUICK, "early_stopping": False}).fit(_one_or_two_clusters(True))
+    module = model._inference_module()
+    with torch.no_grad():
+        module.energy.layers[-1].weight.mul_(300.0)
+    U = torch.randn(20, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    energy, grad = module.whitened_energy_and_gradient(U)
+    U.requires_grad_(True)
+    Z = module.to_data(U)
+    expected = module.energy(Z) - module.base.log_prob(Z)
+    expected_grad, = torch.autograd.grad(expected.sum(), U)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(energy - energy[0], (expected - expected[0]).detach(),
+                               rtol=0, atol=1e-6)
+    assert (grad + module.base_log_density_and_gradient(U.detach())[1]).abs().max() > 0.5
 
 
 def test_sample_conditional_bad_input(correlated_gaussian):
@@ -469,10 +529,12 @@ def test_fit_failure_leaves_the_model_as_it_was(eight_gaussians):
 def test_early_stopping_keeps_the_best_epoch_and_its_criterion_matches_the_grid():
     """Early stopping ends the fit when the held-out likelihood stalls and
     keeps the best epoch; the criterion's log Z (importance sampling from the
-    Gaussian, the same draws every epoch) agrees with the exact grid integral."""
+    base, the same draws every epoch) agrees with the exact grid integral.
+    On the Gaussian base, where the energy moves far (on a mixture, log Z
+    stays near 0)."""
     X = make_toy_2d("moons", 1200, random_state=0)
-    model = ShortRunEBM(hidden_layer_sizes=(32, 32), max_iter=200, n_iter_no_change=3,
-                        n_steps=10, random_state=0).fit(X)
+    model = ShortRunEBM(base="gaussian", hidden_layer_sizes=(32, 32), max_iter=200,
+                        n_iter_no_change=3, n_steps=10, random_state=0).fit(X)
     assert model.n_iter_ < 200 and len(model.history_) == model.n_iter_
     scores = [record["validation_score"] for record in model.history_]
     assert np.argmax(scores) < len(scores) - 1  # it stopped after the best epoch
