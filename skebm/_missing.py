@@ -64,7 +64,10 @@ class MissingCells:
         conditional by sampling-importance-resampling (one of
         ``n_candidates`` completions, by weight), on ``u``."""
         draws, log_weights, _ = self.completions(Z, n_candidates, generator)
-        chosen = torch.multinomial(torch.softmax(log_weights, 1), 1, generator=generator)
+        # A model gone non-finite in training picks any candidate: its loss
+        # is then not finite, which the divergence guard reports.
+        chosen = torch.multinomial(torch.softmax(log_weights, 1).nan_to_num(1.0), 1,
+                                   generator=generator)
         return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
 
     def conditional_mean(self, Z, free, n_draws, generator, levels=None):

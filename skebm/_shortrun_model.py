@@ -74,8 +74,7 @@ class ShortRunModel(MissingCells, nn.Module):
     def __init__(self, energy, base, low, high, buffer_size, generator, init):
         super().__init__()
         self.energy = energy
-        self.base = base
-        self.frame = base if base.n_components == 1 else base.moment_matched()
+        self.set_base(base)
         self.register_buffer("low", low)
         self.register_buffer("high", high)
         self.init = init
@@ -84,6 +83,16 @@ class ShortRunModel(MissingCells, nn.Module):
                                                    device=low.device))
         self.buffer = self.draw_init(buffer_size, generator)
         self.average = None  # during a fit: the energy's moving average
+
+    def set_base(self, base):
+        """Make ``base`` the base, and the Gaussian with its mean and
+        covariance the frame; chains already in the buffer keep their
+        states, in the new frame's coordinates."""
+        data = self.to_data(self.buffer) if hasattr(self, "buffer") else None
+        self.base = base
+        self.frame = base if base.n_components == 1 else base.moment_matched()
+        if data is not None:
+            self.buffer = self.to_whitened(data)
 
     # -- the moving average of the energy's parameters (during a fit) ---------
     def start_average(self):

@@ -554,7 +554,8 @@ def _fold_rows(data, folds, marginals, rng, layout, progress):
     return rows
 
 
-def select_base(data, max_components, marginal_options, rng, layout=None, progress=None):
+def select_base(data, max_components, marginal_options, rng, layout=None, progress=None,
+                min_ridge=0.0):
     """``(marginals, n_components, ridge)`` of the base with the best held-out
     log-likelihood on the rows of ``data`` (numpy, standardized; with
     ``layout``, :class:`TableLayout`, a table of categories too).
@@ -565,8 +566,8 @@ def select_base(data, max_components, marginal_options, rng, layout=None, progre
     booleans in ``marginal_options``), times full-covariance Gaussian
     mixtures of :data:`COMPONENT_GRID` components (:data:`SMALL_TABLE_GRID`
     for small tables) up to ``max_components``, each with the best of the
-    covariance ridges of :data:`RIDGE_GRID` (tried from the smallest up, until
-    one scores worse). Components grow until :data:`PATIENCE`
+    covariance ridges of :data:`RIDGE_GRID` from ``min_ridge`` on (tried from
+    the smallest up, until one scores worse). Components grow until :data:`PATIENCE`
     (:data:`SMALL_TABLE_PATIENCE`) sizes in a row fail to improve the score,
     both options in step, and an option far behind the other stops
     (:data:`OPTION_MARGIN`). Held-out
@@ -588,24 +589,25 @@ def select_base(data, max_components, marginal_options, rng, layout=None, progre
     fold_rows = {marginals: _fold_rows(data, folds, marginals, rng, layout, progress)
                  for marginals in marginal_options}
     with thread_limit(1):  # EM's small products: a second BLAS thread costs more than it saves
+        ridges = tuple(ridge for ridge in RIDGE_GRID if ridge >= min_ridge)
         return _search(fold_rows, grid, patience, smallest_fold, max_components, data.shape[1],
-                       layout, progress)
+                       layout, progress, ridges)
 
 
 def _search(fold_rows, grid, patience, smallest_fold, max_components, n_features, layout,
-            progress):
+            progress, ridges=RIDGE_GRID):
     """:func:`select_base`'s growth of the mixtures, on each option's folds."""
     marginal_options = list(fold_rows)
     option_best = dict.fromkeys(marginal_options, -math.inf)
     misses = dict.fromkeys(marginal_options, 0)
     growing = list(marginal_options)
     margin = OPTION_MARGIN + OPTION_MARGIN_PER_FEATURE * n_features
-    best, best_score = (False, 1, RIDGE_GRID[0]), -math.inf
+    best, best_score = (False, 1, ridges[0]), -math.inf
     for n_components in grid:
         if n_components > max_components or n_components > smallest_fold // 2:
             break
         for marginals in growing:
-            score, ridge = _best_ridge(fold_rows[marginals], n_components, layout)
+            score, ridge = _best_ridge(fold_rows[marginals], n_components, layout, ridges)
             if progress is not None:
                 progress(f"mixtures of {n_components} components")
             if score > best_score:
@@ -621,12 +623,12 @@ def _search(fold_rows, grid, patience, smallest_fold, max_components, n_features
     return best
 
 
-def _best_ridge(fold_rows, n_components, layout):
+def _best_ridge(fold_rows, n_components, layout, ridges=RIDGE_GRID):
     """(score, ridge) of the best ridge for mixtures of ``n_components``,
     ridges tried from the smallest up until one scores worse."""
-    best_score, best_ridge = -math.inf, RIDGE_GRID[0]
+    best_score, best_ridge = -math.inf, ridges[0]
     fits = [None] * len(fold_rows)  # each fold's last mixture, where the next ridge starts
-    for ridge in RIDGE_GRID:
+    for ridge in ridges:
         scores = []
         for fold, (train_rows, test_rows, log_det) in enumerate(fold_rows):
             held_out, fits[fold] = _held_out_scores(train_rows, test_rows, n_components, ridge,
@@ -679,7 +681,7 @@ def _table_arguments(layout):
 
 
 def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layout=None,
-             progress=None):
+             progress=None, min_ridge=0.0):
     """The base density of a model of the standardized rows ``Z``:
     ``(marginal map or None, mixture on its output, choice)``.
 
@@ -692,7 +694,8 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
     of the rows). ``layout`` (a :class:`TableLayout`): the rows are a table
     with categorical columns; the map then leaves them as they are.
     ``progress``: called with a short note after each step of the work
-    (a map's column, a candidate's fits), or None.
+    (a map's column, a candidate's fits), or None. ``min_ridge``: the
+    smallest ridge the search may choose.
     """
     _check_size(len(Z), Z.shape[1], 1 if name == "gaussian" else max_components)
     seed = draw_seed(generator)
@@ -703,7 +706,7 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
         if layout is not None and layout.categorical.all():
             options = (False,)  # no continuous column to map
         choice = select_base(data, 1 if name == "gaussian" else max_components, options, rng,
-                             layout, progress)
+                             layout, progress, min_ridge)
     use_marginals, n_components, ridge = choice
     transform = None
     if use_marginals:

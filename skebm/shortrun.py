@@ -50,6 +50,11 @@ _VALIDATION_DRAWS = 8192
 #: features, and for more.
 _LOW_DIMENSION_STEPS, _STEPS = 20, 30
 
+#: The smallest covariance ridge of the base (standardized units): a
+#: component narrower than the chains' first steps can follow (a binary
+#: column's spikes) sends them off to infinity.
+_MIN_BASE_RIDGE = 1e-3
+
 #: Rows sampled (and chains run) at once by ``sample`` and ``sample_conditional``.
 _SAMPLE_CHUNK = 1024
 
@@ -508,13 +513,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         else:
             energy = ConvEnergy(self.image_shape, self._hidden_sizes(), self.activation,
                                 generator, zero_output=True, spectral_norm=self.spectral_norm)
-        with self._progress(None, "base density") as progress:
-            _, base, (_, _, ridge) = fit_base(self._base_kind(), Z,
-                                              max_components=self.base_components,
-                                              marginals="none", generator=generator,
-                                              progress=progress)
-        if self._data_noise():  # the density of the noisy data the network sees
-            base = base.with_noise(self._data_noise())
+        base, choice = self._fit_base(Z, generator)
         buffer_size = self.buffer_size if self.persistent else 0
         refuse_beyond_memory(8 * buffer_size * Z.shape[1], f"A replay buffer of {buffer_size:,} "
                              f"rows of {Z.shape[1]} features", "Lower buffer_size.")
@@ -522,8 +521,19 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         low = torch.where(observed, Z, math.inf).min(0).values
         high = torch.where(observed, Z, -math.inf).max(0).values
         module = ShortRunModel(energy, base, low, high, buffer_size, generator, self.init)
-        module.base_ridge = ridge
+        module.base_choice = choice  # (marginals or not, components, ridge), for a refit
         return self._set_chains(module)
+
+    def _fit_base(self, Z, generator, choice=None):
+        """(base, choice) fitted to ``Z``; ``choice`` (marginals or not,
+        components, ridge) is made by cross-validation unless given."""
+        with self._progress(None, "base density") as progress:
+            _, base, choice = fit_base(self._base_kind(), Z, max_components=self.base_components,
+                                       marginals="none", generator=generator, choice=choice,
+                                       progress=progress, min_ridge=_MIN_BASE_RIDGE)
+        if self._data_noise():  # the density of the noisy data the network sees
+            base = base.with_noise(self._data_noise())
+        return base, choice
 
     def _warm_module(self, Z_train, device):
         return self._set_chains(super()._warm_module(Z_train, device))
@@ -606,7 +616,10 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
                 _VALIDATION_DRAWS, make_generator(0, Z_val.device))
 
     def _after_training(self, module, Z, generator):
-        return {"base_ridge_": module.base_ridge, "base_n_components_": module.base.n_components,
+        if module.energy.is_zero() and self.early_stopping:
+            # Early stopping kept the base alone: it may as well see every row.
+            module.set_base(self._fit_base(Z, generator, choice=module.base_choice)[0])
+        return {"base_ridge_": module.base_choice[2], "base_n_components_": module.base.n_components,
                 "step_size_": module.step_size}
 
     def _inference_module(self):

@@ -193,10 +193,10 @@ def test_base_search_stops_growing_the_option_far_behind(monkeypatch):
     sizes = {False: [], True: []}
     best_ridge = base_density._best_ridge
 
-    def spy(fold_rows, n_components, layout):
+    def spy(fold_rows, n_components, layout, ridges):
         mapped = not isinstance(fold_rows[0][2], float)  # without the map, log_det is 0.0
         sizes[mapped].append(n_components)
-        return best_ridge(fold_rows, n_components, layout)
+        return best_ridge(fold_rows, n_components, layout, ridges)
 
     monkeypatch.setattr(base_density, "_best_ridge", spy)
     choice = base_density.select_base(data, 16, (False, True), np.random.RandomState(0))
@@ -279,3 +279,17 @@ def test_a_column_constant_but_for_one_row_gets_a_sane_density():
     X[7, 2] = 4.25
     scores = NCEDensity(max_iter=3, random_state=0).fit(X).score_samples(X)
     assert np.median(scores) > 0
+
+
+def test_the_search_keeps_to_the_smallest_ridge_it_is_given():
+    """Three tight clusters, whose best ridge is the smallest: with a floor,
+    the choice is the floor."""
+    rng = np.random.RandomState(0)
+    data = np.repeat(rng.normal(scale=3, size=(3, 2)), 100, axis=0) + 1e-3 * rng.normal(size=(300, 2))
+    data = (data - data.mean(0)) / data.std(0)
+    assert fit_base("gaussian_mixture", torch.as_tensor(data), max_components=8,
+                    marginals="none", generator=torch.Generator().manual_seed(0))[2][2] < 1e-3
+    choice = fit_base("gaussian_mixture", torch.as_tensor(data), max_components=8,
+                      marginals="none", generator=torch.Generator().manual_seed(0),
+                      min_ridge=1e-2)[2]
+    assert choice[2] == 1e-2

@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skebm._shortrun_model as shortrun_model
-from skebm import DensityImputer, ShortRunEBM
+from skebm import ConvergenceDivergedError, DensityImputer, ShortRunEBM
 from skebm.datasets import (
     _EIGHT_GAUSSIANS_SHRINK,
     _EIGHT_GAUSSIANS_STD,
@@ -618,3 +618,51 @@ def test_auto_steps_are_fewer_for_one_or_two_features():
     assert images.fit(rng.normal(size=(100, 4))).module_.n_steps == 30
     assert ShortRunEBM(**settings).set_params(n_steps=7).fit(
         rng.normal(size=(100, 2))).module_.n_steps == 7
+
+
+def test_a_kept_base_is_refitted_to_every_row():
+    """A learning rate that wrecks the network: early stopping keeps epoch 0,
+    the base alone, which is then refitted to all the rows, the validation
+    share included, with the choice made on the training share: for one
+    Gaussian, their mean (0 after standardization) and covariance plus the
+    ridge."""
+    X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=400)
+    model = ShortRunEBM(**{**QUICK, "learning_rate": 0.3, "n_iter_no_change": 2}).fit(X)
+    assert model.module_.energy.is_zero() and model.base_n_components_ == 1
+    Z = (X - model.mean_) / model.scale_
+    base = model.module_.base
+    np.testing.assert_allclose(base.means[0].numpy(), 0.0, atol=1e-6)
+    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
+    np.testing.assert_allclose(covariance, np.cov(Z.T) + model.base_ridge_ * np.eye(3),
+                               rtol=1e-5, atol=1e-6)
+    # A new base leaves the buffer's chains where they were, in the data's units.
+    module = model.module_
+    whitened, before = module.buffer.clone(), module.to_data(module.buffer)
+    module.set_base(base.with_noise(0.5))
+    assert (module.buffer - whitened).abs().max() > 0.1  # new coordinates
+    torch.testing.assert_close(module.to_data(module.buffer), before, rtol=0, atol=1e-5)
+
+
+def test_chains_that_blow_up_beside_missing_cells_get_the_divergence_error():
+    """A step far too large sends the chains to infinity and the network to
+    NaN; the next update's missing cells are drawn from that network, and
+    the fit still ends in the estimator's divergence error, not in torch's
+    complaint about the draw's probabilities."""
+    X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=300)
+    X[::7, 1] = np.nan
+    with pytest.raises(ConvergenceDivergedError, match="ShortRunEBM diverged in epoch 1"):
+        ShortRunEBM(step_size=50.0, max_iter=3, random_state=0).fit(X)
+
+
+def test_the_base_has_no_component_narrower_than_the_chains_can_follow():
+    """A binary column lets a mixture put spikes of width sqrt(1e-6) on its
+    two values, which the chains' first steps cannot follow (they went to
+    infinity on diabetes with missing cells): the base's ridge is at least
+    1e-3, and such a table fits."""
+    rng = np.random.RandomState(0)
+    X = np.column_stack([rng.randint(2, size=400), rng.normal(size=(400, 2))])
+    X[:, 1] += 2 * X[:, 0]
+    X[::9, 1] = np.nan
+    model = ShortRunEBM(max_iter=3, random_state=0).fit(X)
+    assert model.base_ridge_ >= 1e-3 and model.base_n_components_ > 1
+    assert np.isfinite(model.score_samples(X)).all()
