@@ -124,11 +124,14 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         The base density ``b``: a full-covariance Gaussian mixture whose
         number of components and covariance ridge are chosen by held-out
         likelihood, as ``NCEDensity``'s, or a single Gaussian (its ridge
-        chosen the same way). The model starts as ``b`` and its chains
-        start from it, so that on tables the mixture's likelihood is where
-        training starts. "auto": the mixture for tables, the Gaussian for
-        images, whose samples it left further from the data (see the user
-        guide).
+        chosen the same way); the ridge is at least 1e-3 (standardized
+        units), as the chains cannot follow narrower components (such as
+        spikes on a binary column's two values). The model starts as ``b``
+        and its chains start from it, so that on tables the mixture's
+        likelihood is where training starts; when early stopping keeps
+        ``b`` alone, it is refitted to every row. "auto": the mixture for
+        tables, the Gaussian for images, whose samples it left further
+        from the data (see the user guide).
     base_components : int, default=32
         Most mixture components the base may have.
     alpha : float, default=0.01
