@@ -25,9 +25,10 @@ Contenders, with their defaults:
   categories, e.g. diabetes' sex, gets the mean of its values);
 - ``DensityImputer(ShortRunEBM())`` (only when asked, ``--imputers
   shortrun``): ``DensityImputer(ShortRunEBM(random_state=seed),
-  random_state=seed)``, the mean of the imputer's conditional draws
-  (``ShortRunEBM.sample_conditional``: the Gaussian's conditional, then 200
-  Langevin steps); every column continuous.
+  random_state=seed)``, the conditional mean from
+  ``ShortRunEBM.conditional_mean`` (importance sampling over 256 completions
+  from its base's conditional, a Gaussian mixture's); every column
+  continuous.
 
 Columns:
 
