@@ -79,11 +79,11 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     The model is ``p(x) = b(x) exp(-E(x)) / Z``: ``b`` a Gaussian mixture
     (images: a Gaussian) fitted to the standardized data, ``E`` a neural
     network (an MLP, or a small CNN over flattened images given
-    ``image_shape``) that starts at 0 and grows
-    at most linearly, so ``b exp(-E)`` always integrates. Training is maximum
-    likelihood, its negatives drawn by ``n_steps`` Langevin steps from a
-    persistent replay buffer or fresh from ``init``, the step adapted to the
-    data by ``step_size="auto"``. It favours good samples over a good density
+    ``image_shape``) that starts at 0 and grows at most linearly, so ``b
+    exp(-E)`` always integrates. Training is maximum likelihood, its
+    negatives drawn by ``n_steps`` Langevin steps from a persistent replay
+    buffer or fresh from ``init``, the step adapted to the data by
+    ``step_size="auto"``. It favours good samples over a good density
     (Nijkamp et al. 2020): for a density, prefer ``NCEDensity``.
 
     ``score_samples`` is a normalized log-density: log Z is computed on first
@@ -547,7 +547,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
     def _multiply_adds_per_row(self, n_features):
         # Inference: the fitted network, the frame's whitening and the
-        # base's two triangular solves per component.
+        # base's two products per component.
         n_components = self.module_.base.n_components
         return (network_work(self.module_.energy.shapes)
                 + (1 + 2 * n_components) * n_features * n_features)
@@ -622,8 +622,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         if module.energy.is_zero() and self.early_stopping:
             # Early stopping kept the base alone: it may as well see every row.
             module.set_base(self._fit_base(Z, generator, choice=module.base_choice)[0])
-        return {"base_ridge_": module.base_choice[2], "base_n_components_": module.base.n_components,
-                "step_size_": module.step_size}
+        return {"base_ridge_": module.base_choice[2],
+                "base_n_components_": module.base.n_components, "step_size_": module.step_size}
 
     def _inference_module(self):
         """The float64 copy, its parameters frozen: chains and AIS need

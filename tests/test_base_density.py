@@ -285,7 +285,8 @@ def test_the_search_keeps_to_the_smallest_ridge_it_is_given():
     """Three tight clusters, whose best ridge is the smallest: with a floor,
     the choice is the floor."""
     rng = np.random.RandomState(0)
-    data = np.repeat(rng.normal(scale=3, size=(3, 2)), 100, axis=0) + 1e-3 * rng.normal(size=(300, 2))
+    data = np.repeat(rng.normal(scale=3, size=(3, 2)), 100, axis=0)
+    data += 1e-3 * rng.normal(size=(300, 2))
     data = (data - data.mean(0)) / data.std(0)
     assert fit_base("gaussian_mixture", torch.as_tensor(data), max_components=8,
                     marginals="none", generator=torch.Generator().manual_seed(0))[2][2] < 1e-3
