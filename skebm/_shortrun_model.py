@@ -305,19 +305,13 @@ class ShortRunModel(MissingCells, nn.Module):
 
         def energy_and_gradient(V):
             # d rows / d V is F^-T on the freed entries: the gradient is F^-1
-            # times the one in z at them (a padding coordinate's is 0). The
-            # frame's conditional in V is a standard normal.
+            # times the one in z at them (a padding coordinate's is 0).
             rows = rows_of(V)
             energy, grad = self.energy.energy_and_gradient(rows)
-            if not self.gaussian_base:
-                log_base, base_grad = self.base.log_prob_and_gradient(rows)
-                energy, grad = energy - log_base, grad - base_grad
-            freed = torch.nn.functional.pad(grad, (0, 1)).gather(-1, columns)
+            log_base, base_grad = self.base.log_prob_and_gradient(rows)
+            freed = torch.nn.functional.pad(grad - base_grad, (0, 1)).gather(-1, columns)
             grad = torch.linalg.solve_triangular(factors, freed[..., None], upper=False)
-            grad = grad.squeeze(-1)
-            if self.gaussian_base:
-                energy, grad = energy + 0.5 * (V**2).sum(1), grad + V
-            return energy, grad
+            return energy - log_base, grad.squeeze(-1)
 
         chains, _ = langevin(energy_and_gradient, start, n_steps, *self.steps(), generator,
                              grad_clip=self.grad_clip)
