@@ -179,8 +179,10 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     batch_size : int, default=64
         Data rows and negatives per update.
     max_iter : int, default=100
-        Most epochs. One epoch visits every training row, or 16,384 random
-        ones of larger data.
+        Most epochs. One epoch visits every training row, or 1,024 random
+        ones of larger data (so that early stopping's patience spans the
+        same number of updates however many rows there are); raise it for
+        long fits on large data.
     weight_decay : float, default=0.0
         Adam's L2 penalty.
     average_decay : float in [0, 1), default=0.99
@@ -332,7 +334,11 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         "n_ais_temperatures": [Interval(numbers.Integral, 3, None, closed="left")],
     }
 
-    _max_epoch_rows = 16_384
+    #: Epochs of at most 16 updates at the default batch: early stopping
+    #: looks at the model that often, and its patience spans ~160 updates
+    #: (about 1.6 time constants of the parameters' average) whatever the
+    #: data's size, as on small data, where it was measured.
+    _max_epoch_rows = 1_024
     _supports_early_stopping = True
     _accepts_missing = True
     _model_parameters = ("image_shape", "hidden_layer_sizes", "activation", "fourier_features",

@@ -111,7 +111,7 @@ def test_history_reports_the_chains(fitted):
 def test_exploding_gap_warns(eight_gaussians):
     X_train, _ = eight_gaussians
     with pytest.warns(ConvergenceWarning, match="energy gap"):
-        ShortRunEBM(max_iter=3, n_steps=2, step_size=1e-6, learning_rate=0.05, alpha=0,
+        ShortRunEBM(max_iter=1, n_steps=2, step_size=1e-6, learning_rate=0.05, alpha=0,
                     random_state=0).fit(X_train)
 
 
@@ -618,6 +618,25 @@ def test_auto_steps_are_fewer_for_one_or_two_features():
     assert images.fit(rng.normal(size=(100, 4))).module_.n_steps == 30
     assert ShortRunEBM(**settings).set_params(n_steps=7).fit(
         rng.normal(size=(100, 2))).module_.n_steps == 7
+
+
+def test_an_epoch_visits_at_most_1024_rows(monkeypatch, eight_gaussians):
+    """On larger data an epoch is 1,024 random rows (16 updates of 64), so
+    that early stopping's patience spans as many updates as on small data."""
+    batches = []
+    train_step = ShortRunEBM._training_step
+
+    def counted(self, module, batch, *args):
+        batches.append(len(batch))
+        return train_step(self, module, batch, *args)
+
+    monkeypatch.setattr(ShortRunEBM, "_training_step", counted)
+    X_train, _ = eight_gaussians
+    model = ShortRunEBM(**dict(QUICK, max_iter=2, early_stopping=False)).fit(X_train)
+    assert len(X_train) > 1024 and batches == [64] * 32 and model.n_iter_ == 2
+    batches.clear()
+    ShortRunEBM(**dict(QUICK, max_iter=1, early_stopping=False)).fit(X_train[:300])
+    assert batches == [64] * 4 + [44]  # smaller data: every row
 
 
 def test_a_kept_base_is_refitted_to_every_row():
