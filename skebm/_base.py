@@ -296,9 +296,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _inference_module(self):
         """A float64 copy of the fitted module on the inference device, in eval
-        mode: results then do not depend on how rows are batched."""
-        return copy.deepcopy(self.module_).to(
-            device=self._inference_device(), dtype=torch.float64).eval()
+        mode: results then do not depend on how rows are batched. Made
+        outside a caller's torch.inference_mode(), whose tensors autograd
+        (the chains' gradients) refuses."""
+        with torch.inference_mode(False):
+            return copy.deepcopy(self.module_).to(
+                device=self._inference_device(), dtype=torch.float64).eval()
 
     def _n_epochs(self):
         """Epochs a full fit runs (at most, with early stopping)."""
@@ -393,8 +396,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if warm:  # each continued fit draws a stream of its own, still reproducible
             generator.manual_seed(generator.initial_seed() + self.n_iter_)
         work = self._multiply_adds_per_step(X.shape[1], target_attributes)
-        # Gradients on, even inside a caller's torch.no_grad().
-        with thread_limit(self._cpu_threads(work, device)), torch.enable_grad():
+        # Gradients on, even inside a caller's torch.no_grad() or
+        # torch.inference_mode().
+        with (thread_limit(self._cpu_threads(work, device)), torch.inference_mode(False),
+              torch.enable_grad()):
             mean, scale = (self.mean_, self.scale_) if warm else self._input_standardization(X)
             Z = self._training_rows(X, mean, scale, device)
             if y is not None:

@@ -498,7 +498,7 @@ class PCDRestrictedBoltzmann(
         Z = self._map_fitted(v, lambda module, Z: module.gibbs(Z, 1, generator))
         return Z * self.scale_ + self.mean_
 
-    def sample(self, n_samples=1, n_steps=1000, random_state=None):
+    def sample(self, n_samples=1, random_state=None, *, n_steps=1000):
         """Draw rows from the model by block Gibbs sampling.
 
         Each row is the end of its own chain, started from the data's
@@ -508,10 +508,10 @@ class PCDRestrictedBoltzmann(
         ----------
         n_samples : int, default=1
             Number of rows.
-        n_steps : int, default=1000
-            Gibbs steps per chain; more mixes better.
         random_state : int, RandomState instance or None, default=None
             Seeds this draw.
+        n_steps : int, default=1000
+            Gibbs steps per chain; more mixes better.
 
         Returns
         -------

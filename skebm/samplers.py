@@ -51,8 +51,10 @@ def sampling_importance_resampling(log_density, proposal, n_samples, n_candidate
 
 
 def _log_density_and_grad(log_density, z):
-    with torch.enable_grad():  # even inside a caller's torch.no_grad()
-        z = z.detach().requires_grad_(True)
+    # Even inside a caller's torch.no_grad() or torch.inference_mode(), whose
+    # tensors autograd refuses: those are copied.
+    with torch.inference_mode(False), torch.enable_grad():
+        z = (z.clone() if z.is_inference() else z.detach()).requires_grad_(True)
         value = log_density(z)
         (grad,) = torch.autograd.grad(value.sum(), z)
     return value.detach(), grad

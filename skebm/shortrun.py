@@ -664,7 +664,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         return observed_log_density(module, Z, generator)
 
     # -- sampling --------------------------------------------------------------
-    def sample(self, n_samples=1, n_steps=None, random_state=None):
+    def sample(self, n_samples=1, random_state=None, *, n_steps=None):
         """Draw rows from the model by Langevin chains, as in training.
 
         A persistent model continues chains from its replay buffer (rows of
@@ -676,10 +676,10 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         ----------
         n_samples : int, default=1
             Number of rows.
-        n_steps : int or None, default=None
-            Langevin steps per row; None is the training's ``n_steps``.
         random_state : int, RandomState instance or None, default=None
             Seeds this draw.
+        n_steps : int or None, default=None
+            Langevin steps per row; None is the training's ``n_steps``.
 
         Returns
         -------

@@ -207,6 +207,16 @@ def test_mps_model_infers_in_float64_on_the_cpu(case):
     assert model.sample(3, random_state=0).shape == (3, X_train.shape[1])
 
 
+def test_the_second_argument_of_sample_is_the_seed(case):
+    """sample(n_samples, random_state), as DESIGN.md and KernelDensity have
+    it; chain lengths are keywords."""
+    make_estimator, X_train, _ = case
+    model = make_estimator().fit(X_train)
+    np.testing.assert_array_equal(model.sample(3, 7), model.sample(3, random_state=7))
+    with pytest.raises(TypeError):
+        model.sample(3, 7, 5)
+
+
 def test_sample_wants_integers(case):
     """n_samples and n_steps of sample and sample_conditional are checked
     first, with a ValueError that names them (a bool is no integer)."""
@@ -355,18 +365,21 @@ def test_scores_before_fit_are_not_fitted_errors(case):
         make_estimator().score_samples(X_test)
 
 
-def test_fit_and_sample_inside_torch_no_grad(case):
-    """A caller's torch.no_grad() does not reach training or Langevin steps."""
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_fit_and_sample_inside_torch_no_grad(case, context):
+    """A caller's torch.no_grad() or torch.inference_mode() does not reach
+    training or Langevin steps."""
     make_estimator, X_train, X_test = case
-    with torch.no_grad():
+    with context():
         model = make_estimator().fit(X_train)
         assert np.isfinite(model.score_samples(X_test)).all()
         assert np.isfinite(model.sample(2, random_state=0)).all()
 
 
-def test_the_classifier_fits_inside_torch_no_grad():
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_the_classifier_fits_inside_torch_no_grad(context):
     X, y = load_digits(return_X_y=True)
-    with torch.no_grad():
+    with context():
         model = NCESoftmaxClassifier(embedding_dim=8, max_iter=2, random_state=0).fit(
             X[:300] / 16, y[:300])
     assert model.score(X[300:600] / 16, y[300:600]) > 0.15  # chance: 0.1
