@@ -84,8 +84,7 @@ def _columns_of(X):
             if _non_numeric(dtype):
                 column = np.asarray(series.astype(object), dtype=object)
                 # Numbers in a column of objects (a row taken by df.iloc[i]) are numbers.
-                columns.append(column.astype(np.float64) if dtype == object
-                               and numbers_only(column) else column)
+                columns.append(_as_numbers(column) if dtype == object else column)
             else:
                 columns.append(np.asarray(series.astype("float64").to_numpy(na_value=np.nan),
                                           dtype=np.float64))
@@ -94,11 +93,14 @@ def _columns_of(X):
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"Expected a 2-D table, got an array of shape {X.shape}.")
-    if X.dtype.kind in "US":  # strings (numpy makes every cell of mixed rows one)
-        X = X.astype(object)
-    if X.dtype.kind in "biuf":
-        X = X.astype(np.float64, copy=False)
-    columns = [_as_numbers(X[:, j]) if X.dtype == object else X[:, j] for j in range(X.shape[1])]
+    if X.dtype.kind in "US":
+        # numpy made every cell of mixed rows a string: a column whose every
+        # cell reads as a number is numbers.
+        columns = [_parsed_numbers(X[:, j].astype(object)) for j in range(X.shape[1])]
+    elif X.dtype == object:  # strings given as strings are text
+        columns = [_as_numbers(X[:, j]) for j in range(X.shape[1])]
+    else:
+        columns = list(X.astype(np.float64, copy=False).T)
     _refuse_infinite(columns, None)
     return columns, [column.dtype for column in columns]
 
@@ -122,19 +124,29 @@ def _is_infinite(value):
     return isinstance(value, numbers.Real) and (value == np.inf or value == -np.inf)
 
 
-def _as_numbers(column):
-    """An object column as float64 when every value is a number (or missing),
-    as scikit-learn reads object arrays; else as it is."""
+def _parsed_numbers(column):
+    """A column of strings as float64 when every one reads as a number;
+    else as it is."""
     try:
         return column.astype(np.float64)
     except (TypeError, ValueError):
         return column
 
 
+def _as_numbers(column):
+    """An object column as float64 (NaN where missing) when every value is a
+    number or missing; else as it is: text, a string of digits included
+    (a zip code is no number)."""
+    if not numbers_only(column):
+        return column
+    return np.where(missing_cells(column), np.nan, column).astype(np.float64)
+
+
 def numbers_only(values):
     """Whether every cell of an object array is a number (a Decimal
-    included) or missing (a string of digits is text: no number)."""
-    return all(isinstance(value, (numbers.Real, decimal.Decimal, np.bool_))
+    included) or missing (NaN, None, pandas' NA); a string of digits is
+    text, no number."""
+    return all(_is_missing(value) or isinstance(value, (numbers.Real, decimal.Decimal, np.bool_))
                for value in values.ravel())
 
 
@@ -316,6 +328,8 @@ class TableColumns:
                     mask[j] = _few_common_values(columns[j][~np.isnan(columns[j])])
             return mask
         spec = np.asarray(spec)
+        if spec.size == 0:  # an empty list: no such columns
+            return np.zeros(n_features, dtype=bool)
         if spec.dtype == bool:
             if spec.shape != (n_features,):
                 raise ValueError(f"{parameter} as a mask needs {n_features} entries, "

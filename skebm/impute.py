@@ -185,6 +185,7 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         self._transform_options = (self.sample_posterior, self.n_draws, self.random_state)
         self.is_categorical_ = is_categorical
         self.indicator_ = indicator
+        self._text_table = values.dtype == object
         return self
 
     def _make_density(self):
@@ -216,6 +217,8 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "density_")
         values, missing = _table(X)
+        if getattr(self, "_text_table", False) and values.dtype != object:
+            values = values.astype(object)  # its text cells are all missing here
         validate_data(self, X, reset=False, skip_check_array=True)
         if isinstance(self.density_, TorchEstimator):
             # Its own checks of what sample_conditional takes, on every row.

@@ -484,3 +484,18 @@ def test_numbers_with_none_for_missing_come_back_as_float64():
     assert filled.dtype == np.float64 and not np.isnan(filled).any()
     np.testing.assert_array_equal(filled, imputer.transform([[0.1, np.nan, 0.2],
                                                              [np.nan, 0.5, 1.0]]))
+
+
+def test_a_batch_whose_text_cells_are_all_missing_gets_categories():
+    """One incoming record with its only text cell missing: the column is
+    text, as in fit, though no cell of the batch says so."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "k": rng.choice(["a", "b", "c"], 200)})
+    frame.loc[::7, "x"] = np.nan
+    frame.loc[::11, "k"] = np.nan
+    imputer = DensityImputer(NCEDensity(**TINY_NCE), random_state=0).fit(frame)
+    filled = imputer.transform(frame.iloc[[0]])  # x and k missing
+    assert filled.dtype == object and filled[0, 1] in {"a", "b", "c"}
+    filled = imputer.transform(frame.iloc[[11]])  # k missing, x observed
+    assert filled[0, 0] == frame["x"].iloc[11] and filled[0, 1] in {"a", "b", "c"}

@@ -746,3 +746,36 @@ def test_conditional_mean_of_a_numeric_flag_is_the_mean_of_its_values():
     assert means[3, 1] == 20.0 and np.array_equal(means[:3, 0], rows[:3, 0])
     named = NCEDensity(**quick, categorical_features=[1]).fit(X)
     assert set(named.conditional_mean(rows, random_state=0)[:, 1]) <= {10.0, 20.0}
+
+
+def test_strings_of_digits_in_an_object_array_are_text():
+    """Zip codes are categories, not numbers, and come back as given."""
+    rng = np.random.default_rng(0)
+    zips = np.array(["02134", "02139", "10001", "94105"], dtype=object)
+    X = np.empty((200, 2), dtype=object)
+    X[:, 0] = rng.normal(size=200)
+    X[:, 1] = rng.choice(zips, 200)
+    model = NCEDensity(**dict(QUICK, max_iter=2)).fit(X)
+    np.testing.assert_array_equal(model.is_categorical_, [False, True])
+    assert set(np.asarray(model.sample(50, random_state=0))[:, 1]) <= set(zips)
+
+
+def test_none_marks_a_missing_number_in_a_dataframe_column_of_objects():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    numbers = rng.normal(size=200).astype(object)
+    numbers[::10] = None
+    frame = pd.DataFrame({"a": numbers, "b": rng.normal(size=200)})
+    model = NCEDensity(**dict(QUICK, max_iter=2)).fit(frame)
+    np.testing.assert_array_equal(model.is_categorical_, [False, False])
+    as_floats = frame.assign(a=frame["a"].astype(float))
+    np.testing.assert_allclose(model.score_samples(frame), model.score_samples(as_floats))
+
+
+@pytest.mark.parametrize("parameter", ["categorical_features", "integer_features"])
+def test_an_empty_list_names_no_columns(parameter):
+    """As HistGradientBoostingClassifier takes it: what a list built by code
+    may be."""
+    X = np.random.default_rng(0).normal(size=(150, 2))
+    model = NCEDensity(**dict(QUICK, max_iter=2), **{parameter: []}).fit(X)
+    assert not np.any(model.is_categorical_)
