@@ -100,7 +100,8 @@ def _columns_of(X):
     elif X.dtype == object:  # strings given as strings are text
         columns = [_as_numbers(X[:, j]) for j in range(X.shape[1])]
     else:
-        columns = list(X.astype(np.float64, copy=False).T)
+        X = X.astype(np.float64, copy=False) if X.dtype.kind in "biuf" else X
+        columns = [X[:, j] for j in range(X.shape[1])]
     _refuse_infinite(columns, None)
     return columns, [column.dtype for column in columns]
 
