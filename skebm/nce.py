@@ -575,7 +575,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         ``n_importance_samples``."""
         refuse_beyond_memory(8 * n_importance_samples,
                              f"log Z from n_importance_samples={n_importance_samples}",
-                             "Lower n_importance_samples.")
+                             "Refit with a lower n_importance_samples: a fitted model keeps the value it was "
+                             "fitted with.")
         log_weights = []
         for rows in gen_batches(n_importance_samples, LOG_Z_CHUNK):
             draws = module.proposal.sample(rows.stop - rows.start, generator)

@@ -41,7 +41,8 @@ def refuse_ais_beyond_memory(n_chains, n_units, device):
     chains over ``n_units`` units would not fit in memory."""
     refuse_beyond_memory(4 * AIS_STATE_COPIES * n_chains * n_units,
                          f"log Z by AIS with n_ais_chains={n_chains:,}",
-                         "Lower n_ais_chains.", device)
+                         "Refit with a lower n_ais_chains: a fitted model keeps the value it "
+                         "was fitted with.", device)
 
 
 def importance_log_partition(log_weights):
