@@ -18,11 +18,11 @@ from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_
                        TRAINING_CANDIDATES, ConditionalMeanMixin, observed_log_density)
 from ._nce_model import NCEModel, Snapshot, cell_points, dequantized
 from ._rows import RowsWith
-from ._runtime import make_generator, refuse_beyond_memory
+from ._runtime import make_generator
 from .base_density import TableLayout, fit_base
 from .nets import (ACTIVATIONS, LOW_DIMENSION, MLPEnergy, fourier_feature_count, layer_shapes,
                    layer_sizes, network_work)
-from .partition import importance_log_partition
+from .partition import importance_log_partition, refuse_log_partition_beyond_memory
 
 __all__ = ["NCEDensity"]
 
@@ -573,10 +573,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         """log Z = log E_q[b exp(-E) / q] by importance sampling from the
         proposal q, in chunks, until :data:`LOG_Z_TARGET_ERROR` or
         ``n_importance_samples``."""
-        refuse_beyond_memory(8 * n_importance_samples,
-                             f"log Z from n_importance_samples={n_importance_samples}",
-                             "Refit with a lower n_importance_samples: a fitted model keeps the value it was "
-                             "fitted with.")
+        refuse_log_partition_beyond_memory(8 * n_importance_samples, "by importance sampling",
+                                           "n_importance_samples", n_importance_samples)
         log_weights = []
         for rows in gen_batches(n_importance_samples, LOG_Z_CHUNK):
             draws = module.proposal.sample(rows.stop - rows.start, generator)

@@ -29,6 +29,7 @@ __all__ = [
     "grid_log_integral",
     "importance_log_partition",
     "refuse_ais_beyond_memory",
+    "refuse_log_partition_beyond_memory",
 ]
 
 #: float32 copies of the chains' states that an AIS step holds at once (the
@@ -36,13 +37,22 @@ __all__ = [
 AIS_STATE_COPIES = 8
 
 
-def refuse_ais_beyond_memory(n_chains, n_units, device):
-    """A ``ValueError``, before anything is allocated, when ``n_chains`` AIS
-    chains over ``n_units`` units would not fit in memory."""
-    refuse_beyond_memory(4 * AIS_STATE_COPIES * n_chains * n_units,
-                         f"log Z by AIS with n_ais_chains={n_chains:,}",
-                         "Refit with a lower n_ais_chains: a fitted model keeps the value it "
+def refuse_log_partition_beyond_memory(n_bytes, method, parameter, value,
+                                       device=torch.device("cpu")):
+    """A ``ValueError``, before anything is allocated, when log Z by
+    ``method`` with ``parameter=value`` needs ``n_bytes``, more than memory
+    holds. Its advice is a refit: a fitted model estimates log Z with the
+    value it was fitted with."""
+    refuse_beyond_memory(n_bytes, f"log Z {method} with {parameter}={value:,}",
+                         f"Refit with a lower {parameter}: a fitted model keeps the value it "
                          "was fitted with.", device)
+
+
+def refuse_ais_beyond_memory(n_chains, n_units, device):
+    """:func:`refuse_log_partition_beyond_memory` for ``n_chains`` AIS chains
+    over ``n_units`` units."""
+    refuse_log_partition_beyond_memory(4 * AIS_STATE_COPIES * n_chains * n_units, "by AIS",
+                                       "n_ais_chains", n_chains, device)
 
 
 def importance_log_partition(log_weights):
