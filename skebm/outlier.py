@@ -43,9 +43,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     complete row's: fewer cells, fewer terms. Its threshold is therefore
     that of training rows missing as many cells: ``offset_`` moved by what
     blanking that many cells, drawn at random, does to the
-    ``contamination`` quantile of about :data:`THRESHOLD_ROWS` training
-    rows (a smaller table's rows each blanked several ways), once per
-    count. The rows are scored as for ``offset_``: by the fitted density,
+    ``contamination`` quantile of about :data:`THRESHOLD_ROWS` complete
+    training rows (a smaller table's rows each blanked several ways), once
+    per count. Training rows with missing cells count toward ``offset_`` by
+    the same shifts, each as a complete row's score would stand, so that
+    ``contamination`` of each count of missing cells is flagged. The rows
+    are scored as for ``offset_``: by the fitted density,
     or with ``cv`` by the clone that held each out (the clones are kept for
     this; an in-sample score of a blanked row keeps less of what the
     density learned of that row, and sets thresholds too low). Which cells
@@ -148,7 +151,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         ``feature_names_in_`` (only)."""
         X = self._validated(X, reset=True)
         density = clone(self.density).fit(X)
-        kept = _kept_rows(X.shape[0]) if get_tags(self.density).input_tags.allow_nan else None
+        counts = _missing(X).sum(1)
+        kept = (_kept_rows(counts) if get_tags(self.density).input_tags.allow_nan else None)
         scorers = []  # with cv, (fold clone, positions of the kept rows it held out)
         if self.cv is None:
             scores = _log_densities(density, X)
@@ -164,49 +168,55 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
                 "Every held-out row has a category that the clone of its fold did not "
                 "see in fit, so no threshold can be set from them: give fewer folds "
                 "(cv), or drop the column of (nearly) unique categories.")
-        offset = _quantile(scores, 100.0 * self.contamination)
+        memo = {"rows": None if kept is None else _safe_indexing(X, kept), "scorers": scorers,
+                "percent": 100.0 * self.contamination, "shifts": {}}
+        # Each training row's score as a complete row's would stand: less
+        # the shift of its count of missing cells.
+        observed = counts < X.shape[1]
+        shifts = self._shifts(counts[observed], memo, density)
+        offset = _quantile(scores[observed] - shifts, memo["percent"])
         self.density_ = density
         self.offset_ = offset
-        self._threshold_memo = {
-            "rows": None if kept is None else _safe_indexing(X, kept), "scorers": scorers,
-            "percent": 100.0 * self.contamination, "offsets": {}}
+        self._threshold_memo = memo
         return self
 
     def _offsets(self, missing):
         """The threshold of each row, given where its cells are missing:
         ``offset_``, or that of its count of missing cells."""
-        offsets = np.full(len(missing), self.offset_)
         memo = getattr(self, "_threshold_memo", {"rows": None})  # None: pickled before it was
-        counts = missing.sum(1)
-        if memo["rows"] is not None:
-            for count in np.unique(counts[(counts > 0) & (counts < missing.shape[1])]):
-                offsets[counts == count] = self._count_offset(int(count), memo)
-        return offsets
+        return self.offset_ + self._shifts(missing.sum(1), memo, self.density_)
 
-    def _count_offset(self, count, memo):
-        """``offset_`` moved by what blanking ``count`` cells of each kept
-        training row (drawn at random, seeded by ``count``) does to their
-        quantile; made once per count. Each kept row is scored as ``offset_``
-        scored it: by the fitted density, or with ``cv`` by the clone that
-        did not see it."""
-        if count not in memo["offsets"]:
-            rows = memo["rows"]
-            # Without cv (or pickled before the fold clones were kept): in-sample.
-            scorers = memo.get("scorers") or [(self.density_, np.arange(len(rows)))]
+    def _shifts(self, counts, memo, density):
+        """How far the threshold of a row missing ``counts`` cells (each
+        fewer than all) lies from a complete row's: 0 for a complete row,
+        else what blanking that many cells of each kept training row (drawn
+        at random, seeded by the count) does to their quantile, made once
+        per count. Each kept row is scored as ``offset_`` scored it: by the
+        fitted ``density``, or with ``cv`` by the clone that did not see
+        it."""
+        shifts = np.zeros(len(counts))
+        if memo["rows"] is None:
+            return shifts
+        rows = memo["rows"]
+        # Without cv (or pickled before the fold clones were kept): in-sample.
+        scorers = memo.get("scorers") or [(density, np.arange(len(rows)))]
+        known = memo.setdefault("shifts", {})  # absent: pickled before shifts were kept
 
-            def quantile(X):
-                scores = np.empty(X.shape[0])
-                for density, positions in scorers:
-                    scores[positions] = _log_densities(density, _safe_indexing(X, positions))
-                return _quantile(scores, memo["percent"])
+        def quantile(X):
+            scores = np.empty(X.shape[0])
+            for scorer, positions in scorers:
+                scores[positions] = _log_densities(scorer, _safe_indexing(X, positions))
+            return _quantile(scores, memo["percent"])
 
-            if "complete" not in memo:
-                memo["complete"] = quantile(rows)
-            n_rows, n_features = rows.shape
-            ranks = np.random.RandomState(count).rand(n_rows, n_features).argsort(1).argsort(1)
-            memo["offsets"][count] = (self.offset_ + quantile(blanked(rows, ranks < count))
-                                      - memo["complete"])
-        return memo["offsets"][count]
+        for count in np.unique(counts[counts > 0]):
+            if count not in known:
+                if "complete" not in memo:
+                    memo["complete"] = quantile(rows)
+                n_rows, n_features = rows.shape
+                ranks = np.random.RandomState(count).rand(n_rows, n_features).argsort(1).argsort(1)
+                known[count] = quantile(blanked(rows, ranks < count)) - memo["complete"]
+            shifts[counts == count] = known[count]
+        return shifts
 
     def score_samples(self, X):
         """The fitted density's ``score_samples``: higher is more normal
@@ -239,10 +249,11 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "density_")
         X = self._validated(X, reset=False)
         scores = _log_densities(self.density_, X)
-        missing = (np.zeros(X.shape, dtype=bool) if hasattr(X, "tocsr") else
-                   missing_cells(np.asarray(X, dtype=object) if hasattr(X, "columns")
-                                 else np.asarray(X)))
-        return np.where(missing.all(1), 0.0, scores - self._offsets(missing))
+        missing = _missing(X)
+        observed = ~missing.all(1)
+        decision = np.zeros(len(scores))
+        decision[observed] = scores[observed] - self._offsets(missing[observed])
+        return decision
 
     def predict(self, X):
         """+1 for the rows at or above the threshold (inliers), -1 below it.
@@ -282,12 +293,23 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         return tags
 
 
-def _kept_rows(n_rows):
+def _missing(X):
+    """Where X (numpy, scipy sparse or a DataFrame) has missing cells."""
+    if hasattr(X, "tocsr"):
+        return np.zeros(X.shape, dtype=bool)
+    return missing_cells(np.asarray(X, dtype=object) if hasattr(X, "columns") else np.asarray(X))
+
+
+def _kept_rows(counts):
     """Indices of the training rows kept for the thresholds of rows with
-    missing cells: about :data:`THRESHOLD_ROWS` evenly spaced rows, each row
-    of a smaller table repeated (to be blanked anew each time) up to that
-    many."""
-    kept = np.arange(0, n_rows, max(1, -(-n_rows // THRESHOLD_ROWS)))
+    missing cells, given each row's count of them: about
+    :data:`THRESHOLD_ROWS` evenly spaced complete rows (all rows when fewer
+    than a tenth of that are complete), each row of a smaller table
+    repeated (to be blanked anew each time) up to that many."""
+    candidates = np.flatnonzero(counts == 0)
+    if len(candidates) < THRESHOLD_ROWS // 10:
+        candidates = np.arange(len(counts))
+    kept = candidates[::max(1, -(-len(candidates) // THRESHOLD_ROWS))]
     return np.tile(kept, max(1, THRESHOLD_ROWS // len(kept)))
 
 

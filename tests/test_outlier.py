@@ -207,11 +207,27 @@ def test_a_cv_that_does_not_hold_out_every_row_once_is_refused(gaussian_rows):
                                                                 random_state=0)).fit(gaussian_rows)
 
 
-class _MemorizingDensity(BaseEstimator):
-    """A standard normal density of the observed cells, plus 3 nats for each
-    observed cell of a row seen in fit: an overfitting density, whose
-    in-sample score of a row falls as cells are blanked faster than a new
-    row's does."""
+class _NormalCells(BaseEstimator):
+    """The standard normal density of a row's observed cells: its marginal
+    of them, exactly."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def score_samples(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        return np.where(np.isnan(X), 0.0, -0.5 * X**2 - 0.5 * np.log(2 * np.pi)).sum(1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+class _MemorizingDensity(_NormalCells):
+    """:class:`_NormalCells`, plus 3 nats for each observed cell of a row
+    seen in fit: an overfitting density, whose in-sample score of a row
+    falls as cells are blanked faster than a new row's does."""
 
     def fit(self, X, y=None):
         self.seen_ = np.asarray(X, dtype=np.float64)
@@ -220,15 +236,27 @@ class _MemorizingDensity(BaseEstimator):
     def score_samples(self, X):
         X = np.asarray(X, dtype=np.float64)
         observed = ~np.isnan(X)
-        normal = np.where(observed, -0.5 * X**2 - 0.5 * np.log(2 * np.pi), 0.0).sum(1)
         matches = (X[:, None, :] == self.seen_[None]) | ~observed[:, None, :]
         memorized = matches.all(2).any(1)
-        return normal + 3.0 * observed.sum(1) * memorized
+        return super().score_samples(X) + 3.0 * observed.sum(1) * memorized
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
+
+def test_training_rows_with_missing_cells_set_the_threshold_of_complete_rows():
+    """offset_ is the threshold of complete rows even when the training rows
+    miss cells: each training row counts as a complete row's score would
+    stand (less the shift of its count). A quantile of the raw scores, whose
+    incomplete rows score higher (fewer terms), flagged about 0.15 of new
+    complete rows at contamination 0.1."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 4))
+    X[rng.random(X.shape) < 0.25] = np.nan
+    detector = DensityOutlierDetector(_NormalCells(), contamination=0.1).fit(X)
+    assert np.mean(detector.predict(X) == -1) == pytest.approx(0.1, abs=0.02)
+    X_new = rng.normal(size=(4000, 4))
+    for count in (0, 1, 2):
+        rows = X_new.copy()
+        rows[np.arange(4000)[:, None], rng.random((4000, 4)).argsort(1)[:, :count]] = np.nan
+        assert np.mean(detector.predict(rows) == -1) == pytest.approx(0.1, abs=0.02)
 
 
 def test_with_cv_the_threshold_of_rows_with_missing_cells_is_out_of_fold():
