@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
 from skebm import NCEDensity, UnseenCategoryError
-from skebm._mixture import fit_mixture
+from skebm._mixture import CommonDraws, FreshDraws, fit_mixture
 from skebm.base_density import GaussianMixtureDensity
 
 QUICK = dict(hidden_layer_sizes=(32, 32), max_iter=30, n_importance_samples=20_000,
@@ -218,12 +218,16 @@ def test_location_model_with_missing_categories():
     assert float(mixture.category_log_probs[0, 0, 1].exp()) == pytest.approx(0.3, abs=0.02)
     assert float(mixture.cholesky[0, 0, 0]) == pytest.approx(1.0, abs=0.05)
     rows = torch.tensor([[1.5, np.nan], [np.nan, 1.0]], dtype=torch.float64)
-    draws = mixture.complete(mixture.conditionals(rows), 4000, torch.Generator().manual_seed(0))
     one = 0.3 * np.exp(-0.5 * 0.5**2)
     posterior = one / (one + 0.7 * np.exp(-0.5 * 1.5**2))
-    assert float(draws[0, :, 1].mean()) == pytest.approx(posterior, abs=0.03)
-    assert torch.all(draws[0, :, 0] == 1.5) and torch.all(draws[1, :, 1] == 1.0)
-    assert float(draws[1, :, 0].mean()) == pytest.approx(2.0, abs=0.1)
+    # Each row's own numbers, or numbers common to the rows: the same law.
+    for numbers in (FreshDraws(4000, torch.Generator().manual_seed(0)),
+                    CommonDraws.drawn(4000, 2, torch.Generator().manual_seed(0))):
+        draws = mixture.complete(mixture.conditionals(rows), numbers)
+        assert float(draws[0, :, 1].mean()) == pytest.approx(posterior, abs=0.03)
+        assert torch.all(draws[0, :, 0] == 1.5) and torch.all(draws[1, :, 1] == 1.0)
+        assert float(draws[1, :, 0].mean()) == pytest.approx(2.0, abs=0.1)
+        assert float(draws[1, :, 0].std()) == pytest.approx(1.0, abs=0.05)
 
 
 @pytest.mark.parametrize("n_categories", [[], [3], [2, 7, 3], [3, 60, 1]])
