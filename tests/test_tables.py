@@ -783,3 +783,44 @@ def test_an_empty_list_names_no_columns(parameter):
     X = np.random.default_rng(0).normal(size=(150, 2))
     model = NCEDensity(**dict(QUICK, max_iter=2), **{parameter: []}).fit(X)
     assert not np.any(model.is_categorical_)
+
+
+def with_holes(X, seed):
+    """X with some cells of every row missing, never all: one cell of each
+    row kept, another hidden, the others hidden at random."""
+    rng = np.random.default_rng(seed)
+    rows, n_features = np.arange(len(X)), X.shape[1]
+    kept = rng.integers(n_features, size=len(X))
+    holes = rng.random(X.shape) < 0.4
+    holes[rows, (kept + rng.integers(1, n_features, size=len(X))) % n_features] = True
+    holes[rows, kept] = False
+    return np.where(holes, np.nan, X)
+
+
+def quick_trained(X, **settings):
+    """An NCEDensity fitted to X for a few epochs, its energy not 0."""
+    model = NCEDensity(hidden_layer_sizes=(16,), max_iter=3, early_stopping=False,
+                       n_importance_samples=4096, random_state=0, **settings).fit(X)
+    assert not model.module_.energy.is_zero()
+    return model
+
+
+def test_a_rows_answers_do_not_depend_on_its_batch(assert_batch_free):
+    """A row with missing cells (continuous, categorical) scores the same
+    alone as in any batch, and gets the same conditional mean: its
+    completions come from numbers common to every row, not from a stream
+    that the rows before it consume."""
+    codes = make_table(600, 0).assign(kind=lambda frame: frame.kind.cat.codes).to_numpy(float)
+    model = quick_trained(codes, categorical_features=[2])
+    rows = with_holes(make_table(150, 1).assign(
+        kind=lambda frame: frame.kind.cat.codes).to_numpy(float), 2)
+    assert_batch_free(model.score_samples, rows)
+    assert_batch_free(lambda X: model.conditional_mean(X, random_state=0), rows)
+
+
+def test_an_integer_rows_score_does_not_depend_on_its_batch(assert_batch_free):
+    """The same with an integer column, whose cells' points are common to
+    every row too."""
+    model = quick_trained(make_counts(600, 0))
+    assert model.is_integer_.tolist() == [True, False]
+    assert_batch_free(model.score_samples, with_holes(make_counts(150, 1), 2))
