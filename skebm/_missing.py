@@ -124,7 +124,9 @@ class ConditionalMeanMixin:
         its values, a number as in the column's other cells. The estimate is
         self-normalized importance sampling: 256 completions from the base
         density's conditional (exact for its Gaussian mixture), weighted by
-        ``exp(-E)``. The known cells come back exactly as given.
+        ``exp(-E)``, their random numbers the same for every row, so that a
+        row's fill does not depend on the other rows of X. The known cells
+        come back exactly as given.
 
         Parameters
         ----------
