@@ -41,7 +41,7 @@ from sklearn.model_selection import train_test_split
 
 from _common import fit_gmm, mean_and_each, rows_over_seeds
 from skebm import NCEDensity
-from skebm._nce_model import cell_points
+from skebm._nce_model import cell_offsets, cell_points
 
 POINTS = 128
 
@@ -61,7 +61,8 @@ def mixture_cell_masses(mixture, X, integer, seed):
     density of the other columns): the mean density at stratified points."""
     generator = torch.Generator().manual_seed(seed)
     cells = torch.as_tensor(integer.astype(np.float64))
-    points = cell_points(torch.as_tensor(X), cells, POINTS, generator).numpy()
+    offsets = cell_offsets(POINTS, X.shape[1], generator, torch.float64)
+    points = cell_points(torch.as_tensor(X), cells, offsets).numpy()
     log_density = mixture.score_samples(points).reshape(len(X), POINTS)
     return logsumexp(log_density, axis=1) - np.log(POINTS)
 

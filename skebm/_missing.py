@@ -9,6 +9,11 @@ mean of ``exp(-E)`` over the base's conditional of the missing ones:
 importance sampling with that conditional as proposal, exact while ``E =
 0``. The same draws, resampled by ``exp(-E)``, impute the row from the
 model's conditional.
+
+An estimate (a log-density, a conditional mean) is made from
+:class:`~skebm._mixture.CommonDraws`, the same numbers for every row, so
+that a fitted model answers a row alike whatever batch it comes in; an
+imputation is a random draw, from :class:`~skebm._mixture.FreshDraws`.
 """
 
 import math
@@ -16,8 +21,12 @@ import math
 import torch
 from torch import nn
 
+from ._mixture import CommonDraws, FreshDraws
+from ._runtime import make_generator
+
 __all__ = ["CONDITIONAL_MEAN_DRAWS", "INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS",
-           "TRAINING_CANDIDATES", "ConditionalMeanMixin", "MissingCells", "observed_log_density"]
+           "TRAINING_CANDIDATES", "ConditionalMeanMixin", "MissingCells", "missing_draws",
+           "observed_log_density"]
 
 #: Draws of a row's missing cells from the base's conditional that its
 #: log-density averages over (importance sampling).
@@ -39,49 +48,54 @@ class MissingCells:
     ``u``), ``energy`` (on ``u``) and ``_categorical_columns()`` (``(column,
     number of categories)`` of each categorical column)."""
 
-    def completions(self, Z, n_draws, generator):
+    def completions(self, Z, draws):
         """Draws of the missing (NaN) entries of rows ``Z`` from the base's
-        conditional: ``(U, log_weights, log_observed)``, ``U`` of shape
-        (n_rows, n_draws, n_features) on ``u``, ``log_weights = -E(U)`` (the
+        conditional, made from the numbers of ``draws`` (a
+        :class:`~skebm._mixture.FreshDraws` or
+        :class:`~skebm._mixture.CommonDraws`): ``(U, log_weights,
+        log_observed)``, ``U`` of shape (n_rows, n_draws, n_features) on
+        ``u``, ``log_weights = -E(U)`` (the
         base's conditional is the proposal, so the model's conditional is it
         reweighted by exp(-E)), ``log_observed`` the base's log-density of
         the observed entries with the map's log-Jacobian."""
         U, log_det = self.latent(Z)
         conditionals = self.base.conditionals(U)
-        draws = self.base.complete(conditionals, n_draws, generator)
-        log_weights = -self.energy(draws.reshape(-1, Z.shape[1])).view(len(Z), n_draws)
-        return draws, log_weights, conditionals.log_marginal.to(Z.dtype) + log_det
+        completed = self.base.complete(conditionals, draws)
+        log_weights = -self.energy(completed.reshape(-1, Z.shape[1])).view(completed.shape[:2])
+        return completed, log_weights, conditionals.log_marginal.to(Z.dtype) + log_det
 
-    def observed_log_density(self, Z, n_draws, generator):
+    def observed_log_density(self, Z, draws):
         """The unnormalized log-density of each row's observed entries, its
         missing ones integrated out by importance sampling from the base's
-        conditional with ``n_draws`` draws (exact while ``E = 0``)."""
-        _, log_weights, log_observed = self.completions(Z, n_draws, generator)
-        return log_observed + torch.logsumexp(log_weights, 1) - math.log(n_draws)
+        conditional with the draws of ``draws`` (a
+        :class:`~skebm._mixture.CommonDraws`; exact while ``E = 0``)."""
+        _, log_weights, log_observed = self.completions(Z, draws)
+        return log_observed + torch.logsumexp(log_weights, 1) - math.log(draws.n_draws)
 
     def impute(self, Z, n_candidates, generator):
         """Rows ``Z`` with each missing entry drawn from the model's
         conditional by sampling-importance-resampling (one of
         ``n_candidates`` completions, by weight), on ``u``."""
-        draws, log_weights, _ = self.completions(Z, n_candidates, generator)
+        completed, log_weights, _ = self.completions(Z, FreshDraws(n_candidates, generator))
         # A model gone non-finite in training picks any candidate: its loss
         # is then not finite, which the divergence guard reports.
         chosen = torch.multinomial(torch.softmax(log_weights, 1).nan_to_num(1.0), 1,
                                    generator=generator)
-        return draws[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
+        return completed[torch.arange(len(Z), device=Z.device), chosen.squeeze(1)]
 
-    def conditional_mean(self, Z, free, n_draws, generator, levels=None):
+    def conditional_mean(self, Z, free, draws, levels=None):
         """Rows ``Z`` with each ``free`` entry replaced by its conditional
         mean under the model, on ``z``: self-normalized importance sampling
-        over ``n_draws`` completions from the base's conditional, weighted by
-        ``exp(-E)``. A category gets its most probable code; a categorical
+        over the completions of ``draws`` (a
+        :class:`~skebm._mixture.CommonDraws`) from the base's conditional,
+        weighted by ``exp(-E)``. A category gets its most probable code; a categorical
         column in ``levels`` (``{column: tensor of the values its codes
         stand for}``) gets the mean of those values instead."""
         levels = levels or {}
         Z = torch.where(free, torch.nan, Z)
-        draws, log_weights, _ = self.completions(Z, n_draws, generator)
+        completed, log_weights, _ = self.completions(Z, draws)
         weights = torch.softmax(log_weights, 1)[:, :, None]
-        rows = self.from_latent(draws.reshape(-1, Z.shape[1])).view(draws.shape)
+        rows = self.from_latent(completed.reshape(-1, Z.shape[1])).view(completed.shape)
         filled = (weights * rows).sum(1)
         for column, count in self._categorical_columns():
             one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
@@ -110,7 +124,9 @@ class ConditionalMeanMixin:
         its values, a number as in the column's other cells. The estimate is
         self-normalized importance sampling: 256 completions from the base
         density's conditional (exact for its Gaussian mixture), weighted by
-        ``exp(-E)``. The known cells come back exactly as given.
+        ``exp(-E)``, their random numbers the same for every row, so that a
+        row's fill does not depend on the other rows of X. The known cells
+        come back exactly as given.
 
         Parameters
         ----------
@@ -131,28 +147,40 @@ class ConditionalMeanMixin:
         module = self._inference_module()
         table = getattr(self, "_table", None)
         levels = {} if table is None else table.mean_levels()
+        # The same numbers for every chunk of rows, so a row's mean does not
+        # depend on its batch (the chunks' generator goes unused).
+        draws = CommonDraws.drawn(CONDITIONAL_MEAN_DRAWS, self.n_features_in_,
+                                  make_generator(random_state, self._inference_device()))
 
-        def fill(Z, free, generator):
+        def fill(Z, free, _):
             on_device = {column: torch.as_tensor(values, dtype=Z.dtype, device=Z.device)
                          for column, values in levels.items()}
-            return module.conditional_mean(Z, free, CONDITIONAL_MEAN_DRAWS, generator, on_device)
+            return module.conditional_mean(Z, free, draws, on_device)
 
         return self._complete_rows(X, mask, fill, random_state,
                                    chunk_rows=INCOMPLETE_ROWS_AT_ONCE // 4, draws=False,
                                    passes_per_row=CONDITIONAL_MEAN_DRAWS)
 
 
-def observed_log_density(module, Z, generator, n_draws=MISSING_DRAWS):
+def missing_draws(Z, generator):
+    """The :class:`~skebm._mixture.CommonDraws` of :data:`MISSING_DRAWS`
+    draws, from ``generator``, that rows like ``Z`` integrate their missing
+    cells over."""
+    return CommonDraws.drawn(MISSING_DRAWS, Z.shape[1], generator)
+
+
+def observed_log_density(module, Z, draws):
     """The unnormalized log-density of each row of ``Z`` (standardized) under
     ``module`` (a :class:`MissingCells` model with
     ``unnormalized_log_density``): complete rows as they are, a row with
-    missing cells that of its observed ones, ``n_draws`` draws each."""
+    missing cells that of its observed ones, from the draws of ``draws`` (a
+    :class:`~skebm._mixture.CommonDraws`)."""
     incomplete = torch.isnan(Z).any(1)
     if not incomplete.any():
         return module.unnormalized_log_density(Z)
     value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
     value[~incomplete] = module.unnormalized_log_density(Z[~incomplete])
     rows = torch.nonzero(incomplete).squeeze(1)
-    for block in torch.split(rows, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // n_draws):
-        value[block] = module.observed_log_density(Z[block], n_draws, generator)
+    for block in torch.split(rows, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // draws.n_draws):
+        value[block] = module.observed_log_density(Z[block], draws.rows(block))
     return value

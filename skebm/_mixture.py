@@ -42,9 +42,9 @@ import torch
 
 from ._em import kmeans_labels
 
-__all__ = ["ComponentConditionals", "category_counts", "expand_categories", "filled_rows",
-           "fit_mixture", "gaussian_observed", "log_density", "missing_covariance_sums",
-           "row_means"]
+__all__ = ["CommonDraws", "ComponentConditionals", "FreshDraws", "category_counts",
+           "expand_categories", "filled_rows", "fit_mixture", "gaussian_observed", "log_density",
+           "missing_covariance_sums", "row_means"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
@@ -328,9 +328,12 @@ class ComponentConditionals:
         self.log_marginal = _row_logsumexp(log_joint, self.rows, len(X))
         self.posterior = torch.exp(log_joint - self.log_marginal[self.rows, None])
 
-    def sample(self, n_draws, generator):
+    def sample(self, draws):
         """``(n_rows, n_draws, ...)`` completions: ``X`` and ``codes`` with
-        their missing entries drawn, observed entries as given."""
+        their missing entries drawn, observed entries as given, from the
+        numbers of ``draws`` (:class:`FreshDraws` or :class:`CommonDraws`):
+        a (categories, component) pair from the row's posterior, then the
+        missing continuous entries from that pair's conditional Gaussian."""
         n_rows, n_components = len(self.X), self.posterior.shape[1]
         # Each row's (expanded row, component) pairs side by side, padded with 0.
         group = torch.bincount(self.rows, minlength=n_rows)
@@ -339,18 +342,94 @@ class ComponentConditionals:
         table = torch.zeros(n_rows, int(group.max()), n_components, dtype=self.posterior.dtype,
                             device=self.posterior.device)
         table[self.rows, slots] = self.posterior
-        picks = torch.multinomial(table.view(n_rows, -1), n_draws, replacement=True,
-                                  generator=generator)  # (n_rows, n_draws)
+        picks = draws.choose(table.view(n_rows, -1))  # (n_rows, n_draws)
         expanded = starts[:, None] + torch.div(picks, n_components, rounding_mode="floor")
         components = picks % n_components
-        X = self.X[:, None, :].expand(-1, n_draws, -1)
+        X = self.X[:, None, :].expand(-1, picks.shape[1], -1)
         if X.shape[2]:
             columns = self.columns[expanded]  # (n_rows, n_draws, width)
-            noise = torch.randn(columns.shape, generator=generator, dtype=X.dtype,
-                                device=X.device)
             X = filled_rows(X, columns, self.means[expanded, components],
-                            self.factors[expanded, components], noise)
+                            self.factors[expanded, components], draws.normals_at(columns))
         return X, self.codes[expanded]
+
+
+class FreshDraws:
+    """The random numbers of ``n_draws`` draws of each row, new for every
+    row and every call: for a random draw (a row imputed in training, the
+    start of ``sample_conditional``), which is to vary with them."""
+
+    def __init__(self, n_draws, generator):
+        self.n_draws, self.generator = n_draws, generator
+
+    def choose(self, probabilities):
+        """``(n_rows, n_draws)``: indices drawn from each row's
+        ``probabilities`` (n_rows, n_choices)."""
+        return torch.multinomial(probabilities, self.n_draws, replacement=True,
+                                 generator=self.generator)
+
+    def normals_at(self, columns):
+        """Standard normal numbers, one for each entry of ``columns``
+        (n_rows, n_draws, width), each draw's missing columns."""
+        return torch.randn(columns.shape, generator=self.generator, dtype=torch.float64,
+                           device=columns.device)
+
+
+class CommonDraws:
+    """The random numbers of ``n_draws`` draws, common to every row, for the
+    estimates that average draws (a row's log-density of its observed
+    entries, its conditional mean): draw ``d`` of any row takes its choice
+    from ``uniforms[d]`` (by the inverse distribution function of the row's
+    probabilities) and the standard normal number of its missing continuous
+    column ``c`` from ``normals[d, c]``. A row's estimate then depends on the
+    row and the numbers alone, not on the rows beside it in its batch (as
+    numbers drawn row after row from one generator would), while its own
+    draws stay independent of each other.
+
+    ``uniforms`` (n_draws,) and ``normals`` (n_draws, n_columns) serve every
+    row alike; with a leading row axis, each row has its own
+    (:meth:`by_copy`)."""
+
+    def __init__(self, uniforms, normals):
+        self.uniforms, self.normals = uniforms, normals
+
+    @classmethod
+    def drawn(cls, n_draws, n_columns, generator):
+        """Numbers of ``n_draws`` draws of rows of up to ``n_columns``
+        continuous columns, drawn from ``generator``; the uniforms in (0, 1],
+        so that a choice never falls before a row's first possible index."""
+        options = dict(generator=generator, dtype=torch.float64, device=generator.device)
+        return cls(1 - torch.rand(n_draws, **options), torch.randn(n_draws, n_columns, **options))
+
+    @property
+    def n_draws(self):
+        return self.uniforms.shape[-1]
+
+    def by_copy(self, n_rows):
+        """The numbers of ``n_draws`` copies of each of ``n_rows`` rows (a
+        row's copies consecutive), one draw per copy: copy ``d`` of every row
+        takes draw ``d``'s numbers."""
+        return CommonDraws(self.uniforms.repeat(n_rows)[:, None],
+                           self.normals.repeat(n_rows, 1)[:, None])
+
+    def rows(self, index):
+        """The numbers of the rows ``index`` of the batch."""
+        if self.uniforms.dim() == 1:
+            return self
+        return CommonDraws(self.uniforms[index], self.normals[index])
+
+    def choose(self, probabilities):
+        """``(n_rows, n_draws)``: for each draw the first index at which the
+        row's cumulative ``probabilities`` (n_rows, n_choices) reach its
+        uniform times their total, never an index of probability 0."""
+        cdf = torch.cumsum(probabilities, 1)
+        targets = self.uniforms.expand(len(cdf), self.n_draws) * cdf[:, -1:]
+        return torch.searchsorted(cdf, targets.contiguous())
+
+    def normals_at(self, columns):
+        """The numbers of the entries of ``columns`` (n_rows, n_draws,
+        width), a column index past the last (padding) taking any."""
+        padded = torch.nn.functional.pad(self.normals, (0, 1))
+        return padded.expand(*columns.shape[:2], -1).gather(-1, columns)
 
 
 def filled_rows(X, columns, means, factors, U):

@@ -10,7 +10,7 @@ from torch import nn
 from ._missing import MissingCells
 from .samplers import metropolis_adjusted_langevin, sampling_importance_resampling
 
-__all__ = ["NCEModel", "Snapshot", "cell_points", "dequantized"]
+__all__ = ["NCEModel", "Snapshot", "cell_offsets", "cell_points", "dequantized"]
 
 #: Step size of the Metropolis-adjusted Langevin moves (of ``sample`` and of
 #: the snapshot's pool), in the base's standardized units.
@@ -91,20 +91,24 @@ def dequantized(Z, cells, generator):
     return Z + offsets * cells
 
 
-def cell_points(Z, cells, n_points, generator):
-    """``n_points`` copies of each row of ``Z`` (rows of a copy consecutive),
-    each integer moved to a point of its cell: a Latin hypercube (in every
-    column, one offset in each of ``n_points`` equal strata, in a random
-    order), so every point is uniform over the cell, and the mean of a
-    density over them is an unbiased estimate of its mass, with far less
-    spread than from independent points when the density is smooth."""
-    n_rows, n_features = Z.shape
-    shape = (n_rows, n_points, n_features)
-    strata = torch.argsort(torch.rand(shape, generator=generator, dtype=Z.dtype,
-                                      device=Z.device), dim=1)
-    within = torch.rand(shape, generator=generator, dtype=Z.dtype, device=Z.device)
-    offsets = (strata + within) / n_points - 0.5
-    return (Z[:, None, :] + offsets * cells).reshape(-1, n_features)
+def cell_offsets(n_points, n_features, generator, dtype):
+    """``(n_points, n_features)`` offsets in ``[-1/2, 1/2)`` of a cell's
+    width: a Latin hypercube (in every column, one offset in each of
+    ``n_points`` equal strata, in a random order), so every point is uniform
+    over the cell, and the mean of a density over the points is an unbiased
+    estimate of its mass, with far less spread than from independent points
+    when the density is smooth."""
+    shape = (n_points, n_features)
+    options = dict(generator=generator, dtype=dtype, device=generator.device)
+    strata = torch.argsort(torch.rand(shape, **options), dim=0)
+    return (strata + torch.rand(shape, **options)) / n_points - 0.5
+
+
+def cell_points(Z, cells, offsets):
+    """A copy of each row of ``Z`` for each row of ``offsets``
+    (:func:`cell_offsets`; a row's copies consecutive), each integer moved
+    by that offset times its cell's width (``cells``)."""
+    return (Z[:, None, :] + offsets * cells).reshape(-1, Z.shape[1])
 
 
 class NCEModel(MissingCells, nn.Module):

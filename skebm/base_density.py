@@ -276,10 +276,12 @@ class GaussianMixtureDensity(nn.Module):
         # In float64: float32 factors of a covariance with a 1e-6 ridge fail.
         return ComponentConditionals(self.mixture_parameters(), X.to(torch.float64), codes)
 
-    def complete(self, conditionals, n_draws, generator):
-        """``(n_rows, n_draws, n_features)``: ``n_draws`` completions of each
-        row drawn from ``conditionals``, observed entries as they were."""
-        X, codes = conditionals.sample(n_draws, generator)
+    def complete(self, conditionals, draws):
+        """``(n_rows, n_draws, n_features)``: completions of each row drawn
+        from ``conditionals`` with the numbers of ``draws`` (a
+        :class:`~skebm._mixture.FreshDraws` or
+        :class:`~skebm._mixture.CommonDraws`), observed entries as they were."""
+        X, codes = conditionals.sample(draws)
         X = X.to(self.means.dtype)
         if not self.table:
             return X

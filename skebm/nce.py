@@ -15,8 +15,10 @@ from ._base import INFERENCE_CHUNK_ROWS, Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS,
-                       TRAINING_CANDIDATES, ConditionalMeanMixin, observed_log_density)
-from ._nce_model import NCEModel, Snapshot, cell_points, dequantized
+                       TRAINING_CANDIDATES, ConditionalMeanMixin, missing_draws,
+                       observed_log_density)
+from ._mixture import CommonDraws
+from ._nce_model import NCEModel, Snapshot, cell_offsets, cell_points, dequantized
 from ._rows import RowsWith
 from ._runtime import make_generator
 from .base_density import TableLayout, fit_base
@@ -549,8 +551,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         missing cell's completions drawn alike at every epoch."""
         draws, Z_val = validation
         log_z, _ = importance_log_partition(module.log_importance_weights(draws))
-        generator = make_generator(1, Z_val.device)
-        return float(observed_log_density(module, Z_val, generator).mean()) - log_z
+        missing = missing_draws(Z_val, make_generator(1, Z_val.device))
+        return float(observed_log_density(module, Z_val, missing).mean()) - log_z
 
     def _epoch_diagnostics(self, module):
         if module.snapshot is None:
@@ -605,22 +607,29 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         the energy is 0, and its error otherwise in the user guide); with
         integer columns, its mass over their cells: the mean of
         ``MISSING_DRAWS`` densities at points of the cells (two sets of
-        :func:`cell_points`; missing cells drawn once for each point from the
+        :func:`cell_offsets`; missing cells drawn once for each point from the
         base's conditional), an unbiased estimate of the mass; a warning when
-        its log is uncertain."""
+        its log is uncertain. Points and draws are the same for every row
+        (:class:`~skebm._mixture.CommonDraws`), so a row's value does not
+        depend on the rows beside it."""
         if module.cells is None:
-            return observed_log_density(module, Z, generator)
+            return observed_log_density(module, Z, missing_draws(Z, generator))
         value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
         errors = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
         half = MISSING_DRAWS // 2
+        # Two independent stratified sets of points, each with a draw of the
+        # missing cells for each point: their disagreement measures the
+        # error, which the spread within one would overstate.
+        point_sets = [(cell_offsets(half, Z.shape[1], generator, Z.dtype),
+                       CommonDraws.drawn(half, Z.shape[1], generator)) for _ in range(2)]
         for rows in gen_batches(len(Z), INCOMPLETE_ROWS_AT_ONCE):
-            # Two independent stratified sets of points: their disagreement
-            # measures the error, which the spread within one would overstate.
             log_means = []
-            for _ in range(2):
-                copies = cell_points(Z[rows], module.cells, half, generator)
-                draws = observed_log_density(module, copies, generator, n_draws=1)
-                log_means.append(torch.logsumexp(draws.view(-1, half), 1) - math.log(half))
+            for offsets, draws in point_sets:
+                copies = cell_points(Z[rows], module.cells, offsets)
+                log_density = observed_log_density(module, copies,
+                                                   draws.by_copy(rows.stop - rows.start))
+                log_means.append(torch.logsumexp(log_density.view(-1, half), 1)
+                                 - math.log(half))
             value[rows] = torch.logaddexp(*log_means) - math.log(2)
             errors[rows] = (log_means[0] - log_means[1]).abs() / 2
         error = float(errors.mean()) if len(Z) else 0.0

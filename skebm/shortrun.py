@@ -14,7 +14,7 @@ from ._base import Step, TorchEstimator
 from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (CONDITIONAL_CANDIDATES, TRAINING_CANDIDATES, ConditionalMeanMixin,
-                       observed_log_density)
+                       missing_draws, observed_log_density)
 from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
@@ -620,7 +620,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         base, with the same :data:`_VALIDATION_DRAWS` draws at every
         epoch (and a missing cell's completions drawn alike)."""
         with module.averaged():
-            log_density = observed_log_density(module, Z_val, make_generator(1, Z_val.device))
+            missing = missing_draws(Z_val, make_generator(1, Z_val.device))
+            log_density = observed_log_density(module, Z_val, missing)
             return float(log_density.mean()) - module.sampled_log_partition(
                 _VALIDATION_DRAWS, make_generator(0, Z_val.device))
 
@@ -661,7 +662,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
     def _unnormalized_log_density(self, module, Z):
         generator = make_generator(self._log_partition_memo["seed"] + 1, Z.device)
-        return observed_log_density(module, Z, generator)
+        return observed_log_density(module, Z, missing_draws(Z, generator))
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n_samples=1, random_state=None, *, n_steps=None):

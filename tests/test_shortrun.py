@@ -462,6 +462,18 @@ def test_missing_cells_score_the_observed_ones(fitted, eight_gaussians):
         assert np.abs(error).max() < 1.0
 
 
+def test_a_rows_score_does_not_depend_on_its_batch(correlated_gaussian, assert_batch_free):
+    """A row with a missing cell scores the same alone as in any batch, and
+    gets the same conditional mean: its completions come from numbers common
+    to every row, not from a stream that the rows before it consume."""
+    model = ShortRunEBM(**QUICK, early_stopping=False).fit(correlated_gaussian[:600])
+    assert not model.module_.energy.is_zero()
+    rows = correlated_gaussian[600:750].copy()
+    rows[np.arange(len(rows)), np.arange(len(rows)) % 2] = np.nan
+    assert_batch_free(model.score_samples, rows)
+    assert_batch_free(lambda X: model.conditional_mean(X, random_state=0), rows)
+
+
 def test_fit_takes_missing_cells(correlated_gaussian):
     """Rows with missing cells train, their cells drawn from the model's
     conditional: the model scores held-out rows as one fitted to the

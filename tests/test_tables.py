@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
 from skebm import NCEDensity, UnseenCategoryError
-from skebm._mixture import fit_mixture
+from skebm._mixture import CommonDraws, FreshDraws, fit_mixture
 from skebm.base_density import GaussianMixtureDensity
 
 QUICK = dict(hidden_layer_sizes=(32, 32), max_iter=30, n_importance_samples=20_000,
@@ -218,12 +218,16 @@ def test_location_model_with_missing_categories():
     assert float(mixture.category_log_probs[0, 0, 1].exp()) == pytest.approx(0.3, abs=0.02)
     assert float(mixture.cholesky[0, 0, 0]) == pytest.approx(1.0, abs=0.05)
     rows = torch.tensor([[1.5, np.nan], [np.nan, 1.0]], dtype=torch.float64)
-    draws = mixture.complete(mixture.conditionals(rows), 4000, torch.Generator().manual_seed(0))
     one = 0.3 * np.exp(-0.5 * 0.5**2)
     posterior = one / (one + 0.7 * np.exp(-0.5 * 1.5**2))
-    assert float(draws[0, :, 1].mean()) == pytest.approx(posterior, abs=0.03)
-    assert torch.all(draws[0, :, 0] == 1.5) and torch.all(draws[1, :, 1] == 1.0)
-    assert float(draws[1, :, 0].mean()) == pytest.approx(2.0, abs=0.1)
+    # Each row's own numbers, or numbers common to the rows: the same law.
+    for numbers in (FreshDraws(4000, torch.Generator().manual_seed(0)),
+                    CommonDraws.drawn(4000, 2, torch.Generator().manual_seed(0))):
+        draws = mixture.complete(mixture.conditionals(rows), numbers)
+        assert float(draws[0, :, 1].mean()) == pytest.approx(posterior, abs=0.03)
+        assert torch.all(draws[0, :, 0] == 1.5) and torch.all(draws[1, :, 1] == 1.0)
+        assert float(draws[1, :, 0].mean()) == pytest.approx(2.0, abs=0.1)
+        assert float(draws[1, :, 0].std()) == pytest.approx(1.0, abs=0.05)
 
 
 @pytest.mark.parametrize("n_categories", [[], [3], [2, 7, 3], [3, 60, 1]])
@@ -779,3 +783,44 @@ def test_an_empty_list_names_no_columns(parameter):
     X = np.random.default_rng(0).normal(size=(150, 2))
     model = NCEDensity(**dict(QUICK, max_iter=2), **{parameter: []}).fit(X)
     assert not np.any(model.is_categorical_)
+
+
+def with_holes(X, seed):
+    """X with some cells of every row missing, never all: one cell of each
+    row kept, another hidden, the others hidden at random."""
+    rng = np.random.default_rng(seed)
+    rows, n_features = np.arange(len(X)), X.shape[1]
+    kept = rng.integers(n_features, size=len(X))
+    holes = rng.random(X.shape) < 0.4
+    holes[rows, (kept + rng.integers(1, n_features, size=len(X))) % n_features] = True
+    holes[rows, kept] = False
+    return np.where(holes, np.nan, X)
+
+
+def quick_trained(X, **settings):
+    """An NCEDensity fitted to X for a few epochs, its energy not 0."""
+    model = NCEDensity(hidden_layer_sizes=(16,), max_iter=3, early_stopping=False,
+                       n_importance_samples=4096, random_state=0, **settings).fit(X)
+    assert not model.module_.energy.is_zero()
+    return model
+
+
+def test_a_rows_answers_do_not_depend_on_its_batch(assert_batch_free):
+    """A row with missing cells (continuous, categorical) scores the same
+    alone as in any batch, and gets the same conditional mean: its
+    completions come from numbers common to every row, not from a stream
+    that the rows before it consume."""
+    codes = make_table(600, 0).assign(kind=lambda frame: frame.kind.cat.codes).to_numpy(float)
+    model = quick_trained(codes, categorical_features=[2])
+    rows = with_holes(make_table(150, 1).assign(
+        kind=lambda frame: frame.kind.cat.codes).to_numpy(float), 2)
+    assert_batch_free(model.score_samples, rows)
+    assert_batch_free(lambda X: model.conditional_mean(X, random_state=0), rows)
+
+
+def test_an_integer_rows_score_does_not_depend_on_its_batch(assert_batch_free):
+    """The same with an integer column, whose cells' points are common to
+    every row too."""
+    model = quick_trained(make_counts(600, 0))
+    assert model.is_integer_.tolist() == [True, False]
+    assert_batch_free(model.score_samples, with_holes(make_counts(150, 1), 2))
