@@ -29,7 +29,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["TableColumns", "UnseenCategoryError", "blanked", "missing_cells", "numbers_only"]
+__all__ = ["TableColumns", "UnseenCategoryError", "blanked", "is_number", "missing_cells",
+           "numbers_only"]
 
 #: ``categorical_features="auto"``: a numeric column of 2 to this many
 #: distinct values, each in at least this share of the rows, is categorical.
@@ -137,18 +138,26 @@ def _parsed_numbers(column):
 def _as_numbers(column):
     """An object column as float64 (NaN where missing) when every value is a
     number or missing; else as it is: text, a string of digits included
-    (a zip code is no number)."""
+    (a zip code is no number), and booleans (categories, see
+    :func:`is_number`)."""
     if not numbers_only(column):
         return column
     return np.where(missing_cells(column), np.nan, column).astype(np.float64)
 
 
 def numbers_only(values):
-    """Whether every cell of an object array is a number (a Decimal
-    included) or missing (NaN, None, pandas' NA); a string of digits is
-    text, no number."""
-    return all(_is_missing(value) or isinstance(value, (numbers.Real, decimal.Decimal, np.bool_))
-               for value in values.ravel())
+    """Whether every cell of an object array is a number (:func:`is_number`)
+    or missing (NaN, None, pandas' NA)."""
+    return all(_is_missing(value) or is_number(value) for value in values.ravel())
+
+
+def is_number(value):
+    """Whether a cell is a number: a Decimal is; a string of digits is text;
+    a bool is a category, as a bool column of a DataFrame is (``"from_dtype"``),
+    so a column of True, False and None keeps its values and dtype where it
+    would become 0.0 and 1.0 (and a mean such as 0.4 where filled)."""
+    return (isinstance(value, (numbers.Real, decimal.Decimal))
+            and not isinstance(value, (bool, np.bool_)))
 
 
 def blanked(X, mask):
