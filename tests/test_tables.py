@@ -10,7 +10,7 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
-from skebm import NCEDensity, UnseenCategoryError
+from skebm import NCEDensity, ShortRunEBM, UnseenCategoryError
 from skebm._mixture import fit_mixture
 from skebm.base_density import GaussianMixtureDensity
 
@@ -779,3 +779,27 @@ def test_an_empty_list_names_no_columns(parameter):
     X = np.random.default_rng(0).normal(size=(150, 2))
     model = NCEDensity(**dict(QUICK, max_iter=2), **{parameter: []}).fit(X)
     assert not np.any(model.is_categorical_)
+
+
+@pytest.mark.parametrize("make", [lambda: NCEDensity(**{**QUICK, "max_iter": 1}),
+                                  lambda: ShortRunEBM(max_iter=1, random_state=0)],
+                         ids=["nce", "shortrun"])
+def test_integers_beyond_float64s_exact_ones_are_refused(make):
+    """Integers beyond 2**53 (identifiers) have no exact float64: five
+    distinct ones became one value, a constant column, silently. fit and
+    score_samples refuse them, naming the column; 2**53 itself is exact,
+    and a failed fit leaves the fitted model as it was."""
+    rng = np.random.default_rng(0)
+    ids = 2**60 + rng.integers(0, 5, 100)
+    frame = pd.DataFrame({"x": rng.normal(size=100), "id": ids})
+    array = np.column_stack([rng.integers(0, 3, 100), ids])
+    for X, column in [(frame, "Column 'id'"), (array, "Column 1")]:
+        with pytest.raises(ValueError, match=f"{column} holds 100 integer.* beyond 2\\*\\*53"):
+            make().fit(X)
+    exact = frame.assign(id=rng.integers(0, 5, 100) + 2**53 - 4)
+    model = make().fit(exact)
+    with pytest.raises(ValueError, match="Column 'id' holds 100 integer"):
+        model.fit(frame)
+    with pytest.raises(ValueError, match="Column 'id' holds 100 integer"):
+        model.score_samples(frame)
+    assert list(model.feature_names_in_) == ["x", "id"] and np.isfinite(model.scale_).all()
