@@ -596,6 +596,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if self._table.needs_encoding or not numbers:
             X = check_array(self._table.encode(X), ensure_all_finite="allow-nan",
                             ensure_min_samples=ensure_min_samples)
+        else:  # encode() refuses what has probability 0; numbers alone, here
+            self._table.refuse_impossible(X)
         self._check_input_values(X, self._model_settings(fitting=reset))
         return X
 
