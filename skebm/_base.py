@@ -33,7 +33,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (_check_sample_weight, check_array, check_is_fitted,
                                       validate_data)
 
-from ._checks import check_n_samples, input_attributes_restored_on_failure
+from ._checks import (check_n_samples, input_attributes_restored_on_failure,
+                      refuse_inexact_integers)
 from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
 from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
@@ -538,8 +539,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         """scikit-learn's validation at the door, plus ``_check_input_values``.
 
         Sparse X is accepted where the estimator's tags say so (and kept
-        sparse); integers and float16 become float64, float32 stays float32.
+        sparse); integers and float16 become float64, float32 stays float32,
+        and integers float64 cannot hold exactly are refused.
         """
+        refuse_inexact_integers(X)
         if self._accepts_tables and y is None:
             return self._validated_table(X, reset=reset, ensure_min_samples=ensure_min_samples)
         sparse = self.__sklearn_tags__().input_tags.sparse
@@ -593,6 +596,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if self._table.needs_encoding or not numbers:
             X = check_array(self._table.encode(X), ensure_all_finite="allow-nan",
                             ensure_min_samples=ensure_min_samples)
+        else:  # encode() refuses what has probability 0; numbers alone, here
+            self._table.refuse_impossible(X)
         self._check_input_values(X, self._model_settings(fitting=reset))
         return X
 
@@ -726,6 +731,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         X may hold anything and come back as 0; the known ones must be finite
         and pass ``_check_input_values``."""
         self._check_fitted()
+        refuse_inexact_integers(X)  # before blanked() turns its integers to floats
         if mask is not None:  # the cells to draw are no input, whatever they hold
             X = blanked(X, mask)
         X = (self._validated_table(X, reset=False, ensure_min_samples=1) if self._accepts_tables

@@ -17,18 +17,35 @@ __all__ = ["LabelledRows", "RowsWith", "SparseRows", "as_tensor", "dense_rows", 
 def standardization(X):
     """Mean and scale of each column (dense or sparse X, NaN left out);
     constant columns get scale 1. Constant is judged relative to the column's own magnitude, so a
-    column of values near 1e-30 is scaled like one near 1."""
+    column of values near 1e-30 is scaled like one near 1.
+
+    The statistics are those of each column divided by the power of two
+    nearest its largest magnitude, times that power: dividing by a power of
+    two is exact, so they are the same numbers, but the squares of the
+    variance cannot overflow, as those of values beyond about 1e154 would."""
+    X = X.astype(np.float64, copy=False)
+    unit = _power_of_two_units(X)
     if sp.issparse(X):
-        mean, variance = mean_variance_axis(X.astype(np.float64), axis=0)
+        mean, variance = mean_variance_axis(X @ sp.diags(1.0 / unit), axis=0)
         scale = np.sqrt(variance)
-    elif np.isnan(X).any():  # missing cells: the statistics of the observed ones
-        X = X.astype(np.float64, copy=False)
-        mean, scale = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
     else:
-        X = X.astype(np.float64, copy=False)
-        mean, scale = X.mean(axis=0), X.std(axis=0)
+        scaled = X / unit
+        if np.isnan(scaled).any():  # missing cells: the statistics of the observed ones
+            mean, scale = np.nanmean(scaled, axis=0), np.nanstd(scaled, axis=0)
+        else:
+            mean, scale = scaled.mean(axis=0), scaled.std(axis=0)
+    mean, scale = mean * unit, scale * unit
     scale[scale <= 10 * np.finfo(np.float64).eps * np.abs(mean)] = 1.0
     return mean, scale
+
+
+def _power_of_two_units(X):
+    """Per column, the power of two nearest above its largest magnitude (1
+    for a column of zeros or of NaN alone)."""
+    largest = abs(X).max(axis=0).toarray().ravel() if sp.issparse(X) else np.fmax.reduce(
+        np.abs(X), axis=0)
+    largest = np.where(np.isfinite(largest) & (largest > 0), largest, 1.0)
+    return np.ldexp(1.0, np.frexp(largest)[1])
 
 
 def as_tensor(array, device, dtype):

@@ -29,7 +29,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["TableColumns", "UnseenCategoryError", "blanked", "missing_cells", "numbers_only"]
+__all__ = ["TableColumns", "UnseenCategoryError", "blanked", "is_number", "missing_cells",
+           "numbers_only"]
 
 #: ``categorical_features="auto"``: a numeric column of 2 to this many
 #: distinct values, each in at least this share of the rows, is categorical.
@@ -137,18 +138,26 @@ def _parsed_numbers(column):
 def _as_numbers(column):
     """An object column as float64 (NaN where missing) when every value is a
     number or missing; else as it is: text, a string of digits included
-    (a zip code is no number)."""
+    (a zip code is no number), and booleans (categories, see
+    :func:`is_number`)."""
     if not numbers_only(column):
         return column
     return np.where(missing_cells(column), np.nan, column).astype(np.float64)
 
 
 def numbers_only(values):
-    """Whether every cell of an object array is a number (a Decimal
-    included) or missing (NaN, None, pandas' NA); a string of digits is
-    text, no number."""
-    return all(_is_missing(value) or isinstance(value, (numbers.Real, decimal.Decimal, np.bool_))
-               for value in values.ravel())
+    """Whether every cell of an object array is a number (:func:`is_number`)
+    or missing (NaN, None, pandas' NA)."""
+    return all(_is_missing(value) or is_number(value) for value in values.ravel())
+
+
+def is_number(value):
+    """Whether a cell is a number: a Decimal is; a string of digits is text;
+    a bool is a category, as a bool column of a DataFrame is (``"from_dtype"``),
+    so a column of True, False and None keeps its values and dtype where it
+    would become 0.0 and 1.0 (and a mean such as 0.4 where filled)."""
+    return (isinstance(value, (numbers.Real, decimal.Decimal))
+            and not isinstance(value, (bool, np.bool_)))
 
 
 def blanked(X, mask):
@@ -190,9 +199,11 @@ def _integers_only(column):
 
 
 class UnseenCategoryError(ValueError):
-    """A category not seen in fit, in the rows ``rows`` (a boolean mask):
-    the model gives those rows probability 0. An outlier detector flags
-    them; a likelihood or an imputation cannot use them."""
+    """A value the model gives probability 0, in the rows ``rows`` (a
+    boolean mask): a category not seen in fit, or a value that is not an
+    integer in an integer column (a probability per integer puts none
+    between them). An outlier detector flags those rows; a likelihood or an
+    imputation cannot use them."""
 
     def __init__(self, message, rows):
         super().__init__(message)
@@ -374,10 +385,8 @@ class TableColumns:
     def encode(self, X):
         """X as a float64 array: numbers, category codes, NaN where missing.
 
-        A category not seen in fit is an :class:`UnseenCategoryError` that
-        names each such column and a value, and holds every row with one:
-        the model gives them probability 0, which no likelihood or
-        imputation can use.
+        A category not seen in fit, or a value that is not an integer in an
+        integer column, is refused (:meth:`refuse_impossible`).
         """
         columns, _ = _columns_of(X)
         if len(columns) != len(self.is_categorical):
@@ -407,18 +416,43 @@ class TableColumns:
                 unseen_columns.append((j, values[unseen][:1].tolist()[0], known))
             encoded[~missing, j] = codes
             encoded[missing, j] = np.nan
-        if unseen_columns:
-            (j, value, known), others = unseen_columns[0], unseen_columns[1:]
-            also = "".join(f"; column {self.name(k)} too ({other!r})"
-                           for k, other, _ in others)
-            raise UnseenCategoryError(
-                f"Column {self.name(j)} has a category not seen in fit: {value!r} (seen: "
-                f"{known[:10].tolist()}){also}; {unseen_rows.sum()} of {len(unseen_rows)} "
-                "rows hold one. The model gives them probability 0; map each to a known "
-                "category or refit with it. In cross-validation, shuffle the rows "
-                "(KFold(shuffle=True)): a table sorted by a column leaves its categories "
-                "out of training folds.", unseen_rows)
+        self.refuse_impossible(encoded, unseen_rows, unseen_columns)
         return encoded
+
+    def refuse_impossible(self, encoded, unseen_rows=None, unseen_columns=()):
+        """Refuse the rows of ``encoded`` (values and codes) the model gives
+        probability 0, which no likelihood or imputation can use: an
+        :class:`UnseenCategoryError` that names each such column and a
+        value, and holds every such row. They are the rows ``unseen_rows``
+        with a category not seen in fit (``unseen_columns``: the column,
+        value and categories of each, as :meth:`encode` found them), and
+        those with a value that is not an integer in an integer column."""
+        impossible = (np.zeros(len(encoded), dtype=bool) if unseen_rows is None
+                      else unseen_rows.copy())
+        problems = [f"column {self.name(j)} has a category not seen in fit: {value!r} (seen: "
+                    f"{known[:10].tolist()})" for j, value, known in unseen_columns[:1]]
+        problems += [f"column {self.name(j)} too ({value!r})"
+                     for j, value, _ in unseen_columns[1:]]
+        advice = (["map each category to a known one or refit with it. In cross-validation, "
+                   "shuffle the rows (KFold(shuffle=True)): a table sorted by a column leaves "
+                   "its categories out of training folds"] if unseen_columns else [])
+        not_integers = []
+        for j in np.flatnonzero(self.is_integer):
+            fractions = np.isfinite(encoded[:, j]) & (encoded[:, j] != np.round(encoded[:, j]))
+            if fractions.any():
+                impossible |= fractions
+                not_integers.append(f"column {self.name(j)} holds integers (integer_features), "
+                                    f"but {encoded[fractions, j][0].item()!r} is none")
+        if not_integers:
+            problems += not_integers
+            advice.append("round each value of an integer column, or refit with the column "
+                          "left out of integer_features")
+        if problems:
+            message = "; ".join(problems)
+            raise UnseenCategoryError(
+                f"{message[0].upper()}{message[1:]}; {impossible.sum()} of {len(impossible)} "
+                f"rows hold one. The model gives them probability 0; {'. Or '.join(advice)}.",
+                impossible)
 
     def rounded(self, rows):
         """Drawn rows (values and codes) with their integer columns rounded

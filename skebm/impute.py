@@ -13,7 +13,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from ._base import TorchEstimator
 from ._checks import input_attributes_restored_on_failure
 from ._runtime import refuse_beyond_memory
-from ._table import missing_cells, numbers_only
+from ._table import is_number, missing_cells, numbers_only
 
 __all__ = ["DensityImputer"]
 
@@ -388,10 +388,7 @@ def _non_numeric_columns(X, values):
         return np.array([getattr(dtype, "kind", "O") not in "iuf" for dtype in dtypes])
     if values.dtype != object:
         return np.zeros(values.shape[1], dtype=bool)
-    is_number = np.frompyfunc(
-        lambda value: isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)),
-        1, 1)(values).astype(bool)
-    return ~is_number.all(axis=0)
+    return ~np.frompyfunc(is_number, 1, 1)(values).astype(bool).all(axis=0)
 
 
 def _nan_where(missing):

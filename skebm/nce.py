@@ -222,7 +222,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         ``sample`` and ``sample_conditional`` round draws to the integer
         whose cell they fell in. "auto": the columns not categorical whose
         values in fit are all integers; or indices, a boolean mask, column
-        names; None for none.
+        names; None for none. A value that is not an integer has
+        probability 0 and is an error, as an unseen category is.
 
     Attributes
     ----------

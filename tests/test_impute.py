@@ -509,3 +509,24 @@ def test_a_batch_whose_text_cells_are_all_missing_gets_categories():
     assert filled.dtype == object and filled[0, 1] in {"a", "b", "c"}
     filled = imputer.transform(frame.iloc[[11]])  # k missing, x observed
     assert filled[0, 0] == frame["x"].iloc[11] and filled[0, 1] in {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("flags", ["bool", "object", "boolean"])
+def test_a_bool_column_comes_back_bool(flags):
+    """A bool column is categorical ("from_dtype"), so its cells are filled
+    with True or False and, with set_output(transform="pandas"), it comes
+    back of dtype bool: with NaN elsewhere (it came back float64, 0.0 and
+    1.0), as objects with None (filled with a mean such as 0.4) or pandas'
+    nullable boolean with NA."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "b": rng.random(120) < 0.4})
+    frame.loc[3, "x"] = np.nan
+    if flags != "bool":  # the bool column has missing cells of its own
+        frame["b"] = frame["b"].astype(flags)
+        frame.loc[[4, 7], "b"] = None
+    imputer = DensityImputer(NCEDensity(**TINY_NCE), random_state=0).fit(frame)
+    filled = imputer.set_output(transform="pandas").transform(frame)
+    assert filled.dtypes.to_dict() == {"x": np.float64, "b": np.bool_}
+    observed = frame["b"].notna()
+    assert (filled["b"][observed] == frame["b"][observed].astype(bool)).all()

@@ -108,6 +108,17 @@ def test_history_reports_the_chains(fitted):
     assert record["chain_grad_norm"] > 0
 
 
+def test_a_cell_beyond_the_squares_of_float64_is_standardized():
+    """One cell of 1e160 (its square overflows float64) made the column's
+    scale inf and every score -inf: the standardization must not square
+    the values as they are."""
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    X[5, 1] = 1e160
+    model = ShortRunEBM(max_iter=2, random_state=0).fit(X)
+    assert np.all(np.isfinite(model.scale_))
+    assert np.all(np.isfinite(model.score_samples(X[:10])))
+
+
 def test_exploding_gap_warns(eight_gaussians):
     X_train, _ = eight_gaussians
     with pytest.warns(ConvergenceWarning, match="energy gap"):

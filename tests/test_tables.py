@@ -10,7 +10,7 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
-from skebm import NCEDensity, UnseenCategoryError
+from skebm import NCEDensity, ShortRunEBM, UnseenCategoryError
 from skebm._mixture import CommonDraws, FreshDraws, fit_mixture
 from skebm.base_density import GaussianMixtureDensity
 
@@ -605,17 +605,20 @@ def test_integer_mass_of_a_gaussian_only_model_is_its_cell_integral():
 
 def test_integer_draws_are_integers_and_known_cells_stay(counts_model):
     """``sample`` and ``sample_conditional`` draw integers where the column
-    holds them; a known cell comes back as given, a non-integer one too;
-    ``conditional_mean`` gives the expectation, not rounded."""
+    holds them; a known cell comes back as given (a non-integer one, of
+    probability 0, is refused: see the test below); ``conditional_mean``
+    gives the expectation, not rounded."""
     drawn = counts_model.sample(400, random_state=0)
     assert np.array_equal(drawn[:, 0], np.round(drawn[:, 0]))
     assert not np.array_equal(drawn[:, 1], np.round(drawn[:, 1]))
     assert np.mean(drawn[:, 0]) == pytest.approx(3.0, abs=0.4)
-    rows = np.array([[np.nan, 1.0], [np.nan, 3.0], [2.5, np.nan]])
+    rows = np.array([[np.nan, 1.0], [np.nan, 3.0]])
     completed = counts_model.sample_conditional(rows, random_state=0)
-    assert np.array_equal(completed[:2, 0], np.round(completed[:2, 0]))
-    assert completed[2, 0] == 2.5 and completed[0, 1] == 1.0
-    means = counts_model.conditional_mean(np.tile(rows[:2], (1, 1)), random_state=0)
+    assert np.array_equal(completed[:, 0], np.round(completed[:, 0]))
+    assert completed[0, 1] == 1.0
+    with pytest.raises(UnseenCategoryError, match="Column 0 holds integers"):
+        counts_model.sample_conditional([[2.5, np.nan]], random_state=0)
+    means = counts_model.conditional_mean(rows, random_state=0)
     assert not np.array_equal(means[:, 0], np.round(means[:, 0]))
     assert means[1, 0] > means[0, 0]  # more x, more counts
 
@@ -824,3 +827,57 @@ def test_an_integer_rows_score_does_not_depend_on_its_batch(assert_batch_free):
     model = quick_trained(make_counts(600, 0))
     assert model.is_integer_.tolist() == [True, False]
     assert_batch_free(model.score_samples, with_holes(make_counts(150, 1), 2))
+
+
+@pytest.mark.parametrize("make", [lambda: NCEDensity(**{**QUICK, "max_iter": 1}),
+                                  lambda: ShortRunEBM(max_iter=1, random_state=0)],
+                         ids=["nce", "shortrun"])
+def test_integers_beyond_float64s_exact_ones_are_refused(make):
+    """Integers beyond 2**53 (identifiers) have no exact float64: five
+    distinct ones became one value, a constant column, silently. fit and
+    score_samples refuse them, naming the column; 2**53 itself is exact,
+    and a failed fit leaves the fitted model as it was."""
+    rng = np.random.default_rng(0)
+    ids = 2**60 + rng.integers(0, 5, 100)
+    frame = pd.DataFrame({"x": rng.normal(size=100), "id": ids})
+    array = np.column_stack([rng.integers(0, 3, 100), ids])
+    for X, column in [(frame, "Column 'id'"), (array, "Column 1")]:
+        with pytest.raises(ValueError, match=f"{column} holds 100 integer.* beyond 2\\*\\*53"):
+            make().fit(X)
+    exact = frame.assign(id=rng.integers(0, 5, 100) + 2**53 - 4)
+    model = make().fit(exact)
+    with pytest.raises(ValueError, match="Column 'id' holds 100 integer"):
+        model.fit(frame)
+    with pytest.raises(ValueError, match="Column 'id' holds 100 integer"):
+        model.score_samples(frame)
+    assert list(model.feature_names_in_) == ["x", "id"] and np.isfinite(model.scale_).all()
+
+
+def test_a_value_between_integers_has_probability_0():
+    """An integer column's model is a probability per integer: 2.5 has none,
+    and is refused as an unseen category is (it scored the mass of the unit
+    interval around it); in a table with both, one error holds every such
+    row, and an outlier detector flags them all."""
+    from skebm import DensityOutlierDetector
+    from skebm.outlier import UNSEEN_SCORE
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"x": rng.normal(size=300), "n": rng.poisson(3.0, 300).astype(float),
+                          "kind": rng.choice(["a", "b"], 300)})
+    quick = {**QUICK, "max_iter": 1, "integer_features": ["n"]}
+    model = NCEDensity(**quick).fit(train.drop(columns="kind"))
+    rows = pd.DataFrame({"x": [0.0, 0.0, 0.0], "n": [2.0, 2.5, 3.0]})
+    message = r"Column 'n' holds integers \(integer_features\), but 2.5 is none; 1 of 3 rows"
+    with pytest.raises(UnseenCategoryError, match=message) as error:
+        model.score_samples(rows)
+    assert error.value.rows.tolist() == [False, True, False]
+    with pytest.raises(UnseenCategoryError, match=message):
+        model.sample_conditional(rows.assign(x=np.nan), random_state=0)
+    rows["kind"] = ["a", "c", "zebra"]
+    detector = DensityOutlierDetector(NCEDensity(**quick)).fit(train)
+    with pytest.raises(UnseenCategoryError, match="'kind' has a category not seen.*'n' holds "
+                       "integers.*; 2 of 3 rows hold one") as error:
+        detector.density_.score_samples(rows)
+    assert error.value.rows.tolist() == [False, True, True]
+    scores = detector.score_samples(rows)
+    assert scores[0] > UNSEEN_SCORE and scores[1:].tolist() == [UNSEEN_SCORE] * 2
