@@ -61,6 +61,9 @@ def refuse_inexact_integers(X):
     computes in float64, where each would become its nearest float and
     distinct ones (identifiers, say) one value, silently. The error names
     the first column with one."""
+    dtype = getattr(X, "dtype", None)  # numpy or scipy; a DataFrame has dtypes
+    if dtype is not None and dtype.kind not in "iuO":
+        return  # floats and booleans: nothing to look through
     names = None
     if hasattr(X, "columns") and hasattr(X, "dtypes"):
         names = np.asarray(X.columns, dtype=object)
