@@ -72,6 +72,8 @@ def refuse_inexact_integers(X):
         at = np.repeat(np.arange(len(found)), [len(values) for values in found])
         found = np.array([value for values in found for value in values.tolist()], dtype=object)
     elif sp.issparse(X):
+        if not _beyond_exact(X.tocsr().data).any():
+            return  # (a corpus of counts: no copy)
         X = X.tocoo()
         beyond = _beyond_exact(X.data)
         at, found = X.col[beyond], X.data[beyond]
