@@ -202,14 +202,14 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         component, and per category a shift of the component's mean of the
         continuous columns; in the network, one-hot inputs): "from_dtype", the
         DataFrame columns of category, object, string or bool dtype (and the
-        non-numeric columns of an object array); "auto", those and numeric
-        columns of 2 to 5 distinct values, each in at least 5% of the rows
-        (a flag has no density; sparse counts are integer columns instead,
-        as held-out rows would bring values fit never saw); or indices, a
-        boolean mask, column names; None for none. A row's
-        ``score_samples`` is then the log of its categories' probability
-        times its continuous columns' density. A category not seen in fit is
-        an error.
+        non-numeric columns of an object array, True and False among them);
+        "auto", those and numeric columns of 2 to 5 distinct values, each in
+        at least 5% of the rows (a flag has no density; sparse counts are
+        integer columns instead, as held-out rows would bring values fit
+        never saw); or indices, a boolean mask, column names; None for none.
+        A row's ``score_samples`` is then the log of its categories'
+        probability times its continuous columns' density. A category not
+        seen in fit is an error.
     integer_features : "auto", array-like of int, bool or str, or None, default="auto"
         Numeric columns of integers (counts, ages in years), each given a
         probability per integer rather than a density: the model is a
