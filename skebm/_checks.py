@@ -67,7 +67,10 @@ def refuse_inexact_integers(X):
     names = None
     if hasattr(X, "columns") and hasattr(X, "dtypes"):
         names = np.asarray(X.columns, dtype=object)
-        columns = [X.iloc[:, j].dropna().to_numpy() for j in range(X.shape[1])]
+        # Integer and object columns only (the others are read as floats already).
+        columns = [X.iloc[:, j].dropna().to_numpy()
+                   if getattr(dtype, "kind", "O") in "iuO" else np.empty(0)
+                   for j, dtype in enumerate(X.dtypes)]
         found = [values[_beyond_exact(values)] for values in columns]
         at = np.repeat(np.arange(len(found)), [len(values) for values in found])
         found = np.array([value for values in found for value in values.tolist()], dtype=object)
