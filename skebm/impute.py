@@ -83,8 +83,10 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         Seeds the draws: each ``transform`` draws its seeds for
         ``sample_conditional`` from ``check_random_state(random_state)``, so
         with an int, ``transform`` and ``fit_transform`` return the same
-        values for the same X and fitted density. Also the seed of the
-        default density.
+        values for the same X and fitted density. A conditional mean, an
+        estimate rather than a draw, takes a seed drawn once at ``fit``:
+        ``transform`` then answers a row alike at every call, whatever
+        ``random_state``. Also the seed of the default density.
 
     Attributes
     ----------
@@ -183,6 +185,10 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         self.density_ = density
         # A fitted imputer answers as it was fitted, whatever set_params does since.
         self._transform_options = (self.sample_posterior, self.n_draws, self.random_state)
+        # A conditional mean is an estimate, not a draw: its seed is fixed
+        # here, so that transform answers a row alike at every call.
+        self._mean_seed = int(check_random_state(self.random_state).randint(
+            np.iinfo(np.int32).max))
         self.is_categorical_ = is_categorical
         self.indicator_ = indicator
         self._text_table = values.dtype == object
@@ -243,8 +249,9 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         entries filled: one draw of ``density_.sample_conditional`` with
         ``sample_posterior``, else its ``conditional_mean`` where it has
         one, else the mean (numeric columns) or the most frequent
-        (categorical columns) of ``n_draws`` draws. Each call gets a seed
-        drawn from ``random_state`` when it is made."""
+        (categorical columns) of ``n_draws`` draws. Each call of
+        ``sample_conditional`` gets a seed drawn from ``random_state`` when
+        it is made; ``conditional_mean`` the seed drawn at fit."""
         sample_posterior, n_draws, random_state = self._transform_options
         random_state = check_random_state(random_state)
 
@@ -254,7 +261,9 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         if sample_posterior:
             return np.where(missing, self._draw(X, values, seed()), values)
         if hasattr(self.density_, "conditional_mean"):
-            return np.where(missing, self._draw(X, values, seed(), "conditional_mean"), values)
+            mean_seed = getattr(self, "_mean_seed", None)  # None: pickled before it was kept
+            return np.where(missing, self._draw(
+                X, values, seed() if mean_seed is None else mean_seed, "conditional_mean"), values)
         # Held at once: the running sum, one draw and the filled copy (plus
         # the counts of the categorical cells, below that for few categories);
         # drawn in all: n_draws draws, the cost refused beyond reach.

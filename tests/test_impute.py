@@ -357,12 +357,14 @@ def test_with_nce_density_fitted_on_missing_values():
     assert np.sqrt(np.mean(error**2)) < 0.6 < np.sqrt(np.mean(X[hidden, 1] ** 2))
 
 
-def test_a_rows_conditional_mean_does_not_depend_on_its_batch(assert_batch_free):
-    """transform fills a row alike alone and in any batch (the density's
-    conditional mean: its completions are common to every row)."""
+@pytest.mark.parametrize("random_state", [0, None])
+def test_a_rows_conditional_mean_does_not_depend_on_its_batch(assert_batch_free, random_state):
+    """transform fills a row alike alone and in any batch, at every call
+    (the density's conditional mean: its completions are common to every
+    row, their seed drawn at fit; random_state=None drew one per call)."""
     X_missing, _ = hide_second(gaussian_rows(300), share=0.5)
     density = NCEDensity(**QUICK_NCE, early_stopping=False)
-    imputer = DensityImputer(density, random_state=0).fit(X_missing)
+    imputer = DensityImputer(density, random_state=random_state).fit(X_missing)
     assert not imputer.density_.module_.energy.is_zero()
     assert_batch_free(imputer.transform, X_missing, rows=(1, 2, 3, -1))
 
