@@ -135,7 +135,8 @@ class ConditionalMeanMixin:
         mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
             True where a value is to be filled; None means X's missing cells.
         random_state : int, RandomState instance or None, default=None
-            Seeds the completions.
+            Seeds the completions. None: a seed drawn at fit, so that the
+            estimate is the same at every call, as ``score_samples`` is.
 
         Returns
         -------
@@ -149,8 +150,9 @@ class ConditionalMeanMixin:
         levels = {} if table is None else table.mean_levels()
         # The same numbers for every chunk of rows, so a row's mean does not
         # depend on its batch (the chunks' generator goes unused).
+        seed = self._log_partition_memo["seed"] + 2 if random_state is None else random_state
         draws = CommonDraws.drawn(CONDITIONAL_MEAN_DRAWS, self.n_features_in_,
-                                  make_generator(random_state, self._inference_device()))
+                                  make_generator(seed, self._inference_device()))
 
         def fill(Z, free, _):
             on_device = {column: torch.as_tensor(values, dtype=Z.dtype, device=Z.device)

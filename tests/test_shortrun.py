@@ -483,6 +483,7 @@ def test_a_rows_score_does_not_depend_on_its_batch(correlated_gaussian, assert_b
     rows[np.arange(len(rows)), np.arange(len(rows)) % 2] = np.nan
     assert_batch_free(model.score_samples, rows)
     assert_batch_free(lambda X: model.conditional_mean(X, random_state=0), rows)
+    assert_batch_free(model.conditional_mean, rows)  # None: the seed drawn at fit
 
 
 def test_fit_takes_missing_cells(correlated_gaussian):

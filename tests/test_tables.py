@@ -819,6 +819,7 @@ def test_a_rows_answers_do_not_depend_on_its_batch(assert_batch_free):
         kind=lambda frame: frame.kind.cat.codes).to_numpy(float), 2)
     assert_batch_free(model.score_samples, rows)
     assert_batch_free(lambda X: model.conditional_mean(X, random_state=0), rows)
+    assert_batch_free(model.conditional_mean, rows)  # None: the seed drawn at fit
 
 
 def test_an_integer_rows_score_does_not_depend_on_its_batch(assert_batch_free):
