@@ -8,7 +8,7 @@ hidden per row. A threshold that keeps its promise flags about
 ``contamination`` of the training rows, and (the density fitting well) of
 each group of held-out rows.
 
-    python benchmarks/outlier_missing_cells.py [--rate 0.15] [--contamination 0.1]
+    python benchmarks/outlier_missing_cells.py [--rate 0.15] [--contamination 0.1] [--cv 5]
 """
 
 import argparse
@@ -49,16 +49,19 @@ def main():
     parser.add_argument("--rate", type=float, default=0.15)
     parser.add_argument("--contamination", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cv", type=int, default=None, help="the detector's cv (None: in-sample)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    print(f"contamination={args.contamination}, {args.rate:.0%} of training cells hidden\n")
+    print(f"contamination={args.contamination}, cv={args.cv}, {args.rate:.0%} of training cells "
+          "hidden\n")
     print("| data | fit (s) | training rows flagged | held-out, k = 0 | k = 1 | k = 2 | k = 3 |")
     print("|---|---|---|---|---|---|---|")
     for name, (X_train, X_test) in tables(args.seed):
         X_train = hidden(X_train, args.rate, rng)
         start = time.perf_counter()
         detector = DensityOutlierDetector(NCEDensity(random_state=args.seed),
-                                          contamination=args.contamination).fit(X_train)
+                                          contamination=args.contamination,
+                                          cv=args.cv).fit(X_train)
         seconds = time.perf_counter() - start
         flagged = [np.mean(detector.predict(X_train) == -1)]
         flagged += [np.mean(detector.predict(with_k_missing(X_test, k, rng)) == -1)
