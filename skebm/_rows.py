@@ -19,17 +19,19 @@ def standardization(X):
     constant columns get scale 1. Constant is judged relative to the column's own magnitude, so a
     column of values near 1e-30 is scaled like one near 1.
 
-    The statistics are those of each column divided by the power of two
-    nearest its largest magnitude, times that power: dividing by a power of
-    two is exact, so they are the same numbers, but the squares of the
-    variance cannot overflow, as those of values beyond about 1e154 would."""
+    A column whose squares would overflow or underflow float64 (values
+    beyond about 1e144, or all below about 1e-144) is divided by the power
+    of two above its largest magnitude, and its statistics multiplied back:
+    dividing by a power of two is exact, so they are the same numbers. Other
+    columns are read as they are, without a copy."""
     X = X.astype(np.float64, copy=False)
     unit = _power_of_two_units(X)
+    rescaled = np.any(unit != 1.0)
     if sp.issparse(X):
-        mean, variance = mean_variance_axis(X @ sp.diags(1.0 / unit), axis=0)
+        mean, variance = mean_variance_axis(X @ sp.diags(1.0 / unit) if rescaled else X, axis=0)
         scale = np.sqrt(variance)
     else:
-        scaled = X / unit
+        scaled = X / unit if rescaled else X
         if np.isnan(scaled).any():  # missing cells: the statistics of the observed ones
             mean, scale = np.nanmean(scaled, axis=0), np.nanstd(scaled, axis=0)
         else:
@@ -39,13 +41,23 @@ def standardization(X):
     return mean, scale
 
 
+#: Largest magnitudes between these keep a column as it is in
+#: :func:`standardization`: its squares, summed over any number of rows a
+#: machine holds, stay normal float64 numbers.
+_SAFE_MAGNITUDES = (2.0**-480, 2.0**480)
+
+
 def _power_of_two_units(X):
-    """Per column, the power of two nearest above its largest magnitude (1
-    for a column of zeros or of NaN alone)."""
-    largest = abs(X).max(axis=0).toarray().ravel() if sp.issparse(X) else np.fmax.reduce(
-        np.abs(X), axis=0)
-    largest = np.where(np.isfinite(largest) & (largest > 0), largest, 1.0)
-    return np.ldexp(1.0, np.frexp(largest)[1])
+    """Per column, 1, or the power of two above its largest magnitude where
+    that lies outside :data:`_SAFE_MAGNITUDES` (a column of zeros or of NaN
+    alone: 1)."""
+    if sp.issparse(X):
+        largest = abs(X).max(axis=0).toarray().ravel()
+    else:  # no array-sized temporary; NaN left out
+        largest = np.fmax(np.fmax.reduce(X, axis=0), -np.fmin.reduce(X, axis=0))
+    low, high = _SAFE_MAGNITUDES
+    outside = np.isfinite(largest) & (largest > 0) & ((largest < low) | (largest > high))
+    return np.where(outside, np.ldexp(1.0, np.frexp(np.where(outside, largest, 1.0))[1]), 1.0)
 
 
 def as_tensor(array, device, dtype):

@@ -296,12 +296,13 @@ def test_jacobian_of_the_standardization(eight_gaussians):
     )
 
 
-@pytest.mark.parametrize("scale", [1e-30, 1e30, 1e200])
+@pytest.mark.parametrize("scale", [1e-30, 1e30, 1e-200, 1e200])
 def test_extreme_scales_shift_the_log_density_by_the_jacobian(scale):
     """A density of c X is the density of X shifted by -d log c, however
     small or large c: columns of tiny values are not taken for constant, and
-    values whose squares overflow float64 (beyond about 1e154) are
-    standardized all the same (their variance was inf, every score -inf)."""
+    values whose squares overflow or underflow float64 (beyond about 1e154,
+    below about 1e-154) are standardized all the same (their variance was
+    inf, every score -inf; or 0, a constant column)."""
     X = make_toy_2d("moons", 600, random_state=0)
     fits = [NCEDensity(hidden_layer_sizes=(16,), max_iter=5, n_importance_samples=4096,
                        n_threads=1, random_state=0).fit(X * c) for c in (1.0, scale)]
