@@ -41,6 +41,7 @@ from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
                        resolve_device, thread_limit, watched)
 from ._table import TableColumns, _column_name, blanked
+from .optim import adam
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
@@ -136,9 +137,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _make_optimizer(self, module):
         """The torch optimizer of ``module``'s parameters: Adam with
-        ``learning_rate`` and ``weight_decay``."""
-        return torch.optim.Adam(module.parameters(), lr=self.learning_rate,
-                                weight_decay=self.weight_decay)
+        ``learning_rate`` and ``weight_decay`` (fused where torch can)."""
+        return adam(module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
 
     def _make_update_rule(self, module, n_steps):
         """What ``_training_step`` updates with: an :class:`UpdateRule`, the

@@ -4,7 +4,20 @@ import math
 
 import torch
 
-__all__ = ["LazyAdam"]
+__all__ = ["LazyAdam", "adam"]
+
+
+def adam(params, lr, weight_decay=0.0):
+    """``torch.optim.Adam``, fused into one kernel where this torch has one
+    for the parameters' device (CUDA; the CPU since torch 2.4): the same
+    update, without a loop over the parameters in Python. A small network's
+    step took 0.52 ms unfused, 0.15 ms fused, on two CPU cores
+    (``benchmarks/RESULTS.md``)."""
+    params = list(params)
+    devices = {param.device.type for param in params}
+    version = tuple(int(part) for part in torch.__version__.split(".")[:2])
+    fused = devices == {"cuda"} or (devices == {"cpu"} and version >= (2, 4))
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 class LazyAdam(torch.optim.Optimizer):

@@ -30,3 +30,26 @@ def test_lazy_adam_is_sparse_adam_on_sparse_rows_and_adam_on_dense():
     start = torch.randn(50, 7, generator=torch.Generator().manual_seed(0))
     assert (lazy_table.detach()[touched] != start[touched]).all()
     torch.testing.assert_close(lazy_table.detach()[~touched], start[~touched], rtol=0, atol=0)
+
+
+def test_adam_is_fused_on_the_cpu_where_torch_can_and_steps_as_torch_adam():
+    """``adam`` takes the fused kernel on the CPU from torch 2.4, and its
+    steps are Adam's (with weight decay), within float32 rounding."""
+    from skebm.optim import adam
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(20, 5, generator=generator))
+    copy = torch.nn.Parameter(weight.detach().clone())
+    ours, reference = adam([weight], lr=0.01, weight_decay=0.1), torch.optim.Adam(
+        [copy], lr=0.01, weight_decay=0.1, foreach=False)
+    version = tuple(int(part) for part in torch.__version__.split(".")[:2])
+    assert bool(ours.param_groups[0]["fused"]) == (version >= (2, 4))
+    for _ in range(50):
+        x = torch.randn(5, generator=generator)
+        for optimizer, parameter in [(ours, weight), (reference, copy)]:
+            optimizer.zero_grad()
+            (parameter @ x).sin().sum().backward()
+            optimizer.step()
+    assert not torch.equal(weight.detach(), torch.randn(20, 5, generator=torch.Generator(
+    ).manual_seed(0)))
+    torch.testing.assert_close(weight, copy, rtol=1e-5, atol=1e-6)
