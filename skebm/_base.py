@@ -563,10 +563,10 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             densities = ("Put" if self.__sklearn_tags__().target_tags.required else
                          "NCEDensity models tables with missing cells and categorical columns "
                          "as they come; or put")
-            raise ValueError(
-                f"{name} does not take {what}. {densities} skebm.DensityImputer (missing "
-                f"cells) or a OneHotEncoder (categories) before {name} in a Pipeline."
-            ) from error
+            encoders = ("a OneHotEncoder (categories)" if self._accepts_missing else
+                        "skebm.DensityImputer (missing cells) or a OneHotEncoder (categories)")
+            raise ValueError(f"{name} does not take {what}. {densities} {encoders} before "
+                             f"{name} in a Pipeline.") from error
         if reset and self._accepts_missing:
             unobserved = np.flatnonzero(np.isnan(X).all(0))
             if len(unobserved):
