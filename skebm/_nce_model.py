@@ -21,6 +21,13 @@ SIR_CANDIDATES = 32
 #: Langevin steps that move it at each refresh.
 _POOL_ROWS = 8192
 _POOL_MALA_STEPS = 5
+#: Training draws noise from the proposal this many steps' worth at a time:
+#: a mixture draws component by component, and with one call per step, on
+#: 32 components, the calls cost as much as the draws (benchmarks/RESULTS.md).
+#: The reserve starts empty with every epoch that early stopping scores (it
+#: switches modes, :meth:`NCEModel.train`), and such epochs are often 11
+#: steps: 4 wastes one.
+NOISE_RESERVE_STEPS = 4
 
 
 class Snapshot(nn.Module):
@@ -141,6 +148,7 @@ class NCEModel(MissingCells, nn.Module):
         self.snapshot = snapshot
         self.log_partition = nn.Parameter(torch.zeros((), dtype=torch.float32,
                                                       device=base.means.device))
+        self._noise_reserve = None  # noise drawn ahead, during training (sample_noise)
 
     def latent(self, Z):
         """``(U, log |dU/dZ|)`` of standardized rows."""
@@ -174,8 +182,24 @@ class NCEModel(MissingCells, nn.Module):
         return log_ratio - log_noise_ratio
 
     def sample_noise(self, n_samples, generator):
-        source = self.proposal if self.snapshot is None else self.snapshot
-        return source.sample(n_samples, generator)
+        """Noise rows for a training step: the snapshot's, or the proposal's,
+        drawn :data:`NOISE_RESERVE_STEPS` steps ahead and kept until the
+        training run ends (:meth:`train`)."""
+        if self.snapshot is not None:
+            return self.snapshot.sample(n_samples, generator)
+        if self._noise_reserve is None or len(self._noise_reserve) < n_samples:
+            self._noise_reserve = self.proposal.sample(NOISE_RESERVE_STEPS * n_samples,
+                                                       generator)
+        noise, self._noise_reserve = (self._noise_reserve[:n_samples],
+                                      self._noise_reserve[n_samples:])
+        return noise
+
+    def train(self, mode=True):
+        """nn.Module's ``train``, which also drops the noise drawn ahead, so
+        that no reserve outlives a training run (nor moves devices with the
+        module: it is no buffer)."""
+        self._noise_reserve = None
+        return super().train(mode)
 
     def sample(self, n_samples, n_steps, generator):
         """Rows of the model, on ``z``: sampling-importance-resampling from the
