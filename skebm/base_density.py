@@ -69,8 +69,12 @@ SEARCH_TABLE_ITERATIONS = 25
 #: approximation and an exp): the marginal map's fit is an erfc for every
 #: pair of grid point and knot, of every column.
 ERFC_MULTIPLY_ADDS = 20
-#: Grid points whose kernel sums :func:`_kernel_cdf` makes at once.
+#: Grid points whose kernel sums :func:`_kernel_cdf` makes at once: at
+#: least KERNEL_BLOCK, and more while the block holds at most
+#: KERNEL_BLOCK_ENTRIES (grid point, knot) pairs, so that a column of few
+#: knots is not a hundred small calls (benchmarks/RESULTS.md).
 KERNEL_BLOCK = 64
+KERNEL_BLOCK_ENTRIES = 2**16
 
 #: Rows the cross-validated choice looks at, and rows the chosen mixture is
 #: then fitted to (a random subset of larger data): the choice and the fit
@@ -488,9 +492,9 @@ def _kernel_cdf(grid, knots, bandwidth):
     its upper where ``t > 0``, each precise where it is small.
 
     The (grid point, knot) matrices are most of a marginal map's fit, so
-    they are made :data:`KERNEL_BLOCK` grid points at a time, in one buffer
-    worked in place: small matrices stay in the cache, and large ones are
-    fresh memory the system must map at every call. erfc's argument stops
+    they are made a block of grid points at a time (:data:`KERNEL_BLOCK`),
+    in one buffer worked in place: small matrices stay in the cache, and
+    large ones are fresh memory the system must map at every call. erfc's argument stops
     at 26.5, where erfc is 2e-307, since beyond it erfc leaves its fast path
     for subnormal numbers (the defensive Gaussian that
     :class:`MarginalGaussianization` adds is larger wherever the grid
@@ -499,9 +503,10 @@ def _kernel_cdf(grid, knots, bandwidth):
     knots = torch.as_tensor(knots, dtype=torch.float64, device="cpu")
     n_knots = len(knots)
     lower, upper = torch.empty_like(grid), torch.empty_like(grid)
-    buffer = torch.empty((KERNEL_BLOCK, n_knots), dtype=torch.float64, device="cpu")
-    for start in range(0, len(grid), KERNEL_BLOCK):
-        rows = slice(start, min(start + KERNEL_BLOCK, len(grid)))
+    block = max(KERNEL_BLOCK, KERNEL_BLOCK_ENTRIES // max(n_knots, 1))
+    buffer = torch.empty((block, n_knots), dtype=torch.float64, device="cpu")
+    for start in range(0, len(grid), block):
+        rows = slice(start, min(start + block, len(grid)))
         t = torch.sub(grid[rows, None], knots, out=buffer[:rows.stop - start]).div_(bandwidth)
         below = t < 0
         tail = torch.special.erfc(t.abs_().div_(math.sqrt(2)).clamp_(max=26.5))  # t is spent
