@@ -41,7 +41,7 @@ from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
                        resolve_device, thread_limit, watched)
 from ._table import TableColumns, _column_name, blanked
-from .optim import adam
+from .optim import adam, load_state
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 
@@ -469,7 +469,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         epoch_steps = math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
         rule = self._make_update_rule(module, None if partial else n_epochs * epoch_steps)
         if optimizer_state is not None:
-            rule.optimizer.load_state_dict(optimizer_state)
+            load_state(rule.optimizer, optimizer_state)
         with torch.no_grad():
             batches = self._training_set(module, Z_train)
             if Z_val is not None:

@@ -536,7 +536,7 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
                 data_rows[incomplete] = module.impute(batch[incomplete], TRAINING_CANDIDATES,
                                                       generator)
         # One pass of the network over both kinds of row: larger products,
-        # 12-17% faster a step than two passes (benchmarks/RESULTS.md).
+        # a faster step than two passes (benchmarks/RESULTS.md).
         logits = module.nce_logit(torch.cat([data_rows, noise_rows]), log_ratio)
         data_term = nn.functional.logsigmoid(logits[:len(data_rows)]).sum()
         noise_term = nn.functional.logsigmoid(-logits[len(data_rows):]).sum()

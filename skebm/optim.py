@@ -4,20 +4,30 @@ import math
 
 import torch
 
-__all__ = ["LazyAdam", "adam"]
+__all__ = ["LazyAdam", "adam", "load_state"]
 
 
 def adam(params, lr, weight_decay=0.0):
     """``torch.optim.Adam``, fused into one kernel where this torch has one
     for the parameters' device (CUDA; the CPU since torch 2.4): the same
-    update, without a loop over the parameters in Python. A small network's
-    step took 0.52 ms unfused, 0.15 ms fused, on two CPU cores
-    (``benchmarks/RESULTS.md``)."""
+    update, without a loop over the parameters in Python (timings in
+    ``benchmarks/RESULTS.md``)."""
     params = list(params)
     devices = {param.device.type for param in params}
     version = tuple(int(part) for part in torch.__version__.split(".")[:2])
     fused = devices == {"cuda"} or (devices == {"cpu"} and version >= (2, 4))
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def load_state(optimizer, state):
+    """``optimizer.load_state_dict(state)``, the optimizer keeping its own
+    choice of kernel. torch copies a saved group's ``fused`` flag over the
+    new one's, so a state saved where Adam ran fused (CUDA, a newer torch)
+    would ask a CPU or an older torch, after a pickle moved the model there,
+    for a kernel it lacks."""
+    groups = [{**saved, **{key: own[key] for key in ("fused",) if key in own}}
+              for saved, own in zip(state["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 class LazyAdam(torch.optim.Optimizer):

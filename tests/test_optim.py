@@ -53,3 +53,33 @@ def test_adam_is_fused_on_the_cpu_where_torch_can_and_steps_as_torch_adam():
     assert not torch.equal(weight.detach(), torch.randn(20, 5, generator=torch.Generator(
     ).manual_seed(0)))
     torch.testing.assert_close(weight, copy, rtol=1e-5, atol=1e-6)
+
+
+def test_a_saved_adam_state_loads_with_the_kernel_of_the_optimizer_it_goes_into():
+    """A state saved by a fused Adam (CUDA, a newer torch) and loaded into
+    an Adam that chose no fused kernel (where a pickled model was moved),
+    and the reverse, keep the receiving optimizer's choice, and its steps
+    continue the saved run's."""
+    from skebm.optim import load_state
+
+    def run(optimizer, parameter, steps, generator):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            (parameter @ torch.randn(5, generator=generator)).sin().sum().backward()
+            optimizer.step()
+
+    start = torch.randn(20, 5, generator=torch.Generator().manual_seed(0))
+    for saved_fused, own_fused in [(True, None), (None, True)]:
+        whole = torch.nn.Parameter(start.clone())
+        run(torch.optim.Adam([whole], lr=0.01, fused=saved_fused), whole, 20,
+            torch.Generator().manual_seed(1))
+        first = torch.nn.Parameter(start.clone())
+        generator = torch.Generator().manual_seed(1)
+        saver = torch.optim.Adam([first], lr=0.01, fused=saved_fused)
+        run(saver, first, 10, generator)
+        second = torch.nn.Parameter(first.detach().clone())
+        receiver = torch.optim.Adam([second], lr=0.01, fused=own_fused)
+        load_state(receiver, saver.state_dict())
+        assert receiver.param_groups[0]["fused"] == own_fused
+        run(receiver, second, 10, generator)
+        torch.testing.assert_close(second, whole, rtol=1e-5, atol=1e-6)
