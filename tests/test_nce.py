@@ -488,6 +488,26 @@ def test_never_behind_a_mixture_on_mixture_data():
     assert model.score(X_test) > reference - 0.02
 
 
+
+def test_training_noise_is_drawn_ahead_and_none_is_kept_after_fit(fitted):
+    """Training takes its proposal noise from draws made NOISE_RESERVE_STEPS
+    steps at a time: consecutive steps get consecutive rows of one draw, the
+    next step a new draw. The fitted module (and so its pickle, which may
+    move devices) holds none of it."""
+    from skebm._nce_model import NOISE_RESERVE_STEPS
+
+    module = fitted.module_
+    assert module._noise_reserve is None
+    generator = torch.Generator().manual_seed(3)
+    steps = [module.sample_noise(50, generator) for _ in range(NOISE_RESERVE_STEPS)]
+    reference = module.proposal.sample(NOISE_RESERVE_STEPS * 50, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(torch.cat(steps), reference, rtol=0, atol=0)
+    assert module._noise_reserve is not None and len(module._noise_reserve) == 0
+    assert module.sample_noise(50, generator).shape == (50, 2)
+    assert len(module._noise_reserve) == (NOISE_RESERVE_STEPS - 1) * 50
+    module.eval()
+    assert module._noise_reserve is None
+
 @pytest.fixture(scope="module")
 def skewed_2d():
     """2-D data with a skewed and a bounded feature (the marginal map's use)."""
