@@ -71,6 +71,9 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     contamination : float in (0, 0.5], default=0.01
         Expected share of outliers among the training rows: the quantile of
         their ``score_samples`` that becomes the threshold ``offset_``.
+        There is no ``"auto"``: IsolationForest's fixed threshold belongs to
+        its own score's scale, and a log-density has no such scale (it moves
+        with the units and the number of features), so the share is stated.
     cv : int, cross-validation generator, iterable or None, default=None
         How the training rows are scored for the threshold. None: by the
         fitted density itself, as :class:`~sklearn.ensemble.IsolationForest`
