@@ -14,8 +14,7 @@ def adam(params, lr, weight_decay=0.0):
     ``benchmarks/RESULTS.md``)."""
     params = list(params)
     devices = {param.device.type for param in params}
-    version = tuple(int(part) for part in torch.__version__.split(".")[:2])
-    fused = devices == {"cuda"} or (devices == {"cpu"} and version >= (2, 4))
+    fused = devices == {"cuda"} or (devices == {"cpu"} and torch.__version__ >= "2.4")
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
@@ -25,7 +24,7 @@ def load_state(optimizer, state):
     new one's, so a state saved where Adam ran fused (CUDA, a newer torch)
     would ask a CPU or an older torch, after a pickle moved the model there,
     for a kernel it lacks."""
-    groups = [{**saved, **{key: own[key] for key in ("fused",) if key in own}}
+    groups = [dict(saved, fused=own["fused"]) if "fused" in own else saved
               for saved, own in zip(state["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict({**state, "param_groups": groups})
 

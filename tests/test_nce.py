@@ -488,7 +488,6 @@ def test_never_behind_a_mixture_on_mixture_data():
     assert model.score(X_test) > reference - 0.02
 
 
-
 def test_training_noise_is_drawn_ahead_and_none_is_kept_after_fit(fitted):
     """Training takes its proposal noise from draws made NOISE_RESERVE_STEPS
     steps at a time: consecutive steps get consecutive rows of one draw, the
@@ -507,6 +506,7 @@ def test_training_noise_is_drawn_ahead_and_none_is_kept_after_fit(fitted):
     assert len(module._noise_reserve) == (NOISE_RESERVE_STEPS - 1) * 50
     module.eval()
     assert module._noise_reserve is None
+
 
 @pytest.fixture(scope="module")
 def skewed_2d():
