@@ -40,8 +40,10 @@ def bags_from_rows(X, device, dtype, scale=None):
     exact = scale is not None or dtype == torch.float64
     rows = sp.csr_matrix(X, dtype=np.float64 if exact else np.float32)
     if not rows.has_canonical_format or not rows.data.all():
-        if sp.issparse(X) and np.shares_memory(rows.data, X.data):
-            rows = rows.copy()  # the caller's matrix stays as it was
+        if sp.issparse(X):
+            # The caller's matrix stays as it was: a new dtype copies the
+            # values but may share the column indices, which sorting moves.
+            rows = rows.copy()
         rows.sum_duplicates()  # sorts each row's columns, merges repeats
         rows.eliminate_zeros()
     weights = rows.data if scale is None else rows.data / scale[rows.indices]

@@ -131,11 +131,15 @@ def test_sparse_and_dense_input_give_the_same_model(digits):
                                dense.predict_proba(X_test), rtol=1e-12)
 
 
-def test_the_callers_sparse_matrix_is_left_as_it_was(digits):
+@pytest.mark.parametrize("binary", [False, True])
+def test_the_callers_sparse_matrix_is_left_as_it_was(digits, binary):
     """A CSR matrix with explicit zeros and repeated, unsorted columns (as
-    built by hand) is read as its canonical form, and left as it was."""
+    built by hand) is read as its canonical form, and left as it was; also
+    0/1 values, which are not rescaled but made float32, a copy of the values
+    that shares the column indices with the caller's matrix."""
     X, y, X_test, _ = digits
-    X = sp.csr_matrix(X)
+    X = sp.csr_matrix(X > 0.5 if binary else X, dtype=np.float64)
+    X_test = X_test > 0.5 if binary else X_test
     explicit = sp.csr_matrix((np.r_[X.data, 0.0, 0.0], np.r_[X.indices, 5, 5],
                               np.r_[X.indptr[:-1], X.nnz + 2]), shape=X.shape)
     explicit.indices[:3] = explicit.indices[:3][::-1]  # unsorted
