@@ -485,7 +485,12 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 loss, first_step_loss, diagnostics = self._run_epoch(
                     module, batches, generator, rule, batch_size)
                 if run.first_loss is None:  # the reference of the growth check
-                    run.first_loss = loss if first_step_loss is None else first_step_loss
+                    # With row weights, the first epoch's: one minibatch's weights may
+                    # be nothing like the rest's (balanced class weights put a rare
+                    # class at a hundred times the others), and so may its loss.
+                    weighted = getattr(Z_train, "weights", None) is not None
+                    run.first_loss = (loss if first_step_loss is None or weighted
+                                      else first_step_loss)
                 record = {"epoch": run.epoch, "loss": loss, **diagnostics,
                           **self._epoch_diagnostics(module)}
                 run.history.append(record)

@@ -47,7 +47,9 @@ class TrainingRun:
     n_epochs: int
     epoch_steps: int = 1  #: training steps an epoch takes
     epoch: int = 0
-    first_loss: float = None  #: the first step's loss, or the first epoch's
+    #: the first step's loss, or the first epoch's (steps that return none,
+    #: weighted rows)
+    first_loss: float = None
     history: list = field(default_factory=list)
     notes: list = field(default_factory=list)  #: lines for the progress bar to write
     rule: object = None  #: the update rule (``.optimizer``), for monitors that set the rate

@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits, load_iris, load_wine
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebm import ConvergenceDivergedError, NCESoftmaxClassifier
@@ -290,6 +291,22 @@ def test_sample_weight_moves_the_optimum_to_the_weighted_conditional():
                                    sample_weight=weights[rows])
     plain_stream, weighted_stream = (clf.predict_proba(X_test)[:, 1].mean() for clf in streams)
     assert weighted_stream > plain_stream + 0.1
+
+
+def test_balanced_weights_of_a_rare_class_are_not_divergence():
+    """With weighted rows the loss-growth check starts from the first
+    epoch's loss: a first minibatch without the rare class weighs half as
+    much as its rows' count, and the epoch, whose rare rows weigh a hundred
+    times more, had hundreds of times that batch's loss (the fit was
+    stopped as diverged)."""
+    rng = np.random.RandomState(0)
+    X = rng.rand(5000, 5)
+    y = (X[:, 0] > 0.995).astype(int)  # 24 rows of class 1
+    weights = compute_sample_weight("balanced", y)
+    clf = NCESoftmaxClassifier(embedding_dim=8, batch_size=64, max_iter=5,
+                               random_state=0).fit(X, y, sample_weight=weights)
+    proba = clf.predict_proba(X)[:, 1]
+    assert proba[y == 1].mean() > 0.5 > proba[y == 0].mean()
 
 
 def test_early_stopping_scores_held_out_rows_by_their_weight():
