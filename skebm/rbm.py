@@ -280,11 +280,14 @@ class PCDRestrictedBoltzmann(
         if settings["visible_units"] != "bernoulli":
             return
         values = X.data if sp.issparse(X) else X
-        if values.size and (values.min() < 0 or values.max() > 1):
+        # A few units in the last place beyond are a scaler's rounding
+        # (MinMaxScaler gives 1.0000000000000002): the formulas take them.
+        slack = 8 * np.finfo(values.dtype).eps
+        if values.size and (values.min() < -slack or values.max() > 1 + slack):
             raise ValueError(
                 f"{type(self).__name__} with visible_units='bernoulli' needs X in [0, 1] "
                 f"(binary data, or grey levels read as probabilities); X has values from "
-                f"{values.min():.4g} to {values.max():.4g}. Scale it, e.g. with "
+                f"{float(values.min())!r} to {float(values.max())!r}. Scale it, e.g. with "
                 "sklearn.preprocessing.MinMaxScaler(clip=True) (clip=True keeps new rows "
                 "beyond the training range in [0, 1] too, as cross-validation needs) or "
                 "X / X.max(), or use visible_units='gaussian' for real-valued data."

@@ -461,9 +461,9 @@ def test_bernoulli_units_refuse_unscaled_input(small_fitted):
     +1.1e8; now a clear error that says what to do, at fit and after."""
     X = load_digits().data[:200]
     for fit in (PCDRestrictedBoltzmann(**QUICK).fit, PCDRestrictedBoltzmann(**QUICK).partial_fit):
-        with pytest.raises(ValueError, match=r"\[0, 1\].*0 to 16.*MinMaxScaler\(clip=True\).*gaussian"):
+        with pytest.raises(ValueError, match=r"\[0, 1\].*0.0 to 16.0.*MinMaxScaler\(clip=True\).*gaussian"):
             fit(X)
-    with pytest.raises(ValueError, match=r"needs X in \[0, 1\].*-1 to"):
+    with pytest.raises(ValueError, match=r"needs X in \[0, 1\].*-1.0 to"):
         small_fitted.score_samples(np.full((2, 6), -1.0))
     with pytest.raises(ValueError, match=r"needs X in \[0, 1\]"):
         small_fitted.transform(csr_matrix(np.full((2, 6), 2.0)))
@@ -599,6 +599,19 @@ def test_sample_conditional_draws_the_exact_conditional(small_fitted):
     np.testing.assert_array_equal(rows[1], 1.0)
     with pytest.raises(ValueError, match=r"needs X in \[0, 1\]"):
         small_fitted.sample_conditional(np.full((1, 6), 2.0), np.zeros((1, 6), dtype=bool))
+
+
+def test_a_scalers_rounding_beyond_1_is_accepted():
+    """MinMaxScaler's largest value is 1.0000000000000002 in some columns
+    (here column 1): a few units in the last place beyond [0, 1] are
+    rounding, taken as they are; a value truly beyond is refused, shown in
+    full (not rounded back to "1")."""
+    X = MinMaxScaler().fit_transform(np.random.RandomState(7).randn(50, 3) * 7 + 3)
+    assert X.max() > 1
+    PCDRestrictedBoltzmann(n_components=2, n_iter=1, random_state=0).fit(X)
+    X[0, 0] = 1 + 1e-9
+    with pytest.raises(ValueError, match=r"values from 0.0 to 1.000000001\. Scale it"):
+        PCDRestrictedBoltzmann(n_components=2, n_iter=1, random_state=0).fit(X)
 
 
 def test_the_pipeline_the_error_recommends_cross_validates():
