@@ -310,6 +310,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            At least 2 rows on the first call (each column's scale comes
+            from them), then any.
         y : array-like of shape (n_samples,)
         classes : array-like of shape (n_classes,), default=None
             Every class of the stream; required on the first call, and
@@ -344,6 +346,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
                 check_classification_targets(y)
         except TypeError as error:  # numpy's sort of labels that do not compare
             types = sorted({type(label).__name__ for label in np.ravel(y)})
+            if len(types) < 2:  # one type scikit-learn refuses (bytes): its own message
+                raise
             raise ValueError(f"y mixes labels of types that do not compare ({', '.join(types)}): "
                              "give every label one type, all strings or all numbers.") from error
         if warm:

@@ -398,7 +398,9 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, at least 2 rows, finite or NaN (a missing cell).
+            Training data, finite or NaN (a missing cell): more rows than
+            features once ``validation_fraction`` is held out, which the
+            base's full covariance needs.
         y : None
             Ignored.
 
@@ -422,8 +424,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data (at least 2 rows on the first call, then any), finite or
-            NaN (a missing cell).
+            Training data (more rows than features on the first call, for the
+            base's full covariance; then any), finite or NaN (a missing cell).
         y : None
             Ignored.
 

@@ -791,6 +791,9 @@ def test_labels_of_mixed_types_are_a_clear_error():
     y = np.array([1, "a"], dtype=object)[(X[:, 0] > 0).astype(int)]
     with pytest.raises(ValueError, match="y mixes labels of types.*int, str"):
         NCESoftmaxClassifier(max_iter=1).fit(X, y)
+    # Labels of one type scikit-learn refuses get scikit-learn's own message.
+    with pytest.raises(TypeError, match="labels represented as bytes is not supported"):
+        NCESoftmaxClassifier(max_iter=1).fit(X, np.array([b"a", b"b"])[(X[:, 0] > 0).astype(int)])
 
 
 def test_text_in_a_dataframe_is_refused_with_advice_at_fit_and_predict():
