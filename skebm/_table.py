@@ -509,7 +509,9 @@ def _in_fitted_dtypes(frame, dtypes):
     categorical, a string or a bool dtype, whole numbers back to an integer
     dtype. A column with a missing cell, or with fractions where the fitted
     dtype holds integers (a column not modelled as integers), stays as
-    decoded, since a cast would change its values."""
+    decoded, since a cast would change its values; so does one with draws
+    beyond the range of a fitted integer dtype (a draw of 128 in an int8
+    column), which numpy would wrap around."""
     if dtypes is None:
         return frame
     for name, dtype in zip(frame.columns, dtypes):
@@ -518,7 +520,9 @@ def _in_fitted_dtypes(frame, dtypes):
             continue
         if isinstance(dtype, np.dtype) and dtype.kind in "iu":
             values = column.to_numpy(dtype=np.float64)
-            if not np.array_equal(values, np.round(values)):
+            limits = np.iinfo(dtype)
+            if (not np.array_equal(values, np.round(values))
+                    or values.min(initial=0) < limits.min or values.max(initial=0) > limits.max):
                 continue
         try:
             frame[name] = column.astype(dtype)

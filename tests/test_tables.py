@@ -143,6 +143,19 @@ def test_draws_come_back_in_the_fitted_dtypes():
     assert drawn.dtype == np.float64 and (drawn != np.round(drawn)).any()
 
 
+def test_draws_beyond_a_small_integer_dtype_are_not_wrapped_around():
+    """Draws of 128 in an int8 column and 256 in a uint8 one came back as
+    -128 and 0 (numpy's cast wraps around): such a column stays as drawn."""
+    from skebm._table import _in_fitted_dtypes
+
+    drawn = pd.DataFrame({"level": [120.0, 128.0], "pix": [250.0, 255.0],
+                          "wide": [256.0, 3.0]})
+    kept = _in_fitted_dtypes(drawn.copy(), [np.dtype(np.int8), np.dtype(np.uint8),
+                                            np.dtype(np.uint8)])
+    assert kept["level"].tolist() == [120, 128] and kept["wide"].tolist() == [256, 3]
+    assert kept["pix"].dtype == np.uint8 and kept["pix"].tolist() == [250, 255]
+
+
 def test_fit_with_missing_cells_keeps_every_row(table):
     train = table[0].head(600).copy()
     rng = np.random.default_rng(1)
