@@ -347,9 +347,11 @@ class MarginalGaussianization(nn.Module):
     ``F_j`` is tabulated on a grid (fine over the data, coarse out to 20
     standard deviations beyond it) and interpolated linearly, so the
     density of ``z_j`` is piecewise constant on the grid and integrates to
-    exactly the tabulated mass; beyond the grid (further than 20 standard
-    deviations from the data) the map is clamped and the density is not
-    normalized there.
+    exactly the tabulated mass. Beyond the grid, where the wide Gaussian is
+    all that is left, ``F_j`` follows that Gaussian's tail, scaled to the
+    mass the grid leaves there: the map is a bijection of the real line, and
+    the density of ``z`` stays normalized and keeps falling however far a
+    value lies (a clamp there once gave every far outlier one score).
 
     References
     ----------
@@ -447,19 +449,50 @@ class MarginalGaussianization(nn.Module):
         if missing is not None:
             z = torch.nan_to_num(z)
         cell = (torch.searchsorted(self.grid, z) - 1).clamp_(0, self.grid.shape[1] - 2)
-        z = torch.minimum(torch.maximum(z, self.grid[:, :1]), self.grid[:, -1:])
-        offset = z - torch.gather(self.grid, 1, cell)
+        inside = torch.minimum(torch.maximum(z, self.grid[:, :1]), self.grid[:, -1:])
+        offset = inside - torch.gather(self.grid, 1, cell)
         log_slope = torch.gather(self.log_slope, 1, cell)
         lower = torch.gather(self.cdf, 1, cell) + log_slope.exp() * offset
         upper = torch.gather(self.survival, 1, cell) - log_slope.exp() * offset
         u = torch.where(lower < 0.5, special_torch.ndtri(lower), -special_torch.ndtri(upper))
-        log_normal = -0.5 * u**2 - 0.5 * math.log(2 * math.pi)
+        log_density = log_slope
+        beyond = (z < self.grid[:, :1]) | (z > self.grid[:, -1:])
+        if beyond.any():
+            tail_u, tail_log_density = self._tails(z)
+            u = torch.where(beyond, tail_u, u)
+            log_density = torch.where(beyond, tail_log_density, log_density)
+        terms = log_density - _log_normal(u)
         if missing is None:
-            log_det = (log_slope - log_normal).sum(0)
+            log_det = terms.sum(0)
         else:
-            log_det = torch.where(missing, 0.0, log_slope - log_normal).sum(0)
+            log_det = torch.where(missing, 0.0, terms).sum(0)
             u = torch.where(missing, torch.nan, u)
         return u.T.to(Z.dtype), log_det.to(Z.dtype)
+
+    def _tail_constants(self):
+        """log of each feature's mass below and above the grid, less the
+        log of the wide Gaussian's there: ``F(z) = exp(c) Phi(z / s)``
+        below, ``1 - F(z) = exp(c) Phi(-z / s)`` above."""
+        s = self.DEFENSIVE_SCALE
+        below = torch.log(self.cdf[:, :1]) - special_torch.log_ndtr(self.grid[:, :1] / s)
+        above = torch.log(self.survival[:, -1:]) - special_torch.log_ndtr(-self.grid[:, -1:] / s)
+        return below, above
+
+    def _tails(self, z):
+        """``(u, log dF/dz)`` of every entry of ``z`` (features by rows) as if
+        beyond the grid, below it where ``z`` is below the grid's start and
+        above it otherwise (entries inside are read as the grid's ends)."""
+        s = self.DEFENSIVE_SCALE
+        below_constant, above_constant = self._tail_constants()
+        low = torch.minimum(z, self.grid[:, :1]) / s
+        high = torch.maximum(z, self.grid[:, -1:]) / s
+        is_below = z < self.grid[:, :1]
+        u = torch.where(is_below,
+                        _ndtri_exp(below_constant + special_torch.log_ndtr(low)),
+                        -_ndtri_exp(above_constant + special_torch.log_ndtr(-high)))
+        log_density = torch.where(is_below, below_constant + _log_normal(low),
+                                  above_constant + _log_normal(high)) - math.log(s)
+        return u, log_density
 
     def inverse(self, U):
         """The rows ``Z`` that map to ``U`` (NaN to NaN)."""
@@ -482,7 +515,45 @@ class MarginalGaussianization(nn.Module):
         from_lower = (lower - torch.gather(self.cdf, 1, cell)) / slope
         from_upper = (torch.gather(self.survival, 1, cell) - upper) / slope
         z = torch.gather(self.grid, 1, cell) + torch.where(u < 0, from_lower, from_upper)
+        # Beyond the grid's mass: the wide Gaussian's tail (see _tails).
+        s = self.DEFENSIVE_SCALE
+        below_constant, above_constant = self._tail_constants()
+        log_lower, log_upper = special_torch.log_ndtr(u), special_torch.log_ndtr(-u)
+        is_below = log_lower < below_constant + special_torch.log_ndtr(self.grid[:, :1] / s)
+        is_above = log_upper < above_constant + special_torch.log_ndtr(-self.grid[:, -1:] / s)
+        if is_below.any() or is_above.any():
+            from_below = _ndtri_exp((log_lower - below_constant).clamp(max=_LOG_HALF))
+            from_above = -_ndtri_exp((log_upper - above_constant).clamp(max=_LOG_HALF))
+            tail = s * torch.where(u < 0, from_below, from_above)
+            z = torch.where(is_below | is_above, tail, z)
         return torch.where(torch.isnan(u), torch.nan, z).T.to(U.dtype)
+
+
+_LOG_HALF = math.log(0.5)
+#: Newton steps of :func:`_ndtri_exp` from its asymptotic start (each
+#: squares the relative error, which starts below 1e-2).
+_NEWTON_STEPS = 6
+
+
+def _log_normal(u):
+    """The standard normal's log-density."""
+    return -0.5 * u**2 - 0.5 * math.log(2 * math.pi)
+
+
+def _ndtri_exp(log_p):
+    """``Phi^-1(exp(log_p))`` for ``log_p <= log(1/2)``, also where ``exp``
+    underflows (a value thousands of standard deviations out): there by
+    Newton's method on ``log Phi``, from ``-sqrt(-2 log p)``."""
+    tiny = log_p < -700.0
+    u = special_torch.ndtri(torch.exp(log_p))
+    if tiny.any():
+        target = torch.where(tiny, log_p, -700.0)
+        v = -torch.sqrt(-2 * target)
+        for _ in range(_NEWTON_STEPS):
+            log_cdf = special_torch.log_ndtr(v)
+            v = v - (log_cdf - target) * torch.exp(log_cdf - _log_normal(v))
+        u = torch.where(tiny, v, u)
+    return u
 
 
 def _kernel_cdf(grid, knots, bandwidth):

@@ -155,11 +155,25 @@ def test_kernel_cdf_is_the_exact_kde_distribution_in_both_tails():
         assert (computed[~shown] < 1e-280).all()
 
 
-def test_marginal_map_keeps_far_rows_finite(marginal_map):
+def test_beyond_the_grid_the_map_follows_the_wide_gaussian(marginal_map):
+    """Beyond the grid (20 standard deviations past the data) the density
+    keeps falling, as the wide Gaussian does, and holds exactly the mass the
+    grid leaves there (a clamp once gave every far value one score, and
+    unbounded mass); the inverse undoes the map out there too."""
     transform, _ = marginal_map
-    far = torch.tensor([-1e6, -50.0, 50.0, 1e6], dtype=torch.float64)
-    assert torch.isfinite(_log_density(transform, far)).all()
-    assert torch.isfinite(transform(far[:, None])[0]).all()
+    low, high = transform.grid[0, 0].item(), transform.grid[0, -1].item()
+    far = torch.tensor([-1e12, -1e6, -1e3, low - 1, high + 1, 1e3, 1e6, 1e12],
+                       dtype=torch.float64)
+    log_density = _log_density(transform, far)
+    assert torch.isfinite(log_density).all()
+    assert (torch.diff(log_density[:4]) > 0).all() and (torch.diff(log_density[4:]) < 0).all()
+    u, _ = transform(far[:, None])
+    np.testing.assert_allclose(transform.inverse(u)[:, 0].numpy(), far.numpy(), rtol=1e-12)
+    for start, stop, mass in ((low - 60, low, transform.cdf[0, 0]),
+                              (high, high + 60, transform.survival[0, -1])):
+        z = torch.linspace(start, stop, 600_001, dtype=torch.float64)
+        integral = torch.trapezoid(torch.exp(_log_density(transform, z)), z)
+        assert integral.item() == pytest.approx(mass.item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("make", [lambda: __import__("skebm").NCEDensity(),

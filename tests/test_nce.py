@@ -534,6 +534,17 @@ def test_training_rows_mapped_once_train_the_same_model(skewed_2d, monkeypatch):
         torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-6)
 
 
+def test_far_outliers_score_lower_the_further_they_lie(skewed_2d):
+    """Through the marginal map, a value 300, 1e3 or 1e12 standard
+    deviations out scored the same (the map was clamped beyond its grid),
+    and the outlier detector could not rank them."""
+    X, _ = skewed_2d
+    model = NCEDensity(**dict(QUICK, marginals="kde", max_iter=2)).fit(X)
+    far = np.array([[1.0, v] for v in (30.0, 300.0, 1e3, 1e6, 1e12)]) * X.std(0) + X.mean(0)
+    scores = model.score_samples(far)
+    assert np.isfinite(scores).all() and (np.diff(scores) < 0).all()
+
+
 @pytest.mark.parametrize("noise", ["base", "self"])
 def test_marginal_map_keeps_the_density_normalized_and_sampled(skewed_2d, noise):
     X, X_test = skewed_2d
