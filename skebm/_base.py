@@ -40,7 +40,7 @@ from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
 from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
                        resolve_device, thread_limit, watched)
-from ._table import TableColumns, _column_name, blanked
+from ._table import TableColumns, UnseenCategoryError, _column_name, blanked
 from .optim import adam, load_state
 
 __all__ = ["Step", "TorchEstimator", "UpdateRule"]
@@ -49,6 +49,10 @@ __all__ = ["Step", "TorchEstimator", "UpdateRule"]
 #: person watches: a default fit should take seconds, and one that does not
 #: should say so rather than look hung.
 QUIET_BAR_DELAY = 10.0
+#: Most standard deviations from its training mean an input value may lie:
+#: further out, its square (in any density's quadratic form, summed over
+#: features and scaled by a precision) overflows float64.
+LARGEST_STANDARDIZED = 1e100
 #: Most rows an inference chunk holds, whatever memory allows: the chunks of
 #: a long call (scoring many rows with missing cells, say) count its progress.
 INFERENCE_CHUNK_ROWS = 16_384
@@ -268,6 +272,31 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         """Estimator-specific checks of validated X (a range, say) against
         ``settings``, the values of ``_model_parameters`` the model has or is
         about to have (:meth:`_model_settings`)."""
+
+    def _check_values(self, X, *, reset):
+        """The checks of every validated X: the estimator's own
+        (``_check_input_values``), then, for rows a fitted model reads
+        (not ``reset``), no value :data:`LARGEST_STANDARDIZED` standard
+        deviations or more from the training mean, which would come out as
+        an infinite score or a NaN deep in torch: an
+        :class:`~skebm.UnseenCategoryError` instead, whose rows an outlier
+        detector flags."""
+        self._check_input_values(X, self._model_settings(fitting=reset))
+        if reset or not hasattr(self, "mean_") or sp.issparse(X):
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            far = np.abs(X - self.mean_) >= LARGEST_STANDARDIZED * self.scale_
+        if far.any():
+            row, column = np.argwhere(far)[0]
+            name = _column_name(getattr(self, "feature_names_in_", None), column)
+            raise UnseenCategoryError(
+                f"Column {name} holds {X[row, column]:.3g} (row {row}), "
+                f"{abs(X[row, column] - self.mean_[column]) / self.scale_[column]:.3g} standard "
+                f"deviations from its training mean; {far.any(1).sum()} of {len(X)} rows hold "
+                f"a value beyond {LARGEST_STANDARDIZED:g}, where float64 cannot score it (its "
+                "square overflows), and the model gives it probability 0. Drop or cap such "
+                "values (a sentinel that stands for a missing value should be NaN).",
+                far.any(1))
 
     def _input_standardization(self, X):
         """(mean, scale) the inputs are standardized with before torch; a
@@ -541,7 +570,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
 
     # ------------------------------------------------------ validation
     def _validated(self, X, y=None, *, reset=False, ensure_min_samples=1):
-        """scikit-learn's validation at the door, plus ``_check_input_values``.
+        """scikit-learn's validation at the door, plus ``_check_values``.
 
         Sparse X is accepted where the estimator's tags say so (and kept
         sparse); integers and float16 become float64, float32 stays float32,
@@ -577,7 +606,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             if len(unobserved):
                 name = _column_name(getattr(self, "feature_names_in_", None), unobserved[0])
                 raise ValueError(f"Column {name} has no observed value; drop it.")
-        self._check_input_values(X, self._model_settings(fitting=reset))
+        self._check_values(X, reset=reset)
         return X if y is None else (X, y)
 
     def _validated_table(self, X, *, reset, ensure_min_samples):
@@ -603,7 +632,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                             ensure_min_samples=ensure_min_samples)
         else:  # encode() refuses what has probability 0; numbers alone, here
             self._table.refuse_impossible(X)
-        self._check_input_values(X, self._model_settings(fitting=reset))
+        self._check_values(X, reset=reset)
         return X
 
     def _decoded(self, rows, means=None):
@@ -734,7 +763,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     def _conditional_inputs(self, X, mask):
         """``(X, free)`` for ``sample_conditional``, validated: free entries of
         X may hold anything and come back as 0; the known ones must be finite
-        and pass ``_check_input_values``."""
+        and pass ``_check_values``."""
         self._check_fitted()
         refuse_inexact_integers(X)  # before blanked() turns its integers to floats
         if mask is not None:  # the cells to draw are no input, whatever they hold
@@ -752,7 +781,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             raise ValueError(
                 "X has NaN or infinite values where mask is False: the known values must "
                 "be finite (NaN may mark the values to draw when mask is None).")
-        self._check_input_values(known, self._model_settings())
+        self._check_values(known, reset=False)
         return known, free
 
 

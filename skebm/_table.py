@@ -200,10 +200,11 @@ def _integers_only(column):
 
 class UnseenCategoryError(ValueError):
     """A value the model gives probability 0, in the rows ``rows`` (a
-    boolean mask): a category not seen in fit, or a value that is not an
+    boolean mask): a category not seen in fit, a value that is not an
     integer in an integer column (a probability per integer puts none
-    between them). An outlier detector flags those rows; a likelihood or an
-    imputation cannot use them."""
+    between them), or a value so far from the training data that float64
+    cannot hold its log-density. An outlier detector flags those rows; a
+    likelihood or an imputation cannot use them."""
 
     def __init__(self, message, rows):
         super().__init__(message)

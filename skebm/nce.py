@@ -697,7 +697,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, `n_features_in_`)
-            Known values; the free cells may hold anything, NaN included.
+            Known values; the free cells may hold anything, NaN included
+            (but an integer beyond 2**53, refused in any input).
         mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
             True where a value is to be drawn; None means X's missing cells.
         n_steps : int, default=20

@@ -716,7 +716,8 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, `n_features_in_`)
-            Known values; the free entries may hold anything, NaN included.
+            Known values; the free entries may hold anything, NaN included
+            (but an integer beyond 2**53, refused in any input).
         mask : array-like of bool, shape (n_samples, `n_features_in_`), or None
             True where a value is to be drawn; None means ``np.isnan(X)``.
         n_steps : int, default=200

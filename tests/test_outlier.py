@@ -196,6 +196,24 @@ def test_a_category_not_seen_in_fit_is_an_outlier():
         DensityOutlierDetector(NCEDensity(**QUICK_NCE), cv=3).fit(unique)
 
 
+def test_a_value_too_far_for_float64_is_refused_by_the_density_and_an_outlier():
+    """1e200 standard deviations out, a square overflows: the density scored
+    it -inf, and with a missing cell in the row raised an IndexError deep in
+    torch. Now it refuses the row, naming the column, and the detector
+    flags it as it flags an unseen category."""
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"x": rng.normal(size=300), "y": rng.normal(size=300)})
+    detector = DensityOutlierDetector(NCEDensity(**QUICK_NCE), contamination=0.05).fit(rows)
+    new = pd.DataFrame({"x": [0.0, 1e200, 0.5], "y": [0.0, np.nan, 1e120]})
+    for call in (detector.density_.score_samples, detector.density_.conditional_mean,
+                 lambda X: detector.density_.sample_conditional(X, random_state=0)):
+        with pytest.raises(UnseenCategoryError, match=r"Column 'x' holds 1e\+200 \(row 1\)"):
+            call(new)
+    np.testing.assert_array_equal(detector.score_samples(new), [
+        detector.score_samples(new.head(1))[0], UNSEEN_SCORE, UNSEEN_SCORE])
+    np.testing.assert_array_equal(detector.predict(new), [1, -1, -1])
+
+
 def test_the_unseen_category_error_pickles_with_its_rows():
     """joblib's workers send errors back pickled."""
     error = pickle.loads(pickle.dumps(UnseenCategoryError("message", np.array([False, True]))))
