@@ -526,7 +526,9 @@ def _in_fitted_dtypes(frame, dtypes):
                     or values.min(initial=0) < limits.min or values.max(initial=0) > limits.max):
                 continue
         try:
-            frame[name] = column.astype(dtype)
+            cast = column.astype(dtype)
         except (TypeError, ValueError):  # e.g. fractions for pandas' nullable Int64
             continue
+        if not cast.isna().any():  # a value outside a categorical dtype's categories: NaN
+            frame[name] = cast
     return frame

@@ -13,7 +13,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from ._base import TorchEstimator
 from ._checks import input_attributes_restored_on_failure
 from ._runtime import refuse_beyond_memory
-from ._table import is_number, missing_cells, numbers_only
+from ._table import _in_fitted_dtypes, is_number, missing_cells, numbers_only
 
 __all__ = ["DensityImputer"]
 
@@ -237,11 +237,16 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         if self.indicator_ is not None:
             values = np.hstack([values, self.indicator_.transform(_nan_where(missing))])
         if values.dtype == object and _get_output_config("transform", self)["dense"] == "pandas":
-            # One dtype per column (float64 for numbers), not object throughout.
+            # One dtype per column, not object throughout: float64 for
+            # numbers, bool for flags, and X's own categorical dtype where
+            # the filled values allow (the categories' order kept).
             import pandas as pd
 
             index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
-            return pd.DataFrame(values, index=index).infer_objects()
+            frame = pd.DataFrame(values, index=index).infer_objects()
+            categorical = [given if isinstance(given, pd.CategoricalDtype) else inferred
+                           for given, inferred in zip(getattr(X, "dtypes", []), frame.dtypes)]
+            return _in_fitted_dtypes(frame, categorical)
         return values
 
     def _filled(self, X, values, missing, is_categorical):

@@ -108,6 +108,7 @@ class CategoryStub(BaseEstimator):
         CALLS.append(len(X))
         if self.is_frame_:
             out = X.copy()
+            out["color"] = out["color"].astype(object)  # any level, whatever X's dtype holds
             x, color = out["x"].isna().to_numpy(), out["color"].isna().to_numpy()
             out.loc[x, "x"] = rng.normal(5.0, 1.0, x.sum())
             out.loc[color, "color"] = rng.choice(self.levels_, color.sum(), p=self.p)
@@ -296,6 +297,24 @@ def test_string_categories_of_a_dataframe():
     assert list(out.columns) == ["x", "color"] and not out.isna().any().any()
     assert out["x"].dtype == np.float64 and list(out.index) == list(frame.index)
     assert list(out["color"]) == list(filled[:, 1])
+
+
+def test_pandas_output_keeps_a_category_dtype_where_the_values_allow():
+    """An ordered category column comes back in its dtype (it came back as
+    text); where a filled value is not among the dtype's categories, it
+    stays text rather than turning to NaN."""
+    pd = pytest.importorskip("pandas")
+    order = pd.CategoricalDtype(["red", "green", "blue"], ordered=True)
+    frame = pd.DataFrame({"x": np.linspace(0, 1, 60),
+                          "color": pd.Series(["red", "blue", "green"] * 20, dtype=order)})
+    frame.loc[1::3, "color"] = np.nan
+    imputer = DensityImputer(CategoryStub(), sample_posterior=True, random_state=0).fit(frame)
+    imputer.set_output(transform="pandas")
+    out = imputer.transform(frame)
+    assert out["color"].dtype == order and not out.isna().any().any()
+    narrow = frame.assign(color=frame["color"].cat.remove_categories("green"))
+    out = imputer.transform(narrow)
+    assert not out.isna().any().any() and "green" in set(out["color"])
 
 
 def test_parameters_are_validated_and_memory_guarded(monkeypatch):
