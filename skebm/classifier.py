@@ -31,6 +31,12 @@ _TRAINING_BYTES_PER_PARAMETER = 16
 _EARLY_STOPPING_BYTES_PER_PARAMETER = 8
 #: Part of the memory the device has free that a model may plan to use.
 _MEMORY_SHARE = 0.8
+#: Most class scores (rows x classes) made at once, in prediction and in
+#: early stopping's held-out log-loss: the softmax then reads them back from
+#: the cache the product wrote them to (a few hundred rows of 11,862
+#: classes; benchmarks/RESULTS.md), where working_memory alone would allow
+#: thousands of rows.
+_SCORES_AT_ONCE = 3_000_000
 
 
 class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
@@ -427,7 +433,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         """Minus the held-out log-loss with the full softmax, a chunk at a time.
         (MLPClassifier scores accuracy; the log-loss is what the softmax is
         fitted to, and moves more smoothly.)"""
-        chunk = self._rows_per_chunk(len(module.output_weight), 4)
+        n_classes = len(module.output_weight)
+        chunk = min(self._rows_per_chunk(n_classes, 4), max(1, _SCORES_AT_ONCE // n_classes))
         total = 0.0
         for start in range(0, len(Z_val), chunk):
             rows = torch.arange(start, min(start + chunk, len(Z_val)),
@@ -531,6 +538,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     def _inference_row_bytes(self):
         # float64 scores, their softmax and a temporary, per row.
         return 3 * 8 * (len(self.classes_) + sum(self._layer_widths()))
+
+    def _chunk_rows(self, n_rows):
+        return min(super()._chunk_rows(n_rows), max(1, _SCORES_AT_ONCE // len(self.classes_)))
 
     def _rows_per_chunk(self, n_classes, bytes_per_value):
         """Rows whose scores fit in scikit-learn's ``working_memory``."""

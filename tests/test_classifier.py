@@ -100,6 +100,10 @@ def test_probabilities_are_the_normalized_softmax(digits):
 
 
 def test_predict_proba_memory_is_bounded_by_working_memory():
+    """Chunks of rows whose scores fit in working_memory, and at most
+    _SCORES_AT_ONCE scores (the cache's worth: 963 rows of 3,113 classes)."""
+    from skebm.classifier import _SCORES_AT_ONCE
+
     X, y = _make_classes(5_000, 6_000, 500, random_state=0)
     clf = NCESoftmaxClassifier(loss="nce", embedding_dim=8, max_iter=1, early_stopping=False,
                                random_state=0).fit(X, y)
@@ -111,11 +115,13 @@ def test_predict_proba_memory_is_bounded_by_working_memory():
         return inner(X, rows, mean, scale, device)
 
     clf._inference_rows = counted
-    whole = clf.predict_proba(X[:500])
-    assert len(clf.classes_) > 1000
+    whole = clf.predict_proba(X[:1200])[:500]
+    cap = _SCORES_AT_ONCE // len(clf.classes_)
+    assert len(clf.classes_) > 1000 and chunks == [cap, 1200 - cap]
+    chunks.clear()
     with config_context(working_memory=1):  # 1 MiB, a few rows of float64 scores
         chunked = clf.predict_proba(X[:500])
-    assert chunks[0] == 500 and max(chunks[1:]) <= 2**20 // (3 * 8 * len(clf.classes_))
+    assert max(chunks) <= 2**20 // (3 * 8 * len(clf.classes_))
     assert len(chunks) > 10
     np.testing.assert_allclose(chunked, whole, rtol=1e-12)
 
