@@ -373,7 +373,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         if unseen.any():
             raise ValueError(
                 f"y contains labels not in classes {np.unique(y[unseen])[:5].tolist()} "
-                "(partial_fit: pass every class in classes= on the first call).")
+                "(partial_fit: pass every class in classes= on the first call; a fit with "
+                "warm_start=True keeps the classes of the fit it continues).")
         counts = np.bincount(codes, minlength=len(known))
         if warm:
             counts = counts + self.class_count_

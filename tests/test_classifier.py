@@ -551,6 +551,9 @@ def test_warm_start_and_partial_fit_keep_their_learned_biases():
     for refit in (lambda: clf.set_params(warm_start=True, learning_rate=1e-12, max_iter=1).fit(X, y),
                   lambda: clf.partial_fit(X, y)):
         torch.testing.assert_close(refit().module_.output_weight[:, -1], learned)
+    # A warm-started fit keeps its classes, and says so of a new label.
+    with pytest.raises(ValueError, match=r"labels not in classes \[99\].*warm_start=True keeps"):
+        clf.fit(X[:3], [y[0], y[1], 99])
 
 
 def test_a_warm_start_refuses_a_changed_network_and_predicts_as_fitted():
