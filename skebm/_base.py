@@ -282,21 +282,27 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         :class:`~skebm.UnseenCategoryError` instead, whose rows an outlier
         detector flags."""
         self._check_input_values(X, self._model_settings(fitting=reset))
-        if reset or not hasattr(self, "mean_") or sp.issparse(X):
+        if reset or not hasattr(self, "mean_") or sp.issparse(X) or not len(X):
             return
+        # Each column's extremes first (NaN aside, and no temporary of X's size).
+        reach = LARGEST_STANDARDIZED * self.scale_
         with np.errstate(invalid="ignore", over="ignore"):
-            far = np.abs(X - self.mean_) >= LARGEST_STANDARDIZED * self.scale_
-        if far.any():
-            row, column = np.argwhere(far)[0]
-            name = _column_name(getattr(self, "feature_names_in_", None), column)
-            raise UnseenCategoryError(
-                f"Column {name} holds {X[row, column]:.3g} (row {row}), "
-                f"{abs(X[row, column] - self.mean_[column]) / self.scale_[column]:.3g} standard "
-                f"deviations from its training mean; {far.any(1).sum()} of {len(X)} rows hold "
-                f"a value beyond {LARGEST_STANDARDIZED:g}, where float64 cannot score it (its "
-                "square overflows), and the model gives it probability 0. Drop or cap such "
-                "values (a sentinel that stands for a missing value should be NaN).",
-                far.any(1))
+            columns = np.flatnonzero((np.fmax.reduce(X, axis=0) - self.mean_ >= reach)
+                                     | (self.mean_ - np.fmin.reduce(X, axis=0) >= reach))
+        if not len(columns):
+            return
+        far = np.abs(X[:, columns] - self.mean_[columns]) >= reach[columns]
+        rows = far.any(1)
+        row = np.flatnonzero(rows)[0]
+        column = columns[np.flatnonzero(far[row])[0]]
+        name = _column_name(getattr(self, "feature_names_in_", None), column)
+        raise UnseenCategoryError(
+            f"Column {name} holds {X[row, column]:.3g} (row {row}), "
+            f"{abs(X[row, column] - self.mean_[column]) / self.scale_[column]:.3g} standard "
+            f"deviations from its training mean; {rows.sum()} of {len(X)} rows hold a value "
+            f"beyond {LARGEST_STANDARDIZED:g}, where float64 cannot score it (its square "
+            "overflows), and the model gives it probability 0. Drop or cap such values (a "
+            "sentinel that stands for a missing value should be NaN).", rows)
 
     def _input_standardization(self, X):
         """(mean, scale) the inputs are standardized with before torch; a
