@@ -545,7 +545,7 @@ def _ndtri_exp(log_p):
     underflows (a value thousands of standard deviations out): there by
     Newton's method on ``log Phi``, from ``-sqrt(-2 log p)``."""
     tiny = log_p < -700.0
-    u = special_torch.ndtri(torch.exp(log_p))
+    u = special_torch.ndtri(torch.exp(log_p.clamp(min=-700.0)))  # finite, gradients too
     if tiny.any():
         target = torch.where(tiny, log_p, -700.0)
         v = -torch.sqrt(-2 * target)
