@@ -118,6 +118,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     _loss_growth_is_divergence = False
     #: Whether the estimator has the early-stopping parameters.
     _supports_early_stopping = False
+    #: Rows the first call of ``partial_fit`` needs (``fit`` needs 2): a
+    #: spread to standardize by, a base to fit.
+    _first_chunk_rows = 2
     #: Most rows one epoch visits (None: all); with a cap, an epoch costs the
     #: same however large the data, and each draws a fresh random subset.
     _max_epoch_rows = None
@@ -418,7 +421,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             self._refuse_changed_model()
         target_attributes = {}
         # A new model needs two rows (a spread, a base); a stream's later chunk, one.
-        least = 1 if warm and partial else 2
+        least = 1 if warm and partial else self._first_chunk_rows if partial else 2
         if y is None:
             X = self._validated(X, reset=not warm, ensure_min_samples=least)
         else:

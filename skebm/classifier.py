@@ -232,6 +232,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     _loss_growth_is_divergence = True
     _supports_early_stopping = True
     _max_validation_rows = 5_000  # see validation_fraction
+    _first_chunk_rows = 1  # a column's scale is its largest magnitude: one row has one
     _model_parameters = ("embedding_dim", "hidden_layer_sizes", "activation", "noise_power",
                          "norm_term")
 
@@ -316,8 +317,8 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            At least 2 rows on the first call (each column's scale comes
-            from them), then any.
+            Any number of rows, one included, as ``SGDClassifier.partial_fit``
+            takes them.
         y : array-like of shape (n_samples,)
         classes : array-like of shape (n_classes,), default=None
             Every class of the stream; required on the first call, and

@@ -543,6 +543,21 @@ def test_a_new_model_predicts_the_class_prior(loss):
     assert isinstance(module.norm_term, torch.Tensor) and not module.norm_term.requires_grad
 
 
+def test_a_stream_may_start_with_one_row():
+    """As SGDClassifier.partial_fit: a stream fed a row at a time (the first
+    call refused one row)."""
+    X, y = load_iris(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    stream = NCESoftmaxClassifier(random_state=0)
+    for row in order[:30]:
+        stream.partial_fit(X[[row]], y[[row]], classes=[0, 1, 2])
+    np.testing.assert_array_equal(stream.class_count_, np.bincount(y[order[:30]], minlength=3))
+    proba = stream.predict_proba(X)
+    assert np.isfinite(proba).all() and np.allclose(proba.sum(1), 1)
+    with pytest.raises(ValueError, match="minimum of 2 is required"):
+        NCESoftmaxClassifier().fit(X[:1], y[:1])
+
+
 def test_warm_start_and_partial_fit_keep_their_learned_biases():
     X, y = _make_classes(30, 600, 50, random_state=0)
     clf = NCESoftmaxClassifier(n_noise=8, max_iter=5, random_state=0).fit(X, y)
