@@ -603,7 +603,7 @@ def test_sample_conditional_draws_the_exact_conditional(small_fitted):
 
 def test_a_scalers_rounding_beyond_1_is_accepted():
     """MinMaxScaler's largest value is 1.0000000000000002 in some columns
-    (here column 1): a few units in the last place beyond [0, 1] are
+    (in one of these three): a few units in the last place beyond [0, 1] are
     rounding, taken as they are; a value truly beyond is refused, shown in
     full (not rounded back to "1")."""
     X = MinMaxScaler().fit_transform(np.random.RandomState(7).randn(50, 3) * 7 + 3)
