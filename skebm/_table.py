@@ -447,7 +447,11 @@ class TableColumns:
         if not_integers:
             problems += not_integers
             advice.append("round each value of an integer column, or refit with the column "
-                          "left out of integer_features")
+                          "left out of integer_features (its default, 'auto', takes a column "
+                          "whose values in fit were all whole numbers for integers, as a "
+                          "column of fractions can be in a cross-validation fold, pixels "
+                          "scaled to [0, 1] that were all 0 or 1 there; integer_features=None "
+                          "models every numeric column as continuous)")
         if problems:
             message = "; ".join(problems)
             raise UnseenCategoryError(

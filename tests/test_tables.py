@@ -885,6 +885,8 @@ def test_a_value_between_integers_has_probability_0():
     with pytest.raises(UnseenCategoryError, match=message) as error:
         model.score_samples(rows)
     assert error.value.rows.tolist() == [False, True, False]
+    # (and says how "auto" may take a column of fractions for integers)
+    assert "integer_features=None models every numeric column" in str(error.value)
     with pytest.raises(UnseenCategoryError, match=message):
         model.sample_conditional(rows.assign(x=np.nan), random_state=0)
     rows["kind"] = ["a", "c", "zebra"]
