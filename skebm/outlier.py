@@ -57,7 +57,9 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     inlier. A row with a category the density did not see in fit has
     probability 0 under it: it scores the lowest float,
     :data:`UNSEEN_SCORE` (finite, for scikit-learn's metrics), an outlier,
-    where the density alone refuses it (:class:`~skebm.UnseenCategoryError`).
+    where the density alone refuses it (:class:`~skebm.UnseenCategoryError`);
+    so does a row the density itself scores -inf (``KernelDensity``'s
+    compact kernels, far from every training row).
 
     Read more in the :ref:`User Guide <outlier_detection>`.
 
@@ -86,7 +88,9 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         (a fixed shuffle, so a fit repeats): rows in an order (by class, by
         time) would otherwise leave each held-out part unlike the rows its
         clone saw, and the threshold far too low. The splits must hold out
-        every row exactly once (k-fold, not ``ShuffleSplit``).
+        every row exactly once (k-fold, not ``ShuffleSplit``), from the rows
+        alone (not ``StratifiedKFold`` or ``GroupKFold``, which need labels
+        or groups).
 
     Attributes
     ----------
@@ -317,16 +321,17 @@ def _kept_rows(counts):
 
 
 def _log_densities(density, X):
-    """``density.score_samples(X)`` as float64; a row with a category the
-    density did not see in fit scores :data:`UNSEEN_SCORE` (the others are
-    scored without it)."""
+    """``density.score_samples(X)`` as float64; a row of probability 0
+    scores :data:`UNSEEN_SCORE`: one the density scores -inf (a compact
+    kernel's far rows), or one with a category it did not see in fit, which
+    it refuses (the others are then scored without it)."""
     try:
-        return np.asarray(density.score_samples(X), dtype=np.float64)
+        return np.maximum(np.asarray(density.score_samples(X), dtype=np.float64), UNSEEN_SCORE)
     except UnseenCategoryError as error:
         scores = np.full(len(error.rows), UNSEEN_SCORE)
         seen = np.flatnonzero(~error.rows)
         if len(seen):
-            scores[seen] = density.score_samples(_safe_indexing(X, seen))
+            scores[seen] = _log_densities(density, _safe_indexing(X, seen))
         return scores
 
 
@@ -343,8 +348,13 @@ def _quantile(scores, percent):
 def _held_out_once(splitter, X):
     """The (train, held-out) splits of ``splitter``, refused unless they
     hold out every row exactly once (a ShuffleSplit would leave some rows
-    without a score)."""
-    splits = list(splitter.split(X))
+    without a score), or that need labels or groups (the rows have none)."""
+    try:
+        splits = list(splitter.split(X))
+    except (TypeError, ValueError) as error:  # StratifiedKFold's missing y, GroupKFold's groups
+        raise ValueError(
+            f"cv must split the rows alone, as KFold does: {type(splitter).__name__} needs "
+            f"labels or groups ({error}), and an outlier detector's rows have none.") from error
     times = np.bincount(np.concatenate([held_out for _, held_out in splits]),
                         minlength=X.shape[0])
     if np.any(times != 1):

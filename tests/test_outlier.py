@@ -10,7 +10,8 @@ from sklearn.datasets import make_moons
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GridSearchCV, KFold, ShuffleSplit
+from sklearn.model_selection import (GridSearchCV, GroupKFold, KFold, ShuffleSplit,
+                                     StratifiedKFold)
 from sklearn.neighbors import KernelDensity
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -224,6 +225,26 @@ def test_a_cv_that_does_not_hold_out_every_row_once_is_refused(gaussian_rows):
     with pytest.raises(ValueError, match="hold out every row exactly once"):
         DensityOutlierDetector(KernelDensity(), cv=ShuffleSplit(1, test_size=0.1,
                                                                 random_state=0)).fit(gaussian_rows)
+    # Splitters that need labels or groups get a clear error, not split()'s TypeError.
+    for cv in (StratifiedKFold(3), GroupKFold(3)):
+        with pytest.raises(ValueError, match=f"{type(cv).__name__} needs labels or groups"):
+            DensityOutlierDetector(KernelDensity(), cv=cv).fit(gaussian_rows)
+
+
+def test_a_densitys_own_minus_infinity_is_the_lowest_float():
+    """KernelDensity's compact kernels score far rows -inf, which
+    roc_auc_score refuses: the detector scores them UNSEEN_SCORE, as rows of
+    probability 0, and flags them."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    new = np.vstack([rng.normal(size=(20, 2)), np.full((3, 2), 8.0)])
+    truth = np.r_[np.zeros(20), np.ones(3)]
+    detector = DensityOutlierDetector(KernelDensity(kernel="tophat", bandwidth=0.5),
+                                      contamination=0.05).fit(X)
+    assert np.isneginf(detector.density_.score_samples(new[-3:])).all()
+    np.testing.assert_array_equal(detector.score_samples(new)[-3:], UNSEEN_SCORE)
+    assert roc_auc_score(truth, -detector.decision_function(new)) > 0.9
+    np.testing.assert_array_equal(detector.predict(new)[-3:], -1)
 
 
 class _NormalCells(BaseEstimator):
