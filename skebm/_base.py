@@ -420,8 +420,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         if warm:
             self._refuse_changed_model()
         target_attributes = {}
-        # A new model needs two rows (a spread, a base); a stream's later chunk, one.
-        least = 1 if warm and partial else self._first_chunk_rows if partial else 2
+        # A new model needs two rows (a spread, a base), a stream's first chunk
+        # _first_chunk_rows; its later chunks, one.
+        least = 2 if not partial else 1 if warm else self._first_chunk_rows
         if y is None:
             X = self._validated(X, reset=not warm, ensure_min_samples=least)
         else:
