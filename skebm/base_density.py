@@ -422,19 +422,29 @@ class MarginalGaussianization(nn.Module):
                    None if columns is None else list(columns))
 
     @classmethod
+    def _grid(cls, low, high):
+        """The points a column's map is tabulated at: fine over ``[low,
+        high]``, coarse over 20 standardized units beyond each end."""
+        return np.concatenate([
+            np.linspace(low - 20, low, cls.TAIL_POINTS, endpoint=False),
+            np.linspace(low, high, cls.FINE_POINTS),
+            np.linspace(high, high + 20, cls.TAIL_POINTS + 1)[1:],
+        ])
+
+    @classmethod
     def _fit_column(cls, column, rng):
-        """(grid, cdf, survival) of one column's map, from its observed values."""
+        """(grid, cdf, survival) of one column's map, from its observed values;
+        the identity where there are none (a cross-validation fold's training
+        rows can miss every observed value of a column that has one or two)."""
+        if len(column) == 0:
+            grid = cls._grid(-5.0, 5.0)
+            return grid, special.ndtr(grid), special.ndtr(-grid)
         knots = column if len(column) <= cls.KNOT_ROWS else rng.choice(
             column, cls.KNOT_ROWS, replace=False)
         bandwidth = max(_loo_bandwidth(knots if len(knots) <= cls.BANDWIDTH_ROWS else
                                        rng.choice(knots, cls.BANDWIDTH_ROWS, replace=False)),
                         cls.MIN_BANDWIDTH)
-        low, high = column.min() - 5 * bandwidth, column.max() + 5 * bandwidth
-        grid = np.concatenate([
-            np.linspace(low - 20, low, cls.TAIL_POINTS, endpoint=False),
-            np.linspace(low, high, cls.FINE_POINTS),
-            np.linspace(high, high + 20, cls.TAIL_POINTS + 1)[1:],
-        ])
+        grid = cls._grid(column.min() - 5 * bandwidth, column.max() + 5 * bandwidth)
         lower, upper = _kernel_cdf(grid, knots, bandwidth)
         w, s = cls.DEFENSIVE_WEIGHT, cls.DEFENSIVE_SCALE
         return (grid, (1 - w) * lower + w * special.ndtr(grid / s),
