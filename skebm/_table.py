@@ -82,6 +82,7 @@ def _columns_of(X):
         columns = []
         for name, dtype in zip(X.columns, X.dtypes):
             series = X[name]
+            _refuse_odd_numbers(name, dtype)
             if _non_numeric(dtype):
                 column = np.asarray(series.astype(object), dtype=object)
                 # Numbers in a column of objects (a row taken by df.iloc[i]) are numbers.
@@ -105,6 +106,17 @@ def _columns_of(X):
         columns = [X[:, j] for j in range(X.shape[1])]
     _refuse_infinite(columns, None)
     return columns, [column.dtype for column in columns]
+
+
+def _refuse_odd_numbers(name, dtype):
+    """Refuse a column of durations or complex numbers, which numpy counts
+    as numbers but a float cannot hold whole."""
+    kind = getattr(dtype, "kind", None) if isinstance(dtype, np.dtype) else None
+    if kind in ("m", "c"):
+        what, advice = (("durations", "a duration to a number, e.g. hours") if kind == "m" else
+                        ("complex numbers", "its real and imaginary parts to two columns"))
+        raise TypeError(f"Column {name!r} holds {what} ({dtype}). Convert the column first "
+                        f"({advice}).")
 
 
 def _refuse_infinite(columns, names):

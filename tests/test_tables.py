@@ -740,6 +740,25 @@ def test_decimal_amounts_are_numbers_and_dates_are_refused_with_a_remedy(table):
     dates = train.assign(when=pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(200), "D"))
     with pytest.raises(TypeError, match="'when' holds Timestamp values.*Convert the column"):
         NCEDensity(**{**QUICK, "max_iter": 1}).fit(dates)
+    # numpy counts durations and complex numbers as numbers; a float holds neither whole
+    durations = train.assign(took=pd.to_timedelta(np.arange(200), "h"))
+    with pytest.raises(TypeError, match="'took' holds durations.*a duration to a number"):
+        NCEDensity(**{**QUICK, "max_iter": 1}).fit(durations)
+    complex_values = train.assign(x1=train.x1 + 1j)
+    with pytest.raises(TypeError, match="'x1' holds complex numbers"):
+        NCEDensity(**{**QUICK, "max_iter": 1}).fit(complex_values)
+
+
+@pytest.mark.parametrize("marginals", ["auto", "kde"])
+def test_a_column_observed_once_is_fitted(marginals):
+    """A column with one observed value: the base search's folds whose
+    training rows miss it map the column as it is (they crashed), and every
+    row scores."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=100), "y": rng.normal(size=100),
+                      "z": np.r_[1.5, [np.nan] * 99]})
+    model = NCEDensity(**{**QUICK, "max_iter": 2}, marginals=marginals).fit(X)
+    assert np.isfinite(model.score_samples(X)).all()
 
 
 def test_conditional_mean_of_a_numeric_flag_is_the_mean_of_its_values():
