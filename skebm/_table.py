@@ -108,6 +108,14 @@ def _columns_of(X):
     return columns, [column.dtype for column in columns]
 
 
+def _shown(value):
+    """A category as a message shows it: a whole number of a numeric column
+    (a year, a flag) without its float's ".0"."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    return value
+
+
 def _refuse_odd_numbers(name, dtype):
     """Refuse a column of durations or complex numbers, which numpy counts
     as numbers but a float cannot hold whole."""
@@ -442,9 +450,10 @@ class TableColumns:
         those with a value that is not an integer in an integer column."""
         impossible = (np.zeros(len(encoded), dtype=bool) if unseen_rows is None
                       else unseen_rows.copy())
-        problems = [f"column {self.name(j)} has a category not seen in fit: {value!r} (seen: "
-                    f"{known[:10].tolist()})" for j, value, known in unseen_columns[:1]]
-        problems += [f"column {self.name(j)} too ({value!r})"
+        problems = [f"column {self.name(j)} has a category not seen in fit: {_shown(value)!r} "
+                    f"(seen: {[_shown(v) for v in known[:10].tolist()]})"
+                    for j, value, known in unseen_columns[:1]]
+        problems += [f"column {self.name(j)} too ({_shown(value)!r})"
                      for j, value, _ in unseen_columns[1:]]
         advice = (["map each category to a known one or refit with it. In cross-validation, "
                    "shuffle the rows (KFold(shuffle=True)): a table sorted by a column leaves "

@@ -916,3 +916,14 @@ def test_a_value_between_integers_has_probability_0():
     assert error.value.rows.tolist() == [False, True, True]
     scores = detector.score_samples(rows)
     assert scores[0] > UNSEEN_SCORE and scores[1:].tolist() == [UNSEEN_SCORE] * 2
+
+
+def test_an_unseen_year_is_named_as_the_user_wrote_it():
+    """A numeric column of a few whole values ("auto" makes it categorical)
+    shows an unseen value and the values seen as integers, not floats."""
+    X = pd.DataFrame({"x": np.random.default_rng(0).normal(size=120),
+                      "year": np.arange(120) % 3 + 2007})
+    model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
+    with pytest.raises(UnseenCategoryError,
+                       match=r"not seen in fit: 2010 \(seen: \[2007, 2008, 2009\]\)"):
+        model.score_samples(X.head(2).assign(year=2010))
