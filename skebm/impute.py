@@ -236,17 +236,20 @@ class DensityImputer(TransformerMixin, BaseEstimator):
             values[rows] = self._filled(X_rows, values[rows], missing[rows], is_categorical)
         if self.indicator_ is not None:
             values = np.hstack([values, self.indicator_.transform(_nan_where(missing))])
-        if values.dtype == object and _get_output_config("transform", self)["dense"] == "pandas":
-            # One dtype per column, not object throughout: float64 for
-            # numbers, bool for flags, and X's own categorical dtype where
-            # the filled values allow (the categories' order kept).
+        frame = hasattr(X, "columns") and hasattr(X, "dtypes")
+        if ((values.dtype == object or frame)
+                and _get_output_config("transform", self)["dense"] == "pandas"):
+            # One dtype per column, not object (or float64) throughout: X's
+            # own where the filled values allow (a categorical's categories
+            # and order, pandas' nullable dtypes, an integer column's), else,
+            # and for X's object columns (pandas' dtype for any column that
+            # held None), float64 for numbers, bool for flags, str for text.
             import pandas as pd
 
-            index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
-            frame = pd.DataFrame(values, index=index).infer_objects()
-            categorical = [given if isinstance(given, pd.CategoricalDtype) else inferred
-                           for given, inferred in zip(getattr(X, "dtypes", []), frame.dtypes)]
-            return _in_fitted_dtypes(frame, categorical)
+            filled = pd.DataFrame(values, index=X.index if frame else None).infer_objects()
+            dtypes = [inferred if given == object else given
+                      for given, inferred in zip(getattr(X, "dtypes", []), filled.dtypes)]
+            return _in_fitted_dtypes(filled, dtypes)
         return values
 
     def _filled(self, X, values, missing, is_categorical):

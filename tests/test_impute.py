@@ -532,13 +532,33 @@ def test_a_batch_whose_text_cells_are_all_missing_gets_categories():
     assert filled[0, 0] == frame["x"].iloc[11] and filled[0, 1] in {"a", "b", "c"}
 
 
+def test_pandas_output_keeps_the_frames_dtypes():
+    """With set_output(transform="pandas"), a numeric frame's columns come
+    back in their own dtypes where the filled values allow: pandas'
+    nullable Float64 and a complete int64 column (both came back float64),
+    and Int64 filled with conditional means (fractions) as float64."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=120),
+                          "f": pd.array(rng.normal(size=120), dtype="Float64"),
+                          "i": pd.array(rng.integers(0, 40, 120), dtype="Int64"),
+                          "k": rng.integers(0, 50, 120)})
+    frame.loc[[3, 9], "x"], frame.loc[[4, 8], "f"], frame.loc[[5, 6], "i"] = np.nan, None, None
+    imputer = DensityImputer(NCEDensity(**TINY_NCE), random_state=0).set_output(transform="pandas")
+    filled = imputer.fit_transform(frame)
+    assert filled.dtypes.to_dict() == {"x": np.float64, "f": pd.Float64Dtype(), "i": np.float64,
+                                       "k": np.int64}
+    assert not filled.isna().any().any()
+    np.testing.assert_array_equal(filled["k"], frame["k"])
+
+
 @pytest.mark.parametrize("flags", ["bool", "object", "boolean"])
 def test_a_bool_column_comes_back_bool(flags):
     """A bool column is categorical ("from_dtype"), so its cells are filled
     with True or False and, with set_output(transform="pandas"), it comes
     back of dtype bool: with NaN elsewhere (it came back float64, 0.0 and
-    1.0), as objects with None (filled with a mean such as 0.4) or pandas'
-    nullable boolean with NA."""
+    1.0) and as objects with None (filled with a mean such as 0.4); pandas'
+    nullable boolean with NA comes back in its own dtype."""
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x": rng.normal(size=120), "b": rng.random(120) < 0.4})
@@ -548,6 +568,7 @@ def test_a_bool_column_comes_back_bool(flags):
         frame.loc[[4, 7], "b"] = None
     imputer = DensityImputer(NCEDensity(**TINY_NCE), random_state=0).fit(frame)
     filled = imputer.set_output(transform="pandas").transform(frame)
-    assert filled.dtypes.to_dict() == {"x": np.float64, "b": np.bool_}
+    expected = pd.BooleanDtype() if flags == "boolean" else np.bool_
+    assert filled.dtypes.to_dict() == {"x": np.float64, "b": expected}
     observed = frame["b"].notna()
     assert (filled["b"][observed] == frame["b"][observed].astype(bool)).all()
