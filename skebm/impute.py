@@ -1,6 +1,7 @@
 """Imputation of missing values from any density's conditional distribution."""
 
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
@@ -226,14 +227,16 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         if getattr(self, "_text_table", False) and values.dtype != object:
             values = values.astype(object)  # its text cells are all missing here
         validate_data(self, X, reset=False, skip_check_array=True)
-        if isinstance(self.density_, TorchEstimator):
-            # Its own checks of what sample_conditional takes, on every row.
-            self.density_._conditional_inputs(X, None)
-        is_categorical = self.is_categorical_ | _non_numeric_columns(X, values)
-        rows = np.flatnonzero(missing.any(axis=1))
-        if len(rows):
-            X_rows = _safe_indexing(X, rows, axis=0) if len(rows) < len(values) else X
-            values[rows] = self._filled(X_rows, values[rows], missing[rows], is_categorical)
+        with warnings.catch_warnings():  # the check above has warned of X's feature names
+            warnings.filterwarnings("ignore", message="X (does not have valid|has) feature names")
+            if isinstance(self.density_, TorchEstimator):
+                # Its own checks of what sample_conditional takes, on every row.
+                self.density_._conditional_inputs(X, None)
+            is_categorical = self.is_categorical_ | _non_numeric_columns(X, values)
+            rows = np.flatnonzero(missing.any(axis=1))
+            if len(rows):
+                X_rows = _safe_indexing(X, rows, axis=0) if len(rows) < len(values) else X
+                values[rows] = self._filled(X_rows, values[rows], missing[rows], is_categorical)
         if self.indicator_ is not None:
             values = np.hstack([values, self.indicator_.transform(_nan_where(missing))])
         frame = hasattr(X, "columns") and hasattr(X, "dtypes")

@@ -7,6 +7,7 @@ density.
 """
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -572,3 +573,18 @@ def test_a_bool_column_comes_back_bool(flags):
     assert filled.dtypes.to_dict() == {"x": np.float64, "b": expected}
     observed = frame["b"].notna()
     assert (filled["b"][observed] == frame["b"][observed].astype(bool)).all()
+
+
+def test_a_transform_without_the_feature_names_warns_once():
+    """Fitted on a frame, given an array: scikit-learn's warning comes once,
+    from the imputer (it came three times, the density repeating it)."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=100), "y": rng.normal(size=100)})
+    frame.loc[:9, "x"] = np.nan
+    imputer = DensityImputer(NCEDensity(**TINY_NCE), random_state=0).fit(frame)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        imputer.transform(frame.head(3).to_numpy())
+    assert [str(w.message) for w in caught if "feature names" in str(w.message)] == [
+        "X does not have valid feature names, but DensityImputer was fitted with feature names"]
