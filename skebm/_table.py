@@ -119,7 +119,7 @@ def _shown(value):
 def _refuse_odd_numbers(name, dtype):
     """Refuse a column of durations or complex numbers, which numpy counts
     as numbers but a float cannot hold whole."""
-    kind = getattr(dtype, "kind", None) if isinstance(dtype, np.dtype) else None
+    kind = dtype.kind if isinstance(dtype, np.dtype) else None
     if kind in ("m", "c"):
         what, advice = (("durations", "a duration to a number, e.g. hours") if kind == "m" else
                         ("complex numbers", "its real and imaginary parts to two columns"))
