@@ -643,7 +643,6 @@ def _loo_bandwidth(values):
                                               min(coarse + 3, len(BANDWIDTHS))))])
 
 
-
 def _fold_rows(data, folds, marginals, rng, layout, progress):
     """For each fold: (training rows, held-out rows, log-Jacobian of the
     held-out rows), mapped by a :class:`MarginalGaussianization` fitted to
