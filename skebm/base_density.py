@@ -631,7 +631,7 @@ def _loo_bandwidth(values):
     half_squares[half_squares == 0] = math.inf  # the row itself and its ties: kernel 0
 
     def best_of(indices):
-        chosen = torch.as_tensor(bandwidths[indices], dtype=torch.float64)
+        chosen = torch.as_tensor(bandwidths[indices], dtype=torch.float64, device="cpu")
         # exp is several times slower where it underflows; terms clipped to
         # e^-700 (1e-304) stay far below the 1e-300 added to each density.
         kernel = (half_squares * (-1 / chosen**2)[:, None, None]).clamp_(min=-700.0).exp_()
