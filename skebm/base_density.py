@@ -67,11 +67,13 @@ SEARCH_TOL_PER_FEATURE = 5e-4
 #: EM's tolerance (mean log-likelihood per row) and most iterations for the
 #: candidates of a table with missing cells or categories, whose E-step
 #: factors a covariance per row: a ranking of candidates needs coarser
-#: scores than the final fit, and the smallest ridge's fits, whose
-#: components keep shrinking onto few rows, would use all 100 (their effect
-#: on the choice and the time: benchmarks/RESULTS.md).
+#: scores than the final fit. A size's first fit starts from k-means, and
+#: with cells missing it climbs slowly for 20 iterations and more, its
+#: components shrinking onto few rows at the smallest ridge; the later
+#: ridges start from it (their effect on the choice and the time:
+#: benchmarks/RESULTS.md).
 SEARCH_TABLE_TOL = 1e-2
-SEARCH_TABLE_ITERATIONS = 25
+SEARCH_TABLE_ITERATIONS = 12
 #: What an erfc costs in multiply-adds, for the thread policy (a rational
 #: approximation and an exp): the marginal map's fit is an erfc for every
 #: pair of grid point and knot, of every column.
