@@ -126,7 +126,7 @@ def _gaussian_observed(X, columns, means, precisions, log_dets):
         return (log_density, X[:, None, :].expand(-1, n_components, -1).clone(),
                 X.new_empty(n_rows, n_components, 0, 0))
     # L_mm (the identity on the padding) and L_mo d_o, gathered at the missing columns.
-    block = precisions[:, columns[:, :, None], columns[:, None, :]].transpose(0, 1)
+    block = precisions.flatten(1)[:, _block_cells(columns, n_columns)].transpose(0, 1)
     padding = columns == n_columns
     eye = torch.eye(width, dtype=X.dtype, device=X.device)
     block = torch.where((padding[:, :, None] & padding[:, None, :])[:, None], eye, block)
@@ -152,11 +152,18 @@ def missing_covariance_sums(columns, factors, weights, n_columns):
     returns them (zero outside each row's missing block)."""
     n_components = factors.shape[1]
     blocks = weights[:, :, None, None] * torch.cholesky_inverse(factors)  # (n, K, w, w)
-    cells = columns[:, :, None] * (n_columns + 1) + columns[:, None, :]  # (n, w, w)
     sums = torch.zeros(n_components, (n_columns + 1)**2, dtype=factors.dtype,
                        device=factors.device)
-    sums.index_add_(1, cells.reshape(-1), blocks.transpose(0, 1).reshape(n_components, -1))
+    sums.index_add_(1, _block_cells(columns, n_columns).reshape(-1),
+                    blocks.transpose(0, 1).reshape(n_components, -1))
     return sums.view(n_components, n_columns + 1, n_columns + 1)[:, :n_columns, :n_columns]
+
+
+def _block_cells(columns, n_columns):
+    """``(n_rows, width, width)``: where each row's missing block lies in a
+    flattened ``(n_columns + 1, n_columns + 1)`` matrix, the last row and
+    column the padding's (a flat index gathers twice as fast as a pair)."""
+    return columns[:, :, None] * (n_columns + 1) + columns[:, None, :]
 
 
 def category_counts(log_probs):
