@@ -33,9 +33,11 @@ References
    data via an EM approach." NeurIPS 1994.
 """
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -256,8 +258,10 @@ class Expansion:
     with what the E- and M-steps read of them that no parameter changes, so
     that an EM fit computes it once: ``rows`` (the row each comes from),
     ``X`` (their continuous entries), ``codes`` (complete), ``columns``
-    (:func:`missing_columns` of ``X``) and ``shift_index``
-    (:func:`_shift_index`)."""
+    (:func:`missing_columns` of ``X``), ``shift_index``
+    (:func:`_shift_index`) and, made when the M-step first asks,
+    ``location_design`` (:func:`location_design`; None without categorical
+    columns)."""
 
     rows: torch.Tensor
     X: torch.Tensor
@@ -265,6 +269,10 @@ class Expansion:
     columns: torch.Tensor
     shift_index: torch.Tensor
     n_categories: list
+
+    @functools.cached_property
+    def location_design(self):
+        return location_design(self.shift_index, self.n_categories)
 
 
 def expand(X, codes, n_categories):
@@ -517,11 +525,57 @@ def _expect(X, parameters, expansion):
     return responsibilities, completed, spread, log_marginal.mean().item()
 
 
-def _location_fit(responsibilities, completed, shift_index, n_categories, tiny):
+class LocationDesign(NamedTuple):
+    """What :func:`_location_fit` reads of the rows' categories, which no
+    parameter changes, so that an EM fit makes it once.
+
+    The largest column's shifts are the diagonal part, the intercept and
+    the other columns' shifts the dense part; each part has one bin more,
+    for the categories 0 (dropped). ``dense_bins`` (n_rows, 1 + others):
+    each row's dense bins; ``cross_cells`` (the same size): their cells in
+    the flattened (dense, diagonal) matrix; ``diagonal_bins`` (n_rows,)."""
+
+    dense_bins: torch.Tensor
+    cross_cells: torch.Tensor
+    diagonal_bins: torch.Tensor
+    n_dense: int
+    n_diagonal: int
+    largest: int
+    others: list
+    starts: np.ndarray
+
+
+def location_design(shift_index, n_categories):
+    """The :class:`LocationDesign` of rows with this :func:`_shift_index`;
+    None without categorical columns."""
+    if not n_categories:
+        return None
+    largest = int(np.argmax(n_categories))
+    starts = np.concatenate([[0], np.cumsum(np.asarray(n_categories) - 1)])
+    none = int(starts[-1])  # shift_index's entry for a category 0
+    others = [j for j in range(len(n_categories)) if j != largest]
+    n_dense = 1 + sum(n_categories[j] - 1 for j in others)
+    bins = [torch.zeros(len(shift_index), dtype=torch.long, device=shift_index.device)]
+    offset = 1
+    for j in others:
+        index = shift_index[:, j]
+        bins.append(torch.where(index == none, n_dense, index - int(starts[j]) + offset))
+        offset += n_categories[j] - 1
+    bins = torch.stack(bins, 1)  # (n_rows, 1 + others)
+    n_diagonal = n_categories[largest] - 1
+    index = shift_index[:, largest]
+    diagonal_bins = torch.where(index == none, n_diagonal, index - int(starts[largest]))
+    cross_cells = (bins * (n_diagonal + 1) + diagonal_bins[:, None]).T.reshape(-1)
+    return LocationDesign(bins, cross_cells, diagonal_bins, n_dense, n_diagonal, largest, others,
+                          starts)
+
+
+def _location_fit(responsibilities, completed, design, n_categories, tiny):
     """``(means, shifts)`` of each component: the weighted least squares of
     the rows on ``[1, category indicators]`` (the indicators of each
     column's categories 1, 2, ...), the shifts held towards 0 by
-    :data:`SHIFT_PSEUDO_ROWS` pseudo-rows.
+    :data:`SHIFT_PSEUDO_ROWS` pseudo-rows; ``design``: the rows'
+    :class:`LocationDesign` (None without categorical columns).
 
     Within one column a row has one category, so that column's block of the
     normal equations ``D^T diag(r_k) D`` is diagonal: the largest column's
@@ -536,25 +590,8 @@ def _location_fit(responsibilities, completed, shift_index, n_categories, tiny):
     if not n_categories:
         means = weighted.sum(0) / (responsibilities.sum(0) + tiny)[:, None]
         return means, means.new_zeros(n_components, 0, means.shape[1])
-    largest = int(np.argmax(n_categories))
-    starts = np.concatenate([[0], np.cumsum(np.asarray(n_categories) - 1)])
-    none = int(starts[-1])  # shift_index's entry for a category 0
-    # The dense part: the intercept (bin 0), then the other columns' shifts,
-    # then one bin for their categories 0 (dropped).
-    others = [j for j in range(len(n_categories)) if j != largest]
-    n_dense = 1 + sum(n_categories[j] - 1 for j in others)
-    bins = [torch.zeros(len(shift_index), dtype=torch.long, device=device)]
-    offset = 1
-    for j in others:
-        index = shift_index[:, j]
-        bins.append(torch.where(index == none, n_dense, index - int(starts[j]) + offset))
-        offset += n_categories[j] - 1
-    bins = torch.stack(bins, 1)  # (n_rows, 1 + others)
-    # The largest column's shifts, then one bin for its category 0 (dropped).
-    n_diagonal = n_categories[largest] - 1
-    index = shift_index[:, largest]
-    diagonal_bins = torch.where(index == none, n_diagonal, index - int(starts[largest]))
-
+    n_dense, n_diagonal, starts = design.n_dense, design.n_diagonal, design.starts
+    bins = design.dense_bins
     per_bin = responsibilities.repeat(bins.shape[1], 1)  # the rows once per dense bin
     dense = torch.zeros((n_dense + 1) ** 2, n_components, dtype=dtype, device=device)
     dense_moments = torch.zeros(n_dense + 1, *weighted.shape[1:], dtype=dtype, device=device)
@@ -564,11 +601,10 @@ def _location_fit(responsibilities, completed, shift_index, n_categories, tiny):
     dense = dense.view(n_dense + 1, n_dense + 1, n_components)[:-1, :-1].permute(2, 0, 1)
     dense_moments = dense_moments[:-1].transpose(0, 1)
     cross = torch.zeros((n_dense + 1) * (n_diagonal + 1), n_components, dtype=dtype,
-                        device=device).index_add_(
-        0, (bins * (n_diagonal + 1) + diagonal_bins[:, None]).T.reshape(-1), per_bin)
+                        device=device).index_add_(0, design.cross_cells, per_bin)
     cross = cross.view(n_dense + 1, n_diagonal + 1, n_components)[:-1, :-1].permute(2, 0, 1)
     diagonal_moments = torch.zeros(n_diagonal + 1, *weighted.shape[1:], dtype=dtype,
-                                   device=device).index_add_(0, diagonal_bins, weighted)
+                                   device=device).index_add_(0, design.diagonal_bins, weighted)
     diagonal_moments = diagonal_moments[:-1].transpose(0, 1)
     # cross's intercept row counts each category's rows: the diagonal block.
     inverse = 1 / (cross[:, 0] + SHIFT_PSEUDO_ROWS)  # (n_components, n_diagonal)
@@ -578,10 +614,12 @@ def _location_fit(responsibilities, completed, shift_index, n_categories, tiny):
     solved = torch.linalg.solve(schur, dense_moments
                                 - cross @ (inverse[:, :, None] * diagonal_moments))
     diagonal = inverse[:, :, None] * (diagonal_moments - cross.transpose(1, 2) @ solved)
-    shifts = torch.empty(n_components, none, completed.shape[2], dtype=dtype, device=device)
+    shifts = torch.empty(n_components, int(starts[-1]), completed.shape[2], dtype=dtype,
+                         device=device)
+    largest = design.largest
     shifts[:, int(starts[largest]):int(starts[largest + 1])] = diagonal
     offset = 1
-    for j in others:
+    for j in design.others:
         count = n_categories[j] - 1
         shifts[:, int(starts[j]):int(starts[j]) + count] = solved[:, offset:offset + count]
         offset += count
@@ -597,7 +635,7 @@ def _maximize(responsibilities, completed, spread, expansion, n_categories, ridg
     tiny = 10 * torch.finfo(dtype).eps
     counts = responsibilities.sum(0) + tiny
     weights = counts / counts.sum()
-    means, shifts = _location_fit(responsibilities, completed, expansion.shift_index,
+    means, shifts = _location_fit(responsibilities, completed, expansion.location_design,
                                   n_categories, tiny)
     centred = completed - _located_means(expansion.shift_index, means, shifts)
     n_continuous = completed.shape[2]

@@ -250,7 +250,8 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories):
     rows on D = [1, category indicators], SHIFT_PSEUDO_ROWS pseudo-rows at 0
     behind every shift, solved here densely from the indicators; the rows'
     fitted means are D's product with the coefficients."""
-    from skebm._mixture import SHIFT_PSEUDO_ROWS, _location_fit, _shift_index, row_means
+    from skebm._mixture import (SHIFT_PSEUDO_ROWS, _location_fit, _shift_index, location_design,
+                                row_means)
 
     rng = np.random.default_rng(0)
     n, k, d = 400, 3, 2
@@ -258,8 +259,8 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories):
                             if n_categories else np.zeros((n, 0), dtype=int))
     responsibilities = torch.as_tensor(rng.random((n, k)))
     completed = torch.as_tensor(rng.normal(size=(n, k, d)))
-    means, shifts = _location_fit(responsibilities, completed,
-                                  _shift_index(codes, n_categories), n_categories, 1e-15)
+    design = location_design(_shift_index(codes, n_categories), n_categories)
+    means, shifts = _location_fit(responsibilities, completed, design, n_categories, 1e-15)
     indicators = [np.ones((n, 1))] + [np.eye(c)[codes[:, j].numpy()][:, 1:]
                                       for j, c in enumerate(n_categories)]
     D = np.hstack(indicators)
