@@ -164,7 +164,8 @@ def missing_covariance_sums(columns, factors, weights, n_columns):
 def _block_cells(columns, n_columns):
     """``(n_rows, width, width)``: where each row's missing block lies in a
     flattened ``(n_columns + 1, n_columns + 1)`` matrix, the last row and
-    column the padding's (a flat index gathers twice as fast as a pair)."""
+    column the padding's: one flat index gathers faster than a pair of
+    them."""
     return columns[:, :, None] * (n_columns + 1) + columns[:, None, :]
 
 
@@ -553,6 +554,8 @@ def location_design(shift_index, n_categories):
     largest = int(np.argmax(n_categories))
     starts = np.concatenate([[0], np.cumsum(np.asarray(n_categories) - 1)])
     none = int(starts[-1])  # shift_index's entry for a category 0
+    # The dense part: the intercept (bin 0), then the other columns' shifts,
+    # then one bin for their categories 0 (dropped).
     others = [j for j in range(len(n_categories)) if j != largest]
     n_dense = 1 + sum(n_categories[j] - 1 for j in others)
     bins = [torch.zeros(len(shift_index), dtype=torch.long, device=shift_index.device)]
@@ -562,6 +565,7 @@ def location_design(shift_index, n_categories):
         bins.append(torch.where(index == none, n_dense, index - int(starts[j]) + offset))
         offset += n_categories[j] - 1
     bins = torch.stack(bins, 1)  # (n_rows, 1 + others)
+    # The largest column's shifts, then one bin for its category 0 (dropped).
     n_diagonal = n_categories[largest] - 1
     index = shift_index[:, largest]
     diagonal_bins = torch.where(index == none, n_diagonal, index - int(starts[largest]))
