@@ -16,7 +16,8 @@ import torch
 from sklearn.utils import check_random_state
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["available_memory", "cpu_threads", "draw_seed", "idle_cores", "make_generator",
+__all__ = ["available_memory", "cpu_threads", "deterministic_kernels", "draw_seed", "idle_cores",
+           "make_generator",
            "refuse_beyond_memory", "resolve_device", "thread_limit", "watched"]
 
 #: Multiply-adds per training step (or per inference chunk) from which skebm
@@ -44,6 +45,8 @@ def resolve_device(device):
     if resolved.type == "cpu":
         return resolved
     try:  # each backend says in its own way that it is missing; ask it for a tensor
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device")
         torch.empty(0, device=resolved)
         torch.Generator(device=resolved)
     except (RuntimeError, AssertionError, AttributeError) as exc:
@@ -104,6 +107,25 @@ def thread_limit(n_threads):
 
 #: The thread_limit blocks running, oldest first, each with the counts it found.
 _LIMITS, _LIMITS_LOCK = [], threading.Lock()
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device):
+    """Run the block on ``device`` with cuDNN's deterministic algorithms (on
+    CUDA; elsewhere nothing changes), then restore the settings: its fastest
+    convolutions add partial sums in a varying order, and the same seed must
+    give the same model. The settings are the process's, as in
+    :func:`thread_limit`."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before
 
 
 def _thread_counts():

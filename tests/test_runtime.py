@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skebm._runtime import make_generator, resolve_device, thread_limit
+from skebm._runtime import deterministic_kernels, make_generator, resolve_device, thread_limit
 
 
 def test_resolve_device():
@@ -13,6 +13,35 @@ def test_resolve_device():
     assert resolve_device("auto").type == expected
     with pytest.raises(ValueError, match="device"):
         resolve_device("tpu-of-dreams")
+
+
+def test_cuda_is_refused_where_torch_says_it_is_unavailable(monkeypatch):
+    """What torch.cuda.is_available() says decides (a pickle of a GPU fit
+    then loads onto the CPU), not whether a tensor could still be made."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="cannot use CUDA"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_deterministic_kernels_on_cuda_only_and_restored():
+    """cuDNN's deterministic algorithms within a block on CUDA (a seed must
+    give the same ShortRunEBM on images; its fastest convolutions add in a
+    varying order), the caller's settings back after it; on the CPU nothing
+    changes. The flags are set without a GPU, so this runs anywhere."""
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    try:
+        cudnn.deterministic, cudnn.benchmark = False, True
+        with deterministic_kernels(torch.device("cpu")):
+            assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with pytest.raises(KeyError):
+            with deterministic_kernels(torch.device("cuda")):
+                assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+                raise KeyError("a fit that fails")
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before
 
 
 def test_generators_are_private_and_seeded():
