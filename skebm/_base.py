@@ -38,8 +38,8 @@ from ._checks import (check_n_samples, input_attributes_restored_on_failure,
 from ._monitors import DivergenceGuard, EarlyStopping, ProgressBar, TrainingRun
 from ._pickling import DevicePickleMixin
 from ._rows import LabelledRows, SparseRows, dense_rows, standardization, take
-from ._runtime import (cpu_threads, draw_seed, make_generator, refuse_beyond_memory,
-                       resolve_device, thread_limit, watched)
+from ._runtime import (cpu_threads, deterministic_kernels, draw_seed, make_generator,
+                       refuse_beyond_memory, resolve_device, thread_limit, watched)
 from ._table import TableColumns, UnseenCategoryError, _column_name, blanked
 from .optim import adam, load_state
 
@@ -438,8 +438,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         work = self._multiply_adds_per_step(X.shape[1], target_attributes)
         # Gradients on, even inside a caller's torch.no_grad() or
         # torch.inference_mode().
-        with (thread_limit(self._cpu_threads(work, device)), torch.inference_mode(False),
-              torch.enable_grad()):
+        with (thread_limit(self._cpu_threads(work, device)), deterministic_kernels(device),
+              torch.inference_mode(False), torch.enable_grad()):
             mean, scale = (self.mean_, self.scale_) if warm else self._input_standardization(X)
             Z = self._training_rows(X, mean, scale, device)
             if y is not None:
@@ -718,7 +718,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         ``chunk_rows``: the thread limit for ``work`` multiply-adds a chunk,
         and the callable that counts a chunk done (a bar's step where a long
         call is to show one, otherwise nothing)."""
-        with thread_limit(self._cpu_threads(work, device)):
+        with thread_limit(self._cpu_threads(work, device)), deterministic_kernels(device):
             with self._progress(-(-n_rows // chunk_rows), "rows", inference=True) as step:
                 yield step or (lambda: None)
 
