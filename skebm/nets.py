@@ -96,12 +96,23 @@ def network_work(shapes):
     return sum(n_in * n_out * positions for n_in, n_out, positions in shapes)
 
 
-def _refuse_too_large(n_parameters):
-    """Refuse, before allocating, a network whose training (values, gradients
-    and Adam's two moments: 16 bytes a parameter) the memory cannot hold."""
-    refuse_beyond_memory(16 * n_parameters,
+#: The most rows skebm sends through an energy network in one pass
+#: (NCEDensity's validation draws); larger sets go through in chunks.
+PASS_ROWS = 2048
+
+
+def _refuse_too_large(shapes, n_extra_parameters, device):
+    """Refuse, before allocating, a network of these :func:`layer_shapes`
+    (and ``n_extra_parameters`` outside them) whose training the memory of
+    ``device`` cannot hold: values, gradients and Adam's two moments (16
+    bytes a parameter) and the float32 activations of :data:`PASS_ROWS`
+    rows, forward and backward (8 bytes a unit). On a large GPU the
+    parameters may fit where one pass's activations do not."""
+    n_parameters = sum((n_in + 1) * n_out for n_in, n_out, _ in shapes) + n_extra_parameters
+    units = shapes[0][0] * shapes[0][2] + sum(n_out * positions for _, n_out, positions in shapes)
+    refuse_beyond_memory(16 * n_parameters + 8 * PASS_ROWS * units,
                          f"Training an energy network of {n_parameters:,} parameters",
-                         "Lower hidden_layer_sizes or fourier_features.")
+                         "Lower hidden_layer_sizes or fourier_features.", device)
 
 
 def _linear(n_in, n_out, generator, *, zero=False):
@@ -234,8 +245,7 @@ class MLPEnergy(nn.Module):
             layers.append(OneHotCategories(*categories))
             n_inputs = layers[0].n_outputs
         self.shapes = layer_shapes(n_inputs, hidden_layer_sizes, n_fourier=fourier_features)
-        _refuse_too_large(sum((a + 1) * b for a, b, _ in self.shapes)
-                          + n_inputs * fourier_features)
+        _refuse_too_large(self.shapes, n_inputs * fourier_features, generator.device)
         width = n_inputs
         if fourier_features:
             encoding = FourierFeatures(n_inputs, fourier_features, fourier_scale, generator)
@@ -364,6 +374,7 @@ class ConvEnergy(nn.Module):
         super().__init__()
         self.image_shape = tuple(int(size) for size in image_shape)
         self.shapes = layer_shapes(None, channels, image_shape=self.image_shape)
+        _refuse_too_large(self.shapes, 0, generator.device)
         n_channels, height, width = self.image_shape
         layers = []
         for index, n_out in enumerate(channels):

@@ -20,6 +20,24 @@ def test_network_init_uses_only_its_generator():
     assert torch.equal(zero(torch.randn(5, 2)), torch.zeros(5))
 
 
+def test_a_network_is_refused_for_its_activations_on_its_own_device(monkeypatch):
+    """Parameters that fit do not make a network trainable: one pass of
+    PASS_ROWS rows through a very wide layer must fit too, in the memory of
+    the device the network is built on (on a GPU, the GPU's)."""
+    import skebm._runtime
+
+    asked = []
+    monkeypatch.setattr(skebm._runtime, "available_memory",
+                        lambda device: asked.append(device) or 2**30)
+    # 2 x 20,000 Fourier features: 0.36 M parameters (6 MB with Adam's
+    # moments), but a pass of 2048 rows holds 2048 x 40,011 floats forward
+    # and back: 0.6 GiB, over half of the 1 GiB free.
+    with pytest.raises(ValueError, match="would need about 0.6 GiB"):
+        MLPEnergy(2, (8,), "relu", torch.Generator(), fourier_features=20_000)
+    assert asked == [torch.device("cpu")]
+    MLPEnergy(2, (8,), "relu", torch.Generator(), fourier_features=2_000)  # 0.06 GiB
+
+
 def test_a_first_fit_imports_nothing_a_ctrl_c_could_leave_half_done():
     """torch imports torch._dynamo and sympy lazily, on the first optimizer
     and the first ``skip_init``; a Ctrl-C in that import broke every later
