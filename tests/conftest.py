@@ -1,7 +1,10 @@
 """Fixtures that several test modules share."""
 
+import pickle
+
 import numpy as np
 import pytest
+import torch
 
 from skebm.datasets import make_toy_2d
 
@@ -33,6 +36,18 @@ def assert_batch_free():
         np.testing.assert_allclose(shuffled[len(X):], together, rtol=1e-5, atol=1e-6)
 
     return check
+
+
+@pytest.fixture
+def unpickled_without_cuda(monkeypatch):
+    """Unpickles a fitted model as a machine without CUDA does: onto the CPU."""
+    def load(model):
+        state = pickle.dumps(model)
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.cuda, "is_available", lambda: False)
+            return pickle.loads(state)
+
+    return load
 
 
 def pytest_configure(config):

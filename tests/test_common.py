@@ -199,7 +199,7 @@ def test_mps_model_infers_in_float64_on_the_cpu(case):
     """MPS has no float64: a model trained there scores and samples on the CPU.
     Simulated here by marking a CPU-fitted model as fitted on MPS."""
     make_estimator, X_train, X_test = case
-    model = make_estimator().fit(X_train)
+    model = make_estimator().set_params(device="cpu").fit(X_train)
     scores = model.score_samples(X_test)
     model.device_ = torch.device("mps")
     assert model._inference_device() == torch.device("cpu")

@@ -60,14 +60,14 @@ def test_log_partition_stops_drawing_once_precise(fitted, monkeypatch):
                         lambda n, generator: drawn.append(n) or sample(n, generator))
     with torch.no_grad():
         log_z, log_z_std = fitted._estimate_log_partition(
-            module, make_generator(0, "cpu"), n_importance_samples=100_000)
+            module, make_generator(0, fitted.device_), n_importance_samples=100_000)
     assert nce_module.LOG_Z_MIN_DRAWS <= sum(drawn) < 100_000
     assert log_z_std < nce_module.LOG_Z_TARGET_ERROR
     monkeypatch.setattr(nce_module, "LOG_Z_TARGET_ERROR", 0.0)  # every draw
     drawn.clear()
     with torch.no_grad():
         every_z, every_std = fitted._estimate_log_partition(
-            module, make_generator(1, "cpu"), n_importance_samples=100_000)
+            module, make_generator(1, fitted.device_), n_importance_samples=100_000)
     assert sum(drawn) == 100_000 and every_std < log_z_std
     assert abs(log_z - every_z) < 4 * math.hypot(log_z_std, every_std)
 
@@ -92,8 +92,9 @@ def test_samples_come_from_the_model(fitted):
     # proposal stands 0.063-0.109 from the model):
     module = fitted.module_
     with torch.no_grad():
-        noise = module.from_latent(module.proposal.sample(20000, torch.Generator().manual_seed(0)))
-    noise = noise.numpy() * fitted.scale_ + fitted.mean_
+        noise = module.from_latent(module.proposal.sample(
+            20000, torch.Generator(fitted.device_).manual_seed(0)))
+    noise = noise.cpu().numpy() * fitted.scale_ + fitted.mean_
     noise_counts, _, _ = np.histogram2d(noise[:, 0], noise[:, 1], bins=[edges, edges])
     assert 0.5 * np.abs(noise_counts / len(noise) - model_mass).sum() > 0.065
 
@@ -136,6 +137,7 @@ def test_pickle_round_trip(fitted, eight_gaussians):
 def test_gpu_pickle_loads_on_cpu_only_machine(fitted, eight_gaussians, monkeypatch):
     """A model whose device_ is CUDA unpickles onto the CPU where CUDA is absent."""
     _, X_test = eight_gaussians
+    scores = fitted.score_samples(X_test)  # log Z estimated, wherever it was fitted
     state = fitted.__getstate__()
     assert all(
         value.device.type == "cpu"
@@ -148,18 +150,21 @@ def test_gpu_pickle_loads_on_cpu_only_machine(fitted, eight_gaussians, monkeypat
     restored = NCEDensity.__new__(NCEDensity)
     restored.__setstate__(state)
     assert restored.device_ == torch.device("cpu")
-    np.testing.assert_allclose(restored.score_samples(X_test), fitted.score_samples(X_test))
+    np.testing.assert_allclose(restored.score_samples(X_test), scores)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_fit_on_gpu_score_on_cpu(eight_gaussians):
+def test_fit_on_gpu_score_on_cpu(eight_gaussians, unpickled_without_cuda):
+    """A GPU-fitted model scores the same on a machine without CUDA (float64
+    inference on both; log Z, estimated on the GPU, travels in the pickle)."""
     X, X_test = eight_gaussians
     model = NCEDensity(**{**QUICK, "device": "cuda"}).fit(X)
     assert model.device_.type == "cuda"
     assert next(model.module_.parameters()).is_cuda
-    state = pickle.dumps(model)
-    restored = pickle.loads(state)
-    np.testing.assert_allclose(restored.score_samples(X_test), model.score_samples(X_test), rtol=1e-6)
+    scores = model.score_samples(X_test)
+    restored = unpickled_without_cuda(model)
+    assert restored.device_.type == "cpu" and not next(restored.module_.parameters()).is_cuda
+    np.testing.assert_allclose(restored.score_samples(X_test), scores, rtol=1e-6)
     assert model.sample(3, random_state=0).shape == (3, 2)
 
 
@@ -257,8 +262,10 @@ def test_early_stopping(eight_gaussians):
     # rebuild the held-out rows (the split is the generator's first draw).
     best = max(record["validation_score"] for record in model.history_)
     assert model.history_[-1]["validation_score"] < best
-    order = torch.randperm(len(X), generator=make_generator(QUICK["random_state"], "cpu"))
-    Z = torch.as_tensor((X - model.mean_) / model.scale_, dtype=torch.float32)
+    order = torch.randperm(len(X), generator=make_generator(QUICK["random_state"], model.device_),
+                           device=model.device_)
+    Z = torch.as_tensor((X - model.mean_) / model.scale_, dtype=torch.float32,
+                        device=model.device_)
     Z_val = Z[order[: int(np.ceil(0.1 * len(X)))]]
     with torch.no_grad():
         kept = model._validation_score(model.module_,
@@ -469,7 +476,7 @@ def test_early_stopping_keeps_the_base_when_training_only_hurts():
     X = _blobs(600, 4, 0)
     model = NCEDensity(**{**QUICK, "learning_rate": 0.3, "n_iter_no_change": 3}).fit(X)
     energy = model.module_.energy(torch.as_tensor((X - model.mean_) / model.scale_,
-                                                  dtype=torch.float32))
+                                                  dtype=torch.float32, device=model.device_))
     assert torch.count_nonzero(energy) == 0
     assert model.log_partition_ == pytest.approx(0.0, abs=1e-9)
     # The kept model is the base mixture: three components for three blobs.
@@ -497,9 +504,10 @@ def test_training_noise_is_drawn_ahead_and_none_is_kept_after_fit(fitted):
 
     module = fitted.module_
     assert module._noise_reserve is None
-    generator = torch.Generator().manual_seed(3)
+    generator = torch.Generator(fitted.device_).manual_seed(3)
     steps = [module.sample_noise(50, generator) for _ in range(NOISE_RESERVE_STEPS)]
-    reference = module.proposal.sample(NOISE_RESERVE_STEPS * 50, torch.Generator().manual_seed(3))
+    reference = module.proposal.sample(NOISE_RESERVE_STEPS * 50,
+                                       torch.Generator(fitted.device_).manual_seed(3))
     torch.testing.assert_close(torch.cat(steps), reference, rtol=0, atol=0)
     assert module._noise_reserve is not None and len(module._noise_reserve) == 0
     assert module.sample_noise(50, generator).shape == (50, 2)
@@ -587,7 +595,7 @@ def test_self_adapting_noise_tracks_the_model(eight_gaussians):
     # The frozen energy is no longer the initial zero network.
     with torch.no_grad():
         frozen = snapshot.energy(torch.as_tensor((X_test - model.mean_) / model.scale_,
-                                                 dtype=torch.float32))
+                                                 dtype=torch.float32, device=model.device_))
     assert frozen.abs().max() > 0
     # The tracked log Z of the last snapshot and the model's own are close.
     assert abs(snapshot.log_partition.item() - model.log_partition_) < 0.1

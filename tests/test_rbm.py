@@ -159,7 +159,7 @@ def test_ais_matches_exact_log_partition(twelve_hidden):
     assert twelve_hidden.log_partition_ == exact and twelve_hidden.log_partition_method_ == "exact"
     estimate, std = rbm_ais_log_partition(
         *params, base_visible_bias=module.base_visible_bias, n_chains=100,
-        n_temperatures=1000, generator=torch.Generator().manual_seed(0))
+        n_temperatures=1000, generator=torch.Generator(twelve_hidden.device_).manual_seed(0))
     assert abs(estimate - exact) < 0.1
     assert 0 < std < 0.1
     # Annealing is what makes it precise: over five seeds, 1000 temperatures
@@ -167,7 +167,8 @@ def test_ais_matches_exact_log_partition(twelve_hidden):
     def rms_error(n_temperatures):
         errors = [rbm_ais_log_partition(
             *params, base_visible_bias=module.base_visible_bias, n_chains=100,
-            n_temperatures=n_temperatures, generator=torch.Generator().manual_seed(seed))[0]
+            n_temperatures=n_temperatures,
+            generator=torch.Generator(twelve_hidden.device_).manual_seed(seed))[0]
             - exact for seed in range(5)]
         return float(np.sqrt(np.mean(np.square(errors))))
 
@@ -243,22 +244,22 @@ def test_gibbs_is_one_step(small_fitted, two_prototypes):
     assert once.shape == v.shape and set(np.unique(once)) <= {0.0, 1.0}
     np.testing.assert_array_equal(once, small_fitted.gibbs(v, random_state=3))
     # Against the module's own step with the same stream.
-    generator = skebm._runtime.make_generator(np.random.RandomState(3), "cpu")
     module = small_fitted._inference_module()
-    expected = block_gibbs(torch.as_tensor(v), module.weights, module.visible_bias,
-                           module.hidden_bias, 1, generator)
-    np.testing.assert_array_equal(once, expected.numpy())
+    device = module.weights.device
+    generator = skebm._runtime.make_generator(np.random.RandomState(3), device)
+    expected = block_gibbs(torch.as_tensor(v, device=device), module.weights,
+                           module.visible_bias, module.hidden_bias, 1, generator)
+    np.testing.assert_array_equal(once, expected.cpu().numpy())
 
 
 # -- free energy, gradient, likelihoods ----------------------------------------------
 def test_free_energy_matches_brute_force(small_fitted):
-    states = all_states(6)
     module = small_fitted._inference_module()
-    hidden = all_states(4)
+    states, hidden = (all_states(n).to(module.weights.device) for n in (6, 4))
     minus_energy = (states @ module.weights @ hidden.T + (states @ module.visible_bias)[:, None]
                     + (hidden @ module.hidden_bias)[None, :])
-    brute = -torch.logsumexp(minus_energy, 1).numpy()
-    np.testing.assert_allclose(small_fitted.free_energy(states.numpy()), brute, rtol=1e-12)
+    brute = -torch.logsumexp(minus_energy, 1).cpu().numpy()
+    np.testing.assert_allclose(small_fitted.free_energy(states.cpu().numpy()), brute, rtol=1e-12)
 
 
 @pytest.mark.parametrize("persistent, momentum, weight_decay",
@@ -418,16 +419,17 @@ def test_persistent_chains_travel_with_the_model(small_fitted, two_prototypes):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_fit_on_gpu_score_on_cpu(two_prototypes):
+def test_fit_on_gpu_score_on_cpu(two_prototypes, unpickled_without_cuda):
+    """A GPU-fitted model scores the same on a machine without CUDA. (Fits
+    on the two devices draw different streams: like two seeds, whose scores
+    here spread over a nat, so they are not compared.)"""
     model = PCDRestrictedBoltzmann(**QUICK, device="cuda").fit(two_prototypes)
     assert model.device_.type == "cuda" and model.module_.chain_hidden.is_cuda
-    restored = pickle.loads(pickle.dumps(model))
-    np.testing.assert_allclose(restored.score_samples(two_prototypes),
-                               model.score_samples(two_prototypes), rtol=1e-6)
+    scores = model.score_samples(two_prototypes)
+    restored = unpickled_without_cuda(model)
+    assert restored.device_.type == "cpu" and not restored.module_.chain_hidden.is_cuda
+    np.testing.assert_allclose(restored.score_samples(two_prototypes), scores, rtol=1e-6)
     assert model.sample(3, random_state=0).shape == (3, 6)
-    cpu = PCDRestrictedBoltzmann(**QUICK, device="cpu").fit(two_prototypes)
-    # Different random streams, same algorithm: close likelihoods.
-    assert abs(cpu.score(two_prototypes) - model.score(two_prototypes)) < 0.2
 
 
 def test_same_seed_same_model_and_global_state_untouched(two_prototypes):

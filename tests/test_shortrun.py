@@ -74,7 +74,8 @@ def test_ais_agrees_with_the_grid(moved):
     def ais(log_ratio, log_base=model.base_log_density_and_gradient):
         return annealed_importance_log_partition(
             model.draw_base, log_base, log_ratio,
-            n_chains=200, n_temperatures=1000, generator=torch.Generator().manual_seed(0))
+            n_chains=200, n_temperatures=1000,
+            generator=torch.Generator(fitted.device_).manual_seed(0))
 
     log_z, log_z_std = ais(lambda U: tuple(-term for term in model.energy_and_gradient(U)))
     assert log_z_std < 0.1
@@ -188,7 +189,7 @@ def test_persistent_sampling_continues_from_the_buffer(eight_gaussians):
     model.fit(X_train)
     assert model.module_.buffer.shape == (500, 2)
     # Move every chain of the buffer to one point: a sample of a few steps stays near it.
-    point = model.module_.to_whitened(torch.tensor([[2.0, 2.0]]))
+    point = model.module_.to_whitened(torch.tensor([[2.0, 2.0]], device=model.device_))
     model.module_.buffer[:] = point
     samples = model.sample(200, n_steps=1, random_state=0)
     target = np.array([2.0, 2.0]) * model.scale_ + model.mean_
@@ -294,7 +295,7 @@ def test_the_conditional_chains_gradient_by_hand_is_the_energys(monkeypatch, two
     (the network's and the base's, through F^-T, padding included) is the
     energy's, by central differences in float64."""
     X = _one_or_two_clusters(two_clusters)
-    model = ShortRunEBM(**{**QUICK, "early_stopping": False}).fit(X)
+    model = ShortRunEBM(**{**QUICK, "device": "cpu", "early_stopping": False}).fit(X)
     assert (model.base_n_components_ > 1) == two_clusters
     with torch.no_grad():  # an energy that matters beside the Gaussian's |v|^2 / 2
         model.module_.energy.layers[-1].weight.mul_(300.0)
@@ -327,7 +328,7 @@ def test_the_training_chains_energy_by_hand_is_the_models():
     """Training's chains run in the frame's whitened coordinates on
     -log b(z(u)) + E(z(u)), b a mixture: value (up to a constant) and
     gradient by hand are the model's, by autograd in float64."""
-    model = ShortRunEBM(**{**QUICK, "early_stopping": False}).fit(_one_or_two_clusters(True))
+    model = ShortRunEBM(**{**QUICK, "device": "cpu", "early_stopping": False}).fit(_one_or_two_clusters(True))
     module = model._inference_module()
     with torch.no_grad():
         module.energy.layers[-1].weight.mul_(300.0)
@@ -377,8 +378,8 @@ def test_missing_cells_are_the_gaussians_marginal_while_the_energy_is_zero(corre
         for parameter in model.module_.energy.parameters():
             parameter.zero_()
     base = model.module_.base
-    mean = model.mean_ + model.scale_ * base.means[0].double().numpy()
-    factor = base.cholesky[0].double().numpy()
+    mean = model.mean_ + model.scale_ * base.means[0].double().cpu().numpy()
+    factor = base.cholesky[0].double().cpu().numpy()
     covariance = np.outer(model.scale_, model.scale_) * (factor @ factor.T)
     rows = correlated_gaussian[:5].copy()
     rows[:, 1] = np.nan
@@ -416,7 +417,7 @@ def test_the_gaussian_alone_has_log_z_0_without_ais(monkeypatch):
     Gaussian) has log Z = 0 exactly: no AIS is run for it, and the scores
     are the Gaussian's."""
     X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=300)
-    model = ShortRunEBM(**QUICK).fit(X)
+    model = ShortRunEBM(**QUICK, device="cpu").fit(X)  # its stream: one component
     with torch.no_grad():
         model.module_.energy.layers[-1].weight.zero_()
         model.module_.energy.layers[-1].bias.zero_()
@@ -428,8 +429,8 @@ def test_the_gaussian_alone_has_log_z_0_without_ais(monkeypatch):
     assert model.log_partition_method_ == "ais"
     assert (model.log_partition_, model.log_partition_std_) == (0.0, 0.0)
     base = model.module_.base
-    mean = model.mean_ + model.scale_ * base.means[0].double().numpy()
-    factor = model.scale_[:, None] * base.cholesky[0].double().numpy()
+    mean = model.mean_ + model.scale_ * base.means[0].double().cpu().numpy()
+    factor = model.scale_[:, None] * base.cholesky[0].double().cpu().numpy()
     expected = multivariate_normal(mean, factor @ factor.T).logpdf(X[:5])
     np.testing.assert_allclose(model.score_samples(X[:5]), expected, atol=1e-6)
 
@@ -444,9 +445,9 @@ def test_a_long_first_score_shows_a_bar(monkeypatch, capsys, verbose, watching, 
     monkeypatch.setattr(skebm._base, "QUIET_BAR_DELAY", 0.0)
     monkeypatch.setattr(skebm._base, "watched", lambda: watching)
     X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=200)
-    model = ShortRunEBM(**{**QUICK, "verbose": -1}).fit(X)
+    model = ShortRunEBM(**{**QUICK, "device": "cpu", "verbose": -1}).fit(X)
     quiet = model.log_partition_
-    model = ShortRunEBM(**{**QUICK, "verbose": verbose}).fit(X)
+    model = ShortRunEBM(**{**QUICK, "device": "cpu", "verbose": verbose}).fit(X)
     capsys.readouterr()
     assert model.log_partition_ == quiet
     err = capsys.readouterr().err
@@ -566,12 +567,13 @@ def test_early_stopping_keeps_the_best_epoch_and_its_criterion_matches_the_grid(
     assert np.argmax(scores) < len(scores) - 1  # it stopped after the best epoch
     module = model._inference_module()
     with torch.no_grad():
-        sampled = module.sampled_log_partition(_VALIDATION_DRAWS, torch.Generator().manual_seed(0))
+        sampled = module.sampled_log_partition(_VALIDATION_DRAWS,
+                                               torch.Generator(model.device_).manual_seed(0))
     assert abs(sampled - model.log_partition_) < 0.05
 
 
 def _flat_parameters(network):
-    return torch.cat([param.detach().flatten() for param in network.parameters()]).double()
+    return torch.cat([param.detach().flatten() for param in network.parameters()]).double().cpu()
 
 
 class _Recorded(ShortRunEBM):
@@ -626,7 +628,7 @@ def test_early_stopping_scores_the_average(eight_gaussians):
     """The kept model (the best epoch's average) scores the validation rows
     as its epoch's record says."""
     X_train, _ = eight_gaussians
-    model = _Recorded(**dict(QUICK, max_iter=6, n_iter_no_change=2)).fit(X_train[:400])
+    model = _Recorded(**dict(QUICK, device="cpu", max_iter=6, n_iter_no_change=2)).fit(X_train[:400])
     best = max(record["validation_score"] for record in model.history_)
     assert model._scored_validation(model.module_, model.validation_) == pytest.approx(
         best, abs=1e-5)
@@ -672,12 +674,12 @@ def test_a_kept_base_is_refitted_to_every_row():
     Gaussian, their mean (0 after standardization) and covariance plus the
     ridge."""
     X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=400)
-    model = ShortRunEBM(**{**QUICK, "learning_rate": 0.3, "n_iter_no_change": 2}).fit(X)
+    model = ShortRunEBM(**{**QUICK, "device": "cpu", "learning_rate": 0.3, "n_iter_no_change": 2}).fit(X)
     assert model.module_.energy.is_zero() and model.base_n_components_ == 1
     Z = (X - model.mean_) / model.scale_
     base = model.module_.base
     np.testing.assert_allclose(base.means[0].numpy(), 0.0, atol=1e-6)
-    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
+    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().cpu().numpy()
     np.testing.assert_allclose(covariance, np.cov(Z.T) + model.base_ridge_ * np.eye(3),
                                rtol=1e-5, atol=1e-6)
     # A new base leaves the buffer's chains where they were, in the data's units.

@@ -180,8 +180,8 @@ def gaussian_only_model(X):
         model.module_.energy.layers[-1].bias.zero_()
     model._log_partition_memo.pop("estimate", None)
     base = model.module_.base
-    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
-    return model, base.means[0].double().numpy(), covariance
+    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().cpu().numpy()
+    return model, base.means[0].double().cpu().numpy(), covariance
 
 
 def test_missing_values_of_a_mixture_only_model_are_exact():
@@ -486,8 +486,8 @@ def test_conditional_mean_is_the_conditional_expectation(fitted, table):
         model.module_.energy.layers[-1].weight.zero_()
         model.module_.energy.layers[-1].bias.zero_()
     base = model.module_.base
-    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().numpy()
-    mean = base.means[0].double().numpy()
+    covariance = (base.cholesky[0] @ base.cholesky[0].T).double().cpu().numpy()
+    mean = base.means[0].double().cpu().numpy()
     rows = np.array([[1.5, np.nan], [np.nan, -1.0]])
     filled = model.conditional_mean(rows, random_state=0)
     for row, value in zip(rows, filled):
@@ -516,6 +516,14 @@ def test_every_tensor_of_a_table_model_moves_with_it(fitted):
         assert not stray, f"{type(submodule).__name__} keeps tensors outside its buffers: {stray}"
 
 
+def assert_scored_alike_on_another_device(scores, expected, incomplete):
+    """Complete rows alike up to rounding; rows with missing cells within
+    the Monte Carlo error of their estimate, whose draws come from the
+    device's own generator (a GPU's stream is not the CPU's)."""
+    np.testing.assert_allclose(scores[~incomplete], expected[~incomplete], rtol=1e-6)
+    np.testing.assert_allclose(scores[incomplete], expected[incomplete], atol=0.01)
+
+
 def test_gpu_pickle_of_a_table_model_loads_on_cpu_only_machine(fitted, table, monkeypatch):
     state = fitted.__getstate__()
     state["device_"] = "cuda:0"  # as written by a GPU-fitted model
@@ -524,18 +532,23 @@ def test_gpu_pickle_of_a_table_model_loads_on_cpu_only_machine(fitted, table, mo
     restored.__setstate__(state)
     test = table[1].head(30).copy()
     test.loc[test.index[:10], "x2"] = np.nan
-    np.testing.assert_allclose(restored.score_samples(test), fitted.score_samples(test))
+    assert_scored_alike_on_another_device(restored.score_samples(test),
+                                          fitted.score_samples(test),
+                                          test.isna().any(axis=1).to_numpy())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_table_fit_on_gpu_scores_and_completes_like_cpu(table):
+def test_table_fit_on_gpu_scores_and_completes_like_cpu(table, unpickled_without_cuda):
     train, test = table
     test = test.head(100).copy()
     test.loc[test.index[:30], "kind"] = np.nan
     model = NCEDensity(**{**QUICK, "device": "cuda"}).fit(train)
     assert model.device_.type == "cuda"
-    restored = pickle.loads(pickle.dumps(model))
-    np.testing.assert_allclose(restored.score_samples(test), model.score_samples(test), rtol=1e-6)
+    scores = model.score_samples(test)
+    restored = unpickled_without_cuda(model)
+    assert restored.device_.type == "cpu"
+    assert_scored_alike_on_another_device(restored.score_samples(test), scores,
+                                          test.isna().any(axis=1).to_numpy())
     assert not model.sample_conditional(test, random_state=0).isna().any().any()
 
 
