@@ -182,6 +182,11 @@ def spin():
         pass
 
 
+def device_name():
+    """Where ``device="auto"`` puts the skebm fits: the GPU's name, or the CPU."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", nargs="+",
@@ -196,7 +201,7 @@ def main():
         spinner.start()
     print(f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__}, {args.busy} busy processes "
-          f"beside, seed {args.seed}\n")
+          f"beside, seed {args.seed}, device {device_name()}\n")
     print("| data | skebm | fit s | held-out | peer | fit s | held-out | time ratio |")
     print("|---|---|---|---|---|---|---|---|")
     try:
