@@ -17,8 +17,7 @@ from sklearn.utils import check_random_state
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["available_memory", "cpu_threads", "deterministic_kernels", "draw_seed", "idle_cores",
-           "make_generator",
-           "refuse_beyond_memory", "resolve_device", "thread_limit", "watched"]
+           "make_generator", "refuse_beyond_memory", "resolve_device", "thread_limit", "watched"]
 
 #: Multiply-adds per training step (or per inference chunk) from which skebm
 #: uses more than one torch thread: below it a second thread costs more in
@@ -114,18 +113,30 @@ def deterministic_kernels(device):
     """Run the block on ``device`` with cuDNN's deterministic algorithms (on
     CUDA; elsewhere nothing changes), then restore the settings: its fastest
     convolutions add partial sums in a varying order, and the same seed must
-    give the same model. The settings are the process's, as in
-    :func:`thread_limit`."""
+    give the same model. The settings are the process's, so blocks that
+    overlap in several threads share them: the first to start sets them, and
+    the last to end restores what the first found, in whatever order they end.
+    """
     if device.type != "cuda":
         yield
         return
     cudnn = torch.backends.cudnn
-    before = cudnn.deterministic, cudnn.benchmark
-    cudnn.deterministic, cudnn.benchmark = True, False
+    with _KERNELS_LOCK:
+        if _KERNELS["blocks"] == 0:
+            _KERNELS["found"] = cudnn.deterministic, cudnn.benchmark
+            cudnn.deterministic, cudnn.benchmark = True, False
+        _KERNELS["blocks"] += 1
     try:
         yield
     finally:
-        cudnn.deterministic, cudnn.benchmark = before
+        with _KERNELS_LOCK:
+            _KERNELS["blocks"] -= 1
+            if _KERNELS["blocks"] == 0:
+                cudnn.deterministic, cudnn.benchmark = _KERNELS["found"]
+
+
+#: The deterministic_kernels blocks running, and the settings the first found.
+_KERNELS, _KERNELS_LOCK = {"blocks": 0, "found": None}, threading.Lock()
 
 
 def _thread_counts():

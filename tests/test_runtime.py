@@ -40,6 +40,15 @@ def test_deterministic_kernels_on_cuda_only_and_restored():
                 assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
                 raise KeyError("a fit that fails")
         assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        # Blocks that overlap in two threads, the first ending first: the
+        # settings hold until the last ends, then are the caller's again.
+        first, second = (deterministic_kernels(torch.device("cuda")) for _ in range(2))
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+        second.__exit__(None, None, None)
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
     finally:
         cudnn.deterministic, cudnn.benchmark = before
 
