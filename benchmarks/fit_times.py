@@ -26,7 +26,7 @@ machine shared with other work.
 Usage::
 
     python benchmarks/fit_times.py [--rows nce grid rbm shortrun classifier]
-        [--tables iris wine ...] [--seed 0] [--busy 0] [--slow]
+        [--tables iris wine ...] [--seed 0] [--busy 0] [--slow] [--device auto]
 """
 
 import argparse
@@ -117,7 +117,8 @@ def nce_rows(tables, seed):
         train, test = halves
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            ours, ours_time = timed(lambda: NCEDensity(random_state=seed).fit(train))
+            ours, ours_time = timed(
+                lambda: NCEDensity(random_state=seed, device=DEVICE).fit(train))
         # max_iter ran out before early stopping ended the fit:
         cut = any(issubclass(w.category, ConvergenceWarning) for w in caught)
         peer, peer_time = timed(lambda: gmm_bic(train, seed))
@@ -129,7 +130,8 @@ def nce_rows(tables, seed):
 def grid_row(seed):
     train, test = load_table("wine", seed)
     grid = {"hidden_layer_sizes": [(64,), (128, 128, 128)], "noise_ratio": [4, 8, 16]}
-    search, search_time = timed(lambda: GridSearchCV(NCEDensity(random_state=seed), grid, cv=5,
+    search, search_time = timed(lambda: GridSearchCV(NCEDensity(random_state=seed,
+                                                                device=DEVICE), grid, cv=5,
                                                      n_jobs=2).fit(train))
     peer_grid = {"n_components": list(range(1, 7))}
     peer, peer_time = timed(lambda: GridSearchCV(
@@ -142,7 +144,8 @@ def grid_row(seed):
 def rbm_row(seed):
     X = load_digits().data / 16
     train, test = train_test_split(X, test_size=0.2, random_state=seed)
-    ours, ours_time = timed(lambda: PCDRestrictedBoltzmann(random_state=seed).fit(train))
+    ours, ours_time = timed(
+        lambda: PCDRestrictedBoltzmann(random_state=seed, device=DEVICE).fit(train))
     peer, peer_time = timed(lambda: BernoulliRBM(random_state=seed).fit(train))
     peer_score = np.mean([peer.score_samples(test) for _ in range(20)])  # it is random
     row("digits/16 1437x64 (pseudo-likelihood)", "PCDRestrictedBoltzmann()", ours_time,
@@ -152,14 +155,14 @@ def rbm_row(seed):
 def shortrun_rows(seed, slow):
     X, _ = make_moons(5000, noise=0.1, random_state=seed)
     train, test = X[:2500], X[2500:]
-    ours, ours_time = timed(lambda: ShortRunEBM(random_state=seed).fit(train))
+    ours, ours_time = timed(lambda: ShortRunEBM(random_state=seed, device=DEVICE).fit(train))
     peer, peer_time = timed(lambda: gmm_bic(train, seed))
     row("moons 2500x2", "ShortRunEBM()", ours_time, "GaussianMixture (BIC)", peer_time,
         ours.score(test), peer.score(test))
     if slow:
         train, test = load_table("digits", seed)
-        ours, ours_time = timed(lambda: ShortRunEBM(image_shape=(1, 8, 8),
-                                                    random_state=seed).fit(train))
+        ours, ours_time = timed(lambda: ShortRunEBM(image_shape=(1, 8, 8), random_state=seed,
+                                                    device=DEVICE).fit(train))
         peer, peer_time = timed(lambda: gmm_bic(train, seed))
         row("digits images 898x64", "ShortRunEBM(image_shape=(1, 8, 8))", ours_time,
             "GaussianMixture (BIC)", peer_time, ours.score(test), peer.score(test))
@@ -169,8 +172,8 @@ def classifier_row(seed):
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X / 16, y, test_size=0.2,
                                                         random_state=seed)
-    ours, ours_time = timed(lambda: NCESoftmaxClassifier(random_state=seed).fit(X_train,
-                                                                                 y_train))
+    ours, ours_time = timed(lambda: NCESoftmaxClassifier(random_state=seed, device=DEVICE).fit(
+        X_train, y_train))
     peer, peer_time = timed(lambda: LogisticRegression().fit(X_train, y_train))
     row("digits/16 1437x64, 10 classes (accuracy)", "NCESoftmaxClassifier()", ours_time,
         "LogisticRegression()", peer_time, ours.score(X_test, y_test),
@@ -182,9 +185,16 @@ def spin():
         pass
 
 
+#: The skebm estimators' ``device`` (``--device``): "auto" as users run
+#: them; "cpu" on a GPU machine times the same fits on its host's cores.
+DEVICE = "auto"
+
+
 def device_name():
-    """Where ``device="auto"`` puts the skebm fits: the GPU's name, or the CPU."""
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    """Where the skebm fits run: the GPU's name, or the CPU."""
+    if DEVICE == "auto" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return DEVICE if DEVICE != "auto" else "cpu"
 
 
 def main():
@@ -195,7 +205,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--busy", type=int, default=0, help="processes kept spinning meanwhile")
     parser.add_argument("--slow", action="store_true", help="also ShortRunEBM on digit images")
+    parser.add_argument("--device", default="auto", help="the skebm estimators' device")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
     for spinner in spinners:
         spinner.start()
