@@ -464,9 +464,9 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     HALVING_STEPS = 500
     #: Both patiences span at least this many steps: on a table of a few
     #: hundred rows an epoch is one step, and a held-out set of a few rows
-    #: that one step did not improve stopped fits at the class prior (see the
-    #: user guide).
-    _min_patience_steps = 15
+    #: that a few steps did not improve stopped fits at the class prior (see
+    #: the user guide).
+    _min_patience_steps = 50
 
     def _epoch_factor(self, run):
         """What the rate is multiplied by after an epoch (see HALVING_STEPS)."""

@@ -339,11 +339,13 @@ def test_rows_of_weight_zero_are_never_held_out():
     model trains; weights of 1 split the rows as no weights do."""
     X, y = load_iris(return_X_y=True)
     weights = np.where(np.arange(len(y)) % 10 == 0, 1.0, 0.0)
-    # On the CPU's stream: with 15 weighted rows, 2 held out, 2 of seeds 0-7
-    # stop at the prior (their 2 rows score worse for 10 epochs first).
-    clf = NCESoftmaxClassifier(random_state=0, device="cpu").fit(X, y, sample_weight=weights)
-    assert all(record["validation_score"] < 0 for record in clf.history_)
-    assert clf.score(X[weights > 0], y[weights > 0]) > 0.8
+    # 15 weighted rows, 2 held out, which may score worse for many steps
+    # before they improve: at 15 steps of patience, seeds 1 and 4 stopped at
+    # the class prior (accuracy 1/3).
+    for seed in range(6):
+        clf = NCESoftmaxClassifier(random_state=seed).fit(X, y, sample_weight=weights)
+        assert all(record["validation_score"] < 0 for record in clf.history_)
+        assert clf.score(X[weights > 0], y[weights > 0]) > 0.8
     ones = NCESoftmaxClassifier(max_iter=3, random_state=0).fit(X, y, sample_weight=np.ones(150))
     plain = NCESoftmaxClassifier(max_iter=3, random_state=0).fit(X, y)
     np.testing.assert_array_equal(ones.predict_proba(X), plain.predict_proba(X))
