@@ -25,6 +25,9 @@ from skebm.shortrun import _VALIDATION_DRAWS
 # Small and quick: the checks fit dozens of times on tiny data.
 QUICK = dict(hidden_layer_sizes=(16, 16), fourier_features=8, max_iter=3, n_steps=5,
              buffer_size=100, n_ais_chains=10, n_ais_temperatures=20, random_state=0)
+# Tests below that add device="cpu" rest on what seed 0 gives on the CPU's
+# stream (a one-component base, early stopping past epoch 0); a GPU's stream
+# is another seed's.
 
 
 @parametrize_with_checks([ShortRunEBM(**QUICK)])
@@ -328,7 +331,8 @@ def test_the_training_chains_energy_by_hand_is_the_models():
     """Training's chains run in the frame's whitened coordinates on
     -log b(z(u)) + E(z(u)), b a mixture: value (up to a constant) and
     gradient by hand are the model's, by autograd in float64."""
-    model = ShortRunEBM(**{**QUICK, "device": "cpu", "early_stopping": False}).fit(_one_or_two_clusters(True))
+    model = ShortRunEBM(**{**QUICK, "device": "cpu", "early_stopping": False})
+    model.fit(_one_or_two_clusters(True))
     module = model._inference_module()
     with torch.no_grad():
         module.energy.layers[-1].weight.mul_(300.0)
@@ -628,7 +632,8 @@ def test_early_stopping_scores_the_average(eight_gaussians):
     """The kept model (the best epoch's average) scores the validation rows
     as its epoch's record says."""
     X_train, _ = eight_gaussians
-    model = _Recorded(**dict(QUICK, device="cpu", max_iter=6, n_iter_no_change=2)).fit(X_train[:400])
+    model = _Recorded(**dict(QUICK, device="cpu", max_iter=6, n_iter_no_change=2))
+    model.fit(X_train[:400])
     best = max(record["validation_score"] for record in model.history_)
     assert model._scored_validation(model.module_, model.validation_) == pytest.approx(
         best, abs=1e-5)
@@ -674,7 +679,8 @@ def test_a_kept_base_is_refitted_to_every_row():
     Gaussian, their mean (0 after standardization) and covariance plus the
     ridge."""
     X = np.random.RandomState(0).multivariate_normal(np.zeros(3), np.eye(3) + 0.5, size=400)
-    model = ShortRunEBM(**{**QUICK, "device": "cpu", "learning_rate": 0.3, "n_iter_no_change": 2}).fit(X)
+    model = ShortRunEBM(**{**QUICK, "device": "cpu", "learning_rate": 0.3,
+                           "n_iter_no_change": 2}).fit(X)
     assert model.module_.energy.is_zero() and model.base_n_components_ == 1
     Z = (X - model.mean_) / model.scale_
     base = model.module_.base
