@@ -50,6 +50,7 @@ from sklearn.neural_network import BernoulliRBM
 from sklearn.preprocessing import StandardScaler
 
 from skebm import NCEDensity, NCESoftmaxClassifier, PCDRestrictedBoltzmann, ShortRunEBM
+from skebm._runtime import resolve_device
 from skebm.datasets import make_toy_2d
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -191,10 +192,9 @@ DEVICE = "auto"
 
 
 def device_name():
-    """Where the skebm fits run: the GPU's name, or the CPU."""
-    if DEVICE == "auto" and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return DEVICE if DEVICE != "auto" else "cpu"
+    """Where the skebm fits run: the GPU's name, or the device's."""
+    device = resolve_device(DEVICE)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
 def main():

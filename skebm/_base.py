@@ -438,8 +438,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         work = self._multiply_adds_per_step(X.shape[1], target_attributes)
         # Gradients on, even inside a caller's torch.no_grad() or
         # torch.inference_mode().
-        with (thread_limit(self._cpu_threads(work, device)), deterministic_kernels(device),
-              torch.inference_mode(False), torch.enable_grad()):
+        with self._torch_settings(work, device), torch.inference_mode(False), torch.enable_grad():
             mean, scale = (self.mean_, self.scale_) if warm else self._input_standardization(X)
             Z = self._training_rows(X, mean, scale, device)
             if y is not None:
@@ -476,6 +475,14 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     def _cpu_threads(self, multiply_adds, device):
         """torch threads for work of this size (:func:`skebm._runtime.cpu_threads`)."""
         return cpu_threads(self.n_threads, multiply_adds, device)
+
+    @contextlib.contextmanager
+    def _torch_settings(self, multiply_adds, device):
+        """The process's settings for a call of ``multiply_adds`` a step on
+        ``device`` (fit, inference, log Z), restored after it: the thread
+        policy's counts, and on CUDA deterministic kernels."""
+        with thread_limit(self._cpu_threads(multiply_adds, device)), deterministic_kernels(device):
+            yield
 
     def _split_validation(self, Z, generator):
         """(training rows, validation rows or None). Data too small to leave two
@@ -718,7 +725,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         ``chunk_rows``: the thread limit for ``work`` multiply-adds a chunk,
         and the callable that counts a chunk done (a bar's step where a long
         call is to show one, otherwise nothing)."""
-        with thread_limit(self._cpu_threads(work, device)), deterministic_kernels(device):
+        with self._torch_settings(work, device):
             with self._progress(-(-n_rows // chunk_rows), "rows", inference=True) as step:
                 yield step or (lambda: None)
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.base import DensityMixin
 
-from ._runtime import PARALLEL_WORK, deterministic_kernels, make_generator, thread_limit
+from ._runtime import PARALLEL_WORK, make_generator
 
 __all__ = ["LikelihoodDensityMixin"]
 
@@ -119,8 +119,7 @@ class LikelihoodDensityMixin(DensityMixin):
             module = self._inference_module()
             settings = memo["settings"]
             work = self._log_partition_multiply_adds(**settings)
-            with (thread_limit(self._cpu_threads(work, device)), deterministic_kernels(device),
-                  torch.no_grad()):
+            with self._torch_settings(work, device), torch.no_grad():
                 log_z, log_z_std = self._estimate_log_partition(module, generator, **settings)
             if not math.isfinite(log_z):
                 raise ValueError(
