@@ -409,12 +409,14 @@ class CommonDraws:
         self.uniforms, self.normals = uniforms, normals
 
     @classmethod
-    def drawn(cls, n_draws, n_columns, generator):
+    def drawn(cls, n_draws, n_columns, generator, device=None):
         """Numbers of ``n_draws`` draws of rows of up to ``n_columns``
-        continuous columns, drawn from ``generator``; the uniforms in (0, 1],
-        so that a choice never falls before a row's first possible index."""
+        continuous columns, drawn from ``generator`` and moved to ``device``
+        (None: the generator's); the uniforms in (0, 1], so that a choice
+        never falls before a row's first possible index."""
         options = dict(generator=generator, dtype=torch.float64, device=generator.device)
-        return cls(1 - torch.rand(n_draws, **options), torch.randn(n_draws, n_columns, **options))
+        return cls(1 - torch.rand(n_draws, **options).to(device),
+                   torch.randn(n_draws, n_columns, **options).to(device))
 
     @property
     def n_draws(self):

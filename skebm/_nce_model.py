@@ -98,9 +98,10 @@ def dequantized(Z, cells, generator):
     return Z + offsets * cells
 
 
-def cell_offsets(n_points, n_features, generator, dtype):
+def cell_offsets(n_points, n_features, generator, dtype, device=None):
     """``(n_points, n_features)`` offsets in ``[-1/2, 1/2)`` of a cell's
-    width: a Latin hypercube (in every column, one offset in each of
+    width, drawn from ``generator`` and moved to ``device`` (None: the
+    generator's): a Latin hypercube (in every column, one offset in each of
     ``n_points`` equal strata, in a random order), so every point is uniform
     over the cell, and the mean of a density over the points is an unbiased
     estimate of its mass, with far less spread than from independent points
@@ -108,7 +109,7 @@ def cell_offsets(n_points, n_features, generator, dtype):
     shape = (n_points, n_features)
     options = dict(generator=generator, dtype=dtype, device=generator.device)
     strata = torch.argsort(torch.rand(shape, **options), dim=0)
-    return (strata + torch.rand(shape, **options)) / n_points - 0.5
+    return ((strata + torch.rand(shape, **options)) / n_points - 0.5).to(device)
 
 
 def cell_points(Z, cells, offsets):

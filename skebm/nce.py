@@ -15,8 +15,8 @@ from ._base import INFERENCE_CHUNK_ROWS, Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS,
-                       TRAINING_CANDIDATES, ConditionalMeanMixin, missing_draws,
-                       observed_log_density)
+                       TRAINING_CANDIDATES, ConditionalMeanMixin, common_generator,
+                       missing_draws, observed_log_density)
 from ._mixture import CommonDraws
 from ._nce_model import NCEModel, Snapshot, cell_offsets, cell_points, dequantized
 from ._rows import RowsWith
@@ -603,8 +603,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         return n_importance_samples * self._multiply_adds_per_row(self.n_features_in_)
 
     def _unnormalized_log_density(self, module, Z):
-        generator = make_generator(self._log_partition_memo["seed"] + 1, Z.device)
-        return self._log_density_of_rows(module, Z, generator)
+        return self._log_density_of_rows(
+            module, Z, common_generator(self._log_partition_memo["seed"] + 1))
 
     def _log_density_of_rows(self, module, Z, generator):
         """The unnormalized log-density of rows, of a row with missing cells
@@ -626,8 +626,9 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         # Two independent stratified sets of points, each with a draw of the
         # missing cells for each point: their disagreement measures the
         # error, which the spread within one would overstate.
-        point_sets = [(cell_offsets(half, Z.shape[1], generator, Z.dtype),
-                       CommonDraws.drawn(half, Z.shape[1], generator)) for _ in range(2)]
+        point_sets = [(cell_offsets(half, Z.shape[1], generator, Z.dtype, Z.device),
+                       CommonDraws.drawn(half, Z.shape[1], generator, Z.device))
+                      for _ in range(2)]
         for rows in gen_batches(len(Z), INCOMPLETE_ROWS_AT_ONCE):
             log_means = []
             for offsets, draws in point_sets:

@@ -14,7 +14,7 @@ from ._base import Step, TorchEstimator
 from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (CONDITIONAL_CANDIDATES, TRAINING_CANDIDATES, ConditionalMeanMixin,
-                       missing_draws, observed_log_density)
+                       common_generator, missing_draws, observed_log_density)
 from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
@@ -663,7 +663,7 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
             self.n_features_in_)
 
     def _unnormalized_log_density(self, module, Z):
-        generator = make_generator(self._log_partition_memo["seed"] + 1, Z.device)
+        generator = common_generator(self._log_partition_memo["seed"] + 1)
         return observed_log_density(module, Z, missing_draws(Z, generator))
 
     # -- sampling --------------------------------------------------------------
