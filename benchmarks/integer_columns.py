@@ -26,7 +26,12 @@ hypercube here, two of 64 in NCEDensity). The row
 "NCEDensity(integer_features=None)" is the model before integer columns
 (densities at integer points), for reference.
 
-Run: ``python benchmarks/integer_columns.py [--seeds 0 1] [--datasets digits diabetes]``
+- ``anes96``, ``modechoice``: real survey and choice tables bundled with
+  statsmodels (:data:`STATSMODELS_TABLES`; ``pip install statsmodels``, a
+  benchmark-only dependency), as numbers.
+
+Run: ``python benchmarks/integer_columns.py [--seeds 0 1] [--datasets digits diabetes anes96
+modechoice]``
 """
 
 import argparse
@@ -46,9 +51,24 @@ from skebm._nce_model import cell_offsets, cell_points
 POINTS = 128
 
 
+#: Survey and choice tables bundled with statsmodels (a benchmark-only
+#: dependency), all integer codes: ``anes96`` (944 x 10, the 1996 American
+#: National Election Study: 7-point scales, income and education brackets,
+#: age, population, a binary vote) and ``modechoice`` (840 x 8, travel mode
+#: choice: the mode, a choice flag, times, costs, income, party size).
+STATSMODELS_TABLES = ("anes96", "modechoice")
+#: Columns dropped: anes96's logpopul is log(popul + 0.1), a copy of a
+#: column, which no density has; modechoice's individual is an identifier.
+DERIVED_COLUMNS = ["logpopul", "individual"]
+
+
 def load(name):
     if name == "digits":
         return load_digits().data
+    if name in STATSMODELS_TABLES:
+        import statsmodels.api as sm
+        table = getattr(sm.datasets, name).load_pandas().data
+        return table.drop(columns=DERIVED_COLUMNS, errors="ignore").to_numpy()
     return load_diabetes(scaled=False).data
 
 
