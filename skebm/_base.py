@@ -643,7 +643,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                                  f"{ensure_min_samples} is required.")
             validate_data(self, X, skip_check_array=True, reset=reset)
         if reset:
-            self._table = TableColumns.fit(X, self.categorical_features, self.integer_features)
+            self._table = TableColumns.fit(X, self.categorical_features, self.integer_features,
+                                           owner=type(self).__name__)
         if self._table.needs_encoding or not numbers:
             X = check_array(self._table.encode(X), ensure_all_finite="allow-nan",
                             ensure_min_samples=ensure_min_samples)

@@ -26,6 +26,7 @@ all integers; or indices, a boolean mask, column names; None for none.
 
 import decimal
 import numbers
+import warnings
 
 import numpy as np
 
@@ -36,6 +37,11 @@ __all__ = ["TableColumns", "UnseenCategoryError", "blanked", "is_number", "missi
 #: distinct values, each in at least this share of the rows, is categorical.
 AUTO_MAX_LEVELS = 5
 AUTO_LEAST_SHARE = 0.05
+#: A continuous column whose commonest value holds at least this share of
+#: its observed cells has a point mass (an amount that is often exactly 0),
+#: which a density can only put a spike on: ``fit`` warns. Iris's most
+#: repeated measurement holds 19% of its column, Fair's affairs 0 holds 68%.
+POINT_MASS_SHARE = 0.3
 
 
 def _is_frame(X):
@@ -293,10 +299,11 @@ class TableColumns:
                                    else np.zeros_like(self.is_categorical), dtype=bool)
 
     @classmethod
-    def fit(cls, X, categorical_features, integer_features=None):
+    def fit(cls, X, categorical_features, integer_features=None, owner="The model"):
         """Resolve ``categorical_features`` and ``integer_features`` on the
         training table ``X`` and collect each categorical column's categories
-        (missing cells left out)."""
+        (missing cells left out); warn, in the name of ``owner``, of
+        continuous columns with a point mass."""
         columns, dtypes = _columns_of(X)
         names = np.asarray(X.columns, dtype=object) if _is_frame(X) else None
         mask = cls._resolve(categorical_features, columns, dtypes, names)
@@ -332,7 +339,28 @@ class TableColumns:
             if np.isnan(columns[j]).all():
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
         table.is_integer = table._integer_columns(integer_features, columns, dtypes)
+        table._warn_of_point_masses(columns, owner)
         return table
+
+    def _warn_of_point_masses(self, columns, owner):
+        """One warning naming every continuous column whose commonest value
+        holds :data:`POINT_MASS_SHARE` of its observed cells or more: the
+        rows there score a density's spike, not a probability."""
+        found = []
+        for j in np.flatnonzero(~self.is_categorical & ~self.is_integer):
+            observed = columns[j][~np.isnan(columns[j])]
+            values, counts = np.unique(observed, return_counts=True)
+            share = counts.max() / len(observed)
+            if share >= POINT_MASS_SHARE:
+                found.append(f"{self.name(j)} is {_shown(values[counts.argmax()])} in {share:.0%}")
+        if found:
+            warnings.warn(
+                f"{owner}: a continuous column has a point mass ({'; '.join(found)} of its "
+                "observed cells), which a density can only put a spike on: those rows score a "
+                "density that grows as the spike narrows, not a probability. Mark a column of "
+                "few values in categorical_features; split another into a categorical flag and "
+                "its values, NaN where the flag marks the point (user guide, 'Prepare the "
+                "columns').", UserWarning)
 
     def _integer_columns(self, spec, columns, dtypes):
         """The mask of ``integer_features`` (after the categorical columns,

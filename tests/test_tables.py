@@ -942,3 +942,27 @@ def test_an_unseen_year_is_named_as_the_user_wrote_it():
     with pytest.raises(UnseenCategoryError,
                        match=r"not seen in fit: 2010 \(seen: \[2007, 2008, 2009\]\)"):
         model.score_samples(X.head(2).assign(year=2010))
+
+
+def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
+    """An amount that is exactly 0 in 60% of the rows gets a density's spike;
+    fit says which column and how much. Counts with as many zeros (integer
+    columns, a probability each) and iris's most repeated measurement (19% of
+    its column) are no point masses."""
+    from sklearn.datasets import load_iris
+
+    rng = np.random.default_rng(0)
+    amount = np.where(rng.uniform(size=300) < 0.6, 0.0, rng.exponential(size=300))
+    counts = np.where(rng.uniform(size=300) < 0.6, 0, rng.poisson(3, size=300))
+    frame = pd.DataFrame({"x": rng.normal(size=300), "amount": amount, "count": counts})
+
+    def point_mass_warnings(X):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
+        return [str(w.message) for w in caught if "point mass" in str(w.message)]
+
+    [message] = point_mass_warnings(frame)
+    assert f"('amount' is 0 in {np.mean(amount == 0):.0%} of its observed cells)" in message
+    assert point_mass_warnings(frame.drop(columns="amount")) == []
+    assert point_mass_warnings(load_iris().data) == []
