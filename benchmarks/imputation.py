@@ -1,7 +1,8 @@
 """Imputation of hidden cells: DensityImputer beside scikit-learn's imputers.
 
 Tables: scikit-learn's bundled iris, wine, breast_cancer and diabetes
-(``load_*(return_X_y=True)``, complete). In each, a share of the cells
+(``load_*(return_X_y=True)``, complete); ``--tables anes96`` adds a survey
+from statsmodels (:func:`load_anes96`), small integer codes. In each, a share of the cells
 (``--rates``, default 10% and 30%) is hidden completely at random: exactly
 that many cells, drawn in a seeded random order and skipped when hiding one
 would leave its row or its column with no observed cell.
@@ -38,7 +39,7 @@ Columns:
 - seconds of ``fit_transform`` (the imputer alone);
 - a downstream score on the imputed table: 5-fold cross-validated accuracy
   of ``StandardScaler() + LogisticRegression()`` (iris, wine,
-  breast_cancer) or R^2 of ``StandardScaler() + Ridge()`` (diabetes). The
+  breast_cancer; anes96's vote) or R^2 of ``StandardScaler() + Ridge()`` (diabetes). The
   table is imputed once, before the split (as an analyst filling a table
   would), the same for every imputer; the row ``(complete table)`` scores the
   table with nothing hidden.
@@ -100,8 +101,23 @@ from sklearn.preprocessing import StandardScaler
 
 from skebm import DensityImputer, NCEDensity, ShortRunEBM
 
+
+
+def load_anes96(return_X_y=True):
+    """The 1996 American National Election Study as statsmodels bundles it
+    (``pip install statsmodels``, a benchmark-only dependency): 944 rows of
+    9 survey answers (population, TV news days, 7-point left-right scales of
+    oneself and the two candidates, party identification, age, education
+    and income brackets), y the vote (Clinton 0, Dole 1). ``logpopul``, a
+    copy of ``popul`` (its log), is left out."""
+    import statsmodels.api as sm
+    frame = sm.datasets.anes96.load_pandas().data
+    return frame.drop(columns=["vote", "logpopul"]).to_numpy(), frame["vote"].to_numpy()
+
+
 LOADERS = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer,
-           "diabetes": load_diabetes}
+           "diabetes": load_diabetes, "anes96": load_anes96}
+DEFAULT_TABLES = ["iris", "wine", "breast_cancer", "diabetes"]
 IMPUTERS = {
     "simple": ("SimpleImputer()", lambda seed: SimpleImputer()),
     "knn": ("KNNImputer()", lambda seed: KNNImputer()),
@@ -298,7 +314,7 @@ def penguin_rows(seeds, imputers, rate=0.1):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tables", nargs="+", default=list(LOADERS), choices=list(LOADERS))
+    parser.add_argument("--tables", nargs="+", default=DEFAULT_TABLES, choices=list(LOADERS))
     parser.add_argument("--rates", nargs="+", type=float, default=[0.1, 0.3])
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds: 0, 1, ...")
     parser.add_argument("--imputers", nargs="+", choices=list(IMPUTERS),

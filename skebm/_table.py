@@ -352,7 +352,8 @@ class TableColumns:
             values, counts = np.unique(observed, return_counts=True)
             share = counts.max() / len(observed)
             if share >= POINT_MASS_SHARE:
-                found.append(f"{self.name(j)} is {_shown(values[counts.argmax()])} in {share:.0%}")
+                found.append(f"column {self.name(j)} is {_shown(values[counts.argmax()]):.6g} "
+                             f"in {share:.0%}")
         if found:
             warnings.warn(
                 f"{owner}: a continuous column has a point mass ({'; '.join(found)} of its "

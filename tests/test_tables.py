@@ -963,6 +963,6 @@ def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
         return [str(w.message) for w in caught if "point mass" in str(w.message)]
 
     [message] = point_mass_warnings(frame)
-    assert f"('amount' is 0 in {np.mean(amount == 0):.0%} of its observed cells)" in message
+    assert f"(column 'amount' is 0 in {np.mean(amount == 0):.0%} of its observed cells)" in message
     assert point_mass_warnings(frame.drop(columns="amount")) == []
     assert point_mass_warnings(load_iris().data) == []
