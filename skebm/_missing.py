@@ -26,8 +26,7 @@ from ._runtime import make_generator
 
 __all__ = ["CONDITIONAL_MEAN_DRAWS", "INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS",
            "TRAINING_CANDIDATES", "ConditionalMeanMixin", "MissingCells", "common_generator",
-           "missing_draws",
-           "observed_log_density"]
+           "missing_draws", "observed_log_density"]
 
 #: Draws of a row's missing cells from the base's conditional that its
 #: log-density averages over (importance sampling).
@@ -179,7 +178,7 @@ def common_generator(seed):
     the model's device, its numbers moved to the device after. A GPU's
     stream differs from the CPU's for the same seed, so a model moved
     between devices would otherwise answer a row with missing cells from
-    other draws (differences of about 1e-3 nats measured on an H200)."""
+    other draws (the differences measured are in ``benchmarks/RESULTS.md``)."""
     return make_generator(seed, "cpu")
 
 
