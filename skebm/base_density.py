@@ -126,7 +126,11 @@ class GaussianMixtureDensity(nn.Module):
         super().__init__()
         self.register_buffer("log_weights", torch.log(weights))
         self.register_buffer("means", means)
-        self.register_buffer("cholesky", torch.linalg.cholesky(covariances))
+        # Factored in float64 and kept in the means' dtype: on near-collinear
+        # columns (a covariance's smallest eigenvalue near the ridge, 1e-6),
+        # float32 rounding of the covariance itself can leave it indefinite.
+        self.register_buffer("cholesky", torch.linalg.cholesky(
+            covariances.to(torch.float64)).to(means.dtype))
         # Its inverse, for the products of :meth:`log_prob_and_gradient`.
         self.register_buffer("whitening", torch.linalg.solve_triangular(
             self.cholesky, torch.eye(self.cholesky.shape[-1], dtype=self.cholesky.dtype,
@@ -156,8 +160,8 @@ class GaussianMixtureDensity(nn.Module):
                 tol=tol, start=None if start is None else start.mixture_parameters())
             as_float = lambda tensor: tensor.to(torch.float32)
             if not categorical.any():
-                return cls(as_float(weights), as_float(means), as_float(covariances))
-            return cls(as_float(weights), as_float(means), as_float(covariances),
+                return cls(as_float(weights), as_float(means), covariances)
+            return cls(as_float(weights), as_float(means), covariances,
                        as_float(log_probs), categorical, as_float(shifts))
         data = Z.detach().cpu().to(torch.float64).numpy()
         if n_components == 1:
@@ -170,13 +174,21 @@ class GaussianMixtureDensity(nn.Module):
             weights, means, covariances = fit_gaussian_mixture(data, n_components, ridge,
                                                                seed=seed)
         as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=Z.device)
-        return cls(as_tensor(weights), as_tensor(means), as_tensor(covariances))
+        return cls(as_tensor(weights), as_tensor(means),
+                   torch.as_tensor(covariances, device=Z.device))
+
+    def covariances(self):
+        """Each component's covariance, in float64 from its factor: a float32
+        product of the factors may round a near-singular covariance into an
+        indefinite one."""
+        factor = self.cholesky.to(torch.float64)
+        return factor @ factor.transpose(-1, -2)
 
     def mixture_parameters(self):
         """``(weights, means, covariances, category log-probabilities,
         shifts)`` in float64, as :func:`~skebm._mixture.fit_mixture` takes
         them."""
-        covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
+        covariances = self.covariances()
         log_probs, shifts = (self.category_log_probs, self.shifts) if self.table else (
             self.means.new_zeros(self.n_components, 0, 1),
             self.means.new_zeros(self.n_components, 0, self.means.shape[1]))
@@ -186,7 +198,7 @@ class GaussianMixtureDensity(nn.Module):
     def widened(self, scale):
         """The same mixture with every standard deviation multiplied by
         ``scale`` (category probabilities unchanged)."""
-        covariances = self.cholesky @ self.cholesky.transpose(-1, -2) * scale**2
+        covariances = self.covariances() * scale**2
         if not self.table:
             return type(self)(self.log_weights.exp(), self.means.clone(), covariances)
         return type(self)(self.log_weights.exp(), self.means.clone(), covariances,
@@ -197,7 +209,7 @@ class GaussianMixtureDensity(nn.Module):
         """The density of a draw plus Gaussian noise of standard deviation
         ``std`` in every feature: ``std**2`` added to each covariance's
         diagonal (a mixture without categories)."""
-        covariances = self.cholesky @ self.cholesky.transpose(-1, -2)
+        covariances = self.covariances()
         eye = torch.eye(covariances.shape[-1], dtype=covariances.dtype, device=covariances.device)
         return type(self)(self.log_weights.exp(), self.means.clone(), covariances + std**2 * eye)
 
@@ -207,9 +219,8 @@ class GaussianMixtureDensity(nn.Module):
         weights = self.log_weights.exp()
         mean = weights @ self.means
         centred = self.means - mean
-        covariance = torch.einsum("k,kij->ij", weights,
-                                  self.cholesky @ self.cholesky.transpose(-1, -2)
-                                  + centred[:, :, None] * centred[:, None, :])
+        covariance = torch.einsum("k,kij->ij", weights.double(), self.covariances()
+                                  + (centred[:, :, None] * centred[:, None, :]).double())
         return type(self)(weights.new_ones(1), mean[None], covariance[None])
 
     def log_prob_and_gradient(self, Z):
