@@ -92,6 +92,12 @@ SELECTION_ROWS = 5_000
 FIT_ROWS = 200_000
 
 
+def _in_float64(tensor):
+    """``tensor`` in float64: on its device, or on the CPU where the device
+    has no float64 (Apple's MPS)."""
+    return tensor.to("cpu" if tensor.device.type == "mps" else tensor.device, torch.float64)
+
+
 class GaussianMixtureDensity(nn.Module):
     """A mixture of full-covariance Gaussians (one component: a Gaussian),
     on tables with categorical columns a mixture of location models.
@@ -130,7 +136,7 @@ class GaussianMixtureDensity(nn.Module):
         # columns (a covariance's smallest eigenvalue near the ridge, 1e-6),
         # float32 rounding of the covariance itself can leave it indefinite.
         self.register_buffer("cholesky", torch.linalg.cholesky(
-            covariances.to(torch.float64)).to(means.dtype))
+            _in_float64(covariances)).to(means.device, means.dtype))
         # Its inverse, for the products of :meth:`log_prob_and_gradient`.
         self.register_buffer("whitening", torch.linalg.solve_triangular(
             self.cholesky, torch.eye(self.cholesky.shape[-1], dtype=self.cholesky.dtype,
@@ -174,14 +180,13 @@ class GaussianMixtureDensity(nn.Module):
             weights, means, covariances = fit_gaussian_mixture(data, n_components, ridge,
                                                                seed=seed)
         as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=Z.device)
-        return cls(as_tensor(weights), as_tensor(means),
-                   torch.as_tensor(covariances, device=Z.device))
+        return cls(as_tensor(weights), as_tensor(means), torch.as_tensor(covariances))
 
     def covariances(self):
-        """Each component's covariance, in float64 from its factor: a float32
-        product of the factors may round a near-singular covariance into an
-        indefinite one."""
-        factor = self.cholesky.to(torch.float64)
+        """Each component's covariance, in float64 from its factor (see
+        :func:`_in_float64`): a float32 product of the factors may round a
+        near-singular covariance into an indefinite one."""
+        factor = _in_float64(self.cholesky)
         return factor @ factor.transpose(-1, -2)
 
     def mixture_parameters(self):
@@ -219,8 +224,8 @@ class GaussianMixtureDensity(nn.Module):
         weights = self.log_weights.exp()
         mean = weights @ self.means
         centred = self.means - mean
-        covariance = torch.einsum("k,kij->ij", weights.double(), self.covariances()
-                                  + (centred[:, :, None] * centred[:, None, :]).double())
+        covariance = torch.einsum("k,kij->ij", _in_float64(weights), self.covariances()
+                                  + _in_float64(centred[:, :, None] * centred[:, None, :]))
         return type(self)(weights.new_ones(1), mean[None], covariance[None])
 
     def log_prob_and_gradient(self, Z):
