@@ -180,7 +180,7 @@ class GaussianMixtureDensity(nn.Module):
             weights, means, covariances = fit_gaussian_mixture(data, n_components, ridge,
                                                                seed=seed)
         as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=Z.device)
-        return cls(as_tensor(weights), as_tensor(means), torch.as_tensor(covariances))
+        return cls(as_tensor(weights), as_tensor(means), torch.as_tensor(covariances, device="cpu"))
 
     def covariances(self):
         """Each component's covariance, in float64 from its factor (see
