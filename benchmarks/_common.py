@@ -67,3 +67,18 @@ def fit_kde(X):
     """KernelDensity with its bandwidth chosen by 5-fold grid search."""
     grid = {"bandwidth": np.logspace(-2, 1, 30) * X.std(axis=0).mean()}  # 0.01 to 10 std
     return GridSearchCV(KernelDensity(), grid, cv=5).fit(X).best_estimator_
+
+
+#: Columns of statsmodels' tables that a density should not see: anes96's
+#: logpopul is log(popul + 0.1), a copy of a column, which no density has;
+#: modechoice's individual is an identifier.
+STATSMODELS_DROPPED = ["logpopul", "individual"]
+
+
+def load_statsmodels_table(name):
+    """A table bundled with statsmodels (``pip install statsmodels``, a
+    benchmark-only dependency) as a DataFrame, without
+    :data:`STATSMODELS_DROPPED`."""
+    import statsmodels.api as sm
+    table = getattr(sm.datasets, name).load_pandas().data
+    return table.drop(columns=STATSMODELS_DROPPED, errors="ignore")

@@ -2,10 +2,11 @@
 
 Tables: scikit-learn's bundled iris, wine, breast_cancer and diabetes
 (``load_*(return_X_y=True)``, complete); ``--tables anes96`` adds a survey
-from statsmodels (:func:`load_anes96`), small integer codes. In each, a share of the cells
-(``--rates``, default 10% and 30%) is hidden completely at random: exactly
-that many cells, drawn in a seeded random order and skipped when hiding one
-would leave its row or its column with no observed cell.
+from statsmodels (:func:`load_anes96`), small integer codes. In each, a
+share of the cells (``--rates``, default 10% and 30%) is hidden completely
+at random: exactly that many cells, drawn in a seeded random order and
+skipped when hiding one would leave its row or its column with no observed
+cell.
 
 Every imputer gets the same hidden table, standardized with the observed
 cells' means and standard deviations (``StandardScaler`` ignores NaN; KNN's
@@ -39,10 +40,10 @@ Columns:
 - seconds of ``fit_transform`` (the imputer alone);
 - a downstream score on the imputed table: 5-fold cross-validated accuracy
   of ``StandardScaler() + LogisticRegression()`` (iris, wine,
-  breast_cancer; anes96's vote) or R^2 of ``StandardScaler() + Ridge()`` (diabetes). The
-  table is imputed once, before the split (as an analyst filling a table
-  would), the same for every imputer; the row ``(complete table)`` scores the
-  table with nothing hidden.
+  breast_cancer; anes96's vote) or R^2 of ``StandardScaler() + Ridge()``
+  (diabetes). The table is imputed once, before the split (as an analyst
+  filling a table would), the same for every imputer; the row ``(complete
+  table)`` scores the table with nothing hidden.
 
 Each cell is the mean ± standard deviation over ``--seeds`` seeds (the
 cells hidden and every random_state change with the seed).
@@ -99,20 +100,18 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from _common import load_statsmodels_table
 from skebm import DensityImputer, NCEDensity, ShortRunEBM
-
 
 
 def load_anes96(return_X_y=True):
     """The 1996 American National Election Study as statsmodels bundles it
-    (``pip install statsmodels``, a benchmark-only dependency): 944 rows of
-    9 survey answers (population, TV news days, 7-point left-right scales of
-    oneself and the two candidates, party identification, age, education
-    and income brackets), y the vote (Clinton 0, Dole 1). ``logpopul``, a
-    copy of ``popul`` (its log), is left out."""
-    import statsmodels.api as sm
-    frame = sm.datasets.anes96.load_pandas().data
-    return frame.drop(columns=["vote", "logpopul"]).to_numpy(), frame["vote"].to_numpy()
+    (:func:`_common.load_statsmodels_table`): 944 rows of 9 survey answers
+    (population, TV news days, 7-point left-right scales of oneself and the
+    two candidates, party identification, age, education and income
+    brackets), y the vote (Clinton 0, Dole 1)."""
+    frame = load_statsmodels_table("anes96")
+    return frame.drop(columns="vote").to_numpy(), frame["vote"].to_numpy()
 
 
 LOADERS = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer,

@@ -44,7 +44,7 @@ from scipy.special import logsumexp
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
 
-from _common import fit_gmm, mean_and_each, rows_over_seeds
+from _common import fit_gmm, load_statsmodels_table, mean_and_each, rows_over_seeds
 from skebm import NCEDensity
 from skebm._nce_model import cell_offsets, cell_points
 
@@ -57,18 +57,13 @@ POINTS = 128
 #: age, population, a binary vote) and ``modechoice`` (840 x 8, travel mode
 #: choice: the mode, a choice flag, times, costs, income, party size).
 STATSMODELS_TABLES = ("anes96", "modechoice")
-#: Columns dropped: anes96's logpopul is log(popul + 0.1), a copy of a
-#: column, which no density has; modechoice's individual is an identifier.
-DERIVED_COLUMNS = ["logpopul", "individual"]
 
 
 def load(name):
     if name == "digits":
         return load_digits().data
     if name in STATSMODELS_TABLES:
-        import statsmodels.api as sm
-        table = getattr(sm.datasets, name).load_pandas().data
-        return table.drop(columns=DERIVED_COLUMNS, errors="ignore").to_numpy()
+        return load_statsmodels_table(name).to_numpy()
     return load_diabetes(scaled=False).data
 
 
