@@ -14,8 +14,9 @@ Which columns are categorical (``categorical_features``), in the style of
 - ``"from_dtype"``: the DataFrame columns of a category, object, string or
   bool dtype;
 - ``"auto"``: those, and numeric columns of 2 to :data:`AUTO_MAX_LEVELS`
-  distinct values, each in at least 5% of the rows (a flag or a year of
-  three has no density, only a probability for each value);
+  distinct values, each in at least 5% of the rows and in at least
+  :data:`AUTO_LEAST_COUNT` of them (a flag or a year of three has no
+  density, only a probability for each value);
 - indices, a boolean mask, or column names; None for none.
 
 Which numeric columns hold integers (``integer_features``), whose model is a
@@ -34,9 +35,13 @@ __all__ = ["TableColumns", "UnseenCategoryError", "blanked", "is_number", "missi
            "numbers_only"]
 
 #: ``categorical_features="auto"``: a numeric column of 2 to this many
-#: distinct values, each in at least this share of the rows, is categorical.
+#: distinct values, each in at least this share of the rows and in at least
+#: this many rows, is categorical. On a small table the count rules: the 10
+#: training rows of statsmodels' stackloss hold its air flow at five values,
+#: two rows each, and a held-out row brings a sixth.
 AUTO_MAX_LEVELS = 5
 AUTO_LEAST_SHARE = 0.05
+AUTO_LEAST_COUNT = 10
 #: A continuous column whose commonest value holds at least this share of
 #: its observed cells has a point mass (an amount that is often exactly 0),
 #: which a density can only put a spike on: ``fit`` warns. Iris's most
@@ -206,11 +211,14 @@ def blanked(X, mask):
 def _few_common_values(values):
     """Whether a numeric column is, to ``"auto"``, a category: 2 to
     :data:`AUTO_MAX_LEVELS` distinct values, each in at least
-    :data:`AUTO_LEAST_SHARE` of the rows (a flag, a year of three). Sparse
-    counts (mostly 0, a rare 1 or 2) are no categories (a held-out row would
-    bring values fit never saw), but integer columns."""
+    :data:`AUTO_LEAST_SHARE` of the rows and in at least
+    :data:`AUTO_LEAST_COUNT` (a flag, a year of three). Sparse counts
+    (mostly 0, a rare 1 or 2), and a few values each seen in a few rows of
+    a small table, are no categories (a held-out row would bring values fit
+    never saw), but integer or continuous columns."""
     levels, counts = np.unique(values, return_counts=True)
-    return 2 <= len(levels) <= AUTO_MAX_LEVELS and counts.min() >= AUTO_LEAST_SHARE * len(values)
+    return (2 <= len(levels) <= AUTO_MAX_LEVELS
+            and counts.min() >= max(AUTO_LEAST_SHARE * len(values), AUTO_LEAST_COUNT))
 
 
 def _integers_only(column):

@@ -207,7 +207,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         DataFrame columns of category, object, string or bool dtype (and the
         non-numeric columns of an object array, True and False among them);
         "auto", those and numeric columns of 2 to 5 distinct values, each in
-        at least 5% of the rows (a flag has no density; sparse counts are
+        at least 5% of the rows and at least 10 of them (a flag has no
+        density; sparse counts, and a few values of a small table, are
         integer columns instead, as held-out rows would bring values fit
         never saw); or indices, a boolean mask, column names; None for none.
         A row's ``score_samples`` is then the log of its categories'

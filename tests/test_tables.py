@@ -568,6 +568,24 @@ def test_auto_leaves_sparse_counts_out_of_the_categories():
         assert np.isfinite(model.score_samples(X[1::2])).all()
 
 
+def test_auto_leaves_a_few_values_of_a_small_table_out_of_the_categories():
+    """statsmodels' stackloss has 21 rows: a half holds its air flow at five
+    values, two rows each, and the other half brings a sixth. "auto" keeps
+    such a column numeric (here integers), so the held-out half scores; the
+    same values over 100 rows, 20 each, make a category."""
+    rng = np.random.default_rng(0)
+    flow = np.repeat([50.0, 58.0, 62.0, 75.0, 80.0], 2)
+    X = np.column_stack([flow, flow / 10 + rng.normal(size=10), rng.normal(size=10)])
+    model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
+    assert model.is_categorical_.tolist() == [False, False, False]
+    assert model.is_integer_.tolist() == [True, False, False]
+    held_out = X[:3] + [[3.0, 0.0, 0.0]]  # flows of 53, 61 and 61
+    assert np.isfinite(model.score_samples(held_out)).all()
+    many = np.tile(X, (10, 1)) + np.column_stack([np.zeros(100), rng.normal(size=(100, 2))])
+    assert NCEDensity(**{**QUICK, "max_iter": 1}).fit(many).is_categorical_.tolist() == [
+        True, False, False]
+
+
 def test_nullable_integers_and_empty_tables(table):
     """pandas' nullable integers (pd.NA) are numbers with missing cells, for
     the density and for DensityImputer; an empty table is refused for its
