@@ -142,10 +142,15 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
     #: refused at fit).
     _accepts_missing = False
 
+    def _learning_rate(self):
+        """The step size ``learning_rate`` sets, a number (an estimator with
+        an ``"auto"`` rate resolves it here)."""
+        return self.learning_rate
+
     def _make_optimizer(self, module):
         """The torch optimizer of ``module``'s parameters: Adam with
         ``learning_rate`` and ``weight_decay`` (fused where torch can)."""
-        return adam(module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        return adam(module.parameters(), lr=self._learning_rate(), weight_decay=self.weight_decay)
 
     def _make_update_rule(self, module, n_steps):
         """What ``_training_step`` updates with: an :class:`UpdateRule`, the

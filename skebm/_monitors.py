@@ -102,7 +102,7 @@ class DivergenceGuard(EpochMonitor):
         if bad is not None:
             raise ConvergenceDivergedError(
                 f"{type(estimator).__name__} diverged in epoch {run.epoch}: {bad}. Lower "
-                f"learning_rate (now {estimator.learning_rate}) or raise batch_size (now "
+                f"learning_rate (now {estimator._learning_rate():g}) or raise batch_size (now "
                 f"{estimator.batch_size}). The estimator was left as it was before fit."
             )
         return False

@@ -380,7 +380,7 @@ class ContrastiveDivergence:
 
     def __init__(self, estimator, module):
         self.module = module
-        self.learning_rate = estimator.learning_rate
+        self.learning_rate = estimator._learning_rate()
         self.n_gibbs_steps = estimator.n_gibbs_steps
         self.persistent = estimator.persistent
         self.visible_units = estimator.visible_units

@@ -32,6 +32,11 @@ _LOSS_ROWS = 1024
 #: A hidden unit's input beyond this means the weights have blown up.
 _SATURATED_INPUT = 1e3
 
+#: ``learning_rate="auto"`` for each kind of visible unit: BernoulliRBM's
+#: 0.1 for binary units; for unit-variance Gaussian ones 0.001, since 0.03
+#: and above diverge on iris, wine, breast cancer and diabetes (user guide).
+_AUTO_LEARNING_RATES = {"bernoulli": 0.1, "gaussian": 1e-3}
+
 
 class PCDRestrictedBoltzmann(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, LikelihoodDensityMixin, TorchEstimator
@@ -58,9 +63,11 @@ class PCDRestrictedBoltzmann(
     ----------
     n_components : int, default=256
         Number of hidden units.
-    learning_rate : float, default=0.1
+    learning_rate : float or "auto", default="auto"
         Step size of the updates (times the mean gradient over a minibatch).
-        Gaussian visible units usually need 0.001 to 0.01.
+        "auto": 0.1 (BernoulliRBM's default) with Bernoulli visible units,
+        0.001 with Gaussian ones, which diverge at 0.03 and above on
+        standardized real tables.
     batch_size : int, default=10
         Rows per minibatch.
     n_iter : int, default=10
@@ -175,9 +182,11 @@ class PCDRestrictedBoltzmann(
     _parameter_constraints = {
         **{
             name: TorchEstimator._parameter_constraints[name]
-            for name in ("learning_rate", "batch_size", "weight_decay", "verbose",
-                         "random_state", "device", "n_threads")
+            for name in ("batch_size", "weight_decay", "verbose", "random_state", "device",
+                         "n_threads")
         },
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"),
+                          StrOptions({"auto"})],
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_gibbs_steps": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -194,7 +203,7 @@ class PCDRestrictedBoltzmann(
         self,
         n_components=256,
         *,
-        learning_rate=0.1,
+        learning_rate="auto",
         batch_size=10,
         n_iter=10,
         n_gibbs_steps=1,
@@ -322,6 +331,12 @@ class PCDRestrictedBoltzmann(
             f"{Z.shape[1]:,} features", "Lower n_components or n_persistent_chains.")
         return RBMModule(Z.shape[1], self.n_components, n_chains, base, self.visible_units,
                          generator)
+
+    def _learning_rate(self):
+        # visible_units as set: a warm start refuses one the model was not fitted with.
+        if self.learning_rate == "auto":
+            return _AUTO_LEARNING_RATES[self.visible_units]
+        return self.learning_rate
 
     def _make_update_rule(self, module, n_steps):
         return ContrastiveDivergence(self, module)

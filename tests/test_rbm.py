@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.sparse import csr_matrix
 from sklearn.base import clone
-from sklearn.datasets import load_digits, make_moons
+from sklearn.datasets import load_digits, load_wine, make_moons
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import BernoulliRBM
@@ -558,6 +558,25 @@ def test_bernoulli_divergence_without_a_nan_is_caught(digits, learning_rate):
     # The largest sane rates of the benchmarks and BernoulliRBM's examples pass.
     PCDRestrictedBoltzmann(n_components=64, n_iter=2, learning_rate=1.0,
                            random_state=0).fit(X_train)
+
+
+def test_the_default_rate_suits_each_kind_of_visible_unit(digits):
+    """learning_rate="auto" is BernoulliRBM's 0.1 for Bernoulli units. A
+    Gaussian RBM diverges at 0.1 in the first epoch on wine as it comes
+    (standardized inside); the default, 0.001, fits it."""
+    X_train, _ = digits
+    params = dict(n_components=16, n_iter=2, random_state=0)
+    np.testing.assert_allclose(PCDRestrictedBoltzmann(**params).fit(X_train).components_,
+                               PCDRestrictedBoltzmann(**params, learning_rate=0.1)
+                               .fit(X_train).components_, rtol=1e-6, atol=1e-9)
+    wine = load_wine().data
+    gaussian = dict(visible_units="gaussian", n_iter=3, random_state=0)
+    with pytest.raises(ConvergenceDivergedError, match=r"learning_rate \(now 0\.1\)"):
+        PCDRestrictedBoltzmann(**gaussian, learning_rate=0.1).fit(wine)
+    model = PCDRestrictedBoltzmann(**gaussian).fit(wine)
+    assert model.n_iter_ == 3 and np.isfinite(model.score_samples(wine)).all()
+    np.testing.assert_allclose(model.components_, PCDRestrictedBoltzmann(
+        **gaussian, learning_rate=1e-3).fit(wine).components_, rtol=1e-6, atol=1e-9)
 
 
 def test_divergence_is_an_error_and_loses_nothing():
