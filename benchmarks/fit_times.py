@@ -16,7 +16,8 @@ each and the ratio of fit times.
   64 features from ten Gaussian factors plus noise, every third column
   exponentiated), held-out nats per row;
 - ``GridSearchCV(NCEDensity(), 6 candidates, cv=5, n_jobs=2)`` on wine;
-- PCDRestrictedBoltzmann vs BernoulliRBM on digits / 16 (pseudo-likelihood);
+- PCDRestrictedBoltzmann vs BernoulliRBM on digits / 16 (pseudo-likelihood),
+  and with Gaussian visible units vs GaussianMixture on wine (held-out nats);
 - ShortRunEBM vs GaussianMixture on moons (``--slow``: also digits images);
 - NCESoftmaxClassifier vs LogisticRegression on digits / 16 (accuracy).
 
@@ -151,6 +152,12 @@ def rbm_row(seed):
     peer_score = np.mean([peer.score_samples(test) for _ in range(20)])  # it is random
     row("digits/16 1437x64 (pseudo-likelihood)", "PCDRestrictedBoltzmann()", ours_time,
         "BernoulliRBM()", peer_time, ours.pseudo_likelihood(test).mean(), peer_score)
+    train, test = load_table("wine", seed)
+    ours, ours_time = timed(lambda: PCDRestrictedBoltzmann(
+        visible_units="gaussian", random_state=seed, device=DEVICE).fit(train))
+    peer, peer_time = timed(lambda: gmm_bic(train, seed))
+    row("wine 89x13", 'PCDRestrictedBoltzmann(visible_units="gaussian")', ours_time,
+        "GaussianMixture (BIC)", peer_time, ours.score(test), peer.score(test))
 
 
 def shortrun_rows(seed, slow):
