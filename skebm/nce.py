@@ -81,9 +81,11 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     (``integer_features``) a probability for each integer, a missing cell
     (NaN) is integrated out, in ``fit`` as in ``score_samples``, and
     ``sample_conditional`` fills missing cells from the model's conditional.
-    A continuous column with a point mass (a value in 30% of its cells or
-    more, an amount often exactly 0) gets a spike of density, and ``fit``
-    warns of it: the user guide's "Prepare the columns" says what to do.
+    A continuous column with a point mass (one value in 30% of its cells or
+    more, and in twice as many as any other: an amount often exactly 0), or
+    of a few values (at most 10, a code), gets spikes of density, and
+    ``fit`` warns of it: the user guide's "Prepare the columns" says what to
+    do.
 
     Parameters
     ----------

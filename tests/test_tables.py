@@ -964,10 +964,13 @@ def test_an_unseen_year_is_named_as_the_user_wrote_it():
 
 def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
     """An amount that is exactly 0 in 60% of the rows gets a density's spike;
-    fit says which column and how much. Counts with as many zeros (integer
-    columns, a probability each) and iris's most repeated measurement (19% of
-    its column) are no point masses."""
-    from sklearn.datasets import load_iris
+    fit says which column and how much, as of ages coded in six brackets.
+    Counts with as many zeros (integer columns, a probability each), iris's
+    most repeated measurement (19% of its column) and diabetes' cholesterol
+    ratio, rounded to whole numbers (3 in 29% of the rows, 4 in 24%), are no
+    point masses."""
+    from sklearn.datasets import load_diabetes, load_iris
+    from sklearn.model_selection import train_test_split
 
     rng = np.random.default_rng(0)
     amount = np.where(rng.uniform(size=300) < 0.6, 0.0, rng.exponential(size=300))
@@ -978,9 +981,16 @@ def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
-        return [str(w.message) for w in caught if "point mass" in str(w.message)]
+        return [str(w.message) for w in caught if "can only put a spike" in str(w.message)]
 
     [message] = point_mass_warnings(frame)
     assert f"(column 'amount' is 0 in {np.mean(amount == 0):.0%} of its observed cells)" in message
     assert point_mass_warnings(frame.drop(columns="amount")) == []
     assert point_mass_warnings(load_iris().data) == []
+    diabetes = load_diabetes(scaled=False).data
+    for seed in range(3):  # halves where 3 holds 31% of the ratio's cells warned before
+        assert point_mass_warnings(train_test_split(diabetes, test_size=0.5,
+                                                    random_state=seed)[0]) == []
+    ages = rng.choice([17.5, 22.0, 27.0, 32.0, 37.0, 42.0], size=300)
+    [message] = point_mass_warnings(frame.drop(columns="amount").assign(age=ages))
+    assert "a code rather than a measurement (column 'age' takes 6 values)" in message
