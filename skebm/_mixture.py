@@ -45,8 +45,8 @@ import torch
 from ._em import kmeans_labels
 
 __all__ = ["CommonDraws", "ComponentConditionals", "FreshDraws", "category_counts",
-           "expand_categories", "filled_rows", "fit_mixture", "gaussian_observed", "log_density",
-           "missing_covariance_sums", "row_means"]
+           "category_shifts", "expand_categories", "filled_rows", "fit_mixture",
+           "gaussian_observed", "log_density", "missing_covariance_sums"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
@@ -66,7 +66,7 @@ def gaussian_observed(X, means, covariances, *, with_missing=False, columns=None
     ``factors`` (n_rows, n_components, width, width) the Cholesky factors
     of their conditional precision (the identity on the padding).
     ``means``: (n_components, n_columns), or (n_rows, n_components,
-    n_columns) for means that differ by row (:func:`row_means`).
+    n_columns) for means that differ by row (:func:`_located_means`).
 
     It is all done through each component's precision ``L = S^-1``: for a
     row with missing entries ``m``, the conditional precision of ``m`` is
@@ -199,15 +199,22 @@ def _shift_index(codes, n_categories):
     return torch.stack(index, 1)
 
 
-def row_means(codes, n_categories, means, shifts):
-    """``(n_rows, n_components, n_continuous)``: each component's mean of the
-    continuous columns given each row's (complete) categories; ``means``
-    itself when there are no shifts."""
-    return _located_means(_shift_index(codes, n_categories), means, shifts)
+def category_shifts(codes, n_categories, shifts, components):
+    """``(n_rows, n_continuous)``: how far each row's (complete) categories
+    shift the mean of the continuous columns in the row's own component
+    (``components``, one per row): a draw needs no other component's, and
+    all of them cost ``n_components`` times the work."""
+    padded = torch.nn.functional.pad(shifts, (0, 0, 0, 1))  # category 0's shift of 0 last
+    total = torch.zeros(len(codes), shifts.shape[2], dtype=shifts.dtype, device=shifts.device)
+    for column in _shift_index(codes, n_categories).T:
+        total = total + padded[components, column]
+    return total
 
 
 def _located_means(shift_index, means, shifts):
-    """:func:`row_means`, from the rows' :func:`_shift_index`."""
+    """``(n_rows, n_components, n_continuous)``: each component's mean of the
+    continuous columns given each row's categories, from the rows'
+    :func:`_shift_index`; ``means`` itself when there are no shifts."""
     if not shifts.shape[1]:
         return means
     padded = torch.nn.functional.pad(shifts, (0, 0, 0, 1))  # category 0's shift of 0 last

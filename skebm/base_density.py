@@ -22,8 +22,8 @@ from sklearn.model_selection import KFold
 from torch import nn
 
 from ._em import fit_gaussian_mixture, mixture_log_density
-from ._mixture import (ComponentConditionals, category_counts, fit_mixture, log_density,
-                       row_means)
+from ._mixture import (ComponentConditionals, category_counts, category_shifts, fit_mixture,
+                       log_density)
 from ._runtime import cpu_threads, draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "fit_base",
@@ -269,10 +269,8 @@ class GaussianMixtureDensity(nn.Module):
             return draws
         codes = _draw_categories(self.category_log_probs, components, generator)
         if self.shifts.shape[1]:  # each row's mean, shifted by its categories
-            located = row_means(codes, category_counts(self.category_log_probs), self.means,
-                                self.shifts)
-            rows = torch.arange(n_samples, device=draws.device)
-            draws = draws - self.means[components] + located[rows, components]
+            draws = draws + category_shifts(codes, category_counts(self.category_log_probs),
+                                            self.shifts, components)
         return _join(draws, codes, self.categorical)
 
     def log_prob(self, Z):

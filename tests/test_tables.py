@@ -249,9 +249,10 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories):
     its diagonal block) are each component's weighted least squares of the
     rows on D = [1, category indicators], SHIFT_PSEUDO_ROWS pseudo-rows at 0
     behind every shift, solved here densely from the indicators; the rows'
-    fitted means are D's product with the coefficients."""
-    from skebm._mixture import (SHIFT_PSEUDO_ROWS, _location_fit, _shift_index, location_design,
-                                row_means)
+    fitted means are D's product with the coefficients, for every component
+    at once (the E-step's) and for one component a row (a draw's)."""
+    from skebm._mixture import (SHIFT_PSEUDO_ROWS, _located_means, _location_fit, _shift_index,
+                                category_shifts, location_design)
 
     rng = np.random.default_rng(0)
     n, k, d = 400, 3, 2
@@ -272,9 +273,13 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories):
         np.testing.assert_allclose(means[c].numpy(), solved[0], atol=1e-10)
         np.testing.assert_allclose(shifts[c].numpy(), solved[1:], atol=1e-10)
         if n_categories:
-            np.testing.assert_allclose(
-                row_means(codes, n_categories, means, shifts)[:, c].numpy(), D @ solved,
-                atol=1e-10)
+            every = _located_means(_shift_index(codes, n_categories), means, shifts)
+            np.testing.assert_allclose(every[:, c].numpy(), D @ solved, atol=1e-10)
+    if n_categories:
+        own = torch.as_tensor(rng.integers(0, k, n))
+        np.testing.assert_allclose(
+            (means[own] + category_shifts(codes, n_categories, shifts, own)).numpy(),
+            every[torch.arange(n), own].numpy(), atol=1e-12)
 
 
 def test_category_draws_follow_each_components_probabilities():
