@@ -286,9 +286,18 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
                 X = check_array(X, dtype=None, ensure_all_finite="allow-nan")
             validate_data(self, X, reset=reset, skip_check_array=True)
             return X
-        return validate_data(
-            self, X, reset=reset, accept_sparse=["csr", "csc"] if input_tags.sparse else False,
-            ensure_all_finite="allow-nan" if input_tags.allow_nan else True)
+        try:
+            return validate_data(
+                self, X, reset=reset, accept_sparse=["csr", "csc"] if input_tags.sparse else False,
+                ensure_all_finite="allow-nan" if input_tags.allow_nan else True)
+        except ValueError as error:
+            if "convert string" not in str(error):
+                raise
+            raise ValueError(
+                f"X holds text ({error}), which {type(self.density).__name__} does not take. "
+                "Give a density that takes categorical columns (skebm's NCEDensity), or encode "
+                "them first (a OneHotEncoder before DensityOutlierDetector in a Pipeline)."
+            ) from error
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -197,6 +197,15 @@ def test_a_category_not_seen_in_fit_is_an_outlier():
         DensityOutlierDetector(NCEDensity(**QUICK_NCE), cv=3).fit(unique)
 
 
+def test_text_for_a_density_without_categories_is_refused_with_the_way_out():
+    """KernelDensity takes numbers only: the detector says so, and what to do,
+    where numpy's "could not convert string to float" said neither."""
+    rows = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "firm": ["a", "b", "a", "b"]})
+    with pytest.raises(ValueError, match=r"X holds text \(could not convert string to float: "
+                                         r"'a'\), which KernelDensity does not take.*NCEDensity"):
+        DensityOutlierDetector(KernelDensity()).fit(rows)
+
+
 def test_a_value_too_far_for_float64_is_refused_by_the_density_and_an_outlier():
     """1e200 standard deviations out, a square overflows: the density scored
     it -inf, and with a missing cell in the row raised an IndexError deep in
