@@ -75,6 +75,17 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         time, but so many are out of reach in time as well.
         Unused when ``sample_posterior`` is True or the density has
         ``conditional_mean``.
+    min_value, max_value : float or array-like of shape (n_features,), \
+            default=-np.inf and np.inf
+        Bounds of the filled values of each numeric column, as in
+        :class:`~sklearn.impute.IterativeImputer`: a filled cell beyond one
+        is set to it, so that a count or an amount (``min_value=0``) is
+        never filled with a negative number. A density's tails reach beyond
+        any range its training rows had (on statsmodels' randhie, 10% of the
+        cells ``NCEDensity`` filled lay outside it), and the mass of a spike
+        at 0 spreads to both sides of 0. With ``sample_posterior``, the
+        conditional's mass beyond a bound moves onto it. Categorical columns
+        and the observed values are left as they are.
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` transform stacks
         onto the output, as in :class:`~sklearn.impute.SimpleImputer`: a
@@ -134,15 +145,19 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         "density": [None, HasMethods(["fit", "sample_conditional"])],
         "sample_posterior": ["boolean"],
         "n_draws": [Interval(numbers.Integral, 1, None, closed="left")],
+        "min_value": [None, Interval(numbers.Real, None, None, closed="both"), "array-like"],
+        "max_value": [None, Interval(numbers.Real, None, None, closed="both"), "array-like"],
         "add_indicator": ["boolean"],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, density=None, *, sample_posterior=False, n_draws=20, add_indicator=False,
-                 random_state=None):
+    def __init__(self, density=None, *, sample_posterior=False, n_draws=20, min_value=-np.inf,
+                 max_value=np.inf, add_indicator=False, random_state=None):
         self.density = density
         self.sample_posterior = sample_posterior
         self.n_draws = n_draws
+        self.min_value = min_value
+        self.max_value = max_value
         self.add_indicator = add_indicator
         self.random_state = random_state
 
@@ -170,6 +185,7 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         ``feature_names_in_`` (only)."""
         values, missing = _table(X)
         validate_data(self, X, reset=True, skip_check_array=True)
+        limits = _limits(self.min_value, self.max_value, values.shape[1])
         density = self._make_density().fit(X)
         is_categorical = _non_numeric_columns(X, values)
         marked = getattr(density, "is_categorical_", None)
@@ -186,6 +202,7 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         self.density_ = density
         # A fitted imputer answers as it was fitted, whatever set_params does since.
         self._transform_options = (self.sample_posterior, self.n_draws, self.random_state)
+        self._limits = limits
         # A conditional mean is an estimate, not a draw: its seed is fixed
         # here, so that transform answers a row alike at every call.
         self._mean_seed = int(check_random_state(self.random_state).randint(
@@ -236,7 +253,9 @@ class DensityImputer(TransformerMixin, BaseEstimator):
             rows = np.flatnonzero(missing.any(axis=1))
             if len(rows):
                 X_rows = _safe_indexing(X, rows, axis=0) if len(rows) < len(values) else X
-                values[rows] = self._filled(X_rows, values[rows], missing[rows], is_categorical)
+                values[rows] = self._within_limits(
+                    self._filled(X_rows, values[rows], missing[rows], is_categorical),
+                    missing[rows], is_categorical)
         if self.indicator_ is not None:
             values = np.hstack([values, self.indicator_.transform(_nan_where(missing))])
         frame = hasattr(X, "columns") and hasattr(X, "dtypes")
@@ -298,6 +317,17 @@ class DensityImputer(TransformerMixin, BaseEstimator):
             filled[column_votes.rows, j] = column_votes.most_frequent()
         return filled
 
+    def _within_limits(self, filled, missing, is_categorical):
+        """``filled`` with each filled cell of a numeric column moved into
+        the bounds fitted from ``min_value`` and ``max_value``."""
+        lower, upper = getattr(self, "_limits", (None, None))  # None: pickled before them
+        if lower is None:
+            return filled
+        for j in np.flatnonzero(~is_categorical & (np.isfinite(lower) | np.isfinite(upper))):
+            rows = missing[:, j]
+            filled[rows, j] = np.clip(filled[rows, j].astype(np.float64), lower[j], upper[j])
+        return filled
+
     def _draw(self, X, values, seed, method="sample_conditional"):
         """One ``sample_conditional`` (or ``conditional_mean``) of X, as an
         array of ``values``' dtype."""
@@ -343,6 +373,29 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         else:
             tags.non_deterministic = get_tags(self.density).non_deterministic
         return tags
+
+
+def _limits(min_value, max_value, n_features):
+    """``(lower, upper)``: float64 arrays of ``n_features`` bounds from
+    ``min_value`` and ``max_value`` (a number for every feature, one per
+    feature, or None for none), refused where a lower bound exceeds its
+    upper one."""
+    bounds = []
+    for name, value, default in (("min_value", min_value, -np.inf),
+                                 ("max_value", max_value, np.inf)):
+        value = np.asarray(default if value is None else value, dtype=np.float64)
+        if value.ndim == 0:
+            value = np.full(n_features, float(value))
+        if value.shape != (n_features,) or np.isnan(value).any():
+            raise ValueError(f"{name} must be a number or {n_features} numbers, one per feature, "
+                             f"without NaN; got {value.tolist()!r}.")
+        bounds.append(value)
+    lower, upper = bounds
+    if np.any(lower > upper):
+        j = int(np.argmax(lower > upper))
+        raise ValueError(f"min_value exceeds max_value for feature {j} ({lower[j]:g} > "
+                         f"{upper[j]:g}).")
+    return lower, upper
 
 
 class _Votes:

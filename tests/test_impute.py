@@ -181,6 +181,42 @@ def test_observed_cells_bit_exact_and_complete_rows_not_drawn():
     assert CALLS == []
 
 
+@pytest.mark.parametrize("sample_posterior", [False, True])
+def test_filled_values_are_kept_within_min_value_and_max_value(sample_posterior):
+    """As IterativeImputer's bounds: a filled numeric cell beyond one is set
+    to it (bounds per feature or for all), observed cells and categorical
+    columns are left as they are, and the bounds are the fitted ones."""
+    X = gaussian_rows(400)
+    X_missing, missing = hide_second(X)
+    params = dict(sample_posterior=sample_posterior, n_draws=4, random_state=0)
+    free = DensityImputer(GaussianStub(cov=COV), **params).fit(X).transform(X_missing)
+    assert (free[missing] < 0).any() and (free[missing] > 0.5).any()  # the bounds bind
+    imputer = DensityImputer(GaussianStub(cov=COV), min_value=[-np.inf, 0.0], max_value=0.5,
+                             **params).fit(X)
+    filled = imputer.transform(X_missing)
+    np.testing.assert_array_equal(filled[missing], np.clip(free[missing], 0.0, 0.5))
+    np.testing.assert_array_equal(filled[~missing], X[~missing])  # below 0 too
+    imputer.set_params(min_value=-np.inf, max_value=np.inf)
+    np.testing.assert_array_equal(imputer.transform(X_missing), filled)
+    rows = np.column_stack([np.full(300, np.nan), np.full(300, np.nan)])
+    codes = DensityImputer(CategoryStub(), max_value=1.0, **{**params, "n_draws": 1}).fit(
+        rows).transform(rows)
+    assert (codes[:, 0] == 1.0).all() and (codes[:, 1] == 2.0).any()  # x ~ N(5, 1); a code
+
+
+@pytest.mark.parametrize("bounds, message", [
+    (dict(min_value=[0.0, 1.0, 2.0]), "min_value must be a number or 2 numbers"),
+    (dict(max_value=[np.nan, 1.0]), "max_value must be a number or 2 numbers"),
+    (dict(min_value=1.0, max_value=[2.0, 0.5]), r"min_value exceeds max_value for feature 1"),
+])
+def test_bad_bounds_are_refused_at_fit_and_nothing_is_lost(bounds, message):
+    X = gaussian_rows(50)
+    imputer = DensityImputer(GaussianStub(), **bounds)
+    with pytest.raises(ValueError, match=message):
+        imputer.fit(X)
+    assert not hasattr(imputer, "n_features_in_") and not hasattr(imputer, "density_")
+
+
 def test_random_state_int_makes_transform_and_fit_transform_reproducible():
     X_missing, _ = hide_second(gaussian_rows(200))
     imputer = DensityImputer(GaussianStub(), n_draws=2, random_state=0)
