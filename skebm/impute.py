@@ -80,12 +80,12 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         Bounds of the filled values of each numeric column, as in
         :class:`~sklearn.impute.IterativeImputer`: a filled cell beyond one
         is set to it, so that a count or an amount (``min_value=0``) is
-        never filled with a negative number. A density's tails reach beyond
-        any range its training rows had (on statsmodels' randhie, 10% of the
-        cells ``NCEDensity`` filled lay outside it), and the mass of a spike
-        at 0 spreads to both sides of 0. With ``sample_posterior``, the
-        conditional's mass beyond a bound moves onto it. Categorical columns
-        and the observed values are left as they are.
+        never filled with a negative number: a density's tails reach beyond
+        the range of its training rows, and the mass of a spike at 0 spreads
+        to both sides of 0 (the user guide measures how often). With
+        ``sample_posterior``, the conditional's mass beyond a bound moves
+        onto it. Categorical columns and the observed values are left as
+        they are.
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` transform stacks
         onto the output, as in :class:`~sklearn.impute.SimpleImputer`: a
