@@ -204,11 +204,8 @@ def category_shifts(codes, n_categories, shifts, components):
     shift the mean of the continuous columns in the row's own component
     (``components``, one per row): a draw needs no other component's, and
     all of them cost ``n_components`` times the work."""
-    padded = torch.nn.functional.pad(shifts, (0, 0, 0, 1))  # category 0's shift of 0 last
-    total = torch.zeros(len(codes), shifts.shape[2], dtype=shifts.dtype, device=shifts.device)
-    for column in _shift_index(codes, n_categories).T:
-        total = total + padded[components, column]
-    return total
+    start = torch.zeros(len(codes), shifts.shape[2], dtype=shifts.dtype, device=shifts.device)
+    return _plus_shifts(start, _shift_index(codes, n_categories), shifts, components)
 
 
 def _located_means(shift_index, means, shifts):
@@ -217,11 +214,17 @@ def _located_means(shift_index, means, shifts):
     :func:`_shift_index`; ``means`` itself when there are no shifts."""
     if not shifts.shape[1]:
         return means
+    return _plus_shifts(means[:, None, :], shift_index, shifts).transpose(0, 1)
+
+
+def _plus_shifts(total, shift_index, shifts, components=slice(None)):
+    """``total`` plus the shifts of each row's categories (its
+    :func:`_shift_index`) in ``components``: every component (then
+    ``(n_components, n_rows, n_continuous)``) or one per row."""
     padded = torch.nn.functional.pad(shifts, (0, 0, 0, 1))  # category 0's shift of 0 last
-    located = means[:, None, :]
     for column in shift_index.T:
-        located = located + padded[:, column]
-    return located.transpose(0, 1)
+        total = total + padded[components, column]
+    return total
 
 
 #: Most rows that the rows with missing categories may expand into.
