@@ -575,9 +575,17 @@ def test_marginal_map_keeps_the_density_normalized_and_sampled(skewed_2d, noise)
             in_grid = ((grid[:, 0] > median[0]) == right) & ((grid[:, 1] > median[1]) == top)
             in_samples = ((samples[:, 0] > median[0]) == right) & ((samples[:, 1] > median[1]) == top)
             assert in_samples.mean() == pytest.approx(mass[in_grid].sum(), abs=0.02)
-    # The map is worth having here: better than the mixture on the raw features.
-    plain = NCEDensity(**trained, marginals="none").fit(X)
-    assert model.score(X_test) > plain.score(X_test)
+    # The map is worth having here: better than the mixture on the raw features,
+    # by 0.04 nats on the mean of seeds 0-13, 0.006-0.07 on each. On the mean of
+    # two seeds: one alone came within 4e-4 on a GPU (whose stream is another seed).
+    def gain(seed):
+        settings = {**trained, "random_state": seed}
+        mapped = model if seed == 0 else NCEDensity(**settings, marginals="kde",
+                                                    noise_update_interval=5).fit(X)
+        plain = NCEDensity(**settings, marginals="none").fit(X)
+        return mapped.score(X_test) - plain.score(X_test)
+
+    assert gain(0) + gain(1) > 0
 
 
 def test_self_adapting_noise_tracks_the_model(eight_gaussians):

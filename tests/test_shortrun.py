@@ -91,7 +91,7 @@ def test_ais_agrees_with_the_grid(moved):
     log_base = with_gradient(lambda U: model.base.log_prob(model.to_data(U)))
     U = 1.5 * model.draw_base(500, torch.Generator(fitted.device_).manual_seed(1))
     for by_hand, by_autograd in zip(model.energy_and_gradient(U), energy(U)):
-        np.testing.assert_allclose(by_hand, by_autograd, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(by_hand.cpu(), by_autograd.cpu(), rtol=1e-9, atol=1e-9)
     (value, gradient), (value_autograd, gradient_autograd) = (
         model.base_log_density_and_gradient(U), log_base(U))
     # By hand, the base is normalized in u: its values differ from those in z
@@ -99,7 +99,7 @@ def test_ais_agrees_with_the_grid(moved):
     # float32 before the float64 copy: alike to about 1e-7, not 1e-15.
     offset = value - value_autograd
     assert offset.max() - offset.min() < 1e-5
-    np.testing.assert_allclose(gradient, gradient_autograd, rtol=1e-6,
+    np.testing.assert_allclose(gradient.cpu(), gradient_autograd.cpu(), rtol=1e-6,
                                atol=1e-6 * gradient_autograd.abs().max().item())
     log_z_autograd, log_z_autograd_std = ais(
         with_gradient(lambda U: -model.energy(model.to_data(U))), log_base)
