@@ -515,9 +515,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         """The minibatch loop, its events sent to the monitors. Returns
         (epochs run, per-epoch history, the update rule). ``started``: when
         the fit began (``time.monotonic()``; None: now)."""
-        n_epochs = 1 if partial else self._n_epochs()
         batch_size = min(self.batch_size, len(Z_train))
         epoch_steps = math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
+        n_epochs = 1 if partial else self._n_epochs()
         rule = self._make_update_rule(module, None if partial else n_epochs * epoch_steps)
         if optimizer_state is not None:
             load_state(rule.optimizer, optimizer_state)
@@ -619,9 +619,11 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             densities = ("Put" if self.__sklearn_tags__().target_tags.required else
                          "NCEDensity models tables with missing cells and categorical columns "
                          "as they come; or put")
-            encoders = ("a OneHotEncoder (categories)" if self._accepts_missing else
-                        "skebm.DensityImputer (missing cells) or a OneHotEncoder (categories)")
-            raise ValueError(f"{name} does not take {what}. {densities} {encoders} before "
+            if what.startswith("missing"):
+                remedy = "skebm.DensityImputer"
+            else:  # DensityImputer keeps a text column's values as text
+                remedy = f"a OneHotEncoder for the text columns{_text_columns(X)}"
+            raise ValueError(f"{name} does not take {what}. {densities} {remedy} before "
                              f"{name} in a Pipeline.") from error
         if reset and self._accepts_missing:
             unobserved = np.flatnonzero(np.isnan(X).all(0))
@@ -806,6 +808,20 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 "be finite (NaN may mark the values to draw when mask is None).")
         self._check_values(known, reset=False)
         return known, free
+
+
+def _text_columns(X):
+    """' (their names, in a ColumnTransformer)' for the columns of a frame
+    that hold no numbers, or of an object array that hold text; else ''."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(dtypes, "items"):
+        names = [str(name) for name, dtype in dtypes.items() if dtype.kind not in "biuf"]
+    elif getattr(X, "dtype", None) == object and X.ndim == 2:
+        names = [f"column {j}" for j in range(X.shape[1])
+                 if any(isinstance(value, str) for value in X[:, j])]
+    else:
+        names = []
+    return f" ({', '.join(names)}, in a ColumnTransformer)" if names else ""
 
 
 def _row_weights(sample_weight, X):

@@ -834,9 +834,16 @@ def test_text_in_a_dataframe_is_refused_with_advice_at_fit_and_predict():
     frame = pd.DataFrame({"x": rng.normal(size=60), "word": rng.choice(["a", "b"], 60)})
     y = rng.integers(0, 3, 60)
     clf = NCESoftmaxClassifier(max_iter=2, random_state=0).fit(frame[["x"]].assign(w=1.0), y)
-    for call in (lambda: NCESoftmaxClassifier(max_iter=2).fit(frame, y),
-                 lambda: clf.predict(frame.rename(columns={"word": "w"}))):
-        with pytest.raises(ValueError, match=r"does not take text .*'[ab]'.*Put .*OneHotEncoder"
+    for call, column in ((lambda: NCESoftmaxClassifier(max_iter=2).fit(frame, y), "word"),
+                         (lambda: clf.predict(frame.rename(columns={"word": "w"})), "w"),
+                         # DensityImputer's output keeps text as text, in an object array
+                         (lambda: clf.predict(frame.to_numpy(dtype=object)), "column 1")):
+        with pytest.raises(ValueError, match=r"does not take text .*'[ab]'.*Put a OneHotEncoder "
+                           rf"for the text columns \({column}, in a ColumnTransformer\)"
                            ) as caught:
             call()
         assert "NCEDensity" not in str(caught.value)
+        assert "Imputer" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"does not take missing values \(NaN\)\. Put "
+                       r"skebm.DensityImputer before"):
+        clf.predict(frame[["x"]].assign(w=np.nan))
