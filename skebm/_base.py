@@ -347,8 +347,9 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             return copy.deepcopy(self.module_).to(
                 device=self._inference_device(), dtype=torch.float64).eval()
 
-    def _n_epochs(self):
-        """Epochs a full fit runs (at most, with early stopping)."""
+    def _n_epochs(self, epoch_steps):
+        """Epochs a full fit runs (at most, with early stopping), when an
+        epoch is ``epoch_steps`` minibatches."""
         return self.max_iter
 
     # ----------------------------------------------------------- fitting
@@ -517,7 +518,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         the fit began (``time.monotonic()``; None: now)."""
         batch_size = min(self.batch_size, len(Z_train))
         epoch_steps = math.ceil(self._epoch_rows(len(Z_train)) / batch_size)
-        n_epochs = 1 if partial else self._n_epochs()
+        n_epochs = 1 if partial else self._n_epochs(epoch_steps)
         rule = self._make_update_rule(module, None if partial else n_epochs * epoch_steps)
         if optimizer_state is not None:
             load_state(rule.optimizer, optimizer_state)

@@ -1,6 +1,7 @@
 """A classifier over many classes, trained by noise-contrastive estimation or
 sampled softmax and predicting with the full softmax."""
 
+import math
 import numbers
 import warnings
 
@@ -119,8 +120,13 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         Rows per minibatch. Larger batches train more rows per second (the
         noise classes are shared by the batch) and fit worse per epoch (see
         the user guide).
-    max_iter : int, default=100
-        Epochs (passes over the training rows), at most.
+    max_iter : int or "auto", default="auto"
+        Epochs (passes over the training rows), at most. "auto": 100, or as
+        many as make 1,000 minibatch steps where an epoch has fewer than 10
+        (tables of up to about 10,000 rows at the default ``batch_size``):
+        a step, not an epoch, is what moves the model, and 100 one-step
+        epochs end before the held-out log-loss of a small table stops
+        improving.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their
         log-loss (full softmax) has not improved by ``tol`` for
@@ -135,7 +141,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     n_iter_no_change : int, default=5
         Patience of early stopping, in epochs, counted from the best epoch;
         the rate's plateau rule (see ``learning_rate``) may stop sooner. Both
-        wait at least 15 training steps: where an epoch is a step or two (a
+        wait at least 50 training steps: where an epoch is a step or two (a
         few hundred rows), they wait that many more epochs.
     tol : float, default=1e-4
         Improvement of the validation log-loss that counts.
@@ -227,6 +233,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions(set(ACTIVATIONS))],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
     }
 
     _loss_growth_is_divergence = True
@@ -249,7 +256,7 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         activation="relu",
         learning_rate=0.004,
         batch_size=1024,
-        max_iter=100,
+        max_iter="auto",
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=5,
@@ -467,6 +474,14 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
     #: that a few steps did not improve stopped fits at the class prior (see
     #: the user guide).
     _min_patience_steps = 50
+
+    #: max_iter="auto": AUTO_EPOCHS epochs, or as many as make AUTO_STEPS steps.
+    AUTO_EPOCHS, AUTO_STEPS = 100, 1000
+
+    def _n_epochs(self, epoch_steps):
+        if self.max_iter != "auto":
+            return self.max_iter
+        return max(self.AUTO_EPOCHS, math.ceil(self.AUTO_STEPS / epoch_steps))
 
     def _epoch_factor(self, run):
         """What the rate is multiplied by after an epoch (see HALVING_STEPS)."""

@@ -282,7 +282,7 @@ class PCDRestrictedBoltzmann(
         """
         return self._fit_module(X, partial=True)
 
-    def _n_epochs(self):
+    def _n_epochs(self, epoch_steps):
         return self.n_iter
 
     def _check_input_values(self, X, settings):

@@ -275,6 +275,25 @@ def test_max_iter_reached_while_improving_warns_and_a_stopped_fit_does_not():
     assert stopped.n_iter_ < 1000
 
 
+def test_a_small_table_gets_the_steps_it_needs_by_default():
+    """max_iter="auto": an epoch of iris is one step, and 100 of them ended
+    while the held-out log-loss still improved (a ConvergenceWarning in each
+    fold). The default allows 1,000 steps; early stopping ends the fit well
+    before them. A table whose epochs hold 10 steps or more keeps 100 epochs."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = NCESoftmaxClassifier(random_state=0).fit(X, y)
+    assert 100 < clf.n_iter_ < 1000
+    assert NCESoftmaxClassifier(early_stopping=False, random_state=0).fit(
+        X[::4], y[::4]).n_iter_ == 1000
+    assert NCESoftmaxClassifier()._n_epochs(10) == 100
+    assert NCESoftmaxClassifier()._n_epochs(3) == 334
+    assert NCESoftmaxClassifier(max_iter=7)._n_epochs(3) == 7
+
+
 def test_sample_weight_moves_the_optimum_to_the_weighted_conditional():
     """Where a class is as frequent as the other but each of its rows weighs
     3, the fitted probability is 3/4, the weighted data's conditional; the
