@@ -86,6 +86,14 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         ``sample_posterior``, the conditional's mass beyond a bound moves
         onto it. Categorical columns and the observed values are left as
         they are.
+    keep_empty_features : bool, default=False
+        What becomes of a column with no observed value at ``fit``, as in
+        scikit-learn's imputers: the density is fitted without it (it has
+        nothing to learn of the column), and ``transform`` leaves the column
+        out of its output, with a warning at ``fit``; True keeps it, its
+        missing cells filled with 0. (In a cross-validation fold, a column
+        whose few observed values all fell in the held-out rows is such a
+        column.)
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` transform stacks
         onto the output, as in :class:`~sklearn.impute.SimpleImputer`: a
@@ -147,17 +155,20 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         "n_draws": [Interval(numbers.Integral, 1, None, closed="left")],
         "min_value": [None, Interval(numbers.Real, None, None, closed="both"), "array-like"],
         "max_value": [None, Interval(numbers.Real, None, None, closed="both"), "array-like"],
+        "keep_empty_features": ["boolean"],
         "add_indicator": ["boolean"],
         "random_state": ["random_state"],
     }
 
     def __init__(self, density=None, *, sample_posterior=False, n_draws=20, min_value=-np.inf,
-                 max_value=np.inf, add_indicator=False, random_state=None):
+                 max_value=np.inf, keep_empty_features=False, add_indicator=False,
+                 random_state=None):
         self.density = density
         self.sample_posterior = sample_posterior
         self.n_draws = n_draws
         self.min_value = min_value
         self.max_value = max_value
+        self.keep_empty_features = keep_empty_features
         self.add_indicator = add_indicator
         self.random_state = random_state
 
@@ -185,32 +196,52 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         ``feature_names_in_`` (only)."""
         values, missing = _table(X)
         validate_data(self, X, reset=True, skip_check_array=True)
-        limits = _limits(self.min_value, self.max_value, values.shape[1])
-        density = self._make_density().fit(X)
-        is_categorical = _non_numeric_columns(X, values)
+        lower, upper = _limits(self.min_value, self.max_value, values.shape[1])
+        kept = self._observed_columns(missing)
+        X_kept, values_kept = _columns(X, values, kept)
+        density = self._make_density().fit(X_kept)
+        is_categorical = np.zeros(values.shape[1], dtype=bool)
+        is_categorical[kept] = _non_numeric_columns(X_kept, values_kept)
         marked = getattr(density, "is_categorical_", None)
         if marked is not None:
             marked = np.asarray(marked, dtype=bool)
-            if marked.shape != (values.shape[1],):
+            if marked.shape != (len(kept),):
                 raise ValueError(
                     f"The density's is_categorical_ has shape {marked.shape}; expected one "
-                    f"flag per feature, ({values.shape[1]},).")
-            is_categorical = is_categorical | marked
+                    f"flag per feature, ({len(kept)},).")
+            is_categorical[kept] |= marked
         indicator = None
         if self.add_indicator:
             indicator = MissingIndicator(error_on_new=False).fit(_nan_where(missing))
         self.density_ = density
         # A fitted imputer answers as it was fitted, whatever set_params does since.
         self._transform_options = (self.sample_posterior, self.n_draws, self.random_state)
-        self._limits = limits
+        self._limits = lower[kept], upper[kept]
+        self._kept, self._keep_empty = kept, self.keep_empty_features
         # A conditional mean is an estimate, not a draw: its seed is fixed
         # here, so that transform answers a row alike at every call.
         self._mean_seed = int(check_random_state(self.random_state).randint(
             np.iinfo(np.int32).max))
         self.is_categorical_ = is_categorical
         self.indicator_ = indicator
-        self._text_table = values.dtype == object
+        self._text_table = values_kept.dtype == object
         return self
+
+    def _observed_columns(self, missing):
+        """The indices of the columns with an observed value; a warning
+        names the others unless ``keep_empty_features``, and a table with
+        none is refused."""
+        empty = missing.all(axis=0) if len(missing) else np.zeros(missing.shape[1], dtype=bool)
+        if empty.all():
+            raise ValueError("Every column of X is missing in every row: there is nothing "
+                             "to fit a density to.")
+        if empty.any() and not self.keep_empty_features:
+            names = getattr(self, "feature_names_in_", np.arange(len(empty)))
+            warnings.warn(
+                f"Skipping features without any observed values: {names[empty].tolist()}. "
+                "The density needs an observed value of a column to fill it; "
+                "keep_empty_features=True keeps them, filled with 0.", UserWarning)
+        return np.flatnonzero(~empty)
 
     def _make_density(self):
         if self.density is not None:
@@ -240,24 +271,34 @@ class DensityImputer(TransformerMixin, BaseEstimator):
             with a dtype per column).
         """
         check_is_fitted(self, "density_")
-        values, missing = _table(X)
+        all_values, all_missing = _table(X)
+        validate_data(self, X, reset=False, skip_check_array=True)
+        kept = getattr(self, "_kept", None)  # None: pickled before it was kept
+        kept = np.arange(all_values.shape[1]) if kept is None else kept
+        X_all = X
+        X, values = _columns(X_all, all_values, kept)
+        missing = all_missing[:, kept]
         if getattr(self, "_text_table", False) and values.dtype != object:
             values = values.astype(object)  # its text cells are all missing here
-        validate_data(self, X, reset=False, skip_check_array=True)
         with warnings.catch_warnings():  # the check above has warned of X's feature names
             warnings.filterwarnings("ignore", message="X (does not have valid|has) feature names")
             if isinstance(self.density_, TorchEstimator):
                 # Its own checks of what sample_conditional takes, on every row.
                 self.density_._conditional_inputs(X, None)
-            is_categorical = self.is_categorical_ | _non_numeric_columns(X, values)
+            is_categorical = self.is_categorical_[kept] | _non_numeric_columns(X, values)
             rows = np.flatnonzero(missing.any(axis=1))
             if len(rows):
                 X_rows = _safe_indexing(X, rows, axis=0) if len(rows) < len(values) else X
                 values[rows] = self._within_limits(
                     self._filled(X_rows, values[rows], missing[rows], is_categorical),
                     missing[rows], is_categorical)
+        if getattr(self, "_keep_empty", False) and len(kept) < all_values.shape[1]:
+            # The empty columns back, as scikit-learn's imputers keep them: 0 where missing.
+            full = np.where(all_missing, 0, all_values).astype(values.dtype)
+            full[:, kept] = values
+            X, values = X_all, full
         if self.indicator_ is not None:
-            values = np.hstack([values, self.indicator_.transform(_nan_where(missing))])
+            values = np.hstack([values, self.indicator_.transform(_nan_where(all_missing))])
         frame = hasattr(X, "columns") and hasattr(X, "dtypes")
         if ((values.dtype == object or frame)
                 and _get_output_config("transform", self)["dense"] == "pandas"):
@@ -359,9 +400,11 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "n_features_in_")
         names = _check_feature_names_in(self, input_features)
+        kept = getattr(self, "_kept", None)
+        out = names if kept is None or getattr(self, "_keep_empty", False) else names[kept]
         if getattr(self, "indicator_", None) is None:
-            return names
-        return np.concatenate([names, self.indicator_.get_feature_names_out(names)])
+            return out
+        return np.concatenate([out, self.indicator_.get_feature_names_out(names)])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -450,6 +493,13 @@ def _table(X):
     if numbers_only(values):  # numbers with None for the missing ones
         values = values.astype(np.float64)
     return values, missing
+
+
+def _columns(X, values, kept):
+    """``(X, values)`` with only the columns ``kept`` (X's own container)."""
+    if len(kept) == values.shape[1]:
+        return X, values
+    return _safe_indexing(X, kept, axis=1), values[:, kept]
 
 
 def _non_numeric_columns(X, values):

@@ -199,8 +199,9 @@ def test_filled_values_are_kept_within_min_value_and_max_value(sample_posterior)
     imputer.set_params(min_value=-np.inf, max_value=np.inf)
     np.testing.assert_array_equal(imputer.transform(X_missing), filled)
     rows = np.column_stack([np.full(300, np.nan), np.full(300, np.nan)])
+    observed = np.column_stack([np.full(300, 5.0), np.tile([0.0, 1.0, 2.0], 100)])
     codes = DensityImputer(CategoryStub(), max_value=1.0, **{**params, "n_draws": 1}).fit(
-        rows).transform(rows)
+        observed).transform(rows)
     assert (codes[:, 0] == 1.0).all() and (codes[:, 1] == 2.0).any()  # x ~ N(5, 1); a code
 
 
@@ -251,6 +252,57 @@ def test_add_indicator_columns_and_feature_names():
         "x0", "x1", "x2", "missingindicator_x0", "missingindicator_x2"]
     assert list(clone(imputer).set_params(add_indicator=False).fit(frame)
                 .get_feature_names_out()) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_column_with_no_observed_value_is_left_out_or_kept_as_scikit_learns_imputers(keep):
+    """As SimpleImputer: a column empty at fit is left out of the output,
+    with a warning that names it (the density never sees it), or with
+    keep_empty_features kept, its missing cells 0 and its observed ones as
+    given; the indicator still marks it. The same output shape and names as
+    SimpleImputer's; set_params after fit changes nothing."""
+    pd = pytest.importorskip("pandas")
+    X_missing, missing = hide_second(gaussian_rows(200))
+    frame = pd.DataFrame({"a": X_missing[:, 0], "empty": np.nan, "b": X_missing[:, 1]})
+    options = dict(keep_empty_features=keep, add_indicator=True)
+    imputer = DensityImputer(GaussianStub(), n_draws=2, random_state=0, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filled = imputer.fit_transform(frame)
+    skipped = [w for w in caught if "Skipping features without any observed values" in
+               str(w.message)]
+    assert len(skipped) == (0 if keep else 1)
+    if not keep:
+        assert "['empty']" in str(skipped[0].message)
+    assert imputer.density_.n_features_in_ == 2
+    peer = SimpleImputer(**options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = peer.fit_transform(frame)
+    assert filled.shape == expected.shape == (200, 5 if keep else 4)
+    assert list(imputer.get_feature_names_out()) == list(peer.get_feature_names_out())
+    columns = list(imputer.get_feature_names_out())
+    out = pd.DataFrame(filled, columns=columns)
+    np.testing.assert_array_equal(out["a"], X_missing[:, 0])
+    assert not np.isnan(out["b"]).any()
+    np.testing.assert_array_equal(out["missingindicator_empty"], 1.0)
+    if keep:
+        np.testing.assert_array_equal(out["empty"], 0.0)
+        seen = frame.assign(empty=3.5)
+        assert (imputer.transform(seen)[:, 1] == 3.5).all()
+    imputer.set_params(keep_empty_features=not keep)
+    assert imputer.transform(frame).shape == filled.shape
+    assert list(imputer.get_feature_names_out()) == columns
+    assert list(imputer.set_output(transform="pandas").transform(frame).columns) == columns
+
+
+def test_a_table_of_empty_columns_is_refused_and_nothing_is_lost():
+    imputer = DensityImputer(GaussianStub()).fit(gaussian_rows(20))
+    before = dict(vars(imputer))
+    with pytest.raises(ValueError, match="Every column of X is missing in every row"):
+        imputer.fit(np.full((10, 2), np.nan))
+    assert vars(imputer).keys() == before.keys()
+    assert all(vars(imputer)[name] is value for name, value in before.items())
 
 
 def test_set_output_pandas_gives_a_named_frame():
