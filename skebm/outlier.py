@@ -65,11 +65,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    density : estimator with ``fit`` and ``score_samples``
+    density : estimator with ``fit`` and ``score_samples``, default=None
         The density model. It is cloned at ``fit``; the fitted clone is
         ``density_``. ``score_samples`` should be a log-density (higher
         means more normal); a normalized one is not needed, only the order
-        of the rows matters.
+        of the rows matters. None: ``NCEDensity()`` (seed it by passing
+        ``NCEDensity(random_state=0)``), as :class:`~skebm.DensityImputer` does.
     contamination : float in (0, 0.5], default=0.01
         Expected share of outliers among the training rows: the quantile of
         their ``score_samples`` that becomes the threshold ``offset_``.
@@ -125,12 +126,12 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "density": [HasMethods(["fit", "score_samples"])],
+        "density": [None, HasMethods(["fit", "score_samples"])],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "cv": [None, "cv_object"],
     }
 
-    def __init__(self, density, *, contamination=0.01, cv=None):
+    def __init__(self, density=None, *, contamination=0.01, cv=None):
         self.density = density
         self.contamination = contamination
         self.cv = cv
@@ -157,16 +158,16 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         """``fit``'s work; on failure it may have set ``n_features_in_`` and
         ``feature_names_in_`` (only)."""
         X = self._validated(X, reset=True)
-        density = clone(self.density).fit(X)
+        density = clone(self._density()).fit(X)
         counts = _missing(X).sum(1)
-        kept = (_kept_rows(counts) if get_tags(self.density).input_tags.allow_nan else None)
+        kept = (_kept_rows(counts) if get_tags(self._density()).input_tags.allow_nan else None)
         scorers = []  # with cv, (fold clone, positions of the kept rows it held out)
         if self.cv is None:
             scores = _log_densities(density, X)
         else:
             scores = np.empty(X.shape[0])
             for train, held_out in _held_out_once(_splits(self.cv), X):
-                fold = clone(self.density).fit(_safe_indexing(X, train))
+                fold = clone(self._density()).fit(_safe_indexing(X, train))
                 scores[held_out] = _log_densities(fold, _safe_indexing(X, held_out))
                 if kept is not None:
                     scorers.append((fold, np.flatnonzero(np.isin(kept, held_out))))
@@ -276,11 +277,19 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "density_")
         return np.where(self.decision_function(X) < 0, -1, 1)
 
+    def _density(self):
+        """``density``, or the default ``NCEDensity()`` where it is None."""
+        if self.density is not None:
+            return self.density
+        from .nce import NCEDensity
+
+        return NCEDensity()
+
     def _validated(self, X, *, reset):
         """X checked here, with what the wrapped density accepts, so that
         feature counts and names are checked whatever the density does; a
         density that takes tables (categories) gets the table as it is."""
-        input_tags = get_tags(self.density).input_tags
+        input_tags = get_tags(self._density()).input_tags
         if input_tags.categorical:
             if not hasattr(X, "columns"):  # shape and dtype checks; strings stay strings
                 X = check_array(X, dtype=None, ensure_all_finite="allow-nan")
@@ -294,14 +303,14 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
             if "convert string" not in str(error):
                 raise
             raise ValueError(
-                f"X holds text ({error}), which {type(self.density).__name__} does not take. "
+                f"X holds text ({error}), which {type(self._density()).__name__} does not take. "
                 "Give a density that takes categorical columns (skebm's NCEDensity), or encode "
                 "them first (a OneHotEncoder before DensityOutlierDetector in a Pipeline)."
             ) from error
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        density_tags = get_tags(self.density)
+        density_tags = get_tags(self._density())
         tags.input_tags.sparse = density_tags.input_tags.sparse
         tags.input_tags.allow_nan = density_tags.input_tags.allow_nan
         tags.input_tags.positive_only = density_tags.input_tags.positive_only

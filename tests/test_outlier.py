@@ -73,6 +73,20 @@ def test_a_planted_far_row_is_flagged(gaussian_rows, density):
     assert detector.predict([[0.0, 0.0, 0.0]])[0] == 1
 
 
+def test_the_default_density_is_nce_density(gaussian_rows):
+    """DensityOutlierDetector() works as IsolationForest() does, with no
+    argument: a default NCEDensity (as DensityImputer's), the parameter
+    itself left None."""
+    X = np.vstack([gaussian_rows[:300], [[8.0, -8.0, 8.0]]])
+    detector = DensityOutlierDetector(contamination=0.02)
+    assert detector.get_params()["density"] is None
+    detector.fit(X)
+    assert type(detector.density_) is NCEDensity
+    assert detector.density_.get_params() == NCEDensity().get_params()
+    assert detector.density is None
+    assert detector.predict(X)[-1] == -1
+
+
 def test_tuned_in_a_pipeline_by_grid_search():
     """Two moons with 10% uniform outliers; GridSearchCV picks the KDE bandwidth
     by the ROC AUC of decision_function against +1/-1 labels (fit ignores them)."""
