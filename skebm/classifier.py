@@ -19,7 +19,7 @@ from sklearn.utils.validation import _num_samples
 from ._base import Step, TorchEstimator
 from ._monitors import EarlyStopping, PlateauDecay
 from ._runtime import available_memory, refuse_beyond_memory, resolve_device
-from ._softmax_model import LOSSES, SoftmaxModel, SparseBagRows, bags_from_rows
+from ._softmax_model import LOSSES, SoftmaxModel, SparseBagRows, bags_from_rows, dense_enough
 from .nets import ACTIVATIONS, layer_sizes
 from .optim import LazyAdam
 
@@ -407,10 +407,14 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return np.zeros_like(scale), scale
 
     def _training_rows(self, X, mean, scale, device):
+        if dense_enough(X):  # a table: dense rows
+            return super()._training_rows(X, mean, scale, device)
         _, scale = self._nonidentity(mean, scale)  # None when it would change nothing
         return SparseBagRows(bags_from_rows(X, device, torch.float32, scale))
 
     def _inference_rows(self, X, rows, mean, scale, device):
+        if dense_enough(X):  # all of X, so that a row's answer is alike in every chunk
+            return super()._inference_rows(X, rows, mean, scale, device)
         return bags_from_rows(X[rows], device, torch.float64, scale)
 
     def _check_model_size(self, n_features, n_rows, target_attributes, device, partial):

@@ -138,6 +138,36 @@ def test_sparse_and_dense_input_give_the_same_model(digits):
                                dense.predict_proba(X_test), rtol=1e-12)
 
 
+def test_a_tables_rows_are_a_dense_matrix_and_a_texts_are_bags(digits):
+    """Rows with a non-zero entry in one cell of 8 or more (digits) are kept
+    and multiplied as a dense matrix, sparser ones (a bag of a few words
+    among 100) as embedding bags: the same features, up to rounding, and
+    the same gradient."""
+    from skebm._softmax_model import bags_from_rows, dense_enough
+
+    X = digits[0]
+    words, _ = _make_classes(20, 200, 100, random_state=0)
+    assert dense_enough(X) and dense_enough(sp.csr_matrix(X)) and not dense_enough(words)
+    clf = NCESoftmaxClassifier(max_iter=1, random_state=0).fit(X, digits[1])
+    assert isinstance(clf._training_rows(X, 0.0, 1.0, torch.device("cpu")), torch.Tensor)
+    assert not isinstance(clf._training_rows(words, 0.0, 1.0, torch.device("cpu")),
+                          torch.Tensor)
+    module = clf.module_.double()
+    for rows in (X[:300], words[:300].toarray()):
+        module.input_weight = torch.nn.Parameter(
+            torch.randn(rows.shape[1], clf.embedding_dim, dtype=torch.float64))
+        results = []
+        for inputs in (torch.as_tensor(rows, dtype=torch.float64),
+                       bags_from_rows(rows, torch.device("cpu"), torch.float64)):
+            module.zero_grad(set_to_none=True)
+            features = module.features(inputs)
+            features.square().sum().backward()
+            results.append((features.detach(), module.input_weight.grad.to_dense()))
+        (dense, dense_gradient), (bags, bags_gradient) = results
+        torch.testing.assert_close(bags, dense)
+        torch.testing.assert_close(bags_gradient, dense_gradient)
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_the_callers_sparse_matrix_is_left_as_it_was(digits, binary):
     """A CSR matrix with explicit zeros and repeated, unsorted columns (as
