@@ -1,5 +1,6 @@
 """The classifier's model: a bag of feature embeddings and a score per class,
-the sparse rows it reads (never made dense), and its training losses."""
+the sparse rows it reads (a text's never made dense; a table's dense, see
+:func:`dense_enough`), and its training losses."""
 
 import math
 
@@ -13,7 +14,8 @@ from ._rows import as_tensor
 from .nets import ACTIVATIONS, _linear
 from .samplers import AliasSampler
 
-__all__ = ["LOSSES", "Bags", "SoftmaxModel", "SparseBagRows", "bags_from_rows", "dense_enough"]
+__all__ = ["LOSSES", "Bags", "SoftmaxModel", "SparseBagRows", "bags_from_rows",
+           "dense_enough"]
 
 class Bags:
     """Sparse rows as torch's ``embedding_bag`` takes them: ``indices`` (the
@@ -177,7 +179,7 @@ def dense_enough(X):
     than a text's: a non-zero entry in at least one cell of
     :data:`DENSE_SHARE`. Such rows are multiplied as a dense matrix, several
     times faster than ``embedding_bag``'s scatter of their entries and its
-    backward (digits: a step in a third of the time)."""
+    backward (measured in benchmarks/RESULTS.md)."""
     n_entries = X.nnz if sp.issparse(X) else np.count_nonzero(X)
     return n_entries * DENSE_SHARE >= X.shape[0] * X.shape[1]
 
