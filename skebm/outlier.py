@@ -158,16 +158,17 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         """``fit``'s work; on failure it may have set ``n_features_in_`` and
         ``feature_names_in_`` (only)."""
         X = self._validated(X, reset=True)
-        density = clone(self._density()).fit(X)
+        prototype = self._density()
+        density = clone(prototype).fit(X)
         counts = _missing(X).sum(1)
-        kept = (_kept_rows(counts) if get_tags(self._density()).input_tags.allow_nan else None)
+        kept = (_kept_rows(counts) if get_tags(prototype).input_tags.allow_nan else None)
         scorers = []  # with cv, (fold clone, positions of the kept rows it held out)
         if self.cv is None:
             scores = _log_densities(density, X)
         else:
             scores = np.empty(X.shape[0])
             for train, held_out in _held_out_once(_splits(self.cv), X):
-                fold = clone(self._density()).fit(_safe_indexing(X, train))
+                fold = clone(prototype).fit(_safe_indexing(X, train))
                 scores[held_out] = _log_densities(fold, _safe_indexing(X, held_out))
                 if kept is not None:
                     scorers.append((fold, np.flatnonzero(np.isin(kept, held_out))))
