@@ -667,10 +667,11 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         table = getattr(self, "_table", None)
         return rows if table is None else table.decode(rows, means)
 
-    def _rounded(self, rows):
-        """Drawn rows with a table's integer columns rounded."""
+    def _snapped(self, rows):
+        """Drawn rows with a table's integer columns rounded and its point
+        masses put back (:meth:`TableColumns.snapped`)."""
         table = getattr(self, "_table", None)
-        return rows if table is None else table.rounded(rows)
+        return rows if table is None else table.snapped(rows)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -753,7 +754,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
             for rows in gen_batches(int(n_samples), chunk_rows):
                 chunks.append(draw(rows.stop - rows.start, generator).detach().cpu().numpy())
                 progress()
-        return self._decoded(self._rounded(
+        return self._decoded(self._snapped(
             np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_))
 
     def _complete_rows(self, X, mask, complete, random_state, *, chunk_rows=1024, draws=True,
@@ -762,7 +763,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         standardized rows (free entries arbitrary) and a boolean tensor, True
         where a value is to be drawn (``mask``, or X's NaN); the known entries
         come back exactly as given. Free entries are ``draws`` (a table's
-        integers rounded) or, if not, estimates (means, as they are).
+        integers rounded, its point masses put back) or, if not, estimates
+        (means, as they are).
         ``passes_per_row``: the model's passes a row costs, for the thread
         policy."""
         index = X.index if hasattr(X, "columns") and hasattr(X, "index") else None
@@ -780,7 +782,7 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
                 progress()
         completed = np.concatenate(chunks).astype(np.float64) * self.scale_ + self.mean_
         if draws:
-            completed = self._rounded(completed)
+            completed = self._snapped(completed)
         completed = self._decoded(np.where(free, completed, X), means=None if draws else free)
         if index is not None and hasattr(completed, "index"):  # rows stay where they were
             completed.index = index

@@ -48,7 +48,7 @@ class MissingCells:
     ``u``), ``energy`` (on ``u``) and ``_categorical_columns()`` (``(column,
     number of categories)`` of each categorical column)."""
 
-    def completions(self, Z, draws):
+    def completions(self, Z, draws, log_constraint=None):
         """Draws of the missing (NaN) entries of rows ``Z`` from the base's
         conditional, made from the numbers of ``draws`` (a
         :class:`~skebm._mixture.FreshDraws` or
@@ -57,12 +57,28 @@ class MissingCells:
         ``u``, ``log_weights = -E(U)`` (the
         base's conditional is the proposal, so the model's conditional is it
         reweighted by exp(-E)), ``log_observed`` the base's log-density of
-        the observed entries with the map's log-Jacobian."""
+        the observed entries with the map's log-Jacobian. ``log_constraint``
+        (:meth:`_conditioning`) adds to the log weights, unless it rules out
+        every completion of a row."""
         U, log_det = self.latent(Z)
         conditionals = self.base.conditionals(U)
         completed = self.base.complete(conditionals, draws)
         log_weights = -self.energy(completed.reshape(-1, Z.shape[1])).view(completed.shape[:2])
+        if log_constraint is not None:
+            constrained = log_weights + log_constraint(completed)
+            possible = torch.isfinite(constrained).any(1, keepdim=True)
+            log_weights = torch.where(possible, constrained, log_weights)
         return completed, log_weights, conditionals.log_marginal.to(Z.dtype) + log_det
+
+    def _conditioning(self, Z):
+        """``(Z, log_constraint)``: the rows to complete, and None or a
+        function of their completions (on ``u``) that adds to each one's log
+        weight (see :meth:`NCEModel._conditioning`). Here: as they are."""
+        return Z, None
+
+    def _on_points(self, Z):
+        """Completed rows of ``z`` as the model's draws (as they are)."""
+        return Z
 
     def observed_log_density(self, Z, draws):
         """The unnormalized log-density of each row's observed entries, its
@@ -72,11 +88,12 @@ class MissingCells:
         _, log_weights, log_observed = self.completions(Z, draws)
         return log_observed + torch.logsumexp(log_weights, 1) - math.log(draws.n_draws)
 
-    def impute(self, Z, n_candidates, generator):
+    def impute(self, Z, n_candidates, generator, log_constraint=None):
         """Rows ``Z`` with each missing entry drawn from the model's
         conditional by sampling-importance-resampling (one of
         ``n_candidates`` completions, by weight), on ``u``."""
-        completed, log_weights, _ = self.completions(Z, FreshDraws(n_candidates, generator))
+        completed, log_weights, _ = self.completions(Z, FreshDraws(n_candidates, generator),
+                                                     log_constraint)
         # A model gone non-finite in training picks any candidate: its loss
         # is then not finite, which the divergence guard reports.
         chosen = torch.multinomial(torch.softmax(log_weights, 1).nan_to_num(1.0), 1,
@@ -88,14 +105,16 @@ class MissingCells:
         mean under the model, on ``z``: self-normalized importance sampling
         over the completions of ``draws`` (a
         :class:`~skebm._mixture.CommonDraws`) from the base's conditional,
-        weighted by ``exp(-E)``. A category gets its most probable code; a categorical
+        weighted by ``exp(-E)`` (each completion as :meth:`_on_points` gives
+        it). A category gets its most probable code; a categorical
         column in ``levels`` (``{column: tensor of the values its codes
         stand for}``) gets the mean of those values instead."""
         levels = levels or {}
-        Z = torch.where(free, torch.nan, Z)
-        completed, log_weights, _ = self.completions(Z, draws)
+        Z, log_constraint = self._conditioning(torch.where(free, torch.nan, Z))
+        completed, log_weights, _ = self.completions(Z, draws, log_constraint)
         weights = torch.softmax(log_weights, 1)[:, :, None]
-        rows = self.from_latent(completed.reshape(-1, Z.shape[1])).view(completed.shape)
+        rows = self._on_points(self.from_latent(completed.reshape(-1, Z.shape[1])))
+        rows = rows.view(completed.shape)
         filled = (weights * rows).sum(1)
         for column, count in self._categorical_columns():
             one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)

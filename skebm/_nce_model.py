@@ -10,7 +10,7 @@ from torch import nn
 from ._missing import MissingCells
 from .samplers import metropolis_adjusted_langevin, sampling_importance_resampling
 
-__all__ = ["NCEModel", "Snapshot", "cell_offsets", "cell_points", "dequantized"]
+__all__ = ["Cells", "NCEModel", "Snapshot", "cell_offsets", "dequantized"]
 
 #: Step size of the Metropolis-adjusted Langevin moves (of ``sample`` and of
 #: the snapshot's pool), in the base's standardized units.
@@ -88,14 +88,84 @@ class Snapshot(nn.Module):
         return self.pool[rows]
 
 
+class Cells(nn.Module):
+    """The cells of values that a table's entries stand for, on ``z``: an
+    integer's (``widths``: each column's cell width, 0 where it holds no
+    integers) around it, and a point mass's (``censored``: each column's
+    censoring points, low and high, -inf and inf where it has none) all of
+    the line beyond the point. Training spreads a point's entries over the
+    :data:`CENSORED_CELL` next to it. An entry within
+    :data:`CENSORED_TOLERANCE` of its point, or beyond, is at the point."""
+
+    def __init__(self, widths, censored):
+        super().__init__()
+        self.register_buffer("widths", widths)
+        self.register_buffer("censored", censored)
+
+    def spread(self, Z, offsets):
+        """``Z`` with each entry moved within its cell, ``offsets`` (of
+        ``Z``'s shape or broadcast to it, in ``[-1/2, 1/2)``) of its width."""
+        return self._moved(Z, offsets, (offsets + 0.5) * CENSORED_CELL)
+
+    def holds(self, Z):
+        """Which rows of ``Z`` have an entry in a cell: all, with integer
+        columns; otherwise those with an entry at a point mass."""
+        if self.widths.any():
+            return torch.ones(len(Z), dtype=torch.bool, device=Z.device)
+        return self.at_points(Z).any(1)
+
+    def at_points(self, Z):
+        """Where an entry of ``Z`` is at a point mass (boolean, ``Z``'s shape)."""
+        low, high = self.at_points_by_side(Z)
+        return low | high
+
+    def at_points_by_side(self, Z):
+        """``(at the low point, at the high point)``, each as :meth:`at_points`."""
+        return (Z <= self.censored[:, 0] + CENSORED_TOLERANCE,
+                Z >= self.censored[:, 1] - CENSORED_TOLERANCE)
+
+    def points(self, Z, offsets):
+        """``(copies, log_weights)``: a copy of each row of ``Z`` for each row
+        of ``offsets`` (:func:`cell_offsets`; a row's copies consecutive),
+        each integer moved within its cell by its offset, each entry at a
+        point mass moved beyond it to the quantile at ``offset + 1/2`` of an
+        exponential distribution of mean :data:`CENSORED_CELL`; and each
+        copy's log importance weight, minus the log of those exponential
+        densities. The mean over a row's copies of density times weight is
+        an unbiased estimate of its mass over its cells, all the mass beyond
+        a point included, as ``sample`` puts it on the point."""
+        depth = -torch.log1p(-(offsets + 0.5)) * CENSORED_CELL
+        moved = self._moved(Z[:, None, :], offsets, depth)
+        log_weights = torch.where(self.at_points(Z)[:, None, :],
+                                  math.log(CENSORED_CELL) + depth / CENSORED_CELL, 0.0).sum(2)
+        return moved.reshape(-1, Z.shape[1]), log_weights.reshape(-1)
+
+    def _moved(self, Z, offsets, depth):
+        """``Z`` with each integer moved by its offset times its cell's width,
+        and each entry at a point mass ``depth`` beyond the point."""
+        low, high = self.at_points_by_side(Z)
+        moved = torch.where(low, self.censored[:, 0] - depth, Z + offsets * self.widths)
+        return torch.where(high, self.censored[:, 1] + depth, moved)
+
+    def on_points(self, Z):
+        """Rows of ``z`` with each entry beyond a point mass put on it."""
+        return torch.clamp(Z, self.censored[:, 0], self.censored[:, 1])
+
+
+#: Width, on ``z`` (standard deviations), of a point mass's cell.
+CENSORED_CELL = 1.0
+#: How near its point, on ``z``, an entry is at it (float32's rounding of the
+#: standardized point is far smaller).
+CENSORED_TOLERANCE = 1e-5
+
+
 def dequantized(Z, cells, generator):
-    """Rows ``Z`` with each integer spread over its cell: a uniform offset in
-    ``[-cells / 2, cells / 2)`` added to every row (``cells``: each column's
-    cell width on ``Z``, 0 where it holds no integers; None: Z as it is)."""
+    """Rows ``Z`` with each entry spread over its cell (:class:`Cells`; None:
+    Z as it is), a uniform offset in each."""
     if cells is None:
         return Z
     offsets = torch.rand(Z.shape, generator=generator, dtype=Z.dtype, device=Z.device) - 0.5
-    return Z + offsets * cells
+    return cells.spread(Z, offsets)
 
 
 def cell_offsets(n_points, n_features, generator, dtype, device=None):
@@ -110,13 +180,6 @@ def cell_offsets(n_points, n_features, generator, dtype, device=None):
     options = dict(generator=generator, dtype=dtype, device=generator.device)
     strata = torch.argsort(torch.rand(shape, **options), dim=0)
     return ((strata + torch.rand(shape, **options)) / n_points - 0.5).to(device)
-
-
-def cell_points(Z, cells, offsets):
-    """A copy of each row of ``Z`` for each row of ``offsets``
-    (:func:`cell_offsets`; a row's copies consecutive), each integer moved
-    by that offset times its cell's width (``cells``)."""
-    return (Z[:, None, :] + offsets * cells).reshape(-1, Z.shape[1])
 
 
 class NCEModel(MissingCells, nn.Module):
@@ -137,8 +200,7 @@ class NCEModel(MissingCells, nn.Module):
                  cells=None):
         super().__init__()
         self.energy = energy
-        # Widths, on z, of the cells of a table's integer columns (0 elsewhere; None: none).
-        self.register_buffer("cells", cells)
+        self.cells = cells  # a table's integers' and point masses' Cells, or None
         # Which columns Langevin moves: the continuous ones (None: all).
         self.register_buffer("moving", (~base.categorical).to(torch.float32)
                              if base.table else None)
@@ -202,6 +264,38 @@ class NCEModel(MissingCells, nn.Module):
         self._noise_reserve = None
         return super().train(mode)
 
+    def _conditioning(self, Z):
+        """``(Z, log_constraint)``: rows ``Z`` with each known entry at a point
+        mass made free, and the function that rules out (log weight -inf)
+        each completion (on ``u``) that puts such an entry short of its
+        point, so that a row is conditioned on being at the point (all the
+        mass beyond it), not on a value there; None where no entry is at
+        one."""
+        at_low, at_high = (None, None) if self.cells is None else self.cells.at_points_by_side(Z)
+        if at_low is None or not (at_low | at_high).any():
+            return Z, None
+        censored = self.cells.censored
+        points, _ = self.latent(torch.where(torch.isinf(censored), 0.0, censored).T.to(Z.dtype))
+
+        def log_constraint(completed):
+            short = ((at_low[:, None, :] & (completed > points[0]))
+                     | (at_high[:, None, :] & (completed < points[1])))
+            return torch.where(short.any(2), -math.inf, 0.0).to(completed.dtype)
+
+        return torch.where(at_low | at_high, torch.nan, Z), log_constraint
+
+    def _on_points(self, Z):
+        """Rows of ``z`` with each entry beyond a point mass put on it."""
+        return Z if self.cells is None else self.cells.on_points(Z)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "cells" in self._buffers:  # pickled when a buffer held the integers' widths alone
+            widths = self._buffers.pop("cells")
+            self.cells = None if widths is None else Cells(widths, torch.tensor(
+                [-math.inf, math.inf], dtype=widths.dtype, device=widths.device).repeat(
+                len(widths), 1))
+
     def sample(self, n_samples, n_steps, generator):
         """Rows of the model, on ``z``: sampling-importance-resampling from the
         proposal, then ``n_steps`` Metropolis-adjusted Langevin steps, which
@@ -256,7 +350,7 @@ class NCEModel(MissingCells, nn.Module):
         """Rows ``Z`` with their ``free`` entries drawn given the others:
         sampling-importance-resampling from the base's conditional, then
         ``n_steps`` steps of the model's conditional; on ``z``."""
-        Z = torch.where(free, torch.nan, Z)
+        Z, log_constraint = self._conditioning(torch.where(free, torch.nan, Z))
         with torch.no_grad():
-            U = self.impute(Z, n_candidates, generator)
+            U = self.impute(Z, n_candidates, generator, log_constraint)
         return self._moved(U, free, n_steps, generator)

@@ -45,11 +45,13 @@ AUTO_LEAST_COUNT = 10
 #: A continuous column whose commonest value holds at least this share of
 #: its observed cells, this many times the next commonest value's and at
 #: least :data:`AUTO_LEAST_COUNT` cells (not a small table's tie), has a
-#: point mass (an amount that is often exactly 0), which a density can only
-#: put a spike on: ``fit`` warns. Iris's most repeated measurement holds 19%
-#: of its column; Fair's affairs 0 holds 68% (the next value 2%); diabetes'
-#: cholesterol ratio, rounded to whole numbers in most rows, is 3 in 29%,
-#: beside 4 in 24%: rounding, not a point mass.
+#: point mass (an amount that is often exactly 0). At the column's least or
+#: greatest value it is modelled as a censored value (:meth:`TableColumns.fit`);
+#: elsewhere a density can only put a spike on it, and ``fit`` warns. Iris's
+#: most repeated measurement holds 19% of its column; Fair's affairs 0 holds
+#: 68% (the next value 2%); diabetes' cholesterol ratio, rounded to whole
+#: numbers in most rows, is 3 in 29%, beside 4 in 24%: rounding, not a point
+#: mass.
 POINT_MASS_SHARE = 0.3
 POINT_MASS_LEAD = 2.0
 #: A continuous column of at most this many distinct values, with at least
@@ -302,10 +304,15 @@ class TableColumns:
         flag, a year of three): numbers to the user, so their conditional
         mean is a number, the mean of their values, where a category the
         user named gets its most probable value (None: none).
+    censored : ndarray of float, shape (n_features, 2) or None
+        Each continuous column's point mass at its least value (first
+        entry) or its greatest (second), -inf and inf where it has none
+        (None: no column has one). The column is modelled as censored
+        there: see :meth:`fit`.
     """
 
     def __init__(self, is_categorical, categories, names=None, is_integer=None, dtypes=None,
-                 is_found=None):
+                 is_found=None, censored=None):
         self.is_categorical = np.asarray(is_categorical, dtype=bool)
         self.categories = categories
         self.names = names
@@ -314,13 +321,29 @@ class TableColumns:
                                      else np.zeros_like(self.is_categorical), dtype=bool)
         self.is_found = np.asarray(is_found if is_found is not None
                                    else np.zeros_like(self.is_categorical), dtype=bool)
+        self.censored = censored
 
     @classmethod
     def fit(cls, X, categorical_features, integer_features=None, owner="The model"):
         """Resolve ``categorical_features`` and ``integer_features`` on the
         training table ``X`` and collect each categorical column's categories
-        (missing cells left out); warn, in the name of ``owner``, of
-        continuous columns with a point mass."""
+        (missing cells left out); find the continuous columns with a point
+        mass, and warn, in the name of ``owner``, of those it is not at an
+        end of (and of codes).
+
+        A point mass at a column's least value (an amount that is often
+        exactly 0) is read as a censored value, as in a Tobit model [1]_:
+        the model's density of the column goes on below it, and its mass
+        there is the point's probability; a draw there is put on the point.
+        So a row at the point scores the probability of its point times the
+        density of its other cells, and no draw lies beyond it. Likewise at
+        the greatest value.
+
+        References
+        ----------
+        .. [1] Tobin, J. "Estimation of relationships for limited dependent
+           variables." Econometrica 26(1), 1958.
+        """
         columns, dtypes = _columns_of(X)
         names = np.asarray(X.columns, dtype=object) if _is_frame(X) else None
         mask = cls._resolve(categorical_features, columns, dtypes, names)
@@ -356,14 +379,16 @@ class TableColumns:
             if np.isnan(columns[j]).all():
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
         table.is_integer = table._integer_columns(integer_features, columns, dtypes)
-        table._warn_of_point_masses(columns, owner)
+        table._find_point_masses(columns, owner)
         return table
 
-    def _warn_of_point_masses(self, columns, owner):
-        """One warning naming every continuous column with a point mass
-        (:data:`POINT_MASS_SHARE`, :data:`POINT_MASS_LEAD`) or with a few
+    def _find_point_masses(self, columns, owner):
+        """Set :attr:`censored` from the continuous columns with a point mass
+        (:data:`POINT_MASS_SHARE`, :data:`POINT_MASS_LEAD`) at an end, and
+        warn, in one message, of those with one elsewhere or with a few
         values (:data:`FEW_VALUES`): the rows there score a density's
         spike, not a probability."""
+        censored = np.tile([-np.inf, np.inf], (len(columns), 1))
         point_masses, codes = [], []
         for j in np.flatnonzero(~self.is_categorical & ~self.is_integer):
             observed = columns[j][~np.isnan(columns[j])]
@@ -372,15 +397,19 @@ class TableColumns:
             first, second = ranked[0], ranked[1] if len(ranked) > 1 else 0
             if first >= max(POINT_MASS_SHARE * len(observed), POINT_MASS_LEAD * second,
                             AUTO_LEAST_COUNT):
-                point_masses.append(f"column {self.name(j)} is "
-                                    f"{_shown(values[counts.argmax()]):.6g} in "
-                                    f"{first / len(observed):.0%}")
+                point = counts.argmax()
+                if point in (0, len(values) - 1):  # values are sorted
+                    censored[j, int(point > 0)] = values[point]
+                else:
+                    point_masses.append(f"column {self.name(j)} is {_shown(values[point]):.6g} "
+                                        f"in {first / len(observed):.0%}")
             elif len(values) <= FEW_VALUES and len(observed) >= AUTO_LEAST_COUNT * len(values):
                 codes.append(f"column {self.name(j)} takes {len(values)} values")
+        self.censored = censored if np.isfinite(censored).any() else None
         found = []
         if point_masses:
-            found.append(f"a continuous column has a point mass ({'; '.join(point_masses)} of "
-                         "its observed cells)")
+            found.append(f"a continuous column has a point mass between its least and "
+                         f"greatest values ({'; '.join(point_masses)} of its observed cells)")
         if codes:
             found.append(f"a continuous column takes only a few values, a code rather than a "
                          f"measurement ({'; '.join(codes)})")
@@ -538,12 +567,17 @@ class TableColumns:
                 f"rows hold one. The model gives them probability 0; {'. Or '.join(advice)}.",
                 impossible)
 
-    def rounded(self, rows):
+    def snapped(self, rows):
         """Drawn rows (values and codes) with their integer columns rounded
-        to the integer whose cell the draw fell in."""
-        if self.is_integer.any():
+        to the integer whose cell the draw fell in, and each draw beyond a
+        point mass (:attr:`censored`) put on it."""
+        # getattr: a table pickled before censored was kept has none.
+        censored = getattr(self, "censored", None)
+        if self.is_integer.any() or censored is not None:
             rows = rows.copy()
             rows[:, self.is_integer] = np.round(rows[:, self.is_integer])
+            if censored is not None:
+                rows = np.clip(rows, censored[:, 0], censored[:, 1])
         return rows
 
     def mean_levels(self):

@@ -81,8 +81,10 @@ class DensityImputer(TransformerMixin, BaseEstimator):
         :class:`~sklearn.impute.IterativeImputer`: a filled cell beyond one
         is set to it, so that a count or an amount (``min_value=0``) is
         never filled with a negative number: a density's tails reach beyond
-        the range of its training rows, and the mass of a spike at 0 spreads
-        to both sides of 0 (the user guide measures how often). With
+        the range of its training rows (``NCEDensity`` puts a point mass at
+        a column's end, an amount often exactly 0, back on its point, but
+        not the tail of a column without one; the user guide measures how
+        often). With
         ``sample_posterior``, the conditional's mass beyond a bound moves
         onto it. Categorical columns and the observed values are left as
         they are.

@@ -18,7 +18,7 @@ from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_
                        TRAINING_CANDIDATES, ConditionalMeanMixin, common_generator,
                        missing_draws, observed_log_density)
 from ._mixture import CommonDraws
-from ._nce_model import NCEModel, Snapshot, cell_offsets, cell_points, dequantized
+from ._nce_model import Cells, NCEModel, Snapshot, cell_offsets, dequantized
 from ._rows import RowsWith
 from ._runtime import make_generator
 from .base_density import TableLayout, fit_base
@@ -42,7 +42,7 @@ _VALIDATION_DRAWS = 2048
 #: then costs a fraction of the fit, not more than it (see the user guide).
 LOG_Z_CHUNK, LOG_Z_MIN_DRAWS, LOG_Z_TARGET_ERROR = 8192, 16384, 0.005
 #: Standard error (nats per row, mean over the rows scored) of the masses of
-#: integer cells above which ``score_samples`` warns, as for log Z.
+#: cells (integers, point masses) above which ``score_samples`` warns, as for log Z.
 _CELL_ERROR_WARNING = 0.1
 # Defaults that switch with the dimension (chosen by benchmark, see the user guide): up to
 # LOW_DIMENSION features, Fourier features, a base widened by 1.2 and no marginal
@@ -82,10 +82,12 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     (NaN) is integrated out, in ``fit`` as in ``score_samples``, and
     ``sample_conditional`` fills missing cells from the model's conditional.
     A continuous column with a point mass (one value in 30% of its cells or
-    more, and in twice as many as any other: an amount often exactly 0), or
-    of a few values (at most 10, a code), gets spikes of density, and
-    ``fit`` warns of it: the user guide's "Prepare the columns" says what to
-    do.
+    more, and in twice as many as any other) at its least or greatest value
+    (an amount often exactly 0) is modelled as censored there [6]_: a row at
+    the point scores the probability of the point, and draws put the mass
+    beyond it on the point. A point mass elsewhere, or a column of a few values (at
+    most 10, a code), gets spikes of density, and ``fit`` warns of it: the
+    user guide's "Prepare the columns" says what to do.
 
     Parameters
     ----------
@@ -260,6 +262,10 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         The categories of each categorical column, in column order.
     is_integer_ : ndarray of bool, shape (`n_features_in_`,)
         Which columns are modelled as integers.
+    point_masses_ : ndarray of shape (`n_features_in_`, 2)
+        Each column's point mass at its least value (first entry) and at
+        its greatest (second), modelled as censored there; -inf and inf
+        where it has none.
     device_ : torch.device
         Device the model was fitted on.
     history_ : list of dict
@@ -295,6 +301,8 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
        samplers." JRSS B 68 (2006).
     .. [5] Theis, L., van den Oord, A. and Bethge, M. "A note on the
        evaluation of generative models." ICLR 2016 (uniform dequantization).
+    .. [6] Tobin, J. "Estimation of relationships for limited dependent
+       variables." Econometrica 26(1), 1958 (censored values).
 
     Examples
     --------
@@ -451,14 +459,29 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
             fourier_scale=self.fourier_scale, zero_output=True,
             categories=None if layout is None else tuple(layout),
         )
-        integer = self._table.is_integer
-        cells = (torch.as_tensor(np.where(integer, 1 / scale, 0.0), dtype=Z.dtype,
-                                 device=Z.device) if integer.any() else None)
+        cells = self._cells(Z, scale)
         marginals, base, proposal, choice = self._fit_base(
             dequantized(Z, cells, generator), generator)
         snapshot = Snapshot(energy, base, generator) if self.noise == "self" else None
         # E starts at exactly 0, so the model starts as the base: normalized, c = 0.
         return NCEModel(energy, marginals, base, proposal, choice, snapshot, cells)
+
+    def _cells(self, Z, scale):
+        """The :class:`Cells` of the table's integers and point masses on the
+        training rows ``Z``, or None. A point mass at a column's end is its
+        least or greatest value, on ``Z`` as in the data."""
+        integer, censored = self._table.is_integer, self._table.censored
+        if not integer.any() and censored is None:
+            return None
+        as_tensor = lambda values: torch.as_tensor(values, dtype=Z.dtype, device=Z.device)
+        points = as_tensor([-math.inf, math.inf]).repeat(Z.shape[1], 1)
+        if censored is not None:
+            missing = torch.isnan(Z)
+            least = torch.where(missing, math.inf, Z).amin(0)
+            greatest = torch.where(missing, -math.inf, Z).amax(0)
+            points = torch.where(torch.as_tensor(np.isfinite(censored), device=Z.device),
+                                 torch.stack([least, greatest], 1), points)
+        return Cells(as_tensor(np.where(integer, 1 / scale, 0.0)), points)
 
     def _fit_base(self, Z, generator, choice=None):
         """(marginal map or None, base, proposal, choice) fitted to ``Z``;
@@ -499,6 +522,14 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         self._check_fitted()
         return self._table.is_integer.copy()
 
+    @property
+    def point_masses_(self):
+        self._check_fitted()
+        # getattr: a table pickled before point masses were modelled has none.
+        censored = getattr(self._table, "censored", None)
+        return (np.tile([-np.inf, np.inf], (self.n_features_in_, 1)) if censored is None
+                else censored.copy())
+
     def _multiply_adds_per_row(self, n_features):
         # Inference: the fitted network and base, whatever set_params did since.
         return _row_work(self.module_.energy.shapes, n_features, self.module_.base.n_components)
@@ -517,9 +548,9 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
     def _training_set(self, module, Z_train):
         """The rows with their image under the marginal map, mapped once
-        rather than at every step: rows without integer cells map the same
-        every epoch (integer cells are dequantized afresh at each step, and
-        mapped after). Not for more rows than an epoch visits, most of which
+        rather than at every step: rows without cells map the same every
+        epoch (integers and point masses are dequantized afresh at each step,
+        and mapped after). Not for more rows than an epoch visits, most of which
         each epoch leaves alone; nor without a map. Then the image is None,
         and each step maps its rows."""
         if (module.marginals is None or module.cells is not None
@@ -552,7 +583,7 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
     def _validation_set(self, module, Z_val):
         """``(proposal draws behind log Z, the rows with one point of each
-        integer cell)``, drawn once so that epochs are compared on a common
+        cell)``, drawn once so that epochs are compared on a common
         footing."""
         generator = make_generator(0, Z_val.device)
         draws = module.proposal.sample(_VALIDATION_DRAWS, generator)
@@ -617,17 +648,16 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         that of its observed ones (importance sampling from the base's
         conditional, :data:`~skebm._missing.MISSING_DRAWS` draws: exact while
         the energy is 0, and its error otherwise in the user guide); with
-        integer columns, its mass over their cells: the mean of
-        ``MISSING_DRAWS`` densities at points of the cells (two sets of
-        :func:`cell_offsets`; missing cells drawn once for each point from the
-        base's conditional), an unbiased estimate of the mass; a warning when
+        integer columns or point masses, its mass over their cells: the mean of
+        ``MISSING_DRAWS`` weighted densities at points of the cells
+        (:meth:`Cells.points`, two sets of :func:`cell_offsets`; missing
+        cells drawn once for each point from the base's conditional), an
+        unbiased estimate of the mass; a warning when
         its log is uncertain. Points and draws are the same for every row
         (:class:`~skebm._mixture.CommonDraws`), so a row's value does not
         depend on the rows beside it."""
         if module.cells is None:
             return observed_log_density(module, Z, missing_draws(Z, generator))
-        value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
-        errors = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
         half = MISSING_DRAWS // 2
         # Two independent stratified sets of points, each with a draw of the
         # missing cells for each point: their disagreement measures the
@@ -635,26 +665,36 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         point_sets = [(cell_offsets(half, Z.shape[1], generator, Z.dtype, Z.device),
                        CommonDraws.drawn(half, Z.shape[1], generator, Z.device))
                       for _ in range(2)]
-        for rows in gen_batches(len(Z), INCOMPLETE_ROWS_AT_ONCE):
+        value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
+        in_cells = module.cells.holds(Z)
+        if not in_cells.all():  # rows off their point masses: densities, no cells
+            value[~in_cells] = observed_log_density(module, Z[~in_cells],
+                                                    missing_draws(Z, generator))
+        inside = torch.nonzero(in_cells).squeeze(1)
+        errors = torch.zeros(len(inside), dtype=Z.dtype, device=Z.device)
+        for rows in gen_batches(len(inside), INCOMPLETE_ROWS_AT_ONCE) if len(inside) else ():
             log_means = []
             for offsets, draws in point_sets:
-                copies = cell_points(Z[rows], module.cells, offsets)
-                log_density = observed_log_density(module, copies,
-                                                   draws.by_copy(rows.stop - rows.start))
+                copies, log_weights = module.cells.points(Z[inside[rows]], offsets)
+                log_density = observed_log_density(
+                    module, copies, draws.by_copy(rows.stop - rows.start)) + log_weights
                 log_means.append(torch.logsumexp(log_density.view(-1, half), 1)
                                  - math.log(half))
-            value[rows] = torch.logaddexp(*log_means) - math.log(2)
+            value[inside[rows]] = torch.logaddexp(*log_means) - math.log(2)
             errors[rows] = (log_means[0] - log_means[1]).abs() / 2
-        error = float(errors.mean()) if len(Z) else 0.0
+        error = float(errors.mean()) if len(inside) else 0.0
         if error > _CELL_ERROR_WARNING:
             warnings.warn(
-                f"NCEDensity: the probabilities of the integer cells are uncertain (a "
-                f"standard error of about {error:.2g} nats per row from {MISSING_DRAWS} points "
-                "of each row's cells; the log errs low): the density varies within the cells "
-                "of many integer columns. Compare such scores only with scores made the same "
+                f"NCEDensity: the probabilities of the integer cells or point masses are "
+                f"uncertain (a standard error of about {error:.2g} nats per row from "
+                f"{MISSING_DRAWS} points of each row's cells; the log errs low): the density "
+                "varies within the cells. Compare such scores only with scores made the same "
                 "way, or dequantize the columns yourself and pass integer_features=None.",
                 RuntimeWarning)
-        return value
+        # A point mass's entry is a probability, where score_samples takes each
+        # entry for a density, less the log-scale of the standardization: it comes back.
+        log_scale = torch.as_tensor(np.log(self.scale_), dtype=Z.dtype, device=Z.device)
+        return value + module.cells.at_points(Z).to(Z.dtype) @ log_scale
 
     # -- inference -----------------------------------------------------------
     def sample(self, n_samples=1, random_state=None, *, n_steps=20):

@@ -12,6 +12,7 @@ from sklearn.mixture import GaussianMixture
 
 from skebm import NCEDensity, ShortRunEBM, UnseenCategoryError
 from skebm._mixture import CommonDraws, FreshDraws, fit_mixture
+from skebm._nce_model import Cells
 from skebm.base_density import GaussianMixtureDensity
 
 QUICK = dict(hidden_layer_sizes=(32, 32), max_iter=30, n_importance_samples=20_000,
@@ -704,7 +705,8 @@ def test_uncertain_cell_masses_warn(counts_model):
 
     X = load_digits().data
     model = NCEDensity(**{**QUICK, "max_iter": 10}).fit(X[:600])
-    with pytest.warns(RuntimeWarning, match="probabilities of the integer cells are uncertain"):
+    with pytest.warns(RuntimeWarning,
+                      match="probabilities of the integer cells or point masses are uncertain"):
         model.score_samples(X[600:700])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -968,19 +970,22 @@ def test_an_unseen_year_is_named_as_the_user_wrote_it():
 
 
 def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
-    """An amount that is exactly 0 in 60% of the rows gets a density's spike;
-    fit says which column and how much, as of ages coded in six brackets.
-    Counts with as many zeros (integer columns, a probability each), iris's
-    most repeated measurement (19% of its column) and diabetes' cholesterol
-    ratio, rounded to whole numbers (3 in 29% of the rows, 4 in 24%), are no
-    point masses."""
+    """A measurement that is exactly 1 in 40% of the rows, between its least
+    and greatest values, gets a density's spike; fit says which column and
+    how much, as of ages coded in six brackets. An amount that is 0 in 60%
+    of the rows, its least value, is modelled (censored there) and not
+    named. Counts with as many zeros (integer columns, a probability each),
+    iris's most repeated measurement (19% of its column) and diabetes'
+    cholesterol ratio, rounded to whole numbers (3 in 29% of the rows, 4 in
+    24%), are no point masses."""
     from sklearn.datasets import load_diabetes, load_iris
     from sklearn.model_selection import train_test_split
 
     rng = np.random.default_rng(0)
     amount = np.where(rng.uniform(size=300) < 0.6, 0.0, rng.exponential(size=300))
     counts = np.where(rng.uniform(size=300) < 0.6, 0, rng.poisson(3, size=300))
-    frame = pd.DataFrame({"x": rng.normal(size=300), "amount": amount, "count": counts})
+    ratio = np.where(rng.uniform(size=300) < 0.4, 1.0, rng.normal(1.0, 0.3, size=300))
+    frame = pd.DataFrame({"x": rng.normal(size=300), "ratio": ratio, "count": counts})
 
     def point_mass_warnings(X):
         with warnings.catch_warnings(record=True) as caught:
@@ -989,13 +994,103 @@ def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
         return [str(w.message) for w in caught if "can only put a spike" in str(w.message)]
 
     [message] = point_mass_warnings(frame)
-    assert f"(column 'amount' is 0 in {np.mean(amount == 0):.0%} of its observed cells)" in message
-    assert point_mass_warnings(frame.drop(columns="amount")) == []
+    assert f"(column 'ratio' is 1 in {np.mean(ratio == 1):.0%} of its observed cells)" in message
+    assert point_mass_warnings(frame.drop(columns="ratio")) == []
+    assert point_mass_warnings(frame.drop(columns="ratio").assign(amount=amount)) == []
     assert point_mass_warnings(load_iris().data) == []
     diabetes = load_diabetes(scaled=False).data
     for seed in range(3):  # halves where 3 holds 31% of the ratio's cells warned before
         assert point_mass_warnings(train_test_split(diabetes, test_size=0.5,
                                                     random_state=seed)[0]) == []
     ages = rng.choice([17.5, 22.0, 27.0, 32.0, 37.0, 42.0], size=300)
-    [message] = point_mass_warnings(frame.drop(columns="amount").assign(age=ages))
+    [message] = point_mass_warnings(frame.drop(columns="ratio").assign(age=ages))
     assert "a code rather than a measurement (column 'age' takes 6 values)" in message
+
+
+# -- point masses at a column's end, modelled as censored values --------------
+def make_amounts(n_rows, seed):
+    """x, and an amount that is 0 more often the larger x is (0 in about half
+    the rows, its least value), exponential otherwise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n_rows)
+    zero = rng.uniform(size=n_rows) < 1 / (1 + np.exp(-2 * x))
+    return np.column_stack([x, np.where(zero, 0.0, rng.exponential(size=n_rows))])
+
+
+@pytest.fixture(scope="module")
+def amounts_model():
+    return NCEDensity(**QUICK).fit(make_amounts(600, 0))
+
+
+def test_a_point_mass_at_a_columns_end_scores_a_probability(amounts_model):
+    """The rows at the point score its probability times the density of x,
+    the others a density: integrated over x (and the amount beyond 0), the
+    two make 1. The point's probability is the mass the model puts at or
+    beyond it, the share of its draws there."""
+    xs = np.linspace(-7, 7, 281)
+    amounts = np.concatenate([np.geomspace(1e-4, 1, 200), np.linspace(1, 40, 800)[1:]])
+    grid = np.array(np.meshgrid(xs, amounts, indexing="ij")).reshape(2, -1).T
+    density = np.exp(amounts_model.score_samples(grid)).reshape(len(xs), len(amounts))
+    continuous = np.trapezoid(np.trapezoid(density, amounts, axis=1), xs)
+    at_point = np.exp(amounts_model.score_samples(np.column_stack([xs, np.zeros_like(xs)])))
+    point = np.trapezoid(at_point, xs)
+    assert abs(continuous + point - 1) < 0.01
+    draws = amounts_model.sample(4000, random_state=1)
+    assert abs(np.mean(draws[:, 1] == 0) - point) < 0.03
+    assert point > 0.3 and continuous > 0.3  # both parts are there
+
+
+def test_draws_put_a_point_mass_back(amounts_model):
+    """No draw, conditional draw or conditional mean lies beyond the point; a
+    draw there is the point itself, and known cells come back as given. A
+    value beyond the point scores as the point (a censored value)."""
+    X = make_amounts(200, 1)
+    np.testing.assert_array_equal(amounts_model.point_masses_, [[-np.inf, np.inf], [0, np.inf]])
+    draws = amounts_model.sample(2000, random_state=0)
+    assert draws[:, 1].min() == 0.0 and 0.3 < np.mean(draws[:, 1] == 0) < 0.7
+    hidden = X.copy()
+    hidden[:, 1] = np.nan
+    completed = amounts_model.sample_conditional(hidden, random_state=0)
+    np.testing.assert_array_equal(completed[:, 0], X[:, 0])
+    assert completed[:, 1].min() == 0.0 and 0.2 < np.mean(completed[:, 1] == 0) < 0.8
+    # A large x makes 0 likelier, given x as given the point.
+    zero_given_x = [np.mean(completed[part, 1] == 0) for part in (X[:, 0] < -0.5, X[:, 0] > 0.5)]
+    assert zero_given_x[1] > zero_given_x[0] + 0.3
+    means = amounts_model.conditional_mean(hidden)
+    assert means[:, 1].min() >= 0.0
+    assert np.mean(means[X[:, 0] > 0.5, 1]) < np.mean(means[X[:, 0] < -0.5, 1])
+    hidden_x = X.copy()
+    hidden_x[:, 0] = np.nan
+    filled = amounts_model.sample_conditional(hidden_x, random_state=0)
+    np.testing.assert_array_equal(filled[:, 1], X[:, 1])
+    # x given the point is larger than x given an amount.
+    assert np.mean(filled[X[:, 1] == 0, 0]) > np.mean(filled[X[:, 1] > 0, 0]) + 0.5
+    rows = np.array([[0.3, 0.0], [0.3, -0.5], [0.3, 0.5]])
+    scores = amounts_model.score_samples(rows)
+    assert scores[0] == scores[1] and scores[0] != scores[2]
+
+
+def test_a_point_mass_at_the_greatest_value_is_censored_there():
+    """The same at the other end: the amount's negative has its point at its
+    greatest value, where draws stop."""
+    X = make_amounts(600, 0) * [1, -1]
+    model = NCEDensity(**{**QUICK, "max_iter": 5}).fit(X)
+    np.testing.assert_array_equal(model.point_masses_[1], [-np.inf, 0.0])
+    draws = model.sample(1000, random_state=0)
+    assert draws[:, 1].max() == 0.0 and 0.3 < np.mean(draws[:, 1] == 0) < 0.7
+
+
+def test_a_model_pickled_before_point_masses_loads(counts_model):
+    """A fitted model whose module held its integers' cell widths as a buffer
+    (before :class:`Cells`) loads and scores as the model it was."""
+    import copy
+
+    X = make_counts(50, 3)
+    old = copy.deepcopy(counts_model)
+    widths = old.module_.cells.widths
+    del old.module_.cells
+    old.module_.register_buffer("cells", widths)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert isinstance(loaded.module_.cells, Cells)
+    np.testing.assert_allclose(loaded.score_samples(X), counts_model.score_samples(X),
+                               rtol=1e-10)
