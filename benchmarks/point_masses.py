@@ -38,7 +38,7 @@ import skebm._nce_model
 from _common import load_statsmodels_table
 from skebm import NCEDensity
 
-TABLES = ("fair", "randhie", "star98")
+TABLES = ("fair", "randhie", "star98", "anes96")
 #: Fair's coded brackets (ages 17.5, 22, 27, ...) are categories, as the user
 #: guide says to pass them: as numbers they would be spikes of a density,
 #: whose narrowing, not the point mass, would decide the comparison.
@@ -55,13 +55,15 @@ def load(name, seed):
 
 
 def split_columns(table, points):
-    """The recipe: each column of ``points`` (``{name: value}``) as a flag,
-    categorical, and its values, NaN at the point."""
+    """The recipe: each column of ``points`` (``{name: its points}``) as a
+    flag, categorical (the point, or "no"), and its values, NaN at a point."""
     table = table.copy()
-    for name, value in points.items():
-        at_point = table[name] == value
-        table[f"{name} at point"] = np.where(at_point, "yes", "no")
-        table[name] = table[name].mask(at_point)
+    for name, values in points.items():
+        flag = np.full(len(table), "no", dtype=object)
+        for value in values:
+            flag[(table[name] == value).to_numpy()] = f"{value:g}"
+        table[f"{name} at point"] = flag
+        table[name] = table[name].mask(flag != "no")
     return table
 
 
@@ -90,7 +92,7 @@ def compare(name, seed):
     params = dict(random_state=seed, **PARAMS.get(name, {}))
     censored, fit_s = fitted(lambda: NCEDensity(**params), train)
     bounds = censored.point_masses_
-    points = {train.columns[j]: bounds[j][np.isfinite(bounds[j])][0]
+    points = {train.columns[j]: bounds[j][np.isfinite(bounds[j])].tolist()
               for j in np.flatnonzero(np.isfinite(bounds).any(1))}
     if not points:
         print(f"| {name} ({seed}) | no point mass at a column's end |", flush=True)
@@ -101,15 +103,17 @@ def compare(name, seed):
     split, split_s = fitted(lambda: NCEDensity(**params), split_columns(train, points))
     censored_scores = censored.score_samples(test)
     split_scores = split.score_samples(split_columns(test, points))
-    at_any = np.column_stack([test[c] == v for c, v in points.items()]).any(1)
+    at_any = np.column_stack([test[c].isin(v) for c, v in points.items()]).any(1)
     draws = as_frame(censored.sample(DRAWS, random_state=seed), train)
     split_draws = as_frame(split.sample(DRAWS, random_state=seed), split_columns(train, points))
     shares = "; ".join(
-        f"{c} = {v:g}: {np.mean(train[c] == v):.3f} / {np.mean(draws[c] == v):.3f} / "
-        f"{np.mean(split_draws[f'{c} at point'] == 'yes'):.3f}" for c, v in points.items())
-    for c in points:  # the recipe's rows back as the table: the point where flagged
-        split_draws[c] = split_draws[c].mask(split_draws.pop(f"{c} at point") == "yes",
-                                             points[c])
+        f"{c} {v:g}: {np.mean(train[c] == v):.3f} / {np.mean(draws[c] == v):.3f} / "
+        f"{np.mean(split_draws[f'{c} at point'] == f'{v:g}'):.3f}"
+        for c, values in points.items() for v in values)
+    for c, values in points.items():  # the recipe's rows as the table: the point where flagged
+        flag = split_draws.pop(f"{c} at point")
+        for v in values:
+            split_draws[c] = split_draws[c].mask(flag == f"{v:g}", v)
     print(f"| {name} ({seed}) | {len(train)}x{train.shape[1]} | "
           f"{censored_scores.mean():.2f} ({censored_scores[at_any].mean():.2f}, "
           f"{censored_scores[~at_any].mean():.2f}) | {fit_s:.1f} | "

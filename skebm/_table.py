@@ -45,15 +45,20 @@ AUTO_LEAST_COUNT = 10
 #: A continuous column whose commonest value holds at least this share of
 #: its observed cells, this many times the next commonest value's and at
 #: least :data:`AUTO_LEAST_COUNT` cells (not a small table's tie), has a
-#: point mass (an amount that is often exactly 0). At the column's least or
-#: greatest value it is modelled as a censored value (:meth:`TableColumns.fit`);
-#: elsewhere a density can only put a spike on it, and ``fit`` warns. Iris's
-#: most repeated measurement holds 19% of its column; Fair's affairs 0 holds
-#: 68% (the next value 2%); diabetes' cholesterol ratio, rounded to whole
-#: numbers in most rows, is 3 in 29%, beside 4 in 24%: rounding, not a point
-#: mass.
+#: point mass between its ends, on which a density can only put a spike:
+#: ``fit`` warns. Iris's most repeated measurement holds 19% of its column;
+#: diabetes' cholesterol ratio, rounded to whole numbers in most rows, is 3
+#: in 29%, beside 4 in 24%: rounding, not a point mass.
 POINT_MASS_SHARE = 0.3
 POINT_MASS_LEAD = 2.0
+#: A column's least or greatest value is a point mass (an amount that is
+#: often exactly 0), modelled as a censored value (:meth:`TableColumns.fit`),
+#: where it holds at least this share of the observed cells,
+#: :data:`POINT_MASS_LEAD` times as many as any value between the ends and
+#: at least :data:`AUTO_LEAST_COUNT`: the end of a measurement's range is no
+#: commoner than its other values, a floor or a ceiling is (Fair's affairs
+#: are 0 in 68% of the rows, the next value in 2%).
+END_POINT_SHARE = 0.1
 #: A continuous column of at most this many distinct values, with at least
 #: :data:`AUTO_LEAST_COUNT` rows a value, is a code (ages in brackets, 17.5,
 #: 22, 27, ...), which a density can only put spikes on: ``fit`` warns.
@@ -383,27 +388,29 @@ class TableColumns:
         return table
 
     def _find_point_masses(self, columns, owner):
-        """Set :attr:`censored` from the continuous columns with a point mass
-        (:data:`POINT_MASS_SHARE`, :data:`POINT_MASS_LEAD`) at an end, and
-        warn, in one message, of those with one elsewhere or with a few
-        values (:data:`FEW_VALUES`): the rows there score a density's
-        spike, not a probability."""
+        """Set :attr:`censored` from the continuous columns' point masses at
+        their ends (:data:`END_POINT_SHARE`), and warn, in one message, of
+        columns with one between their ends (:data:`POINT_MASS_SHARE`) or
+        with a few values (:data:`FEW_VALUES`): the rows there score a
+        density's spike, not a probability."""
         censored = np.tile([-np.inf, np.inf], (len(columns), 1))
         point_masses, codes = [], []
         for j in np.flatnonzero(~self.is_categorical & ~self.is_integer):
             observed = columns[j][~np.isnan(columns[j])]
-            values, counts = np.unique(observed, return_counts=True)
-            ranked = np.sort(counts)[::-1]
-            first, second = ranked[0], ranked[1] if len(ranked) > 1 else 0
-            if first >= max(POINT_MASS_SHARE * len(observed), POINT_MASS_LEAD * second,
-                            AUTO_LEAST_COUNT):
-                point = counts.argmax()
-                if point in (0, len(values) - 1):  # values are sorted
-                    censored[j, int(point > 0)] = values[point]
-                else:
-                    point_masses.append(f"column {self.name(j)} is {_shown(values[point]):.6g} "
-                                        f"in {first / len(observed):.0%}")
-            elif len(values) <= FEW_VALUES and len(observed) >= AUTO_LEAST_COUNT * len(values):
+            values, counts = np.unique(observed, return_counts=True)  # values sorted
+            between = counts[1:-1].max(initial=0)
+            for end in sorted({0, len(values) - 1}):
+                if counts[end] >= max(END_POINT_SHARE * len(observed), POINT_MASS_LEAD * between,
+                                      AUTO_LEAST_COUNT):
+                    censored[j, int(end > 0)] = values[end]
+            commonest = counts.argmax()
+            second = np.sort(counts)[-2] if len(counts) > 1 else 0
+            if 0 < commonest < len(values) - 1 and counts[commonest] >= max(
+                    POINT_MASS_SHARE * len(observed), POINT_MASS_LEAD * second, AUTO_LEAST_COUNT):
+                point_masses.append(f"column {self.name(j)} is {_shown(values[commonest]):.6g} "
+                                    f"in {counts[commonest] / len(observed):.0%}")
+            elif (np.isinf(censored[j]).all() and len(values) <= FEW_VALUES
+                  and len(observed) >= AUTO_LEAST_COUNT * len(values)):
                 codes.append(f"column {self.name(j)} takes {len(values)} values")
         self.censored = censored if np.isfinite(censored).any() else None
         found = []

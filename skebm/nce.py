@@ -81,13 +81,15 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     (``integer_features``) a probability for each integer, a missing cell
     (NaN) is integrated out, in ``fit`` as in ``score_samples``, and
     ``sample_conditional`` fills missing cells from the model's conditional.
-    A continuous column with a point mass (one value in 30% of its cells or
-    more, and in twice as many as any other) at its least or greatest value
-    (an amount often exactly 0) is modelled as censored there [6]_: a row at
-    the point scores the probability of the point, and draws put the mass
-    beyond it on the point. A point mass elsewhere, or a column of a few values (at
-    most 10, a code), gets spikes of density, and ``fit`` warns of it: the
-    user guide's "Prepare the columns" says what to do.
+    A continuous column's least or greatest value, where it fills 10% of the
+    observed cells or more and twice as many as any value between (a floor:
+    an amount often exactly 0), is a point mass, modelled as censored there
+    [6]_: a row at the point scores the probability of the point, and draws
+    put the mass beyond it on the point. A point mass between a column's
+    ends (one value in 30% of its cells or more, twice as many as any
+    other), or a column of a few values (at most 10, a code), gets spikes of
+    density, and ``fit`` warns of it: the user guide's "Prepare the columns"
+    says what to do.
 
     Parameters
     ----------

@@ -1080,6 +1080,24 @@ def test_a_point_mass_at_the_greatest_value_is_censored_there():
     assert draws[:, 1].max() == 0.0 and 0.3 < np.mean(draws[:, 1] == 0) < 0.7
 
 
+def test_a_floor_and_a_ceiling_are_point_masses_where_they_stand_out():
+    """A share that is 0 in 15% of the rows and 1 in 20% has a point mass at
+    each end (twice as common as any value between); a measurement rounded
+    to one decimal whose least value is 12% of the rows, beside 8% for a
+    value between, has none, nor has a column whose least value is 5%."""
+    from skebm._table import TableColumns
+
+    rng = np.random.default_rng(0)
+    share = rng.uniform(0.05, 0.95, size=1000)
+    share[:150], share[150:350] = 0.0, 1.0
+    rounded = np.round(rng.normal(size=1000), 1)
+    rounded[:120] = rounded.min()
+    rounded[120:200] = 0.3
+    floor = np.where(rng.uniform(size=1000) < 0.05, 0.0, rng.exponential(size=1000))
+    table = TableColumns.fit(np.column_stack([share, rounded, floor]), None, None)
+    np.testing.assert_array_equal(table.censored, [[0, 1], [-np.inf, np.inf], [-np.inf, np.inf]])
+
+
 def test_a_model_pickled_before_point_masses_loads(counts_model):
     """A fitted model whose module held its integers' cell widths as a buffer
     (before :class:`Cells`) loads and scores as the model it was."""
