@@ -2,12 +2,13 @@
 user guide's recipe of a flag and a value.
 
 An amount that is exactly 0 in many rows (Fair's affairs, randhie's
-physician visits) is a point mass at the column's least value.
+medical deductibles) is a point mass at the column's least value; a
+column can have one at its greatest value too (randhie's physlm at 1).
 ``NCEDensity()`` finds it and models the column as censored there (a
 row at 0 scores the probability of 0 times the density of its other
 cells; a draw at or below 0 is 0). The recipe the user guide gave before
 (and still gives for a point mass between a column's ends) splits each
-such column in two by hand: a categorical flag (at the point or not) and
+such column in two by hand: a categorical flag (which point, or none) and
 the value, NaN where the flag says it is at the point, its missing cell
 integrated out. Both score a row in the same units, the probability of
 being at the point times the density of the rest, so their held-out
