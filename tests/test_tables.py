@@ -531,6 +531,21 @@ def assert_scored_alike_on_another_device(scores, expected, incomplete):
         np.testing.assert_allclose(scores[rows], expected[rows], rtol=1e-6)
 
 
+def test_gpu_pickle_of_a_point_mass_model_loads_on_cpu_only_machine(amounts_model,
+                                                                    monkeypatch):
+    """A model with point masses, as a GPU-fitted one pickles it, loads on a
+    machine without CUDA and scores as before."""
+    state = amounts_model.__getstate__()
+    state["device_"] = "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    restored = NCEDensity.__new__(NCEDensity)
+    restored.__setstate__(state)
+    test = make_amounts(50, 2)
+    np.testing.assert_allclose(restored.score_samples(test), amounts_model.score_samples(test),
+                               rtol=1e-10)
+    assert restored.sample(200, random_state=0)[:, 1].min() == 0.0
+
+
 def test_gpu_pickle_of_a_table_model_loads_on_cpu_only_machine(fitted, table, monkeypatch):
     state = fitted.__getstate__()
     state["device_"] = "cuda:0"  # as written by a GPU-fitted model
@@ -1096,6 +1111,22 @@ def test_a_floor_and_a_ceiling_are_point_masses_where_they_stand_out():
     floor = np.where(rng.uniform(size=1000) < 0.05, 0.0, rng.exponential(size=1000))
     table = TableColumns.fit(np.column_stack([share, rounded, floor]), None, None)
     np.testing.assert_array_equal(table.censored, [[0, 1], [-np.inf, np.inf], [-np.inf, np.inf]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_point_mass_model_fit_on_gpu_scores_and_draws_like_cpu(unpickled_without_cuda):
+    """Fitted on a GPU, the rows at the point and off it score as the model
+    unpickled on a CPU scores them, and draws there are the point."""
+    X = make_amounts(600, 0)
+    model = NCEDensity(**{**QUICK, "device": "cuda"}).fit(X)
+    assert model.device_.type == "cuda"
+    test = make_amounts(100, 1)
+    restored = unpickled_without_cuda(model)
+    assert restored.device_.type == "cpu"
+    assert_scored_alike_on_another_device(restored.score_samples(test),
+                                          model.score_samples(test), test[:, 1] == 0)
+    draws = model.sample(500, random_state=0)
+    assert draws[:, 1].min() == 0.0 and 0.3 < np.mean(draws[:, 1] == 0) < 0.7
 
 
 def test_a_model_pickled_before_point_masses_loads(counts_model):
