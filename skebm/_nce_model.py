@@ -95,10 +95,14 @@ class Cells(nn.Module):
     censoring points, low and high, -inf and inf where it has none) all of
     the line beyond the point. Training spreads a point's entries over the
     :data:`CENSORED_CELL` next to it. An entry within
-    :data:`CENSORED_TOLERANCE` of its point, or beyond, is at the point."""
+    :data:`CENSORED_TOLERANCE` of its point, or beyond, is at the point;
+    ``censored=None``: no column has a point."""
 
-    def __init__(self, widths, censored):
+    def __init__(self, widths, censored=None):
         super().__init__()
+        if censored is None:
+            censored = torch.tensor([-math.inf, math.inf], dtype=widths.dtype,
+                                    device=widths.device).repeat(len(widths), 1)
         self.register_buffer("widths", widths)
         self.register_buffer("censored", censored)
 
@@ -292,9 +296,7 @@ class NCEModel(MissingCells, nn.Module):
         super().__setstate__(state)
         if "cells" in self._buffers:  # pickled when a buffer held the integers' widths alone
             widths = self._buffers.pop("cells")
-            self.cells = None if widths is None else Cells(widths, torch.tensor(
-                [-math.inf, math.inf], dtype=widths.dtype, device=widths.device).repeat(
-                len(widths), 1))
+            self.cells = None if widths is None else Cells(widths)
 
     def sample(self, n_samples, n_steps, generator):
         """Rows of the model, on ``z``: sampling-importance-resampling from the

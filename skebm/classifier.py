@@ -413,9 +413,10 @@ class NCESoftmaxClassifier(ClassifierMixin, TorchEstimator):
         return SparseBagRows(bags_from_rows(X, device, torch.float32, scale))
 
     def _inference_rows(self, X, rows, mean, scale, device):
-        if dense_enough(X[rows]):  # this chunk's: the paths differ by float64 rounding only
+        chunk = X[rows]
+        if dense_enough(chunk):  # this chunk's: the paths differ by float64 rounding only
             return super()._inference_rows(X, rows, mean, scale, device)
-        return bags_from_rows(X[rows], device, torch.float64, scale)
+        return bags_from_rows(chunk, device, torch.float64, scale)
 
     def _check_model_size(self, n_features, n_rows, target_attributes, device, partial):
         self._check_memory(n_features, len(target_attributes["classes_"]),

@@ -476,13 +476,13 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         if not integer.any() and censored is None:
             return None
         as_tensor = lambda values: torch.as_tensor(values, dtype=Z.dtype, device=Z.device)
-        points = as_tensor([-math.inf, math.inf]).repeat(Z.shape[1], 1)
-        if censored is not None:
+        points = None
+        if censored is not None:  # -inf and inf where a column has no point
             missing = torch.isnan(Z)
             least = torch.where(missing, math.inf, Z).amin(0)
             greatest = torch.where(missing, -math.inf, Z).amax(0)
-            points = torch.where(torch.as_tensor(np.isfinite(censored), device=Z.device),
-                                 torch.stack([least, greatest], 1), points)
+            points = as_tensor(censored)
+            points = torch.where(points.isfinite(), torch.stack([least, greatest], 1), points)
         return Cells(as_tensor(np.where(integer, 1 / scale, 0.0)), points)
 
     def _fit_base(self, Z, generator, choice=None):
