@@ -418,24 +418,45 @@ class MarginalGaussianization(nn.Module):
     def fit_to(cls, data, rng, columns=None, progress=None):
         """Fit to the rows of ``data`` (a float64 numpy array, standardized;
         NaN entries left out), mapping ``columns`` (indices; None: all).
-        ``progress``: called with a short note after each column, or None.
+        ``progress``: called with a short note after each column, or None."""
+        return cls.fit_together(data, [], rng, columns, progress)[0]
 
-        The columns' erfc matrices are large elementwise work, so they take
-        the idle cores the caller's thread limit allows."""
+    @classmethod
+    def fit_together(cls, data, row_sets, rng, columns=None, progress=None):
+        """One map fitted to each of ``row_sets`` (arrays of row indices into
+        ``data``), then one fitted to all of ``data``: a cross-validation's
+        maps of its folds' training rows, and the map of the final fit.
+
+        A column's bandwidth and grid are chosen once, on all its rows, and
+        each kernel is evaluated once; each map sums the kernels of its own
+        rows. Kernel sums are most of a map's fit, so three folds and the
+        final map cost about one map's fit instead of four. The bandwidth a
+        fold's map shares was chosen on rows its scores are later taken on:
+        one number per column, of the leave-one-out kind, against fitting
+        each fold's map apart (the choices and scores compared:
+        benchmarks/RESULTS.md).
+
+        The erfc matrices are large elementwise work, so they take the idle
+        cores the caller's thread limit allows."""
         data = data if columns is None else data[:, columns]
+        members = np.zeros((len(data), len(row_sets) + 1), dtype=bool)
+        for s, rows in enumerate(row_sets):
+            members[rows, s] = True
+        members[:, -1] = True
         grid_points = cls.FINE_POINTS + 2 * cls.TAIL_POINTS
         work = ERFC_MULTIPLY_ADDS * grid_points * min(len(data), cls.KNOT_ROWS)
-        grids, cdfs, survivals = [], [], []
+        fits = []
         with thread_limit(cpu_threads(None, work, torch.device("cpu"))):
             for j, column in enumerate(data.T):
-                grid, cdf, survival = cls._fit_column(column[~np.isnan(column)], rng)
-                grids.append(grid), cdfs.append(cdf), survivals.append(survival)
+                observed = ~np.isnan(column)
+                fits.append(cls._fit_column(column[observed], members[observed], rng))
                 if progress is not None:
                     progress(f"marginal map, column {j + 1} of {data.shape[1]}")
         as_tensor = lambda arrays: torch.as_tensor(np.stack(arrays), dtype=torch.float64,
                                                    device="cpu")
-        return cls(as_tensor(grids), as_tensor(cdfs), as_tensor(survivals),
-                   None if columns is None else list(columns))
+        return [cls(*(as_tensor([fit[s][part] for fit in fits]) for part in range(3)),
+                    None if columns is None else list(columns))
+                for s in range(members.shape[1])]
 
     @classmethod
     def _grid(cls, low, high):
@@ -448,23 +469,31 @@ class MarginalGaussianization(nn.Module):
         ])
 
     @classmethod
-    def _fit_column(cls, column, rng):
-        """(grid, cdf, survival) of one column's map, from its observed values;
-        the identity where there are none (a cross-validation fold's training
-        rows can miss every observed value of a column that has one or two)."""
+    def _fit_column(cls, column, members, rng):
+        """(grid, cdf, survival) of each map of one column, from its observed
+        values and which maps each belongs to (``members``, a boolean array
+        of ``(len(column), n_maps)``): a map without a value is the
+        identity (a cross-validation fold's training rows can miss every
+        observed value of a column that has one or two). The knots are all
+        values, or a random subset leaving about ``KNOT_ROWS`` to each map."""
+        identity = cls._grid(-5.0, 5.0)
+        identity = (identity, special.ndtr(identity), special.ndtr(-identity))
         if len(column) == 0:
-            grid = cls._grid(-5.0, 5.0)
-            return grid, special.ndtr(grid), special.ndtr(-grid)
-        knots = column if len(column) <= cls.KNOT_ROWS else rng.choice(
-            column, cls.KNOT_ROWS, replace=False)
-        bandwidth = max(_loo_bandwidth(knots if len(knots) <= cls.BANDWIDTH_ROWS else
-                                       rng.choice(knots, cls.BANDWIDTH_ROWS, replace=False)),
+            return [identity] * members.shape[1]
+        n_knots = min(len(column), math.ceil(
+            cls.KNOT_ROWS * len(column) / max(members.sum(0).min(), 1)))
+        if n_knots < len(column):
+            chosen = rng.choice(len(column), n_knots, replace=False)
+            column, members = column[chosen], members[chosen]
+        bandwidth = max(_loo_bandwidth(column if len(column) <= cls.BANDWIDTH_ROWS else
+                                       rng.choice(column, cls.BANDWIDTH_ROWS, replace=False)),
                         cls.MIN_BANDWIDTH)
         grid = cls._grid(column.min() - 5 * bandwidth, column.max() + 5 * bandwidth)
-        lower, upper = _kernel_cdf(grid, knots, bandwidth)
+        lower, upper = _kernel_cdf(grid, column, bandwidth, members)
         w, s = cls.DEFENSIVE_WEIGHT, cls.DEFENSIVE_SCALE
-        return (grid, (1 - w) * lower + w * special.ndtr(grid / s),
-                (1 - w) * upper + w * special.ndtr(-grid / s))
+        return [(grid, (1 - w) * lower[m] + w * special.ndtr(grid / s),
+                 (1 - w) * upper[m] + w * special.ndtr(-grid / s)) if members[:, m].any()
+                else identity for m in range(members.shape[1])]
 
     def forward(self, Z):
         """``(U, log_det)``: the map of each row and ``log |dU/dZ|`` (per row,
@@ -591,11 +620,13 @@ def _ndtri_exp(log_p):
     return u
 
 
-def _kernel_cdf(grid, knots, bandwidth):
+def _kernel_cdf(grid, knots, bandwidth, members=None):
     """The distribution and survival functions at ``grid`` of a Gaussian kernel
     density on ``knots``: each kernel's ``Phi(-|t|)`` once (torch's erfc is
     several times scipy's ndtr's speed), its lower tail where ``t < 0`` and
-    its upper where ``t > 0``, each precise where it is small.
+    its upper where ``t > 0``, each precise where it is small. With
+    ``members`` (a boolean array of ``(len(knots), n_sets)``), one density
+    for each set of knots, each a row of the two arrays returned.
 
     The (grid point, knot) matrices are most of a marginal map's fit, so
     they are made a block of grid points at a time (:data:`KERNEL_BLOCK`),
@@ -607,22 +638,35 @@ def _kernel_cdf(grid, knots, bandwidth):
     reaches)."""
     grid = torch.as_tensor(grid, dtype=torch.float64, device="cpu")
     knots = torch.as_tensor(knots, dtype=torch.float64, device="cpu")
-    n_knots = len(knots)
-    lower, upper = torch.empty_like(grid), torch.empty_like(grid)
-    block = max(KERNEL_BLOCK, KERNEL_BLOCK_ENTRIES // max(n_knots, 1))
-    buffer = torch.empty((block, n_knots), dtype=torch.float64, device="cpu")
+    sets = torch.as_tensor(np.ones((len(knots), 1)) if members is None else members,
+                           dtype=torch.float64, device="cpu")
+    knots, order = torch.sort(knots)
+    sets = sets[order]
+    counts = sets.sum(0).clamp_(min=1)
+    # Each set's knots at or below each grid point, counted on the sorted knots (the
+    # kernels of those above the point are the ones whose lower tail, t < 0, it sits in).
+    at_or_below = torch.cat([torch.zeros_like(sets[:1]), torch.cumsum(sets, 0)])[
+        torch.searchsorted(knots, grid, right=True)]
+    lower = torch.empty((len(grid), sets.shape[1]), dtype=torch.float64, device="cpu")
+    upper = torch.empty_like(lower)
+    block = max(KERNEL_BLOCK, KERNEL_BLOCK_ENTRIES // max(len(knots), 1))
+    buffer = torch.empty((block, len(knots)), dtype=torch.float64, device="cpu")
     for start in range(0, len(grid), block):
         rows = slice(start, min(start + block, len(grid)))
-        t = torch.sub(grid[rows, None], knots, out=buffer[:rows.stop - start]).div_(bandwidth)
+        t = torch.sub(grid[rows, None], knots, out=buffer[:rows.stop - start])
+        t.mul_(1 / (bandwidth * math.sqrt(2)))  # (z - knot) / (h sqrt 2)
         below = t < 0
-        tail = torch.special.erfc(t.abs_().div_(math.sqrt(2)).clamp_(max=26.5))  # t is spent
-        tail_below = 0.5 * torch.where(below, tail, 0.0).sum(1)
-        tail_above = 0.5 * tail.sum(1) - tail_below
-        n_below = below.sum(1)
-        n_above = n_knots - n_below
-        lower[rows] = (tail_below + (n_above - tail_above)) / n_knots
-        upper[rows] = (tail_above + (n_below - tail_below)) / n_knots
-    return lower.numpy(), upper.numpy()
+        tail = torch.special.erfc(t.abs_().clamp_(max=26.5))  # t is spent
+        tail_all = 0.5 * tail @ sets
+        tail_below = 0.5 * tail.mul_(below) @ sets
+        tail_above = tail_all - tail_below
+        n_above = at_or_below[rows]
+        n_below = counts - n_above
+        lower[rows] = (tail_below + (n_above - tail_above)) / counts
+        upper[rows] = (tail_above + (n_below - tail_below)) / counts
+    if members is None:
+        return lower[:, 0].numpy(), upper[:, 0].numpy()
+    return lower.T.numpy(), upper.T.numpy()
 
 
 #: The bandwidths :func:`_loo_bandwidth` chooses from, in standard deviations.
@@ -660,30 +704,34 @@ def _loo_bandwidth(values):
 
 
 def _fold_rows(data, folds, marginals, rng, layout, progress):
-    """For each fold: (training rows, held-out rows, log-Jacobian of the
-    held-out rows), mapped by a :class:`MarginalGaussianization` fitted to
-    the fold's training rows when ``marginals``, as they are otherwise."""
+    """``(rows, map of all of data)``. ``rows``: for each fold, (training
+    rows, held-out rows, log-Jacobian of the held-out rows), mapped by a
+    :class:`MarginalGaussianization` fitted to the fold's training rows when
+    ``marginals``, as they are otherwise. The map of all of data (None
+    without ``marginals``) is fitted with the folds' maps, at little more
+    cost (:meth:`MarginalGaussianization.fit_together`)."""
+    if not marginals:
+        return [(data[train], data[test], 0.0) for train, test in folds], None
+    *maps, map_of_all = MarginalGaussianization.fit_together(
+        data, [train for train, _ in folds], rng, _continuous_columns(layout), progress)
     rows = []
-    for train, test in folds:
-        if not marginals:
-            rows.append((data[train], data[test], 0.0))
-            continue
-        transform = MarginalGaussianization.fit_to(data[train], rng, _continuous_columns(layout),
-                                                   progress)
+    for (train, test), transform in zip(folds, maps):
         with torch.no_grad():
             train_rows, _ = transform(torch.as_tensor(data[train], device="cpu"))
             test_rows, log_det = transform(torch.as_tensor(data[test], device="cpu"))
         rows.append((train_rows.numpy(), test_rows.numpy(), log_det.numpy()))
-    return rows
+    return rows, map_of_all
 
 
 def select_base(data, max_components, marginal_options, rng, layout=None, progress=None,
                 min_ridge=0.0):
-    """``(marginals, n_components, ridge)`` of the base with the best held-out
-    log-likelihood on the rows of ``data`` (numpy, standardized; with
-    ``layout``, :class:`TableLayout`, a table of categories too).
-    ``progress``: called with a short note after each map column and each
-    candidate's fits, or None.
+    """``(choice, map)``: ``choice``, ``(marginals, n_components, ridge)``, is
+    the base with the best held-out log-likelihood on the rows of ``data``
+    (numpy, standardized; with ``layout``, :class:`TableLayout`, a table of
+    categories too); ``map``, the :class:`MarginalGaussianization` of all of
+    ``data`` fitted with the folds' maps, or None (no map was tried, or the
+    search saw a subset of the rows). ``progress``: called with a short note
+    after each map column and each candidate's fits, or None.
 
     The candidates: with or without :class:`MarginalGaussianization` (the
     booleans in ``marginal_options``), times full-covariance Gaussian
@@ -701,7 +749,8 @@ def select_base(data, max_components, marginal_options, rng, layout=None, progre
     is precise and the fits cost most); at most :data:`SELECTION_ROWS` rows
     are used.
     """
-    if len(data) > SELECTION_ROWS:
+    subset = len(data) > SELECTION_ROWS
+    if subset:
         data = data[rng.choice(len(data), SELECTION_ROWS, replace=False)]
     splits = KFold(min(3, len(data)), shuffle=True, random_state=rng.randint(2**31 - 1))
     folds = list(splits.split(data))
@@ -709,12 +758,15 @@ def select_base(data, max_components, marginal_options, rng, layout=None, progre
     if len(data) > SPLIT_ROWS:
         folds, grid, patience = folds[:1], COMPONENT_GRID, PATIENCE
     smallest_fold = min(len(train) for train, _ in folds)
-    fold_rows = {marginals: _fold_rows(data, folds, marginals, rng, layout, progress)
-                 for marginals in marginal_options}
+    fold_rows, maps = {}, {}
+    for marginals in marginal_options:
+        fold_rows[marginals], maps[marginals] = _fold_rows(data, folds, marginals, rng, layout,
+                                                           progress)
     with thread_limit(1):  # EM's small products: a second BLAS thread costs more than it saves
         ridges = tuple(ridge for ridge in RIDGE_GRID if ridge >= min_ridge)
-        return _search(fold_rows, grid, patience, smallest_fold, max_components, data.shape[1],
-                       layout, progress, ridges)
+        choice = _search(fold_rows, grid, patience, smallest_fold, max_components, data.shape[1],
+                         layout, progress, ridges)
+    return choice, None if subset else maps.get(True)
 
 
 def _search(fold_rows, grid, patience, smallest_fold, max_components, n_features, layout,
@@ -836,17 +888,20 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
     seed = draw_seed(generator)
     rng = np.random.RandomState(seed)
     data = Z.detach().cpu().to(torch.float64).numpy()
+    transform = None
     if choice is None:
         options = {"auto": (False, True), "kde": (True,), "none": (False,)}[marginals]
         if layout is not None and layout.categorical.all():
             options = (False,)  # no continuous column to map
-        choice = select_base(data, 1 if name == "gaussian" else max_components, options, rng,
-                             layout, progress, min_ridge)
+        choice, transform = select_base(data, 1 if name == "gaussian" else max_components,
+                                        options, rng, layout, progress, min_ridge)
     use_marginals, n_components, ridge = choice
-    transform = None
-    if use_marginals:
-        transform = MarginalGaussianization.fit_to(data, rng, _continuous_columns(layout),
-                                                   progress)
+    if not use_marginals:
+        transform = None
+    else:
+        if transform is None:
+            transform = MarginalGaussianization.fit_to(data, rng, _continuous_columns(layout),
+                                                       progress)
         transform = transform.to(Z.device)
         with torch.no_grad():
             Z = transform(Z)[0]

@@ -155,6 +155,37 @@ def test_kernel_cdf_is_the_exact_kde_distribution_in_both_tails():
         assert (computed[~shown] < 1e-280).all()
 
 
+def test_maps_fitted_together_are_each_the_kernel_density_of_their_own_rows():
+    """Folds' maps fitted together share the bandwidth chosen on all rows;
+    each is the kernel density of its own rows, in both tails, and the map
+    of all rows is the one fitted alone."""
+    from scipy.special import log_ndtr
+
+    from skebm.base_density import _loo_bandwidth
+
+    rng = np.random.RandomState(0)
+    data = rng.gamma(2.0, size=(240, 2))
+    data = (data - data.mean(0)) / data.std(0)
+    folds = [np.arange(0, 160), np.arange(80, 240), np.array([5])]
+    *fold_maps, map_of_all = MarginalGaussianization.fit_together(
+        data, folds, np.random.RandomState(1))
+    alone = MarginalGaussianization.fit_to(data, np.random.RandomState(1))
+    for name in ("grid", "cdf", "survival"):
+        torch.testing.assert_close(getattr(map_of_all, name), getattr(alone, name),
+                                   rtol=1e-12, atol=0)
+    w, s = MarginalGaussianization.DEFENSIVE_WEIGHT, MarginalGaussianization.DEFENSIVE_SCALE
+    for j in range(2):
+        bandwidth = _loo_bandwidth(data[:, j])
+        for rows, fitted in zip(folds, fold_maps):
+            grid = fitted.grid[j].numpy()
+            t = (grid[:, None] - data[rows, j]) / bandwidth
+            for computed, log_terms, sign in ((fitted.cdf, log_ndtr(t), 1),
+                                              (fitted.survival, log_ndtr(-t), -1)):
+                log_kde = np.logaddexp.reduce(log_terms, axis=1) - np.log(len(rows))
+                expected = (1 - w) * np.exp(log_kde) + w * np.exp(log_ndtr(sign * grid / s))
+                np.testing.assert_allclose(computed[j].numpy(), expected, rtol=1e-11)
+
+
 @pytest.mark.parametrize("kind", ["normal", "uniform", "heavy_tails", "rounded", "two_clusters"])
 def test_the_bandwidth_is_the_best_leave_one_out_bandwidth_of_the_grid(kind):
     """The coarse-then-fine search chooses the bandwidth that scoring every
@@ -240,11 +271,11 @@ def test_base_search_stops_growing_the_option_far_behind(monkeypatch):
         return best_ridge(fold_rows, n_components, layout, ridges)
 
     monkeypatch.setattr(base_density, "_best_ridge", spy)
-    choice = base_density.select_base(data, 16, (False, True), np.random.RandomState(0))
+    choice, _ = base_density.select_base(data, 16, (False, True), np.random.RandomState(0))
     assert choice[0] and sizes[False] == [1] and len(sizes[True]) > 1
     monkeypatch.setattr(base_density, "OPTION_MARGIN", math.inf)
     sizes = {False: [], True: []}
-    assert base_density.select_base(data, 16, (False, True), np.random.RandomState(0)) == choice
+    assert base_density.select_base(data, 16, (False, True), np.random.RandomState(0))[0] == choice
     assert len(sizes[False]) > 1
 
 
@@ -360,7 +391,7 @@ def test_the_search_finds_a_ridge_between_the_tiny_and_the_coarse(seed):
     train, test = (train - mean) / scale, (test - mean) / scale
     held_out = lambda ridge: mixture_log_density(
         test, *fit_gaussian_mixture(train, 1, ridge, seed=0)).mean()
-    ridge = select_base(train, 1, (False,), np.random.RandomState(0))[2]
+    ridge = select_base(train, 1, (False,), np.random.RandomState(0))[0][2]
     assert held_out(ridge) > max(map(held_out, np.logspace(-6, -2, 9))) - 0.01
 
 
