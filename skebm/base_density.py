@@ -898,10 +898,10 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
     use_marginals, n_components, ridge = choice
     if not use_marginals:
         transform = None
-    else:
-        if transform is None:
-            transform = MarginalGaussianization.fit_to(data, rng, _continuous_columns(layout),
-                                                       progress)
+    elif transform is None:  # the choice was given, or the search saw a subset of the rows
+        transform = MarginalGaussianization.fit_to(data, rng, _continuous_columns(layout),
+                                                   progress)
+    if transform is not None:
         transform = transform.to(Z.device)
         with torch.no_grad():
             Z = transform(Z)[0]
