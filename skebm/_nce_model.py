@@ -156,12 +156,12 @@ class Cells(nn.Module):
         return torch.clamp(Z, self.censored[:, 0], self.censored[:, 1])
 
 
-#: Width, on ``z`` (standard deviations), of a point mass's cell. Two, not
-#: one: over five splits of randhie's and star98's tables, held-out 0.75 and
-#: 0.24 nats a row ahead, Fair's level, and draws at a point nearer the
-#: data's share; three lost randhie's lead (benchmarks/RESULTS.md). Kernels
-#: and mixture components smooth the step in density at the point, and a
-#: wider, flatter spread makes it smaller.
+#: Width, on ``z`` (standard deviations), of a point mass's cell. Kernels and
+#: mixture components smooth the step in density at the point, moving mass
+#: across it, and a wider, flatter spread makes the step smaller: two, not
+#: one, is ahead on randhie's and star98's tables, level on Fair's, with
+#: draws nearer the data's share at the point; three lost randhie's gain
+#: (benchmarks/RESULTS.md).
 CENSORED_CELL = 2.0
 #: How near its point, on ``z``, an entry is at it (float32's rounding of the
 #: standardized point is far smaller).
