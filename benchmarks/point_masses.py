@@ -1,28 +1,32 @@
-"""Point masses at a column's end: NCEDensity's censored columns against the
-user guide's recipe of a flag and a value.
+"""Point masses: NCEDensity's model of them against the user guide's
+recipe of a flag and a value.
 
 An amount that is exactly 0 in many rows (Fair's affairs, randhie's
 medical deductibles) is a point mass at the column's least value; a
 column can have one at its greatest value too (randhie's physlm at 1).
 ``NCEDensity()`` finds it and models the column as censored there (a
 row at 0 scores the probability of 0 times the density of its other
-cells; a draw at or below 0 is 0). The recipe the user guide gave before
-(and still gives for a point mass between a column's ends) splits each
-such column in two by hand: a categorical flag (which point, or none) and
-the value, NaN where the flag says it is at the point, its missing cell
-integrated out. Both score a row in the same units, the probability of
-being at the point times the density of the rest, so their held-out
-log-likelihoods compare directly.
+cells; a draw at or below 0 is 0). A point mass between a column's ends (a
+return that is exactly 0 on the days an asset did not trade) gets a cell
+of its own inserted in the model's line. The recipe the user guide gave
+before splits each such column in two by hand: a categorical flag (which
+point, or none) and the value, NaN where the flag says it is at the
+point, its missing cell integrated out. Both score a row in the same
+units, the probability of being at the point times the density of the
+rest, so their held-out log-likelihoods compare directly.
 
-Each table as statsmodels gives it (at most 5,000 rows drawn), split 50/50
-by the seed; both models are fitted by their default call to one half
-(Fair's coded brackets passed as categories, :data:`PARAMS`) and score
-the other. Also: the fit times, the share of draws at each
-point against the data's, and the share of drawn rows with a cell beyond
-its column's training range (2,000 draws).
+Each statsmodels table as statsmodels gives it (at most 5,000 rows drawn),
+split 50/50 by the seed; both models are fitted by their default call to
+one half (Fair's coded brackets passed as categories, :data:`PARAMS`) and
+score the other. No table statsmodels or scikit-learn bundles has a point
+mass between a column's ends, so two synthetic tables stand for them
+(:func:`synthetic`): ``returns`` and ``ratios``. Also: the fit times, the
+share of draws at each point against the data's, and the share of drawn
+rows with a cell beyond its column's training range (2,000 draws).
 
-Run: ``python benchmarks/point_masses.py [--tables fair randhie star98]
-[--seeds 0 1]`` (``pip install statsmodels``, a benchmark-only dependency).
+Run: ``python benchmarks/point_masses.py [--tables fair randhie star98
+returns ratios] [--seeds 0 1]`` (``pip install statsmodels``, a
+benchmark-only dependency).
 """
 
 import argparse
@@ -39,7 +43,8 @@ import skebm._nce_model
 from _common import load_statsmodels_table
 from skebm import NCEDensity
 
-TABLES = ("fair", "randhie", "star98", "anes96")
+TABLES = ("fair", "randhie", "star98", "anes96", "returns", "ratios")
+SYNTHETIC_ROWS = 4000
 #: Fair's coded brackets (ages 17.5, 22, 27, ...) are categories, as the user
 #: guide says to pass them: as numbers they would be spikes of a density,
 #: whose narrowing, not the point mass, would decide the comparison.
@@ -48,7 +53,33 @@ MAX_ROWS = 5000
 DRAWS = 2000
 
 
+def synthetic(name, seed):
+    """``returns``: daily returns of four assets (Student's t with 4 degrees
+    of freedom, correlation 0.5 between each pair, 1% a day), each exactly
+    0 on the days it did not trade (a third of the days, the less liquid
+    assets more often; the market's idle days, 10%, for all at once): a
+    point mass between each column's ends. ``ratios``: x, and a ratio
+    exactly 1 in about 40% of the rows, likelier the larger x, normal
+    around 1 + x / 2 otherwise, beside a third column that depends on both."""
+    rng = np.random.default_rng(seed)
+    n = SYNTHETIC_ROWS
+    if name == "returns":
+        correlation = np.full((4, 4), 0.5) + 0.5 * np.eye(4)
+        normal = rng.multivariate_normal(np.zeros(4), correlation, size=n)
+        t = normal / np.sqrt(rng.chisquare(4, size=(n, 1)) / 4) * 0.01 / np.sqrt(2)
+        idle = (rng.uniform(size=(n, 4)) < [0.2, 0.25, 0.3, 0.35]) | (
+            rng.uniform(size=(n, 1)) < 0.1)
+        return pd.DataFrame(np.where(idle, 0.0, t), columns=["a", "b", "c", "d"])
+    x = rng.normal(size=n)
+    at_one = rng.uniform(size=n) < 0.8 / (1 + np.exp(-2 * x))
+    ratio = np.where(at_one, 1.0, rng.normal(1 + x / 2, 0.5))
+    return pd.DataFrame({"x": x, "ratio": ratio,
+                         "y": x * ratio + rng.normal(scale=0.3, size=n)})
+
+
 def load(name, seed):
+    if name in ("returns", "ratios"):
+        return train_test_split(synthetic(name, seed), test_size=0.5, random_state=seed)
     table = load_statsmodels_table(name).select_dtypes(exclude=["datetime"])
     if len(table) > MAX_ROWS:
         table = table.sample(MAX_ROWS, random_state=seed)
@@ -92,11 +123,11 @@ def compare(name, seed):
     train, test = load(name, seed)
     params = dict(random_state=seed, **PARAMS.get(name, {}))
     censored, fit_s = fitted(lambda: NCEDensity(**params), train)
-    bounds = censored.point_masses_
+    bounds = np.column_stack([censored.point_masses_, censored.inner_point_masses_])
     points = {train.columns[j]: bounds[j][np.isfinite(bounds[j])].tolist()
               for j in np.flatnonzero(np.isfinite(bounds).any(1))}
     if not points:
-        print(f"| {name} ({seed}) | no point mass at a column's end |", flush=True)
+        print(f"| {name} ({seed}) | no point mass |", flush=True)
         return
     flags = [f"{c} at point" for c in points]
     if "categorical_features" in params:
@@ -135,9 +166,9 @@ def main():
         skebm._nce_model.CENSORED_CELL = args.cell
     print(f"cell {skebm._nce_model.CENSORED_CELL}, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}\n")
-    print("| table (seed) | training rows | censored: held-out nats (rows at a point, others) "
+    print("| table (seed) | training rows | modelled: held-out nats (rows at a point, others) "
           "| fit s | flag and value: held-out nats (the same) | fit s | share at each point: "
-          "data / censored / flag | drawn rows beyond the range: censored / flag |")
+          "data / modelled / flag | drawn rows beyond the range: modelled / flag |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.tables:
         for seed in args.seeds:

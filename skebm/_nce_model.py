@@ -10,7 +10,7 @@ from torch import nn
 from ._missing import MissingCells
 from .samplers import metropolis_adjusted_langevin, sampling_importance_resampling
 
-__all__ = ["Cells", "NCEModel", "Snapshot", "cell_offsets", "dequantized"]
+__all__ = ["Cells", "NCEModel", "Snapshot", "cell_offsets", "dequantized", "inner_cell_width"]
 
 #: Step size of the Metropolis-adjusted Langevin moves (of ``sample`` and of
 #: the snapshot's pool), in the base's standardized units.
@@ -91,20 +91,26 @@ class Snapshot(nn.Module):
 class Cells(nn.Module):
     """The cells of values that a table's entries stand for, on ``z``: an
     integer's (``widths``: each column's cell width, 0 where it holds no
-    integers) around it, and a point mass's (``censored``: each column's
-    censoring points, low and high, -inf and inf where it has none) all of
-    the line beyond the point. Training spreads a point's entries over the
-    :data:`CENSORED_CELL` next to it. An entry within
-    :data:`CENSORED_TOLERANCE` of its point, or beyond, is at the point;
-    ``censored=None``: no column has a point."""
+    integers) around it, a point mass's at a column's end (``censored``:
+    each column's censoring points, low and high, -inf and inf where it has
+    none) all of the line beyond the point, and a point mass's between a
+    column's ends (``inner``: each column's point, NaN where it has none;
+    None: no column has one) a cell of width :data:`CENSORED_CELL` that the
+    model's line gets inserted above the point: the entries above it lie
+    that much higher there (:meth:`lifted`). Training spreads a point's
+    entries over the :data:`CENSORED_CELL` next to it. An entry within
+    :data:`CENSORED_TOLERANCE` of its point, or beyond an end's, is at the
+    point; ``censored=None``: no column has a point at an end."""
 
-    def __init__(self, widths, censored=None):
+    def __init__(self, widths, censored=None, inner=None, inner_widths=None):
         super().__init__()
         if censored is None:
             censored = torch.tensor([-math.inf, math.inf], dtype=widths.dtype,
                                     device=widths.device).repeat(len(widths), 1)
         self.register_buffer("widths", widths)
         self.register_buffer("censored", censored)
+        self.register_buffer("inner", inner)
+        self.register_buffer("inner_widths", inner_widths)
 
     def spread(self, Z, offsets):
         """``Z`` with each entry moved within its cell, ``offsets`` (of
@@ -121,39 +127,83 @@ class Cells(nn.Module):
     def at_points(self, Z):
         """Where an entry of ``Z`` is at a point mass (boolean, ``Z``'s shape)."""
         low, high = self.at_points_by_side(Z)
-        return low | high
+        return low | high | self.at_inner_points(Z)
 
     def at_points_by_side(self, Z):
-        """``(at the low point, at the high point)``, each as :meth:`at_points`."""
+        """``(at the low point, at the high point)`` of a column's ends, each
+        as :meth:`at_points`."""
         return (Z <= self.censored[:, 0] + CENSORED_TOLERANCE,
                 Z >= self.censored[:, 1] - CENSORED_TOLERANCE)
+
+    def at_inner_points(self, Z):
+        """Where an entry of ``Z`` is at a point mass between its column's ends."""
+        if self._inner() is None:
+            return torch.zeros(Z.shape, dtype=torch.bool, device=Z.device)
+        return (Z - self.inner).abs() <= CENSORED_TOLERANCE
+
+    def lifted(self, Z):
+        """``Z`` on the model's line: each entry above its column's inner
+        point moved up by the point's cell (the point's own entries are
+        moved into the cell by :meth:`spread` and :meth:`points`)."""
+        if self._inner() is None:
+            return Z
+        return Z + self.inner_widths * (Z > self.inner + CENSORED_TOLERANCE).to(Z.dtype)
+
+    def unlifted(self, Z):
+        """Rows of the model's line back on ``z``: an entry in an inner
+        point's cell on the point, one above the cell moved down by it."""
+        if self._inner() is None:
+            return Z
+        above = Z - self.inner
+        in_cell = (above >= 0) & (above <= self.inner_widths)
+        Z = torch.where(above > self.inner_widths, Z - self.inner_widths, Z)
+        return torch.where(in_cell, self.inner.to(Z.dtype).expand_as(Z), Z)
 
     def points(self, Z, offsets):
         """``(copies, log_weights)``: a copy of each row of ``Z`` for each row
         of ``offsets`` (:func:`cell_offsets`; a row's copies consecutive),
         each integer moved within its cell by its offset, each entry at a
-        point mass moved beyond it to the quantile at ``offset + 1/2`` of an
-        exponential distribution of mean :data:`CENSORED_CELL`; and each
-        copy's log importance weight, minus the log of those exponential
-        densities. The mean over a row's copies of density times weight is
-        an unbiased estimate of its mass over its cells, all the mass beyond
-        a point included, as ``sample`` puts it on the point."""
+        point mass at an end moved beyond it to the quantile at ``offset +
+        1/2`` of an exponential distribution of mean :data:`CENSORED_CELL`,
+        each one at an inner point moved within its cell by its offset; and
+        each copy's log importance weight, minus the log of those
+        exponential (and uniform) densities. The mean over a row's copies of
+        density times weight is an unbiased estimate of its mass over its
+        cells, all the mass beyond a point at an end included, as ``sample``
+        puts it on the point."""
         depth = -torch.log1p(-(offsets + 0.5)) * CENSORED_CELL
         moved = self._moved(Z[:, None, :], offsets, depth)
-        log_weights = torch.where(self.at_points(Z)[:, None, :],
-                                  math.log(CENSORED_CELL) + depth / CENSORED_CELL, 0.0).sum(2)
+        low, high = self.at_points_by_side(Z)
+        log_weights = torch.where((low | high)[:, None, :],
+                                  math.log(CENSORED_CELL) + depth / CENSORED_CELL, 0.0)
+        if self._inner() is not None:
+            log_weights = torch.where(self.at_inner_points(Z)[:, None, :],
+                                      torch.log(self.inner_widths), log_weights)
+        log_weights = log_weights.sum(2)
         return moved.reshape(-1, Z.shape[1]), log_weights.reshape(-1)
 
     def _moved(self, Z, offsets, depth):
-        """``Z`` with each integer moved by its offset times its cell's width,
-        and each entry at a point mass ``depth`` beyond the point."""
+        """``Z`` on the model's line, with each integer moved by its offset
+        times its cell's width, each entry at a point mass at an end
+        ``depth`` beyond the point, and each one at an inner point moved
+        within its cell by its offset."""
         low, high = self.at_points_by_side(Z)
-        moved = torch.where(low, self.censored[:, 0] - depth, Z + offsets * self.widths)
-        return torch.where(high, self.censored[:, 1] + depth, moved)
+        moved = torch.where(low, self.censored[:, 0] - depth,
+                            self.lifted(Z) + offsets * self.widths)
+        moved = torch.where(high, self.censored[:, 1] + depth, moved)
+        if self._inner() is None:
+            return moved
+        return torch.where(self.at_inner_points(Z), self.inner + (offsets + 0.5) * self.inner_widths,
+                           moved)
 
     def on_points(self, Z):
-        """Rows of ``z`` with each entry beyond a point mass put on it."""
-        return torch.clamp(Z, self.censored[:, 0], self.censored[:, 1])
+        """Rows of the model's line back on ``z`` (:meth:`unlifted`), with
+        each entry beyond a point mass at an end put on it."""
+        return torch.clamp(self.unlifted(Z), self.censored[:, 0], self.censored[:, 1])
+
+    def _inner(self):
+        # getattr: Cells pickled before inner points were modelled have none.
+        return getattr(self, "inner", None)
 
 
 #: Width, on ``z`` (standard deviations), of a point mass's cell. Kernels and
@@ -166,6 +216,26 @@ CENSORED_CELL = 2.0
 #: How near its point, on ``z``, an entry is at it (float32's rounding of the
 #: standardized point is far smaller).
 CENSORED_TOLERANCE = 1e-5
+
+
+#: Half-width, on ``z``, of the neighbourhood of an inner point mass whose
+#: other values measure the column's density next to it, and the bounds of
+#: its cell's width (:func:`inner_cell_width`).
+INNER_NEIGHBOURHOOD = 0.25
+INNER_CELL_BOUNDS = (0.25, 2.0)
+
+
+def inner_cell_width(column, point):
+    """The width, on ``z``, of the cell of the inner point mass ``point`` of
+    the training values ``column`` (NaN for a missing cell): the width over
+    which the point's rows, spread evenly, have the density of the column's
+    other values next to it, so that the model's line has no step at the
+    cell's edges, within :data:`INNER_CELL_BOUNDS`."""
+    offset = (column[~torch.isnan(column)] - point).abs()
+    at_point = int((offset <= CENSORED_TOLERANCE).sum())
+    near = int(((offset > CENSORED_TOLERANCE) & (offset <= INNER_NEIGHBOURHOOD)).sum())
+    low, high = INNER_CELL_BOUNDS
+    return high if near == 0 else min(max(at_point * 2 * INNER_NEIGHBOURHOOD / near, low), high)
 
 
 def dequantized(Z, cells, generator):
@@ -274,27 +344,39 @@ class NCEModel(MissingCells, nn.Module):
         return super().train(mode)
 
     def _conditioning(self, Z):
-        """``(Z, log_constraint)``: rows ``Z`` with each known entry at a point
-        mass made free, and the function that rules out (log weight -inf)
-        each completion (on ``u``) that puts such an entry short of its
-        point, so that a row is conditioned on being at the point (all the
-        mass beyond it), not on a value there; None where no entry is at
-        one."""
-        at_low, at_high = (None, None) if self.cells is None else self.cells.at_points_by_side(Z)
-        if at_low is None or not (at_low | at_high).any():
+        """``(Z, log_constraint)``: rows ``Z`` on the model's line, with each
+        known entry at a point mass made free, and the function that rules
+        out (log weight -inf) each completion (on ``u``) that puts such an
+        entry outside its point's cell (short of a point at an end, or off
+        an inner point's cell), so that a row is conditioned on being at the
+        point (all the mass of its cell), not on a value there; None where
+        no entry is at one."""
+        if self.cells is None:
             return Z, None
+        at_low, at_high = self.cells.at_points_by_side(Z)
+        at_inner = self.cells.at_inner_points(Z)
+        lifted = self.cells.lifted(Z)
+        if not (at_low | at_high | at_inner).any():
+            return lifted, None
         censored = self.cells.censored
-        points, _ = self.latent(torch.where(torch.isinf(censored), 0.0, censored).T.to(Z.dtype))
+        ends, _ = self.latent(torch.where(torch.isinf(censored), 0.0, censored).T.to(Z.dtype))
+        inner = self.cells._inner()
+        if inner is not None:  # the ends of each inner point's cell, on u
+            inner = torch.nan_to_num(inner.to(Z.dtype))
+            cell, _ = self.latent(torch.stack([inner, inner + self.cells.inner_widths]))
 
         def log_constraint(completed):
-            short = ((at_low[:, None, :] & (completed > points[0]))
-                     | (at_high[:, None, :] & (completed < points[1])))
+            short = ((at_low[:, None, :] & (completed > ends[0]))
+                     | (at_high[:, None, :] & (completed < ends[1])))
+            if inner is not None:
+                short |= at_inner[:, None, :] & ((completed < cell[0]) | (completed > cell[1]))
             return torch.where(short.any(2), -math.inf, 0.0).to(completed.dtype)
 
-        return torch.where(at_low | at_high, torch.nan, Z), log_constraint
+        return torch.where(at_low | at_high | at_inner, torch.nan, lifted), log_constraint
 
     def _on_points(self, Z):
-        """Rows of ``z`` with each entry beyond a point mass put on it."""
+        """Rows of the model's line back on ``z``, each entry beyond a point
+        mass at an end put on it (:meth:`Cells.on_points`)."""
         return Z if self.cells is None else self.cells.on_points(Z)
 
     def __setstate__(self, state):
@@ -327,7 +409,8 @@ class NCEModel(MissingCells, nn.Module):
             U, _ = metropolis_adjusted_langevin(
                 self.latent_log_density, U, n_steps, MALA_STEP_SIZE, generator, mask=mask)
         with torch.no_grad():
-            return self.from_latent(U)
+            Z = self.from_latent(U)
+            return Z if self.cells is None else self.cells.unlifted(Z)
 
     def _categorical_columns(self):
         """``(column, number of categories)`` of each categorical column."""

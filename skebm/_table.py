@@ -45,10 +45,10 @@ AUTO_LEAST_COUNT = 10
 #: A continuous column whose commonest value holds at least this share of
 #: its observed cells, this many times the next commonest value's and at
 #: least :data:`AUTO_LEAST_COUNT` cells (not a small table's tie), has a
-#: point mass between its ends, on which a density can only put a spike:
-#: ``fit`` warns. Iris's most repeated measurement holds 19% of its column;
-#: diabetes' cholesterol ratio, rounded to whole numbers in most rows, is 3
-#: in 29%, beside 4 in 24%: rounding, not a point mass.
+#: point mass between its ends, modelled as a cell of its own
+#: (:meth:`TableColumns.fit`). Iris's most repeated measurement holds 19%
+#: of its column; diabetes' cholesterol ratio, rounded to whole numbers in
+#: most rows, is 3 in 29%, beside 4 in 24%: rounding, not a point mass.
 POINT_MASS_SHARE = 0.3
 POINT_MASS_LEAD = 2.0
 #: A column's least or greatest value is a point mass (an amount that is
@@ -63,6 +63,10 @@ END_POINT_SHARE = 0.1
 #: :data:`AUTO_LEAST_COUNT` rows a value, is a code (ages in brackets, 17.5,
 #: 22, 27, ...), which a density can only put spikes on: ``fit`` warns.
 FEW_VALUES = 10
+#: A drawn value within this many of its column's standard deviations of an
+#: inner point mass is the point: the model works in float32 on standardized
+#: values, where the point comes back within about 1e-7 of them.
+INNER_POINT_REACH = 1e-5
 
 
 def _is_frame(X):
@@ -314,10 +318,14 @@ class TableColumns:
         entry) or its greatest (second), -inf and inf where it has none
         (None: no column has one). The column is modelled as censored
         there: see :meth:`fit`.
+    inner : ndarray of float, shape (n_features,) or None
+        Each continuous column's point mass between its least and greatest
+        values, NaN where it has none (None: no column has one); see
+        :meth:`fit`.
     """
 
     def __init__(self, is_categorical, categories, names=None, is_integer=None, dtypes=None,
-                 is_found=None, censored=None):
+                 is_found=None, censored=None, inner=None):
         self.is_categorical = np.asarray(is_categorical, dtype=bool)
         self.categories = categories
         self.names = names
@@ -327,14 +335,14 @@ class TableColumns:
         self.is_found = np.asarray(is_found if is_found is not None
                                    else np.zeros_like(self.is_categorical), dtype=bool)
         self.censored = censored
+        self.inner = inner
 
     @classmethod
     def fit(cls, X, categorical_features, integer_features=None, owner="The model"):
         """Resolve ``categorical_features`` and ``integer_features`` on the
         training table ``X`` and collect each categorical column's categories
         (missing cells left out); find the continuous columns with a point
-        mass, and warn, in the name of ``owner``, of those it is not at an
-        end of (and of codes).
+        mass, and warn, in the name of ``owner``, of codes.
 
         A point mass at a column's least value (an amount that is often
         exactly 0) is read as a censored value, as in a Tobit model [1]_:
@@ -342,7 +350,11 @@ class TableColumns:
         there is the point's probability; a draw there is put on the point.
         So a row at the point scores the probability of its point times the
         density of its other cells, and no draw lies beyond it. Likewise at
-        the greatest value.
+        the greatest value. A point mass between a column's ends is the same
+        idea inside the column: the model's line gets a cell inserted just
+        above the point, whose mass is the point's probability, and the
+        column's values above the point are moved up by the cell; a draw in
+        the cell is put on the point.
 
         References
         ----------
@@ -389,12 +401,13 @@ class TableColumns:
 
     def _find_point_masses(self, columns, owner):
         """Set :attr:`censored` from the continuous columns' point masses at
-        their ends (:data:`END_POINT_SHARE`), and warn, in one message, of
-        columns with one between their ends (:data:`POINT_MASS_SHARE`) or
-        with a few values (:data:`FEW_VALUES`): the rows there score a
-        density's spike, not a probability."""
+        their ends (:data:`END_POINT_SHARE`) and :attr:`inner` from those
+        between their ends (:data:`POINT_MASS_SHARE`), and warn, in one
+        message, of columns of a few values (:data:`FEW_VALUES`): the rows
+        there score a density's spike, not a probability."""
         censored = np.tile([-np.inf, np.inf], (len(columns), 1))
-        point_masses, codes = [], []
+        inner, reach = np.full(len(columns), np.nan), np.zeros(len(columns))
+        codes = []
         for j in np.flatnonzero(~self.is_categorical & ~self.is_integer):
             observed = columns[j][~np.isnan(columns[j])]
             values, counts = np.unique(observed, return_counts=True)  # values sorted
@@ -407,26 +420,21 @@ class TableColumns:
             second = np.sort(counts)[-2] if len(counts) > 1 else 0
             if 0 < commonest < len(values) - 1 and counts[commonest] >= max(
                     POINT_MASS_SHARE * len(observed), POINT_MASS_LEAD * second, AUTO_LEAST_COUNT):
-                point_masses.append(f"column {self.name(j)} is {_shown(values[commonest]):.6g} "
-                                    f"in {counts[commonest] / len(observed):.0%}")
+                inner[j] = values[commonest]  # no end can then be a point mass
+                reach[j] = INNER_POINT_REACH * observed.std()
             elif (np.isinf(censored[j]).all() and len(values) <= FEW_VALUES
                   and len(observed) >= AUTO_LEAST_COUNT * len(values)):
                 codes.append(f"column {self.name(j)} takes {len(values)} values")
         self.censored = censored if np.isfinite(censored).any() else None
-        found = []
-        if point_masses:
-            found.append(f"a continuous column has a point mass between its least and "
-                         f"greatest values ({'; '.join(point_masses)} of its observed cells)")
+        self.inner = inner if np.isfinite(inner).any() else None
+        self.inner_reach = reach
         if codes:
-            found.append(f"a continuous column takes only a few values, a code rather than a "
-                         f"measurement ({'; '.join(codes)})")
-        if found:
             warnings.warn(
-                f"{owner}: {'; and '.join(found)}. A density can only put a spike on such a "
+                f"{owner}: a continuous column takes only a few values, a code rather than a "
+                f"measurement ({'; '.join(codes)}). A density can only put a spike on such a "
                 "value: those rows score a density that grows as the spike narrows, not a "
-                "probability. Mark a column of few values in categorical_features; split "
-                "another into a categorical flag and its values, NaN where the flag marks the "
-                "point (user guide, 'Prepare the columns').", UserWarning)
+                "probability. Mark a column of few values in categorical_features (user "
+                "guide, 'Prepare the columns').", UserWarning)
 
     def _integer_columns(self, spec, columns, dtypes):
         """The mask of ``integer_features`` (after the categorical columns,
@@ -576,15 +584,20 @@ class TableColumns:
 
     def snapped(self, rows):
         """Drawn rows (values and codes) with their integer columns rounded
-        to the integer whose cell the draw fell in, and each draw beyond a
-        point mass (:attr:`censored`) put on it."""
-        # getattr: a table pickled before censored was kept has none.
-        censored = getattr(self, "censored", None)
-        if self.is_integer.any() or censored is not None:
+        to the integer whose cell the draw fell in, each draw beyond a
+        point mass at an end (:attr:`censored`) put on it, and each draw
+        that the model put on an inner point (:attr:`inner`), which comes
+        back from the standardization within rounding of it, put on it
+        exactly."""
+        # getattr: a table pickled before censored (inner) was kept has none.
+        censored, inner = getattr(self, "censored", None), getattr(self, "inner", None)
+        if self.is_integer.any() or censored is not None or inner is not None:
             rows = rows.copy()
             rows[:, self.is_integer] = np.round(rows[:, self.is_integer])
             if censored is not None:
                 rows = np.clip(rows, censored[:, 0], censored[:, 1])
+            if inner is not None:
+                rows = np.where(np.abs(rows - inner) <= self.inner_reach, inner, rows)
         return rows
 
     def mean_levels(self):

@@ -18,7 +18,7 @@ from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_
                        TRAINING_CANDIDATES, ConditionalMeanMixin, common_generator,
                        missing_draws, observed_log_density)
 from ._mixture import CommonDraws
-from ._nce_model import Cells, NCEModel, Snapshot, cell_offsets, dequantized
+from ._nce_model import Cells, NCEModel, Snapshot, cell_offsets, dequantized, inner_cell_width
 from ._rows import RowsWith
 from ._runtime import make_generator
 from .base_density import TableLayout, fit_base
@@ -87,9 +87,11 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     [6]_: a row at the point scores the probability of the point, and draws
     put the mass beyond it on the point. A point mass between a column's
     ends (one value in 30% of its cells or more, twice as many as any
-    other), or a column of a few values (at most 10, a code), gets spikes of
-    density, and ``fit`` warns of it: the user guide's "Prepare the columns"
-    says what to do.
+    other) is the same idea inside the column: the model's line gets a cell
+    inserted above the point, whose mass is the point's probability, and
+    the values above it are moved up by the cell. A column of a few values
+    (at most 10, a code) gets spikes of density, and ``fit`` warns of it:
+    the user guide's "Prepare the columns" says what to do.
 
     Parameters
     ----------
@@ -267,6 +269,9 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     point_masses_ : ndarray of shape (`n_features_in_`, 2)
         Each column's point mass at its least value (first entry) and at
         its greatest (second), modelled as censored there; -inf and inf
+        where it has none.
+    inner_point_masses_ : ndarray of shape (`n_features_in_`,)
+        Each column's point mass between its least and greatest values, NaN
         where it has none.
     device_ : torch.device
         Device the model was fitted on.
@@ -471,19 +476,30 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
     def _cells(self, Z, scale):
         """The :class:`Cells` of the table's integers and point masses on the
         training rows ``Z``, or None. A point mass at a column's end is its
-        least or greatest value, on ``Z`` as in the data."""
-        integer, censored = self._table.is_integer, self._table.censored
-        if not integer.any() and censored is None:
+        least or greatest value, one between the ends its commonest value,
+        on ``Z`` as in the data."""
+        table = self._table
+        integer, censored = table.is_integer, table.censored
+        inner = getattr(table, "inner", None)  # a table pickled before inner points has none
+        if not integer.any() and censored is None and inner is None:
             return None
         as_tensor = lambda values: torch.as_tensor(values, dtype=Z.dtype, device=Z.device)
-        points = None
+        points = inner_points = inner_widths = None
         if censored is not None:  # -inf and inf where a column has no point
             missing = torch.isnan(Z)
             least = torch.where(missing, math.inf, Z).amin(0)
             greatest = torch.where(missing, -math.inf, Z).amax(0)
             points = as_tensor(censored)
             points = torch.where(points.isfinite(), torch.stack([least, greatest], 1), points)
-        return Cells(as_tensor(np.where(integer, 1 / scale, 0.0)), points)
+        if inner is not None:  # NaN (and width 0) where a column has no point
+            inner_points = as_tensor(np.full(Z.shape[1], np.nan))
+            inner_widths = as_tensor(np.zeros(Z.shape[1]))
+            for j in np.flatnonzero(np.isfinite(inner)):
+                values, counts = torch.unique(Z[:, j][~torch.isnan(Z[:, j])], return_counts=True)
+                inner_points[j] = values[counts.argmax()]
+                inner_widths[j] = inner_cell_width(Z[:, j], inner_points[j])
+        return Cells(as_tensor(np.where(integer, 1 / scale, 0.0)), points, inner_points,
+                     inner_widths)
 
     def _fit_base(self, Z, generator, choice=None):
         """(marginal map or None, base, proposal, choice) fitted to ``Z``;
@@ -531,6 +547,13 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         censored = getattr(self._table, "censored", None)
         return (np.tile([-np.inf, np.inf], (self.n_features_in_, 1)) if censored is None
                 else censored.copy())
+
+    @property
+    def inner_point_masses_(self):
+        self._check_fitted()
+        # getattr: a table pickled before inner points were modelled has none.
+        inner = getattr(self._table, "inner", None)
+        return np.full(self.n_features_in_, np.nan) if inner is None else inner.copy()
 
     def _multiply_adds_per_row(self, n_features):
         # Inference: the fitted network and base, whatever set_params did since.
@@ -670,7 +693,7 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
         value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
         in_cells = module.cells.holds(Z)
         if not in_cells.all():  # rows off their point masses: densities, no cells
-            value[~in_cells] = observed_log_density(module, Z[~in_cells],
+            value[~in_cells] = observed_log_density(module, module.cells.lifted(Z[~in_cells]),
                                                     missing_draws(Z, generator))
         inside = torch.nonzero(in_cells).squeeze(1)
         errors = torch.zeros(len(inside), dtype=Z.dtype, device=Z.device)

@@ -984,15 +984,15 @@ def test_an_unseen_year_is_named_as_the_user_wrote_it():
         model.score_samples(X.head(2).assign(year=2010))
 
 
-def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
+def test_point_masses_are_found_and_codes_named_in_a_warning():
     """A measurement that is exactly 1 in 40% of the rows, between its least
-    and greatest values, gets a density's spike; fit says which column and
-    how much, as of ages coded in six brackets. An amount that is 0 in 60%
-    of the rows, its least value, is modelled (censored there) and not
-    named. Counts with as many zeros (integer columns, a probability each),
-    iris's most repeated measurement (19% of its column) and diabetes'
-    cholesterol ratio, rounded to whole numbers (3 in 29% of the rows, 4 in
-    24%), are no point masses."""
+    and greatest values, has an inner point mass; an amount that is 0 in
+    60% of the rows, its least value, one at its end; neither is warned of.
+    Ages coded in six brackets are named in a warning. Counts with as many
+    zeros (integer columns, a probability each), iris's most repeated
+    measurement (19% of its column) and diabetes' cholesterol ratio,
+    rounded to whole numbers (3 in 29% of the rows, 4 in 24%), are no point
+    masses."""
     from sklearn.datasets import load_diabetes, load_iris
     from sklearn.model_selection import train_test_split
 
@@ -1000,25 +1000,28 @@ def test_a_continuous_column_with_a_point_mass_is_named_in_a_warning():
     amount = np.where(rng.uniform(size=300) < 0.6, 0.0, rng.exponential(size=300))
     counts = np.where(rng.uniform(size=300) < 0.6, 0, rng.poisson(3, size=300))
     ratio = np.where(rng.uniform(size=300) < 0.4, 1.0, rng.normal(1.0, 0.3, size=300))
-    frame = pd.DataFrame({"x": rng.normal(size=300), "ratio": ratio, "count": counts})
+    frame = pd.DataFrame({"x": rng.normal(size=300), "ratio": ratio, "count": counts,
+                          "amount": amount})
 
-    def point_mass_warnings(X):
+    def fitted(X):
+        """(the model, the messages of its warnings of spikes)."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
-        return [str(w.message) for w in caught if "can only put a spike" in str(w.message)]
+            model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
+        return model, [str(w.message) for w in caught if "can only put a spike" in str(w.message)]
 
-    [message] = point_mass_warnings(frame)
-    assert f"(column 'ratio' is 1 in {np.mean(ratio == 1):.0%} of its observed cells)" in message
-    assert point_mass_warnings(frame.drop(columns="ratio")) == []
-    assert point_mass_warnings(frame.drop(columns="ratio").assign(amount=amount)) == []
-    assert point_mass_warnings(load_iris().data) == []
-    diabetes = load_diabetes(scaled=False).data
-    for seed in range(3):  # halves where 3 holds 31% of the ratio's cells warned before
-        assert point_mass_warnings(train_test_split(diabetes, test_size=0.5,
-                                                    random_state=seed)[0]) == []
+    model, messages = fitted(frame)
+    assert messages == []
+    np.testing.assert_array_equal(model.inner_point_masses_, [np.nan, 1.0, np.nan, np.nan])
+    np.testing.assert_array_equal(model.point_masses_[3], [0.0, np.inf])
+    for X in [load_iris().data] + [train_test_split(load_diabetes(scaled=False).data,
+                                                    test_size=0.5, random_state=seed)[0]
+                                   for seed in range(3)]:  # 3 holds 31% of some halves' ratio
+        model, messages = fitted(X)
+        assert messages == [] and np.isnan(model.inner_point_masses_).all()
+        assert np.isinf(model.point_masses_).all()
     ages = rng.choice([17.5, 22.0, 27.0, 32.0, 37.0, 42.0], size=300)
-    [message] = point_mass_warnings(frame.drop(columns="ratio").assign(age=ages))
+    _, [message] = fitted(frame.drop(columns="ratio").assign(age=ages))
     assert "a code rather than a measurement (column 'age' takes 6 values)" in message
 
 
@@ -1113,20 +1116,136 @@ def test_a_floor_and_a_ceiling_are_point_masses_where_they_stand_out():
     np.testing.assert_array_equal(table.censored, [[0, 1], [-np.inf, np.inf], [-np.inf, np.inf]])
 
 
+# -- a point mass between a column's ends ----------------------------------
+def make_ratios(n_rows, seed):
+    """x, and a ratio that is exactly 1 (between its least and greatest
+    values) in about 40% of the rows, likelier the larger x is, normal
+    around 1 + x / 2 otherwise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n_rows)
+    at_one = rng.uniform(size=n_rows) < 0.8 / (1 + np.exp(-2 * x))
+    return np.column_stack([x, np.where(at_one, 1.0, rng.normal(1 + x / 2, 0.5))])
+
+
+def make_returns(n_rows, seed):
+    """x, and a return that is exactly 0 (between its least and greatest
+    values) in about 30% of the rows, likelier the larger x is, Laplace
+    around x / 2 otherwise: a column whose density peaks at the point, so
+    its cell is narrower than a ratio's (:func:`inner_cell_width`)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n_rows)
+    at_zero = rng.uniform(size=n_rows) < 0.6 / (1 + np.exp(-2 * x))
+    return np.column_stack([x, np.where(at_zero, 0.0, rng.laplace(x / 2, 1.0))])
+
+
+@pytest.fixture(scope="module")
+def ratios_model():
+    return NCEDensity(**QUICK).fit(make_ratios(600, 0))
+
+
+@pytest.mark.parametrize("make, point, width", [(make_ratios, 1.0, 2.0),
+                                                (make_returns, 0.0, 1.0)])
+def test_a_point_mass_between_a_columns_ends_scores_a_probability(make, point, width):
+    """The rows at the inner point score its probability times the density
+    of x, the others a density: integrated over x and the second column,
+    the two make 1, whatever the width of the point's cell. The point's
+    probability is the share of the draws on it."""
+    model = NCEDensity(**QUICK).fit(make(600, 0))
+    np.testing.assert_array_equal(model.inner_point_masses_, [np.nan, point])
+    np.testing.assert_array_equal(model.point_masses_, [[-np.inf, np.inf]] * 2)
+    assert model.module_.cells.inner_widths[1].item() == pytest.approx(width, abs=0.1)
+    xs, values = np.linspace(-7, 7, 281), point + np.linspace(-12, 12, 2401)
+    grid = np.array(np.meshgrid(xs, values, indexing="ij")).reshape(2, -1).T
+    density = np.exp(model.score_samples(grid)).reshape(len(xs), len(values))
+    continuous = np.trapezoid(np.trapezoid(density, values, axis=1), xs)
+    at_point = np.trapezoid(np.exp(model.score_samples(
+        np.column_stack([xs, np.full_like(xs, point)]))), xs)
+    assert abs(continuous + at_point - 1) < 0.01
+    assert 0.2 < at_point < 0.5 and continuous > 0.5  # both parts are there
+    draws = model.sample(4000, random_state=1)
+    assert abs(np.mean(draws[:, 1] == point) - at_point) < 0.03
+    # The density goes on on both sides of the point, where the data are.
+    assert np.mean(draws[:, 1] < point - 0.1) > 0.15
+    assert np.mean(draws[:, 1] > point + 0.1) > 0.15
+
+
+def test_the_cell_of_an_inner_point_mass_is_as_wide_as_the_density_next_to_it_says():
+    """100 rows at 0 beside 1,000 values evenly over [-2, 2] (250 per unit,
+    so 125 within a quarter on either side): spread at that density, the
+    100 rows need a cell of 0.4; with no value near the point, the widest
+    cell; with many, the narrowest."""
+    from skebm._nce_model import INNER_CELL_BOUNDS, inner_cell_width
+
+    others = torch.linspace(-2, 2, 1001, dtype=torch.float64)
+    others = others[others != 0]
+    column = torch.cat([others, torch.zeros(100, dtype=torch.float64), torch.tensor([np.nan])])
+    assert inner_cell_width(column, 0.0) == pytest.approx(0.4, rel=0.02)
+    far = torch.cat([others[others.abs() > 1], torch.zeros(100, dtype=torch.float64)])
+    assert inner_cell_width(far, 0.0) == INNER_CELL_BOUNDS[1]
+    near = torch.cat([others / 100, torch.zeros(100, dtype=torch.float64)])
+    assert inner_cell_width(near, 0.0) == INNER_CELL_BOUNDS[0]
+
+
+def test_draws_put_an_inner_point_mass_back(ratios_model):
+    """Draws, conditional draws and conditional means of the ratio are the
+    point or values off it, as the data; given x, the point is likelier the
+    larger x, as in the data; a known ratio at the point conditions x on the
+    point's cell; known cells come back as given."""
+    X = make_ratios(300, 1)
+    hidden = X.copy()
+    hidden[:, 1] = np.nan
+    completed = ratios_model.sample_conditional(hidden, random_state=0)
+    np.testing.assert_array_equal(completed[:, 0], X[:, 0])
+    at_one = [np.mean(completed[part, 1] == 1.0) for part in (X[:, 0] < -0.5, X[:, 0] > 0.5)]
+    assert at_one[0] < 0.3 and at_one[1] > at_one[0] + 0.3
+    means = ratios_model.conditional_mean(hidden)
+    assert np.all(np.isfinite(means[:, 1]))
+    assert np.mean(means[X[:, 0] > 0.5, 1]) > np.mean(means[X[:, 0] < -0.5, 1])
+    hidden_x = X.copy()
+    hidden_x[:, 0] = np.nan
+    filled = ratios_model.sample_conditional(hidden_x, random_state=0)
+    np.testing.assert_array_equal(filled[:, 1], X[:, 1])
+    assert np.mean(filled[X[:, 1] == 1.0, 0]) > np.mean(filled[X[:, 1] != 1.0, 0]) + 0.3
+    rows = np.array([[0.3, 1.0], [0.3, 1.0 + 1e-9], [0.3, 1.1]])
+    scores = ratios_model.score_samples(rows)
+    assert scores[0] == scores[1] and scores[0] != scores[2]
+
+
+def test_models_pickled_before_inner_point_masses_load(amounts_model):
+    """A fitted model whose table and cells predate inner points (neither
+    holds one) scores and draws as it did."""
+    import copy
+
+    X = make_amounts(100, 2)
+    old = copy.deepcopy(amounts_model)
+    del old._table.inner, old._table.inner_reach
+    del old.module_.cells._buffers["inner"]
+    loaded = pickle.loads(pickle.dumps(old))
+    np.testing.assert_allclose(loaded.score_samples(X), amounts_model.score_samples(X),
+                               rtol=1e-10)
+    np.testing.assert_array_equal(loaded.sample(50, random_state=0),
+                                  amounts_model.sample(50, random_state=0))
+    assert np.isnan(loaded.inner_point_masses_).all()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_a_point_mass_model_fit_on_gpu_scores_and_draws_like_cpu(unpickled_without_cuda):
-    """Fitted on a GPU, the rows at the point and off it score as the model
-    unpickled on a CPU scores them, and draws there are the point."""
-    X = make_amounts(600, 0)
+@pytest.mark.parametrize("make, point", [(make_amounts, 0.0), (make_ratios, 1.0)])
+def test_a_point_mass_model_fit_on_gpu_scores_and_draws_like_cpu(unpickled_without_cuda,
+                                                                  make, point):
+    """Fitted on a GPU, the rows at the point (at the column's end, or
+    between its ends) and off it score as the model unpickled on a CPU
+    scores them, and draws there are the point."""
+    X = make(600, 0)
     model = NCEDensity(**{**QUICK, "device": "cuda"}).fit(X)
     assert model.device_.type == "cuda"
-    test = make_amounts(100, 1)
+    test = make(100, 1)
     restored = unpickled_without_cuda(model)
     assert restored.device_.type == "cpu"
     assert_scored_alike_on_another_device(restored.score_samples(test),
-                                          model.score_samples(test), test[:, 1] == 0)
+                                          model.score_samples(test), test[:, 1] == point)
     draws = model.sample(500, random_state=0)
-    assert draws[:, 1].min() == 0.0 and 0.3 < np.mean(draws[:, 1] == 0) < 0.7
+    assert 0.3 < np.mean(draws[:, 1] == point) < 0.7
+    assert make is make_ratios or draws[:, 1].min() == point  # none beyond an end
 
 
 def test_a_model_pickled_before_point_masses_loads(counts_model):
