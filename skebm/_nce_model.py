@@ -95,12 +95,15 @@ class Cells(nn.Module):
     each column's censoring points, low and high, -inf and inf where it has
     none) all of the line beyond the point, and a point mass's between a
     column's ends (``inner``: each column's point, NaN where it has none;
-    None: no column has one) a cell of width :data:`CENSORED_CELL` that the
-    model's line gets inserted above the point: the entries above it lie
-    that much higher there (:meth:`lifted`). Training spreads a point's
-    entries over the :data:`CENSORED_CELL` next to it. An entry within
-    :data:`CENSORED_TOLERANCE` of its point, or beyond an end's, is at the
-    point; ``censored=None``: no column has a point at an end."""
+    None: no column has one) a cell the model's line gets inserted just
+    above the point (``inner_widths``: each one's width, from
+    :func:`inner_cell_width`; 0 where a column has none), so that the
+    entries above the point lie that much higher there (:meth:`lifted`).
+    Training spreads the entries at a point at an end over the
+    :data:`CENSORED_CELL` beyond it, and those at an inner point over its
+    cell. An entry within :data:`CENSORED_TOLERANCE` of its point, or beyond
+    an end's, is at the point; ``censored=None``: no column has a point at
+    an end."""
 
     def __init__(self, widths, censored=None, inner=None, inner_widths=None):
         super().__init__()
@@ -111,6 +114,11 @@ class Cells(nn.Module):
         self.register_buffer("censored", censored)
         self.register_buffer("inner", inner)
         self.register_buffer("inner_widths", inner_widths)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for name in ("inner", "inner_widths"):  # pickled before inner points were modelled
+            self._buffers.setdefault(name, None)
 
     def spread(self, Z, offsets):
         """``Z`` with each entry moved within its cell, ``offsets`` (of
@@ -137,7 +145,7 @@ class Cells(nn.Module):
 
     def at_inner_points(self, Z):
         """Where an entry of ``Z`` is at a point mass between its column's ends."""
-        if self._inner() is None:
+        if self.inner is None:
             return torch.zeros(Z.shape, dtype=torch.bool, device=Z.device)
         return (Z - self.inner).abs() <= CENSORED_TOLERANCE
 
@@ -145,14 +153,14 @@ class Cells(nn.Module):
         """``Z`` on the model's line: each entry above its column's inner
         point moved up by the point's cell (the point's own entries are
         moved into the cell by :meth:`spread` and :meth:`points`)."""
-        if self._inner() is None:
+        if self.inner is None:
             return Z
         return Z + self.inner_widths * (Z > self.inner + CENSORED_TOLERANCE).to(Z.dtype)
 
     def unlifted(self, Z):
         """Rows of the model's line back on ``z``: an entry in an inner
         point's cell on the point, one above the cell moved down by it."""
-        if self._inner() is None:
+        if self.inner is None:
             return Z
         above = Z - self.inner
         in_cell = (above >= 0) & (above <= self.inner_widths)
@@ -176,7 +184,7 @@ class Cells(nn.Module):
         low, high = self.at_points_by_side(Z)
         log_weights = torch.where((low | high)[:, None, :],
                                   math.log(CENSORED_CELL) + depth / CENSORED_CELL, 0.0)
-        if self._inner() is not None:
+        if self.inner is not None:
             log_weights = torch.where(self.at_inner_points(Z)[:, None, :],
                                       torch.log(self.inner_widths), log_weights)
         log_weights = log_weights.sum(2)
@@ -191,19 +199,16 @@ class Cells(nn.Module):
         moved = torch.where(low, self.censored[:, 0] - depth,
                             self.lifted(Z) + offsets * self.widths)
         moved = torch.where(high, self.censored[:, 1] + depth, moved)
-        if self._inner() is None:
+        if self.inner is None:
             return moved
-        return torch.where(self.at_inner_points(Z), self.inner + (offsets + 0.5) * self.inner_widths,
-                           moved)
+        in_cell = self.inner + (offsets + 0.5) * self.inner_widths
+        return torch.where(self.at_inner_points(Z), in_cell, moved)
 
     def on_points(self, Z):
         """Rows of the model's line back on ``z`` (:meth:`unlifted`), with
         each entry beyond a point mass at an end put on it."""
         return torch.clamp(self.unlifted(Z), self.censored[:, 0], self.censored[:, 1])
 
-    def _inner(self):
-        # getattr: Cells pickled before inner points were modelled have none.
-        return getattr(self, "inner", None)
 
 
 #: Width, on ``z`` (standard deviations), of a point mass's cell. Kernels and
@@ -360,7 +365,7 @@ class NCEModel(MissingCells, nn.Module):
             return lifted, None
         censored = self.cells.censored
         ends, _ = self.latent(torch.where(torch.isinf(censored), 0.0, censored).T.to(Z.dtype))
-        inner = self.cells._inner()
+        inner = self.cells.inner
         if inner is not None:  # the ends of each inner point's cell, on u
             inner = torch.nan_to_num(inner.to(Z.dtype))
             cell, _ = self.latent(torch.stack([inner, inner + self.cells.inner_widths]))

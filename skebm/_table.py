@@ -336,6 +336,8 @@ class TableColumns:
                                    else np.zeros_like(self.is_categorical), dtype=bool)
         self.censored = censored
         self.inner = inner
+        # How near an inner point a drawn value is at it (set by fit).
+        self.inner_reach = np.zeros(len(self.is_categorical))
 
     @classmethod
     def fit(cls, X, categorical_features, integer_features=None, owner="The model"):

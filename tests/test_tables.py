@@ -1219,7 +1219,7 @@ def test_models_pickled_before_inner_point_masses_load(amounts_model):
     X = make_amounts(100, 2)
     old = copy.deepcopy(amounts_model)
     del old._table.inner, old._table.inner_reach
-    del old.module_.cells._buffers["inner"]
+    del old.module_.cells._buffers["inner"], old.module_.cells._buffers["inner_widths"]
     loaded = pickle.loads(pickle.dumps(old))
     np.testing.assert_allclose(loaded.score_samples(X), amounts_model.score_samples(X),
                                rtol=1e-10)
