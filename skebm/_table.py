@@ -63,6 +63,10 @@ END_POINT_SHARE = 0.1
 #: :data:`AUTO_LEAST_COUNT` rows a value, is a code (ages in brackets, 17.5,
 #: 22, 27, ...), which a density can only put spikes on: ``fit`` warns.
 FEW_VALUES = 10
+#: A categorical column is an identifier (a name, a date as text) to
+#: ``fit``, which warns, where categories seen once fill this share of its
+#: observed cells: a new row then nearly always brings an unseen one.
+IDENTIFIER_SHARE = 0.5
 #: A drawn value within this many of its column's standard deviations of an
 #: inner point mass is the point: the model works in float32 on standardized
 #: values, where the point comes back within about 1e-7 of them.
@@ -399,7 +403,29 @@ class TableColumns:
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
         table.is_integer = table._integer_columns(integer_features, columns, dtypes)
         table._find_point_masses(columns, owner)
+        table._warn_of_identifiers(columns, owner)
         return table
+
+    def _warn_of_identifiers(self, columns, owner):
+        """Warn, in the name of ``owner`` and one message, of the categorical
+        columns most of whose observed cells hold a category seen once
+        (:data:`IDENTIFIER_SHARE`, and at least :data:`AUTO_LEAST_COUNT`
+        cells): an identifier or a date as text, which nearly every new
+        row brings a category of that fit never saw."""
+        found = []
+        for j in np.flatnonzero(self.is_categorical):
+            observed = columns[j][~missing_cells(columns[j])]
+            _, counts = np.unique(observed.astype(str), return_counts=True)
+            once = int((counts == 1).sum())
+            if once >= max(IDENTIFIER_SHARE * len(observed), AUTO_LEAST_COUNT):
+                found.append(f"column {self.name(j)} has {len(counts)} categories in "
+                             f"{len(observed)} cells, {once} of them seen once")
+        if found:
+            warnings.warn(
+                f"{owner}: {'; '.join(found)}: an identifier, or dates or numbers written as "
+                "text? Nearly every new row brings a category fit never saw, which scoring "
+                "and completing refuse (UnseenCategoryError). Drop such a column, or convert "
+                "it (a date to a number of days).", UserWarning)
 
     def _find_point_masses(self, columns, owner):
         """Set :attr:`censored` from the continuous columns' point masses at
@@ -562,6 +588,14 @@ class TableColumns:
         advice = (["map each category to a known one or refit with it. In cross-validation, "
                    "shuffle the rows (KFold(shuffle=True)): a table sorted by a column leaves "
                    "its categories out of training folds"] if unseen_columns else [])
+        # getattr: a table pickled before is_found was kept has none.
+        found = getattr(self, "is_found", np.zeros_like(self.is_categorical))
+        numbers = [self.name(j) for j, _, _ in unseen_columns if found[j]]
+        if numbers:
+            advice.append(
+                f"name the categorical columns in categorical_features (or pass None) to model "
+                f"{', '.join(numbers)} as numbers: categorical_features='auto' took "
+                f"{'them' if len(numbers) > 1 else 'it'} for categories, from few values in fit")
         not_integers = []
         for j in np.flatnonzero(self.is_integer):
             fractions = np.isfinite(encoded[:, j]) & (encoded[:, j] != np.round(encoded[:, j]))

@@ -980,8 +980,34 @@ def test_an_unseen_year_is_named_as_the_user_wrote_it():
                       "year": np.arange(120) % 3 + 2007})
     model = NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
     with pytest.raises(UnseenCategoryError,
-                       match=r"not seen in fit: 2010 \(seen: \[2007, 2008, 2009\]\)"):
+                       match=r"not seen in fit: 2010 \(seen: \[2007, 2008, 2009\]\)") as error:
         model.score_samples(X.head(2).assign(year=2010))
+    # "auto" chose categories for these numbers: the message says how to keep them numbers.
+    assert ("name the categorical columns in categorical_features (or pass None) to model "
+            "'year' as numbers") in str(error.value)
+    named = NCEDensity(**{**QUICK, "max_iter": 1, "categorical_features": ["year"]}).fit(X)
+    with pytest.raises(UnseenCategoryError) as error:
+        named.score_samples(X.head(2).assign(year=2010))
+    assert "as numbers" not in str(error.value)
+
+
+def test_a_column_of_identifiers_is_named_in_a_warning():
+    """A text column whose categories are mostly seen once (a name, a date
+    written as text) is named at fit, with what it leads to: nearly every
+    new row is refused. Two kinds, or 40 towns of about 5 rows each, are
+    not."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=100), "kind": rng.choice(["a", "b"], size=100),
+                      "day": [f"2004-{1 + i // 28:02d}-{1 + i % 28:02d}" for i in range(100)]})
+    with pytest.warns(UserWarning, match="column 'day' has 100 categories in 100 cells, 100 of "
+                      "them seen once: an identifier, or dates or numbers written as text"):
+        NCEDensity(**{**QUICK, "max_iter": 1}).fit(X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        towns = pd.concat([X.drop(columns="day")] * 2, ignore_index=True)
+        NCEDensity(**{**QUICK, "max_iter": 1}).fit(
+            towns.assign(town=[f"town {i % 40}" for i in range(200)]))
+    assert not [w for w in caught if "identifier" in str(w.message)]
 
 
 def test_point_masses_are_found_and_codes_named_in_a_warning():
