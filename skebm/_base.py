@@ -431,6 +431,8 @@ class TorchEstimator(DevicePickleMixin, BaseEstimator, metaclass=ABCMeta):
         least = 2 if not partial else 1 if warm else self._first_chunk_rows
         if y is None:
             X = self._validated(X, reset=not warm, ensure_min_samples=least)
+            if self._accepts_tables or self._accepts_missing:
+                X = _without_empty_rows(X, least)
         else:
             X, y = self._validated(X, y, reset=not warm, ensure_min_samples=least)
             codes, target_attributes = self._encode_targets(y, warm=warm, **target_options)
@@ -825,6 +827,20 @@ def _text_columns(X):
     else:
         names = []
     return f" ({', '.join(names)}, in a ColumnTransformer)" if names else ""
+
+
+def _without_empty_rows(X, least):
+    """X without its rows of no observed cell (at least ``least`` rows must
+    remain): every density gives such a row probability 1, so it teaches a
+    fit nothing, where it would cost a completion at each step and, in a
+    table, a sum over every combination of its categories."""
+    empty = np.isnan(X).all(1)
+    if not empty.any():
+        return X
+    if len(X) - empty.sum() < least:
+        raise ValueError(f"X has {len(X) - empty.sum()} row(s) with an observed cell; a fit "
+                         f"needs {least}. A row of missing cells alone says nothing of the data.")
+    return X[~empty]
 
 
 def _row_weights(sample_weight, X):

@@ -651,8 +651,12 @@ def _maximize(responsibilities, completed, spread, expansion, n_categories, ridg
     tiny = 10 * torch.finfo(dtype).eps
     counts = responsibilities.sum(0) + tiny
     weights = counts / counts.sum()
-    means, shifts = _location_fit(responsibilities, completed, expansion.location_design,
-                                  n_categories, tiny)
+    if completed.shape[2]:
+        means, shifts = _location_fit(responsibilities, completed, expansion.location_design,
+                                      n_categories, tiny)
+    else:  # no continuous columns: nothing for the categories to shift
+        means = completed.new_zeros(len(counts), 0)
+        shifts = completed.new_zeros(len(counts), sum(n - 1 for n in n_categories), 0)
     centred = completed - _located_means(expansion.shift_index, means, shifts)
     n_continuous = completed.shape[2]
     weighted = (responsibilities[:, :, None] * centred).permute(1, 2, 0)  # (k, d, n)

@@ -215,6 +215,48 @@ def test_em_with_missing_cells_matches_the_complete_data_fit():
     assert sorted(full[0].tolist()) == pytest.approx([0.5, 0.5], abs=1e-3)
 
 
+def test_a_mixture_of_categories_alone_is_a_latent_class_model():
+    """With no continuous column, EM fits the categories' probabilities
+    alone (nothing for them to shift): two classes of three binary items
+    with missing answers are found, and the probabilities of all eight
+    answer patterns sum to 1."""
+    from skebm._mixture import log_density
+
+    rng = np.random.default_rng(0)
+    yes = np.where(rng.random(3000)[:, None] < 0.5, [0.9, 0.8, 0.9], [0.1, 0.2, 0.1])
+    codes = torch.as_tensor((rng.random((3000, 3)) < yes).astype(int))
+    codes[torch.as_tensor(rng.random((3000, 3)) < 0.2)] = -1
+    X = torch.zeros(3000, 0, dtype=torch.float64)
+    parameters = fit_mixture(X, codes, [2, 2, 2], 2, 1e-6, 0)
+    weights, means, _, log_probs, shifts = parameters
+    assert means.shape == (2, 0) and shifts.shape == (2, 3, 0)
+    assert sorted(weights.tolist()) == pytest.approx([0.5, 0.5], abs=0.03)
+    np.testing.assert_allclose(np.sort(log_probs[:, :, 1].exp().numpy(), 0),
+                               [[0.1, 0.2, 0.1], [0.9, 0.8, 0.9]], atol=0.04)
+    patterns = torch.as_tensor(np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).T)
+    total = log_density(torch.zeros(8, 0, dtype=torch.float64), patterns, parameters).exp().sum()
+    assert float(total) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_rows_with_no_observed_cell_teach_a_fit_nothing():
+    """A row whose every cell is missing has probability 1 under any model:
+    fit leaves it out (it would cost a sum over all 2**12 answer patterns
+    here), so the model is the one fitted without it, and it scores 0. A fit
+    left with too few rows is refused."""
+    rng = np.random.default_rng(0)
+    answers = pd.DataFrame((rng.random((200, 12)) < 0.5).astype(float))
+    answers[rng.random(answers.shape) < 0.1] = np.nan
+    empty = pd.DataFrame(np.full((5, 12), np.nan))
+    model = NCEDensity(**{**QUICK, "max_iter": 3}).fit(answers)
+    padded = NCEDensity(**{**QUICK, "max_iter": 3}).fit(
+        pd.concat([empty, answers], ignore_index=True))
+    np.testing.assert_array_equal(padded.score_samples(answers), model.score_samples(answers))
+    np.testing.assert_array_equal(padded.score_samples(empty), 0.0)
+    with pytest.raises(ValueError, match=r"X has 1 row\(s\) with an observed cell; a fit "
+                       "needs 2"):
+        NCEDensity(**QUICK).fit(pd.concat([empty, answers.iloc[:1].fillna(1.0)]))
+
+
 def test_location_model_with_missing_categories():
     """One component of a location model, c ~ Bernoulli(0.3) and x ~ N(2c, 1):
     EM with a fifth of the categories missing recovers the shift and the
