@@ -410,8 +410,8 @@ class TableColumns:
         """Warn, in the name of ``owner`` and one message, of the categorical
         columns most of whose observed cells hold a category seen once
         (:data:`IDENTIFIER_SHARE`, and at least :data:`AUTO_LEAST_COUNT`
-        cells): an identifier or a date as text, which nearly every new
-        row brings a category of that fit never saw."""
+        cells): an identifier or a date as text, of which nearly every new
+        row brings a category that fit never saw."""
         found = []
         for j in np.flatnonzero(self.is_categorical):
             observed = columns[j][~missing_cells(columns[j])]
