@@ -210,7 +210,6 @@ class Cells(nn.Module):
         return torch.clamp(self.unlifted(Z), self.censored[:, 0], self.censored[:, 1])
 
 
-
 #: Width, on ``z`` (standard deviations), of a point mass's cell. Kernels and
 #: mixture components smooth the step in density at the point, moving mass
 #: across it, and a wider, flatter spread makes the step smaller: two, not
