@@ -375,6 +375,7 @@ class TableColumns:
                  else None)
         table = cls(mask, [], names, dtypes=dtypes if names is not None else None,
                     is_found=found)
+        counts = []  # of each categorical column's categories
         for j in np.flatnonzero(mask):
             column = columns[j]
             observed = column[~missing_cells(column)]
@@ -388,12 +389,14 @@ class TableColumns:
                     "column first (a date to a number, e.g. days since a start, or to a string "
                     "category).")
             try:
-                table.categories.append(np.unique(observed))
+                values, tallies = np.unique(observed, return_counts=True)
             except TypeError as error:
                 raise ValueError(
                     f"Column {table.name(j)} mixes categories of different types "
                     f"({sorted({type(v).__name__ for v in observed})}); make them one type."
                 ) from error
+            table.categories.append(values)
+            counts.append(tallies)
         for j in np.flatnonzero(~mask):
             if columns[j].dtype == object:
                 raise ValueError(
@@ -403,23 +406,22 @@ class TableColumns:
                 raise ValueError(f"Column {table.name(j)} has no observed value; drop it.")
         table.is_integer = table._integer_columns(integer_features, columns, dtypes)
         table._find_point_masses(columns, owner)
-        table._warn_of_identifiers(columns, owner)
+        table._warn_of_identifiers(counts, owner)
         return table
 
-    def _warn_of_identifiers(self, columns, owner):
+    def _warn_of_identifiers(self, counts, owner):
         """Warn, in the name of ``owner`` and one message, of the categorical
-        columns most of whose observed cells hold a category seen once
+        columns (``counts``: the rows of each of their categories in fit)
+        most of whose observed cells hold a category seen once
         (:data:`IDENTIFIER_SHARE`, and at least :data:`AUTO_LEAST_COUNT`
         cells): an identifier or a date as text, of which nearly every new
         row brings a category that fit never saw."""
         found = []
-        for j in np.flatnonzero(self.is_categorical):
-            observed = columns[j][~missing_cells(columns[j])]
-            _, counts = np.unique(observed.astype(str), return_counts=True)
-            once = int((counts == 1).sum())
-            if once >= max(IDENTIFIER_SHARE * len(observed), AUTO_LEAST_COUNT):
-                found.append(f"column {self.name(j)} has {len(counts)} categories in "
-                             f"{len(observed)} cells, {once} of them seen once")
+        for j, tallies in zip(np.flatnonzero(self.is_categorical), counts):
+            once, cells = int((tallies == 1).sum()), int(tallies.sum())
+            if once >= max(IDENTIFIER_SHARE * cells, AUTO_LEAST_COUNT):
+                found.append(f"column {self.name(j)} has {len(tallies)} categories in "
+                             f"{cells} cells, {once} of them seen once")
         if found:
             warnings.warn(
                 f"{owner}: {'; '.join(found)}: an identifier, or dates or numbers written as "
