@@ -14,7 +14,11 @@ A missing entry (NaN) is marginalized exactly: a continuous one through the
 Gaussian of the observed columns, a categorical one by summing over its
 categories. For that a row with missing categories is expanded into one row
 per combination of them (:func:`expand_categories`), each complete in its
-categories. The same algebra gives each row's conditional distribution of
+categories. A table without continuous columns needs no expansion: within a
+component the categorical factors are independent, so a missing entry's
+factor sums to 1 over its categories, and its expected category counts are
+the component's probabilities (a row missing 16 binary answers costs one
+row, not 65,536). The same algebra gives each row's conditional distribution of
 its missing entries, which is how models draw them, and the EM fit of such
 a mixture to incomplete rows (Ghahramani & Jordan 1994).
 
@@ -41,12 +45,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import special
 
 from ._em import kmeans_labels
 
 __all__ = ["CommonDraws", "ComponentConditionals", "FreshDraws", "category_counts",
-           "category_shifts", "expand_categories", "filled_rows", "fit_mixture",
-           "gaussian_observed", "log_density", "missing_covariance_sums"]
+           "category_shifts", "draw_categories", "expand_categories", "filled_rows",
+           "fit_mixture", "gaussian_observed", "log_density", "missing_covariance_sums"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
@@ -176,13 +181,36 @@ def category_counts(log_probs):
 
 
 def _category_log_likelihoods(codes, log_probs):
-    """``(n_rows, n_components)``: the sum over the (complete) categorical
-    entries of each component's log-probability."""
+    """``(n_rows, n_components)``: the sum over the categorical entries of
+    each component's log-probability; a missing entry (-1, left only where
+    the categories are summed out) adds log 1 = 0."""
     total = torch.zeros(len(codes), log_probs.shape[0], dtype=log_probs.dtype,
                         device=log_probs.device)
     for j in range(codes.shape[1]):
-        total = total + log_probs[:, j, codes[:, j]].T
+        column = codes[:, j]
+        total = total + torch.where(column[:, None] >= 0, log_probs[:, j, column.clamp(min=0)].T,
+                                    0.0)
     return total
+
+
+def _category_tallies(responsibilities, codes, n_categories, log_probs=None):
+    """Each categorical column's expected category counts per component,
+    ``(n_components, categories)``: a row's responsibility at its category,
+    or, where the category is missing (summed out), spread over the
+    categories by the component's probabilities ``log_probs`` (None:
+    evenly)."""
+    tallies = []
+    for j, count in enumerate(n_categories):
+        column = codes[:, j]
+        observed = (column >= 0).to(responsibilities.dtype)[:, None]
+        tally = torch.zeros(count, responsibilities.shape[1], dtype=responsibilities.dtype,
+                            device=responsibilities.device).index_add_(
+            0, column.clamp(min=0), observed * responsibilities).T
+        unseen = ((1 - observed) * responsibilities).sum(0)[:, None]
+        shares = (torch.full_like(tally, 1 / count) if log_probs is None
+                  else log_probs[:, j, :count].exp())
+        tallies.append(tally + unseen * shares)
+    return tallies
 
 
 def _shift_index(codes, n_categories):
@@ -227,6 +255,31 @@ def _plus_shifts(total, shift_index, shifts, components=slice(None)):
     return total
 
 
+def draw_categories(log_probs, components, u):
+    """``(n_rows, n_categorical)`` categories drawn for rows of the given
+    ``components`` from ``log_probs`` (n_components, n_categorical, most
+    categories) with the uniform numbers ``u`` (n_rows, n_categorical), by
+    the inverse distribution function: each component's function shifted
+    by its index and laid end to end is one increasing sequence, which a
+    row's ``component + u`` searches. A draw costs the log of the
+    categories, not a pass over them, as a row's own multinomial would (a
+    column of a thousand categories)."""
+    n_components, n_columns, most = log_probs.shape
+    cdf = torch.cumsum(log_probs.exp(), -1) + torch.arange(
+        n_components, dtype=log_probs.dtype, device=log_probs.device)[:, None, None]
+    u = u.to(log_probs.dtype)
+    possible = torch.isfinite(log_probs)
+    # Rounding may leave a function short of 1, and a draw past its last
+    # category: that draw takes the last category of positive probability.
+    last = (possible * torch.arange(most, device=log_probs.device)).argmax(-1)
+    codes = torch.empty(len(components), n_columns, dtype=torch.long, device=log_probs.device)
+    for j in range(n_columns):
+        found = torch.searchsorted(cdf[:, j].reshape(-1), components + u[:, j], right=True)
+        found = (found - components * most).clamp_(0, most - 1)
+        codes[:, j] = torch.where(possible[components, j, found], found, last[components, j])
+    return codes
+
+
 #: Most rows that the rows with missing categories may expand into.
 MAX_EXPANDED_ROWS = 10_000_000
 
@@ -268,7 +321,8 @@ class Expansion:
     """Rows expanded by their missing categories (:func:`expand_categories`),
     with what the E- and M-steps read of them that no parameter changes, so
     that an EM fit computes it once: ``rows`` (the row each comes from),
-    ``X`` (their continuous entries), ``codes`` (complete), ``columns``
+    ``X`` (their continuous entries), ``codes`` (complete, or -1 where
+    missing without continuous columns: see :func:`expand`), ``columns``
     (:func:`missing_columns` of ``X``), ``shift_index``
     (:func:`_shift_index`) and, made when the M-step first asks,
     ``location_design`` (:func:`location_design`; None without categorical
@@ -287,8 +341,12 @@ class Expansion:
 
 
 def expand(X, codes, n_categories):
-    """The :class:`Expansion` of the rows ``(X, codes)``."""
-    rows, codes = expand_categories(codes, n_categories)
+    """The :class:`Expansion` of the rows ``(X, codes)``; without continuous
+    columns, the rows as they are, their missing categories summed out."""
+    if X.shape[1]:
+        rows, codes = expand_categories(codes, n_categories)
+    else:
+        rows = torch.arange(len(codes), device=codes.device)
     if len(rows) != len(X):
         X = X[rows]
     return Expansion(rows, X, codes, missing_columns(X), _shift_index(codes, n_categories),
@@ -346,7 +404,7 @@ class ComponentConditionals:
     """
 
     def __init__(self, parameters, X, codes):
-        self.X = X
+        self.X, self.log_probs = X, parameters[3]
         expansion = expand(X, codes, category_counts(parameters[3]))
         self.rows, self.codes = expansion.rows, expansion.codes
         log_joint, self.means, missing = _expanded_terms(expansion, parameters, with_missing=True)
@@ -359,7 +417,9 @@ class ComponentConditionals:
         their missing entries drawn, observed entries as given, from the
         numbers of ``draws`` (:class:`FreshDraws` or :class:`CommonDraws`):
         a (categories, component) pair from the row's posterior, then the
-        missing continuous entries from that pair's conditional Gaussian."""
+        missing continuous entries from that pair's conditional Gaussian
+        (or, where the categories are summed out, a component, then each
+        missing category from the component's probabilities)."""
         n_rows, n_components = len(self.X), self.posterior.shape[1]
         # Each row's (expanded row, component) pairs side by side, padded with 0.
         group = torch.bincount(self.rows, minlength=n_rows)
@@ -376,7 +436,14 @@ class ComponentConditionals:
             columns = self.columns[expanded]  # (n_rows, n_draws, width)
             X = filled_rows(X, columns, self.means[expanded, components],
                             self.factors[expanded, components], draws.normals_at(columns))
-        return X, self.codes[expanded]
+        codes = self.codes[expanded]
+        missing = codes < 0
+        if missing.any():
+            drawn = draw_categories(self.log_probs, components.reshape(-1),
+                                    draws.uniforms_of_categories(codes.shape).reshape(
+                                        -1, codes.shape[2]))
+            codes = torch.where(missing, drawn.view(codes.shape), codes)
+        return X, codes
 
 
 class FreshDraws:
@@ -398,6 +465,11 @@ class FreshDraws:
         (n_rows, n_draws, width), each draw's missing columns."""
         return torch.randn(columns.shape, generator=self.generator, dtype=torch.float64,
                            device=columns.device)
+
+    def uniforms_of_categories(self, shape):
+        """Uniform numbers of ``shape`` (n_rows, n_draws, n_categorical)."""
+        return torch.rand(shape, generator=self.generator, dtype=torch.float64,
+                          device=self.generator.device)
 
 
 class CommonDraws:
@@ -459,6 +531,14 @@ class CommonDraws:
         padded = torch.nn.functional.pad(self.normals, (0, 1))
         return padded.expand(*columns.shape[:2], -1).gather(-1, columns)
 
+    def uniforms_of_categories(self, shape):
+        """Uniform numbers of ``shape`` (n_rows, n_draws, n_categorical),
+        draw ``d``'s of categorical column ``j`` the normal distribution
+        function of ``normals[d, j]``. Only rows without continuous columns
+        draw categories this way (the others choose them with their
+        component), so no draw's normal serves two entries."""
+        return special.ndtr(self.normals[..., :shape[2]]).expand(shape)
+
 
 def filled_rows(X, columns, means, factors, U):
     """Rows ``X`` (``(..., n_columns)``) with their missing entries at
@@ -489,23 +569,36 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
     """
     expansion = expand(X, codes, n_categories)
     if start is None:
-        start = _maximize(*_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
+        start = _maximize(_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
                           expansion, n_categories, ridge)
     parameters, previous = start, -math.inf
     for _ in range(max_iter):
-        responsibilities, completed, spread, score = _expect(X, parameters, expansion)
-        parameters = _maximize(responsibilities, completed, spread, expansion, n_categories,
-                               ridge)
+        expected, score = _expect(X, parameters, expansion)
+        parameters = _maximize(expected, expansion, n_categories, ridge)
         if score - previous < tol:
             break
         previous = score
     return parameters
 
 
+class Expected(NamedTuple):
+    """What the M-step takes of the rows: ``responsibilities`` (n_expanded,
+    n_components); ``completed``, their conditional means per component;
+    ``spread``, each component's responsibility-weighted sum of the missing
+    entries' conditional covariances; ``tallies``, each categorical column's
+    expected category counts per component (:func:`_category_tallies`)."""
+
+    responsibilities: torch.Tensor
+    completed: torch.Tensor
+    spread: torch.Tensor
+    tallies: list
+
+
 def _kmeans_start(X, codes, n_categories, n_components, seed, expansion):
     """Hard responsibilities from k-means (shared evenly by a row's
     expansions), missing continuous entries at 0 (the mean of standardized
-    rows) and no spread: what the first M-step takes."""
+    rows), missing categories spread evenly and no spread: the
+    :class:`Expected` that the first M-step takes."""
     n_rows, n_continuous = X.shape
     filled = torch.nan_to_num(X).cpu().numpy()
     one_hot = [np.eye(count)[np.maximum(c, 0)] * (c >= 0)[:, None] + (c < 0)[:, None] / count
@@ -520,13 +613,12 @@ def _kmeans_start(X, codes, n_categories, n_components, seed, expansion):
     responsibilities[torch.arange(len(rows), device=X.device), labels] = shares[rows]
     completed = torch.nan_to_num(X)[rows][:, None, :].expand(-1, n_components, -1)
     spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype, device=X.device)
-    return responsibilities, completed, spread
+    return Expected(responsibilities, completed, spread,
+                    _category_tallies(responsibilities, expansion.codes, n_categories))
 
 
 def _expect(X, parameters, expansion):
-    """The E-step on the expanded rows: ``(responsibilities, conditional
-    means of the rows per component, summed conditional covariances of their
-    missing entries per component, mean log-likelihood)``."""
+    """The E-step on the expanded rows: ``(Expected, mean log-likelihood)``."""
     n_continuous, n_components = X.shape[1], len(parameters[0])
     log_joint, completed, missing = _expanded_terms(expansion, parameters, with_missing=True)
     log_marginal = _row_logsumexp(log_joint, expansion.rows, len(X))
@@ -535,7 +627,10 @@ def _expect(X, parameters, expansion):
                          device=X.device)
     if expansion.columns.shape[1]:  # some entry missing
         spread = missing_covariance_sums(*missing, responsibilities, n_continuous)
-    return responsibilities, completed, spread, log_marginal.mean().item()
+    tallies = _category_tallies(responsibilities, expansion.codes, expansion.n_categories,
+                                parameters[3])
+    return (Expected(responsibilities, completed, spread, tallies),
+            log_marginal.mean().item())
 
 
 class LocationDesign(NamedTuple):
@@ -642,11 +737,11 @@ def _location_fit(responsibilities, completed, design, n_categories, tiny):
     return solved[:, 0], shifts
 
 
-def _maximize(responsibilities, completed, spread, expansion, n_categories, ridge):
+def _maximize(expected, expansion, n_categories, ridge):
     """The M-step on the expanded rows (``expansion``): the parameters
-    that maximize the expected log-likelihood (``spread``: each component's
-    responsibility-weighted sum of the missing entries' conditional
-    covariances), the shifts held towards 0 by :data:`SHIFT_PSEUDO_ROWS`."""
+    that maximize the expected log-likelihood (:class:`Expected`), the
+    shifts held towards 0 by :data:`SHIFT_PSEUDO_ROWS`."""
+    responsibilities, completed, spread, tallies = expected
     dtype, device = completed.dtype, completed.device
     tiny = 10 * torch.finfo(dtype).eps
     counts = responsibilities.sum(0) + tiny
@@ -666,7 +761,6 @@ def _maximize(responsibilities, completed, spread, expansion, n_categories, ridg
     log_probs = torch.full((len(counts), len(n_categories), most), -math.inf, dtype=dtype,
                            device=device)
     for j, count in enumerate(n_categories):
-        tallies = torch.zeros(count, len(counts), dtype=dtype, device=device).index_add_(
-            0, expansion.codes[:, j], responsibilities).T + CATEGORY_PSEUDO_COUNT
-        log_probs[:, j, :count] = torch.log(tallies / tallies.sum(1, keepdim=True))
+        tally = tallies[j] + CATEGORY_PSEUDO_COUNT
+        log_probs[:, j, :count] = torch.log(tally / tally.sum(1, keepdim=True))
     return weights, means, covariances, log_probs, shifts

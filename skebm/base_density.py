@@ -22,8 +22,8 @@ from sklearn.model_selection import KFold
 from torch import nn
 
 from ._em import fit_gaussian_mixture, mixture_log_density
-from ._mixture import (ComponentConditionals, category_counts, category_shifts, fit_mixture,
-                       log_density)
+from ._mixture import (ComponentConditionals, category_counts, category_shifts,
+                       draw_categories, fit_mixture, log_density)
 from ._runtime import cpu_threads, draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "fit_base",
@@ -267,7 +267,10 @@ class GaussianMixtureDensity(nn.Module):
                                   for k, block in enumerate(blocks)])
         if not self.table:
             return draws
-        codes = _draw_categories(self.category_log_probs, components, generator)
+        log_probs = self.category_log_probs
+        u = torch.rand(n_samples, log_probs.shape[1], generator=generator, dtype=log_probs.dtype,
+                       device=log_probs.device)
+        codes = draw_categories(log_probs, components, u)
         if self.shifts.shape[1]:  # each row's mean, shifted by its categories
             draws = draws + category_shifts(codes, category_counts(self.category_log_probs),
                                             self.shifts, components)
@@ -313,31 +316,6 @@ class GaussianMixtureDensity(nn.Module):
         if not self.table:
             return X
         return _join(X, codes, self.categorical)
-
-
-def _draw_categories(log_probs, components, generator):
-    """``(n_rows, n_categorical)`` categories drawn for rows of the given
-    components from ``log_probs`` (n_components, n_categorical, most
-    categories), by the inverse distribution function: each component's
-    function shifted by its index and laid end to end is one increasing
-    sequence, which a row's ``component + u`` searches. A draw costs the
-    log of the categories, not a pass over them, as a row's own
-    multinomial would (a column of a thousand categories)."""
-    n_components, n_columns, most = log_probs.shape
-    cdf = torch.cumsum(log_probs.exp(), -1) + torch.arange(
-        n_components, dtype=log_probs.dtype, device=log_probs.device)[:, None, None]
-    u = torch.rand(len(components), n_columns, generator=generator, dtype=log_probs.dtype,
-                   device=log_probs.device)
-    possible = torch.isfinite(log_probs)
-    # Rounding may leave a function short of 1, and a draw past its last
-    # category: that draw takes the last category of positive probability.
-    last = (possible * torch.arange(most, device=log_probs.device)).argmax(-1)
-    codes = torch.empty(len(components), n_columns, dtype=torch.long, device=log_probs.device)
-    for j in range(n_columns):
-        found = torch.searchsorted(cdf[:, j].reshape(-1), components + u[:, j], right=True)
-        found = (found - components * most).clamp_(0, most - 1)
-        codes[:, j] = torch.where(possible[components, j, found], found, last[components, j])
-    return codes
 
 
 def _split(Z, categorical):

@@ -329,14 +329,16 @@ def test_category_draws_follow_each_components_probabilities():
     """Categories drawn by the inverse distribution function: each
     component's frequencies, a category of probability 0 never drawn, a
     shorter column's padding never drawn."""
-    from skebm.base_density import _draw_categories
+    from skebm._mixture import draw_categories
 
     probs = torch.tensor([[[0.5, 0.0, 0.5, 0.0], [0.9, 0.1, 0.0, 0.0]],
                           [[0.1, 0.2, 0.3, 0.4], [0.2, 0.8, 0.0, 0.0]]], dtype=torch.float64)
     log_probs = torch.log(probs)
     log_probs[:, 1, 2:] = -torch.inf  # the second column has two categories
     components = torch.tensor([0, 1]).repeat(20000)
-    codes = _draw_categories(log_probs, components, torch.Generator().manual_seed(0))
+    u = torch.rand(len(components), 2, generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64)
+    codes = draw_categories(log_probs, components, u)
     for c in range(2):
         for j in range(2):
             share = np.bincount(codes[components == c, j].numpy(), minlength=4) / 20000
@@ -358,6 +360,72 @@ def test_rows_missing_too_many_category_combinations_are_refused():
     assert sorted(map(tuple, filled[:6].tolist())) == [(a, 2, b) for a in range(2)
                                                        for b in range(3)]
     assert filled[6].tolist() == [1, 0, 0]
+
+
+def _all_categorical_rows(n_rows=300, seed=0):
+    """Rows of three categorical columns (2, 3 and 4 categories), a third
+    of their entries missing, and no continuous column."""
+    rng = np.random.default_rng(seed)
+    n_categories = [2, 3, 4]
+    codes = torch.as_tensor(np.column_stack([rng.integers(0, n, n_rows) for n in n_categories]))
+    codes[torch.as_tensor(rng.random(codes.shape) < 0.3)] = -1
+    return torch.zeros(n_rows, 0, dtype=torch.float64), codes, n_categories
+
+
+def test_missing_categories_without_continuous_columns_are_summed_out():
+    """Without continuous columns a row's missing categories are summed out
+    in closed form, one row however many it misses: the row's log-density,
+    the E-step and the M-step equal those of the row expanded into every
+    combination of them."""
+    from skebm._mixture import (Expansion, _expanded_terms, _expect, _maximize, _row_logsumexp,
+                                _shift_index, expand, expand_categories, fit_mixture,
+                                log_density, missing_columns)
+
+    X, codes, n_categories = _all_categorical_rows()
+    summed = expand(X, codes, n_categories)
+    assert len(summed.rows) == len(codes)
+    rows, filled = expand_categories(codes, n_categories)
+    assert len(rows) > 2 * len(codes)
+    expanded = Expansion(rows, X[rows], filled, missing_columns(X[rows]),
+                         _shift_index(filled, n_categories), n_categories)
+    parameters = fit_mixture(X, codes, n_categories, 3, 1e-6, 0, max_iter=5)
+    np.testing.assert_allclose(
+        log_density(X, codes, parameters).numpy(),
+        _row_logsumexp(_expanded_terms(expanded, parameters)[0], rows, len(codes)).numpy(),
+        rtol=1e-12, atol=1e-12)
+    steps = []
+    for expansion in (summed, expanded):
+        expected, score = _expect(X, parameters, expansion)
+        steps.append((score, *_maximize(expected, expansion, n_categories, 1e-6)))
+    for by_sum, by_expansion in zip(*steps):
+        np.testing.assert_allclose(np.asarray(by_sum), np.asarray(by_expansion), rtol=1e-10,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("common", [False, True])
+def test_summed_out_categories_are_drawn_from_their_conditional(common):
+    """A row's missing categories, summed out in fit, are drawn from their
+    exact conditional given its observed ones (the posterior of the
+    expanded combinations), observed entries kept, both with fresh numbers
+    and with the numbers common to every row."""
+    from skebm._mixture import (CommonDraws, ComponentConditionals, FreshDraws, expand,
+                                expand_categories, fit_mixture)
+
+    X, codes, n_categories = _all_categorical_rows()
+    parameters = fit_mixture(X, codes, n_categories, 3, 1e-6, 0)
+    row = torch.tensor([[-1, 2, -1]])
+    n_draws, generator = 40000, torch.Generator().manual_seed(1)
+    draws = (CommonDraws.drawn(n_draws, 3, generator) if common
+             else FreshDraws(n_draws, generator))
+    _, drawn = ComponentConditionals(parameters, X[:1], row).sample(draws)
+    assert (drawn[0, :, 1] == 2).all()
+    # The exact conditional of the 8 combinations of the two missing columns.
+    _, combinations = expand_categories(row, n_categories)
+    joint = ComponentConditionals(parameters, X[:1].expand(8, 0), combinations).log_marginal
+    exact = torch.softmax(joint, 0).numpy()
+    assert len(expand(X[:1], row, n_categories).rows) == 1
+    index = (drawn[0, :, 0] * 4 + drawn[0, :, 2]).numpy()
+    np.testing.assert_allclose(np.bincount(index, minlength=8) / n_draws, exact, atol=0.01)
 
 
 def test_categorical_features_forms(table):
