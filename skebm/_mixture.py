@@ -284,13 +284,16 @@ def draw_categories(log_probs, components, u):
 MAX_EXPANDED_ROWS = 10_000_000
 
 
-def expand_categories(codes, n_categories):
+def expand_categories(codes, n_categories, summed=None):
     """``(rows, codes)``: each row once per combination of the categories of
     its missing (-1) categorical entries, ``rows`` (non-decreasing) the row
     each comes from, ``codes`` with the missing entries filled in. Rows
-    without missing categories come once, as they are. Refused beyond
+    without missing categories, and the rows ``summed`` (a mask; their
+    missing entries stay -1), come once, as they are. Refused beyond
     :data:`MAX_EXPANDED_ROWS`."""
-    missing = codes < 0
+    if summed is None:
+        summed = torch.zeros(len(codes), dtype=torch.bool, device=codes.device)
+    missing = (codes < 0) & ~summed[:, None]
     rows = torch.arange(len(codes), device=codes.device)
     if not missing.any():
         return rows, codes
@@ -305,14 +308,14 @@ def expand_categories(codes, n_categories):
             "sklearn.impute.SimpleImputer(strategy='most_frequent')) or drop the rows missing "
             "most of them.")
     for j, count in enumerate(n_categories):
-        free = codes[:, j] < 0
+        free = (codes[:, j] < 0) & ~summed[rows]
         if not free.any():
             continue
         repeats = torch.where(free, count, 1)
         rows, codes = rows.repeat_interleave(repeats), codes.repeat_interleave(repeats, 0)
         starts = (torch.cumsum(repeats, 0) - repeats).repeat_interleave(repeats)
         position = torch.arange(len(rows), device=codes.device) - starts
-        codes[:, j] = torch.where(codes[:, j] < 0, position, codes[:, j])
+        codes[:, j] = torch.where(free.repeat_interleave(repeats), position, codes[:, j])
     return rows, codes
 
 
@@ -340,13 +343,18 @@ class Expansion:
         return location_design(self.shift_index, self.n_categories)
 
 
-def expand(X, codes, n_categories):
-    """The :class:`Expansion` of the rows ``(X, codes)``; without continuous
-    columns, the rows as they are, their missing categories summed out."""
-    if X.shape[1]:
-        rows, codes = expand_categories(codes, n_categories)
-    else:
-        rows = torch.arange(len(codes), device=codes.device)
+def expand(X, codes, n_categories, *, for_fit=False):
+    """The :class:`Expansion` of the rows ``(X, codes)``. A row with no
+    observed continuous entry is not expanded: within a component its
+    categories are independent and its continuous entries integrate to 1
+    whatever their mean, so a missing category's factor sums to 1 (it
+    stays -1, summed out). ``for_fit``: only where there are no continuous
+    columns at all, as the M-step fits each component's Gaussian to every
+    row's expected continuous entries, which its categories shift."""
+    summed = torch.isnan(X).all(1)
+    if for_fit and X.shape[1]:
+        summed = torch.zeros_like(summed)
+    rows, codes = expand_categories(codes, n_categories, summed)
     if len(rows) != len(X):
         X = X[rows]
     return Expansion(rows, X, codes, missing_columns(X), _shift_index(codes, n_categories),
@@ -404,7 +412,7 @@ class ComponentConditionals:
     """
 
     def __init__(self, parameters, X, codes):
-        self.X, self.log_probs = X, parameters[3]
+        self.X, self.log_probs, self.shifts = X, parameters[3], parameters[4]
         expansion = expand(X, codes, category_counts(parameters[3]))
         self.rows, self.codes = expansion.rows, expansion.codes
         log_joint, self.means, missing = _expanded_terms(expansion, parameters, with_missing=True)
@@ -419,7 +427,8 @@ class ComponentConditionals:
         a (categories, component) pair from the row's posterior, then the
         missing continuous entries from that pair's conditional Gaussian
         (or, where the categories are summed out, a component, then each
-        missing category from the component's probabilities)."""
+        missing category from the component's probabilities, which then
+        shift the drawn continuous entries, all of them missing)."""
         n_rows, n_components = len(self.X), self.posterior.shape[1]
         # Each row's (expanded row, component) pairs side by side, padded with 0.
         group = torch.bincount(self.rows, minlength=n_rows)
@@ -439,10 +448,15 @@ class ComponentConditionals:
         codes = self.codes[expanded]
         missing = codes < 0
         if missing.any():
+            u = draws.uniforms_of_categories(codes.shape, X.shape[2])
             drawn = draw_categories(self.log_probs, components.reshape(-1),
-                                    draws.uniforms_of_categories(codes.shape).reshape(
-                                        -1, codes.shape[2]))
-            codes = torch.where(missing, drawn.view(codes.shape), codes)
+                                    u.reshape(-1, codes.shape[2])).view(codes.shape)
+            drawn = torch.where(missing, drawn, -1)  # -1: no shift
+            if X.shape[2]:
+                X = X + category_shifts(drawn.view(-1, codes.shape[2]),
+                                        category_counts(self.log_probs), self.shifts,
+                                        components.reshape(-1)).view(X.shape)
+            codes = torch.where(missing, drawn, codes)
         return X, codes
 
 
@@ -466,7 +480,7 @@ class FreshDraws:
         return torch.randn(columns.shape, generator=self.generator, dtype=torch.float64,
                            device=columns.device)
 
-    def uniforms_of_categories(self, shape):
+    def uniforms_of_categories(self, shape, offset):
         """Uniform numbers of ``shape`` (n_rows, n_draws, n_categorical)."""
         return torch.rand(shape, generator=self.generator, dtype=torch.float64,
                           device=self.generator.device)
@@ -531,13 +545,12 @@ class CommonDraws:
         padded = torch.nn.functional.pad(self.normals, (0, 1))
         return padded.expand(*columns.shape[:2], -1).gather(-1, columns)
 
-    def uniforms_of_categories(self, shape):
+    def uniforms_of_categories(self, shape, offset):
         """Uniform numbers of ``shape`` (n_rows, n_draws, n_categorical),
         draw ``d``'s of categorical column ``j`` the normal distribution
-        function of ``normals[d, j]``. Only rows without continuous columns
-        draw categories this way (the others choose them with their
-        component), so no draw's normal serves two entries."""
-        return special.ndtr(self.normals[..., :shape[2]]).expand(shape)
+        function of ``normals[d, offset + j]``: past the ``offset``
+        continuous columns, so that no normal number serves two entries."""
+        return special.ndtr(self.normals[..., offset:offset + shape[2]]).expand(shape)
 
 
 def filled_rows(X, columns, means, factors, U):
@@ -567,7 +580,7 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
     and categories one-hot; stops when the mean log-likelihood gains less
     than ``tol``.
     """
-    expansion = expand(X, codes, n_categories)
+    expansion = expand(X, codes, n_categories, for_fit=True)
     if start is None:
         start = _maximize(_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
                           expansion, n_categories, ridge)

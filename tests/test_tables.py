@@ -372,6 +372,39 @@ def _all_categorical_rows(n_rows=300, seed=0):
     return torch.zeros(n_rows, 0, dtype=torch.float64), codes, n_categories
 
 
+def _mixed_rows(n_rows=400, seed=0):
+    """Rows of two continuous columns, shifted by the categories of three
+    categorical columns (2, 3 and 4 categories), a fifth of the categorical
+    entries missing and a tenth of the rows missing both continuous ones."""
+    _, codes, n_categories = _all_categorical_rows(n_rows, seed)
+    rng = np.random.default_rng(seed + 1)
+    complete = np.column_stack([rng.integers(0, n, n_rows) for n in n_categories])
+    X = rng.normal(size=(n_rows, 2)) + np.column_stack([complete[:, 1], complete[:, 2] / 2])
+    X[rng.random(n_rows) < 0.1] = np.nan
+    codes = torch.as_tensor(np.where(rng.random(complete.shape) < 0.2, -1, complete))
+    return torch.as_tensor(X), codes, n_categories
+
+
+def test_rows_without_continuous_entries_sum_their_missing_categories_out():
+    """A row with no observed continuous entry is not expanded when scored:
+    its log-density equals that of its every combination summed; in fit
+    (where the M-step reads each combination's shift) the rows are
+    expanded."""
+    from skebm._mixture import (_expanded_terms, _row_logsumexp, expand, fit_mixture,
+                                log_density)
+
+    X, codes, n_categories = _mixed_rows()
+    parameters = fit_mixture(X, codes, n_categories, 2, 1e-3, 0, max_iter=20)
+    assert parameters[4].abs().max() > 0.5  # the categories shift the continuous columns
+    summed, full = expand(X, codes, n_categories), expand(X, codes, n_categories, for_fit=True)
+    assert len(summed.rows) < len(full.rows)
+    assert (full.codes >= 0).all() and (summed.codes < 0).any()
+    np.testing.assert_allclose(
+        log_density(X, codes, parameters).numpy(),
+        _row_logsumexp(_expanded_terms(full, parameters)[0], full.rows, len(X)).numpy(),
+        rtol=1e-12, atol=1e-12)
+
+
 def test_missing_categories_without_continuous_columns_are_summed_out():
     """Without continuous columns a row's missing categories are summed out
     in closed form, one row however many it misses: the row's log-density,
@@ -400,6 +433,38 @@ def test_missing_categories_without_continuous_columns_are_summed_out():
     for by_sum, by_expansion in zip(*steps):
         np.testing.assert_allclose(np.asarray(by_sum), np.asarray(by_expansion), rtol=1e-10,
                                    atol=1e-12)
+
+
+@pytest.mark.parametrize("common", [False, True])
+def test_summed_out_categories_shift_the_continuous_entries_drawn(common):
+    """A row with no observed continuous entry draws its missing categories
+    from their conditional (as its every combination, expanded, would have
+    them) and its continuous entries from the drawn component's Gaussian
+    shifted by the drawn categories."""
+    from skebm._mixture import (CommonDraws, ComponentConditionals, FreshDraws,
+                                expand_categories, fit_mixture)
+
+    X, codes, n_categories = _mixed_rows()
+    parameters = fit_mixture(X, codes, n_categories, 2, 1e-3, 0, max_iter=20)
+    row, nothing = torch.tensor([[1, -1, -1]]), torch.full((1, 2), torch.nan, dtype=X.dtype)
+    n_draws, generator = 40000, torch.Generator().manual_seed(2)
+    draws = (CommonDraws.drawn(n_draws, 5, generator) if common
+             else FreshDraws(n_draws, generator))
+    drawn_X, drawn = ComponentConditionals(parameters, nothing, row).sample(draws)
+    assert (drawn[0, :, 0] == 1).all()
+    _, combinations = expand_categories(row, n_categories)
+    exact = ComponentConditionals(parameters, nothing.expand(12, 2), combinations)
+    share = torch.softmax(exact.log_marginal, 0)
+    index = (drawn[0, :, 1] * 4 + drawn[0, :, 2]).numpy()
+    np.testing.assert_allclose(np.bincount(index, minlength=12) / n_draws, share.numpy(),
+                               atol=0.01)
+    # The mean of the continuous entries drawn with the commonest combination.
+    top = int(share.argmax())
+    at_top = torch.as_tensor(index == top)
+    posterior = exact.posterior[top]  # its components' shares, summing to 1
+    expected = (posterior[:, None] * exact.means[top]).sum(0)
+    np.testing.assert_allclose(drawn_X[0, at_top].mean(0).numpy(), expected.numpy(),
+                               atol=0.06)
 
 
 @pytest.mark.parametrize("common", [False, True])
