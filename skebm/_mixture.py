@@ -14,11 +14,11 @@ A missing entry (NaN) is marginalized exactly: a continuous one through the
 Gaussian of the observed columns, a categorical one by summing over its
 categories. For that a row with missing categories is expanded into one row
 per combination of them (:func:`expand_categories`), each complete in its
-categories. A table without continuous columns needs no expansion: within a
-component the categorical factors are independent, so a missing entry's
-factor sums to 1 over its categories, and its expected category counts are
-the component's probabilities (a row missing 16 binary answers costs one
-row, not 65,536). The same algebra gives each row's conditional distribution of
+categories. A row with no observed continuous entry needs no expansion
+(:func:`expand`): its continuous entries integrate to 1 whatever their mean,
+so within a component its categories are independent and a missing one's
+factor sums to 1 (a row missing 16 binary answers costs one row, not
+65,536). The same algebra gives each row's conditional distribution of
 its missing entries, which is how models draw them, and the EM fit of such
 a mixture to incomplete rows (Ghahramani & Jordan 1994).
 
@@ -302,8 +302,9 @@ def expand_categories(codes, n_categories, summed=None):
     expanded = float(torch.where(missing, log_counts, 0.0).sum(1).exp().sum())
     if expanded > MAX_EXPANDED_ROWS:
         raise ValueError(
-            f"Rows with missing categorical entries are summed over every combination of the "
-            f"missing categories; these rows have {expanded:,.0f} combinations in all, more "
+            f"Rows with missing categorical entries and an observed continuous one are summed "
+            f"over every combination of the missing categories; these rows have "
+            f"{expanded:,.0f} combinations in all, more "
             f"than {MAX_EXPANDED_ROWS:,}. Fill some categorical entries first (e.g. "
             "sklearn.impute.SimpleImputer(strategy='most_frequent')) or drop the rows missing "
             "most of them.")
@@ -324,8 +325,8 @@ class Expansion:
     """Rows expanded by their missing categories (:func:`expand_categories`),
     with what the E- and M-steps read of them that no parameter changes, so
     that an EM fit computes it once: ``rows`` (the row each comes from),
-    ``X`` (their continuous entries), ``codes`` (complete, or -1 where
-    missing without continuous columns: see :func:`expand`), ``columns``
+    ``X`` (their continuous entries), ``codes`` (complete but in the
+    ``summed`` rows: see :func:`expand`), ``columns``
     (:func:`missing_columns` of ``X``), ``shift_index``
     (:func:`_shift_index`) and, made when the M-step first asks,
     ``location_design`` (:func:`location_design`; None without categorical
@@ -334,6 +335,7 @@ class Expansion:
     rows: torch.Tensor
     X: torch.Tensor
     codes: torch.Tensor
+    summed: torch.Tensor
     columns: torch.Tensor
     shift_index: torch.Tensor
     n_categories: list
@@ -342,23 +344,28 @@ class Expansion:
     def location_design(self):
         return location_design(self.shift_index, self.n_categories)
 
+    def gaussian_weights(self, responsibilities):
+        """The ``responsibilities`` with which the rows count in the fit of
+        the components' Gaussians: 0 for the ``summed`` rows, whose
+        likelihood their Gaussians do not touch."""
+        return responsibilities * (~self.summed).to(responsibilities.dtype)[:, None]
 
-def expand(X, codes, n_categories, *, for_fit=False):
+
+def expand(X, codes, n_categories):
     """The :class:`Expansion` of the rows ``(X, codes)``. A row with no
-    observed continuous entry is not expanded: within a component its
-    categories are independent and its continuous entries integrate to 1
-    whatever their mean, so a missing category's factor sums to 1 (it
-    stays -1, summed out). ``for_fit``: only where there are no continuous
-    columns at all, as the M-step fits each component's Gaussian to every
-    row's expected continuous entries, which its categories shift."""
+    observed continuous entry is not expanded (``summed``): its continuous
+    entries integrate to 1 whatever their mean, so within a component its
+    categories are independent, and a missing one's factor sums to 1 (it
+    stays -1). Its expected category counts in a component are the
+    component's probabilities; its continuous entries are left out of EM's
+    complete data (:meth:`Expansion.gaussian_weights`): a smaller
+    augmentation, the same likelihood to climb, so the same fixed points."""
     summed = torch.isnan(X).all(1)
-    if for_fit and X.shape[1]:
-        summed = torch.zeros_like(summed)
     rows, codes = expand_categories(codes, n_categories, summed)
     if len(rows) != len(X):
-        X = X[rows]
-    return Expansion(rows, X, codes, missing_columns(X), _shift_index(codes, n_categories),
-                     list(n_categories))
+        X, summed = X[rows], summed[rows]
+    return Expansion(rows, X, codes, summed, missing_columns(X),
+                     _shift_index(codes, n_categories), list(n_categories))
 
 
 def _expanded_terms(expansion, parameters, *, with_missing=False):
@@ -580,7 +587,7 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
     and categories one-hot; stops when the mean log-likelihood gains less
     than ``tol``.
     """
-    expansion = expand(X, codes, n_categories, for_fit=True)
+    expansion = expand(X, codes, n_categories)
     if start is None:
         start = _maximize(_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
                           expansion, n_categories, ridge)
@@ -639,7 +646,8 @@ def _expect(X, parameters, expansion):
     spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype,
                          device=X.device)
     if expansion.columns.shape[1]:  # some entry missing
-        spread = missing_covariance_sums(*missing, responsibilities, n_continuous)
+        spread = missing_covariance_sums(*missing, expansion.gaussian_weights(responsibilities),
+                                         n_continuous)
     tallies = _category_tallies(responsibilities, expansion.codes, expansion.n_categories,
                                 parameters[3])
     return (Expected(responsibilities, completed, spread, tallies),
@@ -759,6 +767,8 @@ def _maximize(expected, expansion, n_categories, ridge):
     tiny = 10 * torch.finfo(dtype).eps
     counts = responsibilities.sum(0) + tiny
     weights = counts / counts.sum()
+    responsibilities = expansion.gaussian_weights(responsibilities)
+    gaussian_counts = responsibilities.sum(0) + tiny
     if completed.shape[2]:
         means, shifts = _location_fit(responsibilities, completed, expansion.location_design,
                                       n_categories, tiny)
@@ -768,7 +778,7 @@ def _maximize(expected, expansion, n_categories, ridge):
     centred = completed - _located_means(expansion.shift_index, means, shifts)
     n_continuous = completed.shape[2]
     weighted = (responsibilities[:, :, None] * centred).permute(1, 2, 0)  # (k, d, n)
-    covariances = (weighted @ centred.transpose(0, 1) + spread) / counts[:, None, None]
+    covariances = (weighted @ centred.transpose(0, 1) + spread) / gaussian_counts[:, None, None]
     covariances = covariances + ridge * torch.eye(n_continuous, dtype=dtype, device=device)
     most = max(n_categories, default=1)
     log_probs = torch.full((len(counts), len(n_categories), most), -math.inf, dtype=dtype,

@@ -385,24 +385,55 @@ def _mixed_rows(n_rows=400, seed=0):
     return torch.as_tensor(X), codes, n_categories
 
 
+def _fully_expanded(X, codes, n_categories):
+    """The rows expanded into every combination of their missing
+    categories, none summed out: what EM read before summing out."""
+    from skebm._mixture import Expansion, _shift_index, expand_categories, missing_columns
+
+    rows, filled = expand_categories(codes, n_categories)
+    return Expansion(rows, X[rows], filled, torch.zeros(len(rows), dtype=torch.bool),
+                     missing_columns(X[rows]), _shift_index(filled, n_categories), n_categories)
+
+
 def test_rows_without_continuous_entries_sum_their_missing_categories_out():
-    """A row with no observed continuous entry is not expanded when scored:
-    its log-density equals that of its every combination summed; in fit
-    (where the M-step reads each combination's shift) the rows are
-    expanded."""
-    from skebm._mixture import (_expanded_terms, _row_logsumexp, expand, fit_mixture,
-                                log_density)
+    """A row with no observed continuous entry is not expanded: its
+    log-density equals that of its every combination summed, and EM, whose
+    complete data then leave its continuous entries out, climbs the same
+    likelihood at every step to the same fixed point as EM on every
+    combination."""
+    from skebm._mixture import (_expanded_terms, _expect, _maximize, _row_logsumexp, expand,
+                                fit_mixture, log_density)
 
     X, codes, n_categories = _mixed_rows()
-    parameters = fit_mixture(X, codes, n_categories, 2, 1e-3, 0, max_iter=20)
-    assert parameters[4].abs().max() > 0.5  # the categories shift the continuous columns
-    summed, full = expand(X, codes, n_categories), expand(X, codes, n_categories, for_fit=True)
-    assert len(summed.rows) < len(full.rows)
-    assert (full.codes >= 0).all() and (summed.codes < 0).any()
+    summed, full = expand(X, codes, n_categories), _fully_expanded(X, codes, n_categories)
+    assert len(summed.rows) < len(full.rows) and (summed.codes < 0).any()
+    parameters = fit_mixture(X, codes, n_categories, 2, 1e-3, 0, max_iter=3)
     np.testing.assert_allclose(
         log_density(X, codes, parameters).numpy(),
         _row_logsumexp(_expanded_terms(full, parameters)[0], full.rows, len(X)).numpy(),
         rtol=1e-12, atol=1e-12)
+    scores = []
+    for _ in range(30):
+        expected, score = _expect(X, parameters, summed)
+        parameters = _maximize(expected, summed, n_categories, 1e-3)
+        scores.append(score)
+    assert np.all(np.diff(scores) > -1e-12) and scores[-1] > scores[0] + 0.01
+    # EM on every combination, to its fixed point. With a ridge of 1e-3 the
+    # two would differ by it: added at each M-step, it weighs n / n_gaussian
+    # times as much where the Gaussians count every row.
+    ridge = 1e-9
+    for _ in range(1000):
+        stepped = _maximize(_expect(X, parameters, full)[0], full, n_categories, ridge)
+        change = max(float((after - before).abs().max()) for after, before
+                     in zip(stepped, parameters) if after.numel() and before.isfinite().all())
+        parameters = stepped
+        if change < 1e-9:
+            break
+    assert change < 1e-9
+    assert parameters[4].abs().max() > 0.5  # the categories shift the continuous columns
+    stepped = _maximize(_expect(X, parameters, summed)[0], summed, n_categories, ridge)
+    for before, after in zip(parameters, stepped):
+        np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-7)
 
 
 def test_missing_categories_without_continuous_columns_are_summed_out():
@@ -410,17 +441,15 @@ def test_missing_categories_without_continuous_columns_are_summed_out():
     in closed form, one row however many it misses: the row's log-density,
     the E-step and the M-step equal those of the row expanded into every
     combination of them."""
-    from skebm._mixture import (Expansion, _expanded_terms, _expect, _maximize, _row_logsumexp,
-                                _shift_index, expand, expand_categories, fit_mixture,
-                                log_density, missing_columns)
+    from skebm._mixture import (_expanded_terms, _expect, _maximize, _row_logsumexp, expand,
+                                fit_mixture, log_density)
 
     X, codes, n_categories = _all_categorical_rows()
     summed = expand(X, codes, n_categories)
     assert len(summed.rows) == len(codes)
-    rows, filled = expand_categories(codes, n_categories)
+    expanded = _fully_expanded(X, codes, n_categories)
+    rows = expanded.rows
     assert len(rows) > 2 * len(codes)
-    expanded = Expansion(rows, X[rows], filled, missing_columns(X[rows]),
-                         _shift_index(filled, n_categories), n_categories)
     parameters = fit_mixture(X, codes, n_categories, 3, 1e-6, 0, max_iter=5)
     np.testing.assert_allclose(
         log_density(X, codes, parameters).numpy(),
