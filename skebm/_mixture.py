@@ -412,8 +412,9 @@ def log_density(X, codes, parameters):
 class ComponentConditionals:
     """Each row's conditional distribution of its missing entries under a
     mixture: the posterior over (combination of its missing categories,
-    component) given the observed entries, and for each such pair the
-    conditional Gaussian of the missing continuous entries.
+    component) given the observed entries (over the component alone for a
+    row with no observed continuous entry: see :func:`expand`), and for each
+    such pair the conditional Gaussian of the missing continuous entries.
 
     ``log_marginal`` is each row's log-density of its observed entries.
     """
@@ -488,7 +489,8 @@ class FreshDraws:
                            device=columns.device)
 
     def uniforms_of_categories(self, shape, offset):
-        """Uniform numbers of ``shape`` (n_rows, n_draws, n_categorical)."""
+        """Uniform numbers of ``shape`` (n_rows, n_draws, n_categorical),
+        fresh (``offset``, which :class:`CommonDraws` needs, is unused)."""
         return torch.rand(shape, generator=self.generator, dtype=torch.float64,
                           device=self.generator.device)
 
