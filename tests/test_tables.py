@@ -522,6 +522,26 @@ def test_summed_out_categories_are_drawn_from_their_conditional(common):
     np.testing.assert_allclose(np.bincount(index, minlength=8) / n_draws, exact, atol=0.01)
 
 
+def test_a_row_missing_most_of_many_categories_is_fitted_scored_and_filled():
+    """A row missing its continuous cell and 29 of 30 binary categories
+    would expand into 2**29 rows, past the ten million refused; having no
+    observed continuous cell it stays one row. The model fits with it, and
+    scores it as the probability of its one observed category (near the
+    data's share), and fills it with binary values, the known one kept."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (300, 30)).astype(float)
+    X = np.column_stack([rng.normal(size=300) + bits[:, 0], bits])
+    X[0] = np.nan
+    X[0, 1] = 1.0
+    model = NCEDensity(**{**QUICK, "max_iter": 5}).fit(X)
+    assert model.is_categorical_[1:].all()
+    share = np.mean(bits[1:, 0] == 1)
+    np.testing.assert_allclose(model.score_samples(X[:1]), np.log(share), atol=0.15)
+    filled = model.sample_conditional(X[:1], random_state=0)
+    assert filled[0, 1] == 1.0 and np.isin(filled[0, 2:], [0.0, 1.0]).all()
+    assert np.isfinite(filled[0, 0])
+
+
 def test_categorical_features_forms(table):
     train = table[0]
     as_objects = train.to_numpy(dtype=object)
