@@ -421,7 +421,8 @@ class ComponentConditionals:
 
     def __init__(self, parameters, X, codes):
         self.X, self.log_probs, self.shifts = X, parameters[3], parameters[4]
-        expansion = expand(X, codes, category_counts(parameters[3]))
+        self.n_categories = category_counts(self.log_probs)
+        expansion = expand(X, codes, self.n_categories)
         self.rows, self.codes = expansion.rows, expansion.codes
         log_joint, self.means, missing = _expanded_terms(expansion, parameters, with_missing=True)
         self.columns, self.factors = missing if missing is not None else (None, None)
@@ -461,9 +462,8 @@ class ComponentConditionals:
                                     u.reshape(-1, codes.shape[2])).view(codes.shape)
             drawn = torch.where(missing, drawn, -1)  # -1: no shift
             if X.shape[2]:
-                X = X + category_shifts(drawn.view(-1, codes.shape[2]),
-                                        category_counts(self.log_probs), self.shifts,
-                                        components.reshape(-1)).view(X.shape)
+                X = X + category_shifts(drawn.view(-1, codes.shape[2]), self.n_categories,
+                                        self.shifts, components.reshape(-1)).view(X.shape)
             codes = torch.where(missing, drawn, codes)
         return X, codes
 
