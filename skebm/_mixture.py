@@ -18,9 +18,14 @@ categories. A row with no observed continuous entry needs no expansion
 (:func:`expand`): its continuous entries integrate to 1 whatever their mean,
 so within a component its categories are independent and a missing one's
 factor sums to 1 (a row missing 16 binary answers costs one row, not
-65,536). The same algebra gives each row's conditional distribution of
-its missing entries, which is how models draw them, and the EM fit of such
-a mixture to incomplete rows (Ghahramani & Jordan 1994).
+65,536). A row with an observed continuous entry and more than
+:data:`EXACT_COMBINATIONS` combinations is summed by importance sampling
+over :data:`SAMPLED_COMBINATIONS` of them instead, drawn from the mixture's
+components (:class:`CategoryProposal`): an unbiased estimate of its
+density, where every combination would cost rows by the million. The same
+algebra gives each row's conditional distribution of its missing entries,
+which is how models draw them, and the EM fit of such a mixture to
+incomplete rows (Ghahramani & Jordan 1994).
 
 All functions work on float64 tensors: ``X`` the continuous columns (NaN
 where missing), ``codes`` the categorical ones (long, -1 where missing).
@@ -35,6 +40,9 @@ References
    discrete and continuous variables." Ann. Math. Statist. 32 (1961).
 .. [2] Ghahramani, Z. and Jordan, M. I. "Supervised learning from incomplete
    data via an EM approach." NeurIPS 1994.
+.. [3] McKay, M. D., Beckman, R. J. and Conover, W. J. "A comparison of
+   three methods for selecting values of input variables in the analysis
+   of output from a computer code." Technometrics 21 (1979).
 """
 
 import functools
@@ -282,34 +290,124 @@ def draw_categories(log_probs, components, u):
 
 #: Most rows that the rows with missing categories may expand into.
 MAX_EXPANDED_ROWS = 10_000_000
+#: Most combinations of its missing categories that a row with an observed
+#: continuous entry is summed over exactly; beyond, it is summed by
+#: importance sampling over :data:`SAMPLED_COMBINATIONS` of them.
+EXACT_COMBINATIONS = 256
+#: Combinations drawn for a row summed by importance sampling.
+SAMPLED_COMBINATIONS = 256
+#: Seed of the numbers that every row summed by importance sampling when
+#: scored draws its combinations from, so that it scores alike in any batch.
+COMMON_COMBINATIONS_SEED = 20261205
 
 
-def expand_categories(codes, n_categories, summed=None):
-    """``(rows, codes)``: each row once per combination of the categories of
-    its missing (-1) categorical entries, ``rows`` (non-decreasing) the row
-    each comes from, ``codes`` with the missing entries filled in. Rows
-    without missing categories, and the rows ``summed`` (a mask; their
-    missing entries stay -1), come once, as they are. Refused beyond
-    :data:`MAX_EXPANDED_ROWS`."""
+class CategoryProposal(NamedTuple):
+    """Where a row summed by importance sampling draws its missing categories
+    from: a component from the row's ``log_shares`` (n_rows, n_components),
+    then each missing entry independently from that component's
+    ``log_probs`` (n_components, n_categorical, most categories; -inf
+    beyond a column's categories), by Latin hypercube numbers from
+    ``generator`` or, None, the same numbers for every row."""
+
+    log_shares: torch.Tensor
+    log_probs: torch.Tensor
+    generator: object = None
+
+    @classmethod
+    def of_frequencies(cls, codes, n_categories, generator):
+        """One component: the columns' observed frequencies, each category
+        given :data:`CATEGORY_PSEUDO_COUNT` more (what a fit draws from
+        before any parameter is known)."""
+        most = max(n_categories, default=1)
+        log_probs = torch.full((1, len(n_categories), most), -math.inf, dtype=torch.float64,
+                               device=codes.device)
+        for j, count in enumerate(n_categories):
+            column = codes[:, j]
+            tally = torch.bincount(column[column >= 0], minlength=count).to(torch.float64)
+            tally = tally + CATEGORY_PSEUDO_COUNT
+            log_probs[0, j, :count] = torch.log(tally / tally.sum())
+        return cls(log_probs.new_zeros(len(codes), 1), log_probs, generator)
+
+    @classmethod
+    def of_mixture(cls, parameters, codes, generator=None):
+        """The mixture's components, each row's shares their posterior given
+        its observed categories: close to the row's conditional of its
+        missing categories where the continuous entries say little."""
+        weights, log_probs = parameters[0], parameters[3]
+        log_shares = torch.log_softmax(
+            torch.log(weights) + _category_log_likelihoods(codes, log_probs), 1)
+        return cls(log_shares, log_probs, generator)
+
+    def draw(self, rows, codes):
+        """``(codes, log_weights)``: ``codes`` (:data:`SAMPLED_COMBINATIONS`
+        copies of each of the ``rows``, one after the other) with their
+        missing entries drawn, each copy's ``log_weights`` ``-log q - log
+        n``: with them the copies' sum is an unbiased estimate of the sum
+        over every combination."""
+        n_copies, n_columns = codes.shape
+        generator = self.generator
+        if generator is None:
+            generator = torch.Generator().manual_seed(COMMON_COMBINATIONS_SEED)
+        n_sets = 1 if self.generator is None else n_copies // SAMPLED_COMBINATIONS
+        u = _latin_hypercube(n_sets, SAMPLED_COMBINATIONS, 1 + n_columns, generator)
+        u = u.to(codes.device).expand(n_copies // SAMPLED_COMBINATIONS, -1, -1)
+        u = u.reshape(n_copies, 1 + n_columns)
+        log_shares = self.log_shares[rows]
+        cdf = torch.cumsum(log_shares.exp(), 1)
+        components = torch.searchsorted(cdf, u[:, :1].contiguous(), right=True).squeeze(1)
+        components = components.clamp_(max=cdf.shape[1] - 1)
+        missing = codes < 0
+        codes = torch.where(missing, draw_categories(self.log_probs, components, u[:, 1:]), codes)
+        log_q = torch.logsumexp(log_shares + _category_log_likelihoods(
+            torch.where(missing, codes, -1), self.log_probs), 1)
+        return codes, -log_q - math.log(SAMPLED_COMBINATIONS)
+
+
+def _latin_hypercube(n_sets, n_draws, n_columns, generator):
+    """``(n_sets, n_draws, n_columns)`` uniform numbers, each column of a set
+    stratified: one number in each of ``n_draws`` equal intervals, in random
+    order. Each number is uniform, so an estimate stays unbiased; the spread
+    of a sum over the draws shrinks."""
+    shape = (n_sets, n_draws, n_columns)
+    strata = torch.argsort(torch.rand(shape, generator=generator, dtype=torch.float64), dim=1)
+    return (strata + torch.rand(shape, generator=generator, dtype=torch.float64)) / n_draws
+
+
+def expand_categories(codes, n_categories, summed=None, proposal=None):
+    """``(rows, codes, log_weights)``: each row once per combination of the
+    categories of its missing (-1) categorical entries, ``rows``
+    (non-decreasing) the row each comes from, ``codes`` with the missing
+    entries filled in, ``log_weights`` 0. Rows without missing categories,
+    and the rows ``summed`` (a mask; their missing entries stay -1), come
+    once, as they are. With a ``proposal`` (a :class:`CategoryProposal`), a
+    row of more than :data:`EXACT_COMBINATIONS` combinations comes
+    :data:`SAMPLED_COMBINATIONS` times, its missing entries drawn from the
+    proposal, its ``log_weights`` those of importance sampling. Refused
+    beyond :data:`MAX_EXPANDED_ROWS`."""
     if summed is None:
         summed = torch.zeros(len(codes), dtype=torch.bool, device=codes.device)
     missing = (codes < 0) & ~summed[:, None]
     rows = torch.arange(len(codes), device=codes.device)
+    log_weights = torch.zeros(len(codes), dtype=torch.float64, device=codes.device)
     if not missing.any():
-        return rows, codes
+        return rows, codes, log_weights
     log_counts = torch.log(torch.as_tensor(n_categories, dtype=torch.float64,
                                            device=codes.device))
-    expanded = float(torch.where(missing, log_counts, 0.0).sum(1).exp().sum())
+    combinations = torch.where(missing, log_counts, 0.0).sum(1).exp().round()
+    sampled = torch.zeros_like(summed)
+    if proposal is not None:
+        sampled = combinations > EXACT_COMBINATIONS
+    expanded = float(torch.where(sampled, SAMPLED_COMBINATIONS, combinations).sum())
     if expanded > MAX_EXPANDED_ROWS:
         raise ValueError(
             f"Rows with missing categorical entries and an observed continuous one are summed "
-            f"over every combination of the missing categories; these rows have "
-            f"{expanded:,.0f} combinations in all, more "
-            f"than {MAX_EXPANDED_ROWS:,}. Fill some categorical entries first (e.g. "
-            "sklearn.impute.SimpleImputer(strategy='most_frequent')) or drop the rows missing "
-            "most of them.")
+            f"over the combinations of the missing categories (up to "
+            f"{EXACT_COMBINATIONS:,} each, or {SAMPLED_COMBINATIONS:,} drawn); these rows have "
+            f"{expanded:,.0f} in all, more than {MAX_EXPANDED_ROWS:,}. Fill some categorical "
+            "entries first (e.g. sklearn.impute.SimpleImputer(strategy='most_frequent')) or "
+            "drop the rows missing most of them.")
     for j, count in enumerate(n_categories):
-        free = (codes[:, j] < 0) & ~summed[rows]
+        free = (codes[:, j] < 0) & ~summed[rows] & ~sampled[rows]
         if not free.any():
             continue
         repeats = torch.where(free, count, 1)
@@ -317,7 +415,14 @@ def expand_categories(codes, n_categories, summed=None):
         starts = (torch.cumsum(repeats, 0) - repeats).repeat_interleave(repeats)
         position = torch.arange(len(rows), device=codes.device) - starts
         codes[:, j] = torch.where(free.repeat_interleave(repeats), position, codes[:, j])
-    return rows, codes
+    log_weights = log_weights[rows]
+    if sampled.any():
+        repeats = torch.where(sampled[rows], SAMPLED_COMBINATIONS, 1)
+        rows, codes = rows.repeat_interleave(repeats), codes.repeat_interleave(repeats, 0)
+        log_weights = log_weights.repeat_interleave(repeats)
+        drawn = sampled[rows]
+        codes[drawn], log_weights[drawn] = proposal.draw(rows[drawn], codes[drawn])
+    return rows, codes, log_weights
 
 
 @dataclass
@@ -328,14 +433,16 @@ class Expansion:
     ``X`` (their continuous entries), ``codes`` (complete but in the
     ``summed`` rows: see :func:`expand`), ``columns``
     (:func:`missing_columns` of ``X``), ``shift_index``
-    (:func:`_shift_index`) and, made when the M-step first asks,
-    ``location_design`` (:func:`location_design`; None without categorical
-    columns)."""
+    (:func:`_shift_index`), ``log_weights`` (0, or those of importance
+    sampling where a row's combinations are drawn) and, made when the
+    M-step first asks, ``location_design`` (:func:`location_design`; None
+    without categorical columns)."""
 
     rows: torch.Tensor
     X: torch.Tensor
     codes: torch.Tensor
     summed: torch.Tensor
+    log_weights: torch.Tensor
     columns: torch.Tensor
     shift_index: torch.Tensor
     n_categories: list
@@ -351,20 +458,21 @@ class Expansion:
         return responsibilities * (~self.summed).to(responsibilities.dtype)[:, None]
 
 
-def expand(X, codes, n_categories):
-    """The :class:`Expansion` of the rows ``(X, codes)``. A row with no
-    observed continuous entry is not expanded (``summed``): its continuous
-    entries integrate to 1 whatever their mean, so within a component its
-    categories are independent, and a missing one's factor sums to 1 (it
-    stays -1). Its expected category counts in a component are the
-    component's probabilities; its continuous entries are left out of EM's
-    complete data (:meth:`Expansion.gaussian_weights`): a smaller
+def expand(X, codes, n_categories, proposal=None):
+    """The :class:`Expansion` of the rows ``(X, codes)``, rows of many
+    combinations drawn from ``proposal`` (see :func:`expand_categories`).
+    A row with no observed continuous entry is not expanded (``summed``):
+    its continuous entries integrate to 1 whatever their mean, so within a
+    component its categories are independent, and a missing one's factor
+    sums to 1 (it stays -1). Its expected category counts in a component
+    are the component's probabilities; its continuous entries are left out
+    of EM's complete data (:meth:`Expansion.gaussian_weights`): a smaller
     augmentation, the same likelihood to climb, so the same fixed points."""
     summed = torch.isnan(X).all(1)
-    rows, codes = expand_categories(codes, n_categories, summed)
+    rows, codes, log_weights = expand_categories(codes, n_categories, summed, proposal)
     if len(rows) != len(X):
         X, summed = X[rows], summed[rows]
-    return Expansion(rows, X, codes, summed, missing_columns(X),
+    return Expansion(rows, X, codes, summed, log_weights.to(X.dtype), missing_columns(X),
                      _shift_index(codes, n_categories), list(n_categories))
 
 
@@ -377,7 +485,8 @@ def _expanded_terms(expansion, parameters, *, with_missing=False):
     ``with_missing``) as :func:`gaussian_observed` gives them."""
     weights, means, covariances, log_probs, shifts = parameters
     X = expansion.X
-    log_joint = torch.log(weights) + _category_log_likelihoods(expansion.codes, log_probs)
+    log_joint = (torch.log(weights) + _category_log_likelihoods(expansion.codes, log_probs)
+                 + expansion.log_weights[:, None])
     completed = X[:, None, :].expand(-1, len(weights), -1)
     missing = None
     if X.shape[1]:
@@ -403,8 +512,11 @@ def _row_logsumexp(values, rows, n_rows):
 
 def log_density(X, codes, parameters):
     """``(n_rows,)``: each row's log-density of its observed entries (missing
-    continuous entries integrated out, missing categories summed over)."""
-    expansion = expand(X, codes, category_counts(parameters[3]))
+    continuous entries integrated out, missing categories summed over, by
+    importance sampling where a row has more than :data:`EXACT_COMBINATIONS`
+    of them)."""
+    expansion = expand(X, codes, category_counts(parameters[3]),
+                       CategoryProposal.of_mixture(parameters, codes))
     log_joint, _, _ = _expanded_terms(expansion, parameters)
     return _row_logsumexp(log_joint, expansion.rows, len(X))
 
@@ -422,7 +534,8 @@ class ComponentConditionals:
     def __init__(self, parameters, X, codes):
         self.X, self.log_probs, self.shifts = X, parameters[3], parameters[4]
         self.n_categories = category_counts(self.log_probs)
-        expansion = expand(X, codes, self.n_categories)
+        expansion = expand(X, codes, self.n_categories,
+                           CategoryProposal.of_mixture(parameters, codes))
         self.rows, self.codes = expansion.rows, expansion.codes
         log_joint, self.means, missing = _expanded_terms(expansion, parameters, with_missing=True)
         self.columns, self.factors = missing if missing is not None else (None, None)
@@ -587,12 +700,19 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
     from ``start`` (parameters, a fit with another ridge, say) or from
     k-means on the rows with missing continuous entries at the column mean
     and categories one-hot; stops when the mean log-likelihood gains less
-    than ``tol``.
+    than ``tol``. A row of more combinations of missing categories than
+    :data:`EXACT_COMBINATIONS` is summed over combinations drawn once, from
+    the start's components, so that EM climbs one fixed objective.
     """
-    expansion = expand(X, codes, n_categories)
+    generator, expansion = torch.Generator().manual_seed(int(seed)), None
     if start is None:
+        expansion = expand(X, codes, n_categories,
+                           CategoryProposal.of_frequencies(codes, n_categories, generator))
         start = _maximize(_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
                           expansion, n_categories, ridge)
+    if expansion is None or expansion.log_weights.any():
+        expansion = expand(X, codes, n_categories,
+                           CategoryProposal.of_mixture(start, codes, generator))
     parameters, previous = start, -math.inf
     for _ in range(max_iter):
         expected, score = _expect(X, parameters, expansion)
