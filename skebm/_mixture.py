@@ -422,7 +422,18 @@ def expand_categories(codes, n_categories, summed=None, proposal=None):
         log_weights = log_weights.repeat_interleave(repeats)
         drawn = sampled[rows]
         codes[drawn], log_weights[drawn] = proposal.draw(rows[drawn], codes[drawn])
+        rows, codes, log_weights = _merged(rows, codes, log_weights)
     return rows, codes, log_weights
+
+
+def _merged(rows, codes, log_weights):
+    """The expanded rows with each combination of a row once, the weights of
+    its copies summed: the same sum, in fewer rows (a proposal that knows a
+    row well draws the same few combinations again and again)."""
+    unique, inverse = torch.unique(torch.cat([rows[:, None], codes], 1), dim=0,
+                                   return_inverse=True)
+    return unique[:, 0], unique[:, 1:], _row_logsumexp(log_weights[:, None], inverse,
+                                                       len(unique))
 
 
 @dataclass
@@ -701,8 +712,11 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
     k-means on the rows with missing continuous entries at the column mean
     and categories one-hot; stops when the mean log-likelihood gains less
     than ``tol``. A row of more combinations of missing categories than
-    :data:`EXACT_COMBINATIONS` is summed over combinations drawn once, from
-    the start's components, so that EM climbs one fixed objective.
+    :data:`EXACT_COMBINATIONS` is summed over combinations drawn from the
+    start's components; EM climbs that fixed objective, then, the
+    components known better, once more on combinations drawn from them:
+    on drawn sums EM fits their noise too, the less so the closer the
+    proposal is to the rows' conditionals.
     """
     generator, expansion = torch.Generator().manual_seed(int(seed)), None
     if start is None:
@@ -710,10 +724,21 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
                            CategoryProposal.of_frequencies(codes, n_categories, generator))
         start = _maximize(_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
                           expansion, n_categories, ridge)
-    if expansion is None or expansion.log_weights.any():
-        expansion = expand(X, codes, n_categories,
-                           CategoryProposal.of_mixture(start, codes, generator))
-    parameters, previous = start, -math.inf
+    parameters = start
+    for draw in range(2):
+        if expansion is None or expansion.log_weights.any():
+            expansion = expand(X, codes, n_categories,
+                               CategoryProposal.of_mixture(parameters, codes, generator))
+        elif draw:  # nothing drawn: the first climb was the fit
+            break
+        parameters = _climb(X, parameters, expansion, n_categories, ridge, max_iter, tol)
+    return parameters
+
+
+def _climb(X, parameters, expansion, n_categories, ridge, max_iter, tol):
+    """EM steps from ``parameters`` on the rows ``expansion``, until the
+    mean log-likelihood gains less than ``tol`` or ``max_iter`` steps."""
+    previous = -math.inf
     for _ in range(max_iter):
         expected, score = _expect(X, parameters, expansion)
         parameters = _maximize(expected, expansion, n_categories, ridge)

@@ -622,32 +622,35 @@ def _row_logsumexp_of(expansion, parameters, n_rows):
 
 def test_a_fit_with_rows_of_many_missing_categories_matches_the_exact_one(monkeypatch):
     """EM on rows whose combinations are drawn climbs its objective (but for
-    its priors' pull, a few 1e-6 near the fixed point) and ends, by the
-    exact likelihood of held-out rows, within 0.02 nats of EM on every
-    combination (4 columns of 9 categories, a quarter of the rows missing
-    all of them)."""
+    its priors' pull, a few 1e-6 near the fixed point), and its fits end,
+    by the exact likelihood of held-out rows, within 0.015 nats of EM on
+    every combination on average over three seeds, each within 0.04 (4
+    columns of 8 categories, a quarter of the rows missing all of them)."""
     import skebm._mixture as mixture
 
-    X, codes, n_categories = _rows_of_many_combinations(240, 2, count=9, n_categorical=4)
-    codes[:60] = -1
-    X_test, codes_test, _ = _rows_of_many_combinations(400, 3, count=9, n_categorical=4)
+    X, codes, n_categories = _rows_of_many_combinations(200, 2, count=8, n_categorical=4)
+    codes[:50] = -1
+    X_test, codes_test, _ = _rows_of_many_combinations(400, 3, count=8, n_categorical=4)
     start = mixture.fit_mixture(X, codes, n_categories, 2, 1e-3, 0, max_iter=1)
     sampled = mixture.expand(X, codes, n_categories, mixture.CategoryProposal.of_mixture(
         start, codes, torch.Generator().manual_seed(0)))
-    assert sampled.log_weights[:60 * mixture.SAMPLED_COMBINATIONS].abs().min() > 0
+    drawn = sampled.rows < 50
+    assert (sampled.log_weights[drawn] != 0).all() and (sampled.log_weights[~drawn] == 0).all()
     path, parameters = [], start
     for _ in range(10):
         expected, score = mixture._expect(X, parameters, sampled)
         parameters = mixture._maximize(expected, sampled, n_categories, 1e-3)
         path.append(score)
     assert np.all(np.diff(path) > -1e-6) and path[-1] > path[0] + 0.01
-    scores = {}
-    for exact in (False, True):
-        if exact:
-            monkeypatch.setattr(mixture, "EXACT_COMBINATIONS", 9**4)
-        parameters = mixture.fit_mixture(X, codes, n_categories, 2, 1e-3, 0)
-        scores[exact] = float(mixture.log_density(X_test, codes_test, parameters).mean())
-    assert abs(scores[True] - scores[False]) < 0.02
+
+    def held_out(seed):
+        parameters = mixture.fit_mixture(X, codes, n_categories, 2, 1e-3, seed)
+        return float(mixture.log_density(X_test, codes_test, parameters).mean())
+
+    by_draws = np.array([held_out(seed) for seed in range(3)])
+    monkeypatch.setattr(mixture, "EXACT_COMBINATIONS", 8**4)
+    exact = held_out(0)
+    assert abs(by_draws.mean() - exact) < 0.015 and np.abs(by_draws - exact).max() < 0.04
 
 
 def test_categorical_features_forms(table):
