@@ -401,7 +401,8 @@ def _fully_expanded(X, codes, n_categories):
 
     rows, filled, log_weights = expand_categories(codes, n_categories)
     return Expansion(rows, X[rows], filled, torch.zeros(len(rows), dtype=torch.bool),
-                     log_weights, missing_columns(X[rows]), _shift_index(filled, n_categories), n_categories)
+                     log_weights, missing_columns(X[rows]), _shift_index(filled, n_categories),
+                     n_categories)
 
 
 def test_rows_without_continuous_entries_sum_their_missing_categories_out():
@@ -536,7 +537,7 @@ def test_a_row_missing_most_of_many_categories_is_fitted_scored_and_filled(conti
     """A row missing 29 of 30 binary categories would expand into 2**29
     rows, past the ten million refused. With its continuous cell missing
     too, it stays one row (its categories sum out); with it observed, it is
-    summed over 512 combinations drawn. The model fits with it, and scores
+    summed over SAMPLED_COMBINATIONS combinations drawn. The model fits with it, and scores
     it as the probability of its one observed category (near the data's
     share) times the density of its continuous cell (a unit Gaussian about
     that category, 1), and fills it with binary values, the known ones
@@ -560,9 +561,10 @@ def test_a_row_missing_most_of_many_categories_is_fitted_scored_and_filled(conti
 
 
 def _rows_of_many_combinations(n_rows, seed, count=5, n_categorical=6):
-    """Two continuous columns shifted by six categorical ones of five
-    categories, the categories mostly following a latent class, so that a
-    row's continuous cells tell much of its missing categories."""
+    """Two continuous columns shifted by ``n_categorical`` categorical ones
+    of ``count`` categories, the categories mostly following a latent
+    class, so that a row's continuous cells tell much of its missing
+    categories."""
     rng = np.random.default_rng(seed)
     latent = rng.integers(0, 2, n_rows)
     codes = np.where(rng.random((n_rows, n_categorical)) < 0.7, 2 * latent[:, None],
@@ -615,6 +617,7 @@ def test_rows_of_many_missing_categories_are_summed_by_importance_sampling():
 
 
 def _row_logsumexp_of(expansion, parameters, n_rows):
+    """Each row's log-density summed over its rows in ``expansion``."""
     from skebm._mixture import _expanded_terms, _row_logsumexp
 
     return _row_logsumexp(_expanded_terms(expansion, parameters)[0], expansion.rows, n_rows)
