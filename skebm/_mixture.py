@@ -536,10 +536,14 @@ class ComponentConditionals:
     """Each row's conditional distribution of its missing entries under a
     mixture: the posterior over (combination of its missing categories,
     component) given the observed entries (over the component alone for a
-    row with no observed continuous entry: see :func:`expand`), and for each
-    such pair the conditional Gaussian of the missing continuous entries.
+    row with no observed continuous entry: see :func:`expand`; over drawn
+    combinations, weighed, for a row of more than
+    :data:`EXACT_COMBINATIONS`: sampling-importance-resampling), and for
+    each such pair the conditional Gaussian of the missing continuous
+    entries.
 
-    ``log_marginal`` is each row's log-density of its observed entries.
+    ``log_marginal`` is each row's log-density of its observed entries (an
+    estimate where its combinations are drawn).
     """
 
     def __init__(self, parameters, X, codes):
