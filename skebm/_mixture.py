@@ -382,8 +382,9 @@ def expand_categories(codes, n_categories, summed=None, proposal=None):
     once, as they are. With a ``proposal`` (a :class:`CategoryProposal`), a
     row of more than :data:`EXACT_COMBINATIONS` combinations comes
     :data:`SAMPLED_COMBINATIONS` times, its missing entries drawn from the
-    proposal, its ``log_weights`` those of importance sampling. Refused
-    beyond :data:`MAX_EXPANDED_ROWS`."""
+    proposal, its ``log_weights`` those of importance sampling (the copies
+    of a combination drawn again merged: :func:`_merged`). Refused beyond
+    :data:`MAX_EXPANDED_ROWS`."""
     if summed is None:
         summed = torch.zeros(len(codes), dtype=torch.bool, device=codes.device)
     missing = (codes < 0) & ~summed[:, None]
