@@ -239,8 +239,11 @@ def test_same_seed_same_model_whatever_threads_the_policy_picks():
     """The policy picks 1 or 2 threads by load; the fitted model must not
     depend on it beyond rounding. Sizes where the products do run on two
     threads. Two threads split a float32 product's sums in another order, so
-    the models agree to rounding, not bit for bit (3e-8 apart was seen): the
-    tolerance is far below any difference a seed or a training step makes."""
+    the models agree to rounding, not bit for bit: the RBM's weights 3e-8
+    apart were seen, and two epochs of NCE carry the rounding to scores 1e-4
+    apart on an Intel host (1e-5 on an AMD one). The tolerances are far
+    below what a seed makes (NCE's scores 0.1 nats apart on average, 0.3 at
+    most)."""
     X = (np.random.RandomState(0).rand(600, 784) > 0.6).astype(float)
     rbm = [PCDRestrictedBoltzmann(200, batch_size=100, n_iter=1, random_state=0,
                                   n_threads=n).fit(X) for n in (1, 2)]
@@ -249,7 +252,7 @@ def test_same_seed_same_model_whatever_threads_the_policy_picks():
     nce = [NCEDensity(max_iter=2, n_importance_samples=4096, random_state=0,
                       n_threads=n).fit(T) for n in (1, 2)]
     np.testing.assert_allclose(nce[0].score_samples(T[:50]), nce[1].score_samples(T[:50]),
-                               rtol=1e-5)
+                               rtol=0, atol=1e-3)
 
 
 def _named(X):
