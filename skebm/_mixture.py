@@ -192,12 +192,15 @@ def _category_log_likelihoods(codes, log_probs):
     """``(n_rows, n_components)``: the sum over the categorical entries of
     each component's log-probability; a missing entry (-1, left only where
     the categories are summed out) adds log 1 = 0."""
+    # Each column's log-probabilities by category, the components side by
+    # side (rows gathered whole), and a row of zeros that a missing entry takes.
+    by_category = torch.nn.functional.pad(log_probs.permute(1, 2, 0), (0, 0, 0, 1))
+    none = by_category.shape[1] - 1
     total = torch.zeros(len(codes), log_probs.shape[0], dtype=log_probs.dtype,
                         device=log_probs.device)
     for j in range(codes.shape[1]):
         column = codes[:, j]
-        total = total + torch.where(column[:, None] >= 0, log_probs[:, j, column.clamp(min=0)].T,
-                                    0.0)
+        total += by_category[j].index_select(0, torch.where(column >= 0, column, none))
     return total
 
 
@@ -250,14 +253,19 @@ def _located_means(shift_index, means, shifts):
     :func:`_shift_index`; ``means`` itself when there are no shifts."""
     if not shifts.shape[1]:
         return means
-    return _plus_shifts(means[:, None, :], shift_index, shifts).transpose(0, 1)
+    return _plus_shifts(means[None], shift_index, shifts)
 
 
-def _plus_shifts(total, shift_index, shifts, components=slice(None)):
+def _plus_shifts(total, shift_index, shifts, components=None):
     """``total`` plus the shifts of each row's categories (its
-    :func:`_shift_index`) in ``components``: every component (then
-    ``(n_components, n_rows, n_continuous)``) or one per row."""
+    :func:`_shift_index`) in every component (then ``(n_rows,
+    n_components, n_continuous)``) or in ``components``, one per row."""
     padded = torch.nn.functional.pad(shifts, (0, 0, 0, 1))  # category 0's shift of 0 last
+    if components is None:  # every component's shifts of a category side by side
+        by_shift = padded.transpose(0, 1).contiguous()
+        for column in shift_index.T:
+            total = total + by_shift.index_select(0, column)
+        return total
     for column in shift_index.T:
         total = total + padded[components, column]
     return total
