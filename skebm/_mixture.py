@@ -19,8 +19,8 @@ categories. A row with no observed continuous entry needs no expansion
 so within a component its categories are independent and a missing one's
 factor sums to 1 (a row missing 16 binary answers costs one row, not
 65,536). A row with an observed continuous entry and more than
-:data:`EXACT_COMBINATIONS` combinations is summed by importance sampling
-over :data:`SAMPLED_COMBINATIONS` of them instead, drawn from the mixture's
+:data:`COMBINATIONS_PER_ROW` combinations is summed by importance sampling
+over that many of them instead, drawn from the mixture's
 components (:class:`CategoryProposal`): an unbiased estimate of its
 density, where every combination would cost rows by the million. The same
 algebra gives each row's conditional distribution of its missing entries,
@@ -298,12 +298,11 @@ def draw_categories(log_probs, components, u):
 
 #: Most rows that the rows with missing categories may expand into.
 MAX_EXPANDED_ROWS = 10_000_000
-#: Most combinations of its missing categories that a row with an observed
-#: continuous entry is summed over exactly; beyond, it is summed by
-#: importance sampling over :data:`SAMPLED_COMBINATIONS` of them.
-EXACT_COMBINATIONS = 256
-#: Combinations drawn for a row summed by importance sampling.
-SAMPLED_COMBINATIONS = 256
+#: Most rows that a row with missing categories and an observed continuous
+#: entry expands into: one per combination of its missing categories up to
+#: this many; beyond, this many combinations drawn, summed by importance
+#: sampling (a fit's search may ask for fewer: :func:`fit_mixture`).
+COMBINATIONS_PER_ROW = 256
 #: Seed of the numbers that every row summed by importance sampling when
 #: scored draws its combinations from, so that it scores alike in any batch.
 COMMON_COMBINATIONS_SEED = 20261205
@@ -315,14 +314,17 @@ class CategoryProposal(NamedTuple):
     then each missing entry independently from that component's
     ``log_probs`` (n_components, n_categorical, most categories; -inf
     beyond a column's categories), by Latin hypercube numbers from
-    ``generator`` or, None, the same numbers for every row."""
+    ``generator`` or, None, the same numbers for every row; ``n_draws``
+    combinations for each row of more than that many (the class methods'
+    None: :data:`COMBINATIONS_PER_ROW`)."""
 
     log_shares: torch.Tensor
     log_probs: torch.Tensor
-    generator: object = None
+    generator: object
+    n_draws: int
 
     @classmethod
-    def of_frequencies(cls, codes, n_categories, generator):
+    def of_frequencies(cls, codes, n_categories, generator, n_draws=None):
         """One component: the columns' observed frequencies, each category
         given :data:`CATEGORY_PSEUDO_COUNT` more (what a fit draws from
         before any parameter is known)."""
@@ -334,21 +336,22 @@ class CategoryProposal(NamedTuple):
             tally = torch.bincount(column[column >= 0], minlength=count).to(torch.float64)
             tally = tally + CATEGORY_PSEUDO_COUNT
             log_probs[0, j, :count] = torch.log(tally / tally.sum())
-        return cls(log_probs.new_zeros(len(codes), 1), log_probs, generator)
+        return cls(log_probs.new_zeros(len(codes), 1), log_probs, generator,
+                   n_draws or COMBINATIONS_PER_ROW)
 
     @classmethod
-    def of_mixture(cls, parameters, codes, generator=None):
+    def of_mixture(cls, parameters, codes, generator=None, n_draws=None):
         """The mixture's components, each row's shares their posterior given
         its observed categories: close to the row's conditional of its
         missing categories where the continuous entries say little."""
         weights, log_probs = parameters[0], parameters[3]
         log_shares = torch.log_softmax(
             torch.log(weights) + _category_log_likelihoods(codes, log_probs), 1)
-        return cls(log_shares, log_probs, generator)
+        return cls(log_shares, log_probs, generator, n_draws or COMBINATIONS_PER_ROW)
 
     def draw(self, rows, codes):
-        """``(codes, log_weights)``: ``codes`` (:data:`SAMPLED_COMBINATIONS`
-        copies of each of the ``rows``, one after the other) with their
+        """``(codes, log_weights)``: ``codes`` (``n_draws`` copies of each
+        of the ``rows``, one after the other) with their
         missing entries drawn, each copy's ``log_weights`` ``-log q - log
         n``: with them the copies' sum is an unbiased estimate of the sum
         over every combination."""
@@ -356,9 +359,10 @@ class CategoryProposal(NamedTuple):
         generator = self.generator
         if generator is None:
             generator = torch.Generator().manual_seed(COMMON_COMBINATIONS_SEED)
-        n_sets = 1 if self.generator is None else n_copies // SAMPLED_COMBINATIONS
-        u = _latin_hypercube(n_sets, SAMPLED_COMBINATIONS, 1 + n_columns, generator)
-        u = u.to(codes.device).expand(n_copies // SAMPLED_COMBINATIONS, -1, -1)
+        n_draws = self.n_draws
+        n_sets = 1 if self.generator is None else n_copies // n_draws
+        u = _latin_hypercube(n_sets, n_draws, 1 + n_columns, generator)
+        u = u.to(codes.device).expand(n_copies // n_draws, -1, -1)
         u = u.reshape(n_copies, 1 + n_columns)
         log_shares = self.log_shares[rows]
         cdf = torch.cumsum(log_shares.exp(), 1)
@@ -368,7 +372,7 @@ class CategoryProposal(NamedTuple):
         codes = torch.where(missing, draw_categories(self.log_probs, components, u[:, 1:]), codes)
         log_q = torch.logsumexp(log_shares + _category_log_likelihoods(
             torch.where(missing, codes, -1), self.log_probs), 1)
-        return codes, -log_q - math.log(SAMPLED_COMBINATIONS)
+        return codes, -log_q - math.log(n_draws)
 
 
 def _latin_hypercube(n_sets, n_draws, n_columns, generator):
@@ -388,8 +392,8 @@ def expand_categories(codes, n_categories, summed=None, proposal=None):
     entries filled in, ``log_weights`` 0. Rows without missing categories,
     and the rows ``summed`` (a mask; their missing entries stay -1), come
     once, as they are. With a ``proposal`` (a :class:`CategoryProposal`), a
-    row of more than :data:`EXACT_COMBINATIONS` combinations comes
-    :data:`SAMPLED_COMBINATIONS` times, its missing entries drawn from the
+    row of more combinations than the proposal's ``n_draws`` comes that many
+    times, its missing entries drawn from the
     proposal, its ``log_weights`` those of importance sampling (the copies
     of a combination drawn again merged: :func:`_merged`). Refused beyond
     :data:`MAX_EXPANDED_ROWS`."""
@@ -403,15 +407,16 @@ def expand_categories(codes, n_categories, summed=None, proposal=None):
     log_counts = torch.log(torch.as_tensor(n_categories, dtype=torch.float64,
                                            device=codes.device))
     combinations = torch.where(missing, log_counts, 0.0).sum(1).exp().round()
-    sampled = torch.zeros_like(summed)
+    sampled, n_draws = torch.zeros_like(summed), COMBINATIONS_PER_ROW
     if proposal is not None:
-        sampled = combinations > EXACT_COMBINATIONS
-    expanded = float(torch.where(sampled, SAMPLED_COMBINATIONS, combinations).sum())
+        n_draws = proposal.n_draws
+        sampled = combinations > n_draws
+    expanded = float(torch.where(sampled, n_draws, combinations).sum())
     if expanded > MAX_EXPANDED_ROWS:
         raise ValueError(
             f"Rows with missing categorical entries and an observed continuous one are summed "
-            f"over the combinations of the missing categories (up to "
-            f"{EXACT_COMBINATIONS:,} each, or {SAMPLED_COMBINATIONS:,} drawn); these rows have "
+            f"over the combinations of the missing categories (up to {n_draws:,} each, drawn "
+            f"beyond); these rows have "
             f"{expanded:,.0f} in all, more than {MAX_EXPANDED_ROWS:,}. Fill some categorical "
             "entries first (e.g. sklearn.impute.SimpleImputer(strategy='most_frequent')) or "
             "drop the rows missing most of them.")
@@ -426,7 +431,7 @@ def expand_categories(codes, n_categories, summed=None, proposal=None):
         codes[:, j] = torch.where(free.repeat_interleave(repeats), position, codes[:, j])
     log_weights = log_weights[rows]
     if sampled.any():
-        repeats = torch.where(sampled[rows], SAMPLED_COMBINATIONS, 1)
+        repeats = torch.where(sampled[rows], n_draws, 1)
         rows, codes = rows.repeat_interleave(repeats), codes.repeat_interleave(repeats, 0)
         log_weights = log_weights.repeat_interleave(repeats)
         drawn = sampled[rows]
@@ -533,7 +538,7 @@ def _row_logsumexp(values, rows, n_rows):
 def log_density(X, codes, parameters):
     """``(n_rows,)``: each row's log-density of its observed entries (missing
     continuous entries integrated out, missing categories summed over, by
-    importance sampling where a row has more than :data:`EXACT_COMBINATIONS`
+    importance sampling where a row has more than :data:`COMBINATIONS_PER_ROW`
     of them)."""
     expansion = expand(X, codes, category_counts(parameters[3]),
                        CategoryProposal.of_mixture(parameters, codes))
@@ -547,7 +552,7 @@ class ComponentConditionals:
     component) given the observed entries (over the component alone for a
     row with no observed continuous entry: see :func:`expand`; over drawn
     combinations, weighed, for a row of more than
-    :data:`EXACT_COMBINATIONS`: sampling-importance-resampling), and for
+    :data:`COMBINATIONS_PER_ROW`: sampling-importance-resampling), and for
     each such pair the conditional Gaussian of the missing continuous
     entries.
 
@@ -713,7 +718,7 @@ def filled_rows(X, columns, means, factors, U):
 
 
 def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
-                max_iter=100, tol=1e-3, start=None):
+                max_iter=100, tol=1e-3, start=None, draws=2, n_draws=None):
     """EM for a mixture of location models on rows with missing entries:
     ``(weights, means, covariances, log_probs, shifts)``.
 
@@ -725,23 +730,23 @@ def fit_mixture(X, codes, n_categories, n_components, ridge, seed, *,
     k-means on the rows with missing continuous entries at the column mean
     and categories one-hot; stops when the mean log-likelihood gains less
     than ``tol``. A row of more combinations of missing categories than
-    :data:`EXACT_COMBINATIONS` is summed over combinations drawn from the
-    start's components; EM climbs that fixed objective, then, the
-    components known better, once more on combinations drawn from them:
-    on drawn sums EM fits their noise too, the less so the closer the
-    proposal is to the rows' conditionals.
+    ``n_draws`` (None: :data:`COMBINATIONS_PER_ROW`) is summed over that
+    many drawn from the start's components; EM climbs that fixed objective,
+    then, the components known better, on combinations drawn from them,
+    ``draws`` times in all: on drawn sums EM fits their noise too, the less
+    so the closer the proposal is to the rows' conditionals.
     """
     generator, expansion = torch.Generator().manual_seed(int(seed)), None
     if start is None:
-        expansion = expand(X, codes, n_categories,
-                           CategoryProposal.of_frequencies(codes, n_categories, generator))
+        expansion = expand(X, codes, n_categories, CategoryProposal.of_frequencies(
+            codes, n_categories, generator, n_draws))
         start = _maximize(_kmeans_start(X, codes, n_categories, n_components, seed, expansion),
                           expansion, n_categories, ridge)
     parameters = start
-    for draw in range(2):
+    for draw in range(draws):
         if expansion is None or expansion.log_weights.any():
             expansion = expand(X, codes, n_categories,
-                               CategoryProposal.of_mixture(parameters, codes, generator))
+                               CategoryProposal.of_mixture(parameters, codes, generator, n_draws))
         elif draw:  # nothing drawn: the first climb was the fit
             break
         parameters = _climb(X, parameters, expansion, n_categories, ridge, max_iter, tol)

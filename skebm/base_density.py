@@ -74,6 +74,13 @@ SEARCH_TOL_PER_FEATURE = 5e-4
 #: benchmarks/RESULTS.md).
 SEARCH_TABLE_TOL = 1e-2
 SEARCH_TABLE_ITERATIONS = 12
+#: Combinations that a candidate's rows of many missing categories are summed
+#: over (drawn, beyond that many), and one draw of them, not the final fit's
+#: two of :data:`~skebm._mixture.COMBINATIONS_PER_ROW`: such rows were most
+#: of a search's rows (R's PD: 3 minutes). A size's later ridges start from
+#: a fitted mixture, so their one draw is already from fitted components
+#: (the choices and times compared: benchmarks/RESULTS.md).
+SEARCH_TABLE_COMBINATIONS = 64
 #: What an erfc costs in multiply-adds, for the thread policy (a rational
 #: approximation and an exp): the marginal map's fit is an erfc for every
 #: pair of grid point and knot, of every column.
@@ -151,19 +158,21 @@ class GaussianMixtureDensity(nn.Module):
 
     @classmethod
     def fit_to(cls, Z, *, n_components=1, ridge=1e-6, seed=0, categorical=None,
-               n_categories=(), max_iter=100, tol=1e-3, start=None):
+               n_categories=(), max_iter=100, tol=1e-3, start=None, draws=2,
+               n_draws=None):
         """Fit to the rows of ``Z`` by maximum likelihood (EM for a mixture),
         ``ridge`` added to every covariance's diagonal. Tables (categorical
         columns, or missing entries) are fitted by :func:`fit_mixture`, with
-        ``max_iter`` and ``tol``, from ``start`` (a fitted mixture of the same
-        size) when given."""
+        ``max_iter``, ``tol`` and its ``draws`` and ``n_draws``, from ``start``
+        (a fitted mixture of the same size) when given."""
         if categorical is not None or torch.isnan(Z).any():
             if categorical is None:
                 categorical = torch.zeros(Z.shape[1], dtype=torch.bool, device=Z.device)
             X, codes = _split(Z.detach().to(torch.float64), categorical.to(Z.device))
             weights, means, covariances, log_probs, shifts = fit_mixture(
                 X, codes, list(n_categories), n_components, ridge, seed, max_iter=max_iter,
-                tol=tol, start=None if start is None else start.mixture_parameters())
+                tol=tol, start=None if start is None else start.mixture_parameters(),
+                draws=draws, n_draws=n_draws)
             as_float = lambda tensor: tensor.to(torch.float32)
             if not categorical.any():
                 return cls(as_float(weights), as_float(means), covariances)
@@ -819,8 +828,8 @@ def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=N
         return mixture_log_density(test_rows, *mixture), mixture
     mixture = GaussianMixtureDensity.fit_to(
         torch.as_tensor(train_rows, device="cpu"), n_components=n_components, ridge=ridge,
-        max_iter=SEARCH_TABLE_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start,
-        **_table_arguments(layout))
+        max_iter=SEARCH_TABLE_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start, draws=1,
+        n_draws=SEARCH_TABLE_COMBINATIONS, **_table_arguments(layout))
     scores = mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32, device="cpu"))
     scores = scores.double().numpy()
     return scores, mixture

@@ -349,19 +349,31 @@ def test_category_draws_follow_each_components_probabilities():
 def test_rows_missing_too_many_category_combinations_are_refused():
     """A row missing eight ten-valued categories would expand into 10^8
     rows: refused before any is made, with what to do, unless a proposal
-    lets its combinations be drawn (:data:`SAMPLED_COMBINATIONS` of them,
-    each a complete row); two such columns are summed over exactly."""
-    from skebm._mixture import SAMPLED_COMBINATIONS, CategoryProposal, expand_categories
+    lets its combinations be drawn (:data:`COMBINATIONS_PER_ROW` of them,
+    or the proposal's own count, each a complete row); two such columns are
+    summed over exactly, and one of ten categories is drawn only where the
+    proposal draws fewer than ten."""
+    from skebm._mixture import COMBINATIONS_PER_ROW, CategoryProposal, expand_categories
 
     codes = torch.full((3, 8), -1)
     with pytest.raises(ValueError, match="combinations"):
         expand_categories(codes, [10] * 8)
     proposal = CategoryProposal.of_frequencies(codes, [10] * 8, torch.Generator())
     rows, drawn, log_weights = expand_categories(codes, [10] * 8, proposal=proposal)
-    assert rows.tolist() == sorted(list(range(3)) * SAMPLED_COMBINATIONS)
+    assert rows.tolist() == sorted(list(range(3)) * COMBINATIONS_PER_ROW)
     assert (drawn >= 0).all() and (drawn < 10).all()
     # Uniform draws from 10**8 combinations, each weighed 10**8 / n.
-    np.testing.assert_allclose(log_weights.numpy(), np.log(1e8 / SAMPLED_COMBINATIONS))
+    np.testing.assert_allclose(log_weights.numpy(), np.log(1e8 / COMBINATIONS_PER_ROW))
+    for n_draws in (16, 9, 10):
+        proposal = CategoryProposal.of_frequencies(codes, [10] * 8, torch.Generator(), n_draws)
+        rows, _, _ = expand_categories(codes, [10] * 8, proposal=proposal)
+        assert rows.tolist() == sorted(list(range(3)) * n_draws)
+        proposal = CategoryProposal.of_frequencies(codes[:, :1], [10], torch.Generator(), n_draws)
+        rows, _, log_weights = expand_categories(codes[:, :1], [10], proposal=proposal)
+        if n_draws < 10:  # drawn, the same combination drawn again merged
+            assert len(rows) <= 3 * n_draws and (log_weights != 0).all()
+        else:  # every one of the ten
+            assert rows.tolist() == sorted(list(range(3)) * 10) and (log_weights == 0).all()
     rows, filled, log_weights = expand_categories(torch.tensor([[-1, 2, -1], [1, 0, 0]]),
                                                   [2, 3, 3])
     assert (log_weights == 0).all()
@@ -537,7 +549,7 @@ def test_a_row_missing_most_of_many_categories_is_fitted_scored_and_filled(conti
     """A row missing 29 of 30 binary categories would expand into 2**29
     rows, past the ten million refused. With its continuous cell missing
     too, it stays one row (its categories sum out); with it observed, it is
-    summed over SAMPLED_COMBINATIONS combinations drawn. The model fits with it, and scores
+    summed over COMBINATIONS_PER_ROW combinations drawn. The model fits with it, and scores
     it as the probability of its one observed category (near the data's
     share) times the density of its continuous cell (a unit Gaussian about
     that category, 1), and fills it with binary values, the known ones
@@ -577,14 +589,14 @@ def _rows_of_many_combinations(n_rows, seed, count=5, n_categorical=6):
 
 def test_rows_of_many_missing_categories_are_summed_by_importance_sampling():
     """A row with an observed continuous cell and more combinations of
-    missing categories than EXACT_COMBINATIONS (5**6 here) scores an
+    missing categories than COMBINATIONS_PER_ROW (5**6 here) scores an
     importance-sampling estimate of the sum over all of them: within 0.25
     nats of it on every row and without a bias beyond 0.03 on average;
     the same alone as in a batch; a row of fewer combinations (5**3) exactly.
     Its categories are drawn from their conditional, as the expansion into
     every combination gives it, within 0.06 in each column's shares (from
     256 combinations drawn, resampled)."""
-    from skebm._mixture import (EXACT_COMBINATIONS, ComponentConditionals, FreshDraws,
+    from skebm._mixture import (COMBINATIONS_PER_ROW, ComponentConditionals, FreshDraws,
                                 fit_mixture, log_density)
 
     X, codes, n_categories = _rows_of_many_combinations(600, 0)
@@ -592,7 +604,7 @@ def test_rows_of_many_missing_categories_are_summed_by_importance_sampling():
     X_test, codes_test, _ = _rows_of_many_combinations(40, 1)
     missing = torch.full_like(codes_test, -1)
     missing[:10, :3] = codes_test[:10, :3]  # 5**3 combinations: summed exactly
-    assert 5**3 <= EXACT_COMBINATIONS < 5**6
+    assert 5**3 <= COMBINATIONS_PER_ROW < 5**6
     estimate = log_density(X_test, missing, parameters)
     full = _fully_expanded(X_test, missing, n_categories)
     exact = _row_logsumexp_of(full, parameters, len(X_test))
@@ -651,7 +663,7 @@ def test_a_fit_with_rows_of_many_missing_categories_matches_the_exact_one(monkey
         return float(mixture.log_density(X_test, codes_test, parameters).mean())
 
     by_draws = np.array([held_out(seed) for seed in range(3)])
-    monkeypatch.setattr(mixture, "EXACT_COMBINATIONS", 8**4)
+    monkeypatch.setattr(mixture, "COMBINATIONS_PER_ROW", 8**4)
     exact = held_out(0)
     assert abs(by_draws.mean() - exact) < 0.015 and np.abs(by_draws - exact).max() < 0.04
 
