@@ -346,6 +346,27 @@ def test_category_draws_follow_each_components_probabilities():
     assert not (codes[components == 0, 0] == 1).any() and codes[:, 1].max() <= 1
 
 
+def test_repeated_draws_merge_into_one_row_each_with_their_weights_summed():
+    """_merged keeps each (row, combination) once, in the order of sorted
+    rows of codes, its copies' weights log-summed: as sorting the rows of
+    codes gives it, also where the key's digits would pass 62 bits and are
+    ranked on the way (columns of a million categories)."""
+    from skebm._mixture import _merged, _row_logsumexp
+
+    generator = torch.Generator().manual_seed(0)
+    for counts in ([3] * 6, [10**6] * 6):
+        rows = torch.randint(0, 5, (400,), generator=generator).sort().values
+        codes = torch.randint(-1, 3, (400, 6), generator=generator)
+        log_weights = torch.randn(400, generator=generator, dtype=torch.float64)
+        merged_rows, merged_codes, merged_weights = _merged(rows, codes, log_weights, counts)
+        unique, inverse = torch.unique(torch.cat([rows[:, None], codes], 1), dim=0,
+                                       return_inverse=True)
+        assert len(unique) < 400
+        assert torch.equal(merged_rows, unique[:, 0]) and torch.equal(merged_codes, unique[:, 1:])
+        torch.testing.assert_close(merged_weights,
+                                   _row_logsumexp(log_weights[:, None], inverse, len(unique)))
+
+
 def test_rows_missing_too_many_category_combinations_are_refused():
     """A row missing eight ten-valued categories would expand into 10^8
     rows: refused before any is made, with what to do, unless a proposal
