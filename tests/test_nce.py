@@ -89,15 +89,16 @@ def test_samples_come_from_the_model(fitted):
     # 20000 exact draws give a total variation of about 0.03 from binning noise.
     assert 0.5 * np.abs(empirical - model_mass).sum() < 0.05
     # A sampler that returned the proposal's draws (the starting points) would
-    # fail the bound above by a margin (over seeds 0-3 of the fit, the
-    # proposal stands 0.063-0.109 from the model):
+    # fail the bound above by a margin: over seeds 0-3 of the fit, on one and
+    # two threads, the proposal stands 0.064-0.104 from the model (on another
+    # host 0.063-0.109), the sampler's draws 0.030-0.033.
     module = fitted.module_
     with torch.no_grad():
         noise = module.from_latent(module.proposal.sample(
             20000, torch.Generator(fitted.device_).manual_seed(0)))
     noise = noise.cpu().numpy() * fitted.scale_ + fitted.mean_
     noise_counts, _, _ = np.histogram2d(noise[:, 0], noise[:, 1], bins=[edges, edges])
-    assert 0.5 * np.abs(noise_counts / len(noise) - model_mass).sum() > 0.065
+    assert 0.5 * np.abs(noise_counts / len(noise) - model_mass).sum() > 0.055
 
 
 def test_same_seed_same_model(eight_gaussians):
