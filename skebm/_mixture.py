@@ -902,10 +902,17 @@ def _location_fit(responsibilities, completed, design, n_categories, tiny):
     per_bin = responsibilities.repeat(bins.shape[1], 1)  # the rows once per dense bin
     dense = torch.zeros((n_dense + 1) ** 2, n_components, dtype=dtype, device=device)
     dense_moments = torch.zeros(n_dense + 1, *weighted.shape[1:], dtype=dtype, device=device)
-    for column in bins.T:  # a column's bin against each one's: memory of rows x columns
-        dense.index_add_(0, (column[None, :] * (n_dense + 1) + bins.T).reshape(-1), per_bin)
+    n_rows = len(bins)
+    for i, column in enumerate(bins.T):  # a column's bins against its own and the later ones'
+        later = bins.T[i:]
+        dense.index_add_(0, (column[None, :] * (n_dense + 1) + later).reshape(-1),
+                         per_bin[:len(later) * n_rows])
         dense_moments.index_add_(0, column, weighted)
-    dense = dense.view(n_dense + 1, n_dense + 1, n_components)[:-1, :-1].permute(2, 0, 1)
+    # The later columns' bins come after a column's (the dropped bins, last,
+    # are cut): the sums above fill the upper triangle and the diagonal.
+    dense = dense.view(n_dense + 1, n_dense + 1, n_components)[:-1, :-1]
+    dense = (dense + dense.transpose(0, 1) - torch.diag_embed(
+        torch.diagonal(dense), dim1=0, dim2=1)).permute(2, 0, 1)
     dense_moments = dense_moments[:-1].transpose(0, 1)
     cross = torch.zeros((n_dense + 1) * (n_diagonal + 1), n_components, dtype=dtype,
                         device=device).index_add_(0, design.cross_cells, per_bin)
