@@ -136,8 +136,8 @@ def main():
             summary = (f"{error.mean():+.3f}, {error.std():.3f}, {np.abs(error).max():.3f}"
                        if len(error) else "")
             print(f"| {name} {train.shape[0]}x{train.shape[1]} | {seed} | "
-                  f"{fitted - start:.1f} | {len(test)} | {scored - scoring:.1f} | {scores.mean():.3f} | "
-                  f"{len(error)} | {summary} |", flush=True)
+                  f"{fitted - start:.1f} | {len(test)} | {scored - scoring:.1f} | "
+                  f"{scores.mean():.3f} | {len(error)} | {summary} |", flush=True)
 
 
 if __name__ == "__main__":
