@@ -286,16 +286,23 @@ def test_location_model_with_missing_categories():
         assert float(draws[1, :, 0].std()) == pytest.approx(1.0, abs=0.05)
 
 
-@pytest.mark.parametrize("n_categories", [[], [3], [2, 7, 3], [3, 60, 1]])
-def test_location_fit_solves_the_weighted_least_squares(n_categories):
+@pytest.mark.parametrize("product_adds", [0, 10**6])
+@pytest.mark.parametrize("n_categories", [[], [3], [2, 7, 3], [3, 60, 1], [5, 40, 30]])
+def test_location_fit_solves_the_weighted_least_squares(n_categories, product_adds,
+                                                         monkeypatch):
     """The M-step's means and shifts (the largest column eliminated through
     its diagonal block) are each component's weighted least squares of the
     rows on D = [1, category indicators], SHIFT_PSEUDO_ROWS pseudo-rows at 0
     behind every shift, solved here densely from the indicators; the rows'
     fitted means are D's product with the coefficients, for every component
-    at once (the E-step's) and for one component a row (a draw's)."""
+    at once (the E-step's) and for one component a row (a draw's). The
+    dense block's sums made by sums into bins and by products alike
+    (``product_adds``: 0, always sums into bins; 10**6, always products)."""
+    import skebm._mixture
     from skebm._mixture import (SHIFT_PSEUDO_ROWS, _located_means, _location_fit, _shift_index,
                                 category_shifts, location_design)
+
+    monkeypatch.setattr(skebm._mixture, "PRODUCT_ADDS_PER_BIN_PAIR", product_adds)
 
     rng = np.random.default_rng(0)
     n, k, d = 400, 3, 2
