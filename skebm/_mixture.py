@@ -118,9 +118,11 @@ def gaussian_observed(X, means, covariances, *, with_missing=False, columns=None
 #: Elements of the batched (rows, components, ...) tensors at once.
 _CHUNK_ELEMENTS = 2**22
 
-#: Multiply-adds of a product that cost about one sum into a bin, for
-#: :func:`_normal_sums` (on two cores of an Intel Xeon: 35; kept below it).
-PRODUCT_ADDS_PER_BIN_PAIR = 16
+#: Multiply-adds of a product that cost about one lookup of a row's
+#: category or one sum into a bin, for the choice between products of
+#: indicators and lookups (:func:`category_indicators`,
+#: :func:`_normal_sums`; on two cores of an Intel Xeon: 35, kept below).
+PRODUCT_ADDS_PER_LOOKUP = 16
 
 
 def missing_columns(X):
@@ -200,10 +202,16 @@ def category_counts(log_probs):
     return [int(count) for count in torch.isfinite(log_probs[0]).sum(-1).tolist()]
 
 
-def _category_log_likelihoods(codes, log_probs):
+def _category_log_likelihoods(codes, log_probs, indicators=None):
     """``(n_rows, n_components)``: the sum over the categorical entries of
     each component's log-probability; a missing entry (-1, left only where
-    the categories are summed out) adds log 1 = 0."""
+    the categories are summed out) adds log 1 = 0. ``indicators``: the
+    codes' :func:`category_indicators`, or None."""
+    if indicators is not None:
+        flat = torch.cat([log_probs[:, j, :count] for j, count in
+                          enumerate(indicators.n_categories)], 1)
+        if bool(torch.isfinite(flat).all()):  # a product would make 0 * -inf NaN
+            return indicators.matrix @ flat.T
     # Each column's log-probabilities by category, the components side by
     # side (rows gathered whole), and a row of zeros that a missing entry takes.
     by_category = torch.nn.functional.pad(log_probs.permute(1, 2, 0), (0, 0, 0, 1))
@@ -216,24 +224,50 @@ def _category_log_likelihoods(codes, log_probs):
     return total
 
 
-def _category_tallies(responsibilities, codes, n_categories, log_probs=None):
+def _category_tallies(responsibilities, codes, n_categories, log_probs=None, indicators=None):
     """Each categorical column's expected category counts per component,
     ``(n_components, categories)``: a row's responsibility at its category,
     or, where the category is missing (summed out), spread over the
     categories by the component's probabilities ``log_probs`` (None:
-    evenly)."""
+    evenly). ``indicators``: the codes' :func:`category_indicators`, or
+    None."""
+    unseen = (codes < 0).to(responsibilities.dtype).T @ responsibilities  # (columns, components)
+    if indicators is not None:
+        observed = (indicators.matrix.T @ responsibilities).T.split(n_categories, 1)
+    else:
+        observed = [torch.zeros(count, responsibilities.shape[1], dtype=responsibilities.dtype,
+                                device=responsibilities.device).index_add_(
+            0, codes[:, j].clamp(min=0), (codes[:, j, None] >= 0) * responsibilities).T
+                    for j, count in enumerate(n_categories)]
     tallies = []
     for j, count in enumerate(n_categories):
-        column = codes[:, j]
-        observed = (column >= 0).to(responsibilities.dtype)[:, None]
-        tally = torch.zeros(count, responsibilities.shape[1], dtype=responsibilities.dtype,
-                            device=responsibilities.device).index_add_(
-            0, column.clamp(min=0), observed * responsibilities).T
-        unseen = ((1 - observed) * responsibilities).sum(0)[:, None]
-        shares = (torch.full_like(tally, 1 / count) if log_probs is None
+        shares = (torch.full_like(observed[j], 1 / count) if log_probs is None
                   else log_probs[:, j, :count].exp())
-        tallies.append(tally + unseen * shares)
+        tallies.append(observed[j] + unseen[j][:, None] * shares)
     return tallies
+
+
+class CategoryIndicators(NamedTuple):
+    """Rows' categories as indicators, ``matrix`` (n_rows, sum of
+    ``n_categories``), the columns' blocks side by side, none set in a
+    block of a missing entry (-1)."""
+
+    matrix: torch.Tensor
+    n_categories: list
+
+
+def category_indicators(codes, n_categories, dtype):
+    """The :class:`CategoryIndicators` of ``codes``, where they are narrow
+    enough for products with them to cost less than lookups of each
+    column's category (:data:`PRODUCT_ADDS_PER_LOOKUP` categories a
+    column on average at most); None otherwise."""
+    total = sum(n_categories)
+    if not n_categories or total > PRODUCT_ADDS_PER_LOOKUP * len(n_categories):
+        return None
+    offsets = torch.as_tensor(np.cumsum([0, *n_categories[:-1]]), device=codes.device)
+    cells = torch.where(codes >= 0, codes + offsets, total)  # a missing entry: cut off below
+    matrix = torch.zeros(len(codes), total + 1, dtype=dtype, device=codes.device)
+    return CategoryIndicators(matrix.scatter_(1, cells, 1.0)[:, :total], list(n_categories))
 
 
 def _shift_index(codes, n_categories):
@@ -481,9 +515,10 @@ class Expansion:
     ``summed`` rows: see :func:`expand`), ``columns``
     (:func:`missing_columns` of ``X``), ``shift_index``
     (:func:`_shift_index`), ``log_weights`` (0, or those of importance
-    sampling where a row's combinations are drawn) and, made when the
-    M-step first asks, ``location_design`` (:func:`location_design`; None
-    without categorical columns)."""
+    sampling where a row's combinations are drawn) and, made when first
+    asked, ``location_design`` (:func:`location_design`; None without
+    categorical columns) and ``category_indicators``
+    (:func:`category_indicators`)."""
 
     rows: torch.Tensor
     X: torch.Tensor
@@ -497,6 +532,10 @@ class Expansion:
     @functools.cached_property
     def location_design(self):
         return location_design(self.shift_index, self.n_categories)
+
+    @functools.cached_property
+    def category_indicators(self):
+        return category_indicators(self.codes, self.n_categories, self.X.dtype)
 
     def gaussian_weights(self, responsibilities):
         """The ``responsibilities`` with which the rows count in the fit of
@@ -532,8 +571,8 @@ def _expanded_terms(expansion, parameters, *, with_missing=False):
     ``with_missing``) as :func:`gaussian_observed` gives them."""
     weights, means, covariances, log_probs, shifts = parameters
     X = expansion.X
-    log_joint = (torch.log(weights) + _category_log_likelihoods(expansion.codes, log_probs)
-                 + expansion.log_weights[:, None])
+    log_joint = (torch.log(weights) + expansion.log_weights[:, None] + _category_log_likelihoods(
+        expansion.codes, log_probs, expansion.category_indicators))
     completed = X[:, None, :].expand(-1, len(weights), -1)
     missing = None
     if X.shape[1]:
@@ -821,7 +860,8 @@ def _kmeans_start(X, codes, n_categories, n_components, seed, expansion):
     completed = torch.nan_to_num(X)[rows][:, None, :].expand(-1, n_components, -1)
     spread = torch.zeros(n_components, n_continuous, n_continuous, dtype=X.dtype, device=X.device)
     return Expected(responsibilities, completed, spread,
-                    _category_tallies(responsibilities, expansion.codes, n_categories))
+                    _category_tallies(responsibilities, expansion.codes, n_categories,
+                                      indicators=expansion.category_indicators))
 
 
 def _expect(X, parameters, expansion):
@@ -836,7 +876,7 @@ def _expect(X, parameters, expansion):
         spread = missing_covariance_sums(*missing, expansion.gaussian_weights(responsibilities),
                                          n_continuous)
     tallies = _category_tallies(responsibilities, expansion.codes, expansion.n_categories,
-                                parameters[3])
+                                parameters[3], expansion.category_indicators)
     return (Expected(responsibilities, completed, spread, tallies),
             log_marginal.mean().item())
 
@@ -941,7 +981,7 @@ def _normal_sums(design, responsibilities, weighted):
     continuous columns).
 
     Made by products of ``[D, E]`` where it is narrow (its width squared at
-    most :data:`PRODUCT_ADDS_PER_BIN_PAIR` times the pairs of categorical
+    most :data:`PRODUCT_ADDS_PER_LOOKUP` times the pairs of categorical
     columns), by sums into bins otherwise: a sum into a bin costs as much
     as tens of a product's multiply-adds (R's PD, 36 bins of 20 columns:
     the sums 3x faster by products), but a product costs the width squared
@@ -950,7 +990,7 @@ def _normal_sums(design, responsibilities, weighted):
     n_dense, n_diagonal = design.n_dense, design.n_diagonal
     (n_rows, n_columns), n_components = bins.shape, responsibilities.shape[1]
     width = n_dense + n_diagonal
-    if width**2 <= PRODUCT_ADDS_PER_BIN_PAIR * (n_columns + 1) * (n_columns + 2) // 2:
+    if width**2 <= PRODUCT_ADDS_PER_LOOKUP * (n_columns + 1) * (n_columns + 2) // 2:
         # The dropped bins go to a last column, cut off.
         indicators = responsibilities.new_zeros(n_rows, width + 1)
         indicators.scatter_(1, torch.where(bins == n_dense, width, bins), 1.0)

@@ -302,7 +302,7 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
     from skebm._mixture import (SHIFT_PSEUDO_ROWS, _located_means, _location_fit, _shift_index,
                                 category_shifts, location_design)
 
-    monkeypatch.setattr(skebm._mixture, "PRODUCT_ADDS_PER_BIN_PAIR", product_adds)
+    monkeypatch.setattr(skebm._mixture, "PRODUCT_ADDS_PER_LOOKUP", product_adds)
 
     rng = np.random.default_rng(0)
     n, k, d = 400, 3, 2
@@ -330,6 +330,46 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
         np.testing.assert_allclose(
             (means[own] + category_shifts(codes, n_categories, shifts, own)).numpy(),
             every[torch.arange(n), own].numpy(), atol=1e-12)
+
+
+def test_category_sums_by_indicators_and_by_lookups_agree():
+    """The E-step's category log-likelihoods and the M-step's tallies, made
+    by products of the rows' category indicators and by lookups of each
+    column's category, against a sum written out: missing entries (-1)
+    add 0 and spread by the component's probabilities; a probability of 0
+    (-inf) gives -inf, not the NaN of 0 * -inf in a product."""
+    from skebm._mixture import _category_log_likelihoods, _category_tallies, category_indicators
+
+    rng = np.random.default_rng(0)
+    n_categories, n, k = [3, 2, 5], 50, 4
+    codes = np.column_stack([rng.integers(-1, c, n) for c in n_categories])
+    log_probs = np.full((k, 3, 5), -np.inf)
+    for j, c in enumerate(n_categories):
+        log_probs[:, j, :c] = np.log(rng.dirichlet(np.ones(c), size=k))
+    responsibilities = rng.random((n, k))
+    expected_log = sum(np.where(codes[:, [j]] >= 0,
+                                log_probs[:, j, np.maximum(codes[:, j], 0)].T, 0)
+                       for j in range(3))
+    codes_t, log_probs_t = torch.as_tensor(codes), torch.as_tensor(log_probs)
+    indicators = category_indicators(codes_t, n_categories, torch.float64)
+    assert indicators is not None
+    for given in (indicators, None):
+        np.testing.assert_allclose(
+            _category_log_likelihoods(codes_t, log_probs_t, given).numpy(), expected_log,
+            atol=1e-12)
+        tallies = _category_tallies(torch.as_tensor(responsibilities), codes_t, n_categories,
+                                    log_probs_t, given)
+        for j, c in enumerate(n_categories):
+            one_hot = (codes[:, [j]] == np.arange(c)).astype(float)
+            missing = (codes[:, j] < 0).astype(float)
+            expected = (one_hot.T @ responsibilities).T + (
+                (missing @ responsibilities)[:, None] * np.exp(log_probs[:, j, :c]))
+            np.testing.assert_allclose(tallies[j].numpy(), expected, atol=1e-12)
+    log_probs[0, 0, 1] = -np.inf  # category 1 of the first column impossible in component 0
+    with_zero = _category_log_likelihoods(codes_t, torch.as_tensor(log_probs), indicators)
+    assert not torch.isnan(with_zero).any()
+    assert torch.isneginf(with_zero[codes[:, 0] == 1, 0]).all()
+    assert category_indicators(codes_t, [3, 2, 500], torch.float64) is None  # too wide
 
 
 def test_category_draws_follow_each_components_probabilities():
