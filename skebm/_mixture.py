@@ -596,13 +596,13 @@ def _row_logsumexp(values, rows, n_rows):
     return top + torch.log(total)
 
 
-def log_density(X, codes, parameters):
+def log_density(X, codes, parameters, n_draws=None):
     """``(n_rows,)``: each row's log-density of its observed entries (missing
     continuous entries integrated out, missing categories summed over, by
-    importance sampling where a row has more than :data:`COMBINATIONS_PER_ROW`
-    of them)."""
+    importance sampling where a row has more than ``n_draws`` of them, None:
+    :data:`COMBINATIONS_PER_ROW`)."""
     expansion = expand(X, codes, category_counts(parameters[3]),
-                       CategoryProposal.of_mixture(parameters, codes))
+                       CategoryProposal.of_mixture(parameters, codes, n_draws=n_draws))
     log_joint, _, _ = _expanded_terms(expansion, parameters)
     return _row_logsumexp(log_joint, expansion.rows, len(X))
 

@@ -78,8 +78,9 @@ SEARCH_TABLE_ITERATIONS = 12
 #: over (drawn, beyond that many), and one draw of them, not the final fit's
 #: two of :data:`~skebm._mixture.COMBINATIONS_PER_ROW`: such rows were most
 #: of a search's rows (R's PD: 3 minutes). A size's later ridges start from
-#: a fitted mixture, so their one draw is already from fitted components
-#: (the choices and times compared: benchmarks/RESULTS.md).
+#: a fitted mixture, so their one draw is already from fitted components.
+#: The held-out rows are scored with as many (the choices and times
+#: compared: benchmarks/RESULTS.md).
 SEARCH_TABLE_COMBINATIONS = 64
 #: What an erfc costs in multiply-adds, for the thread policy (a rational
 #: approximation and an exp): the marginal map's fit is an erfc for every
@@ -285,13 +286,15 @@ class GaussianMixtureDensity(nn.Module):
                                             self.shifts, components)
         return _join(draws, codes, self.categorical)
 
-    def log_prob(self, Z):
+    def log_prob(self, Z, n_draws=None):
         """Log-density of each row (of its observed entries, the rest
-        marginalized); memory is one (n_samples, n_features) block at a time
+        marginalized: see :func:`~skebm._mixture.log_density` for
+        ``n_draws``); memory is one (n_samples, n_features) block at a time
         for complete rows, whatever the number of components."""
         if self.table or torch.isnan(Z).any():
             X, codes = self._split(Z)
-            return log_density(X.to(torch.float64), codes, self.mixture_parameters()).to(Z.dtype)
+            return log_density(X.to(torch.float64), codes, self.mixture_parameters(),
+                               n_draws).to(Z.dtype)
         n_features = Z.shape[-1]
         log_det = torch.log(torch.diagonal(self.cholesky, dim1=-2, dim2=-1)).sum(-1)
         log_components = []
@@ -830,7 +833,8 @@ def _held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=N
         torch.as_tensor(train_rows, device="cpu"), n_components=n_components, ridge=ridge,
         max_iter=SEARCH_TABLE_ITERATIONS, tol=SEARCH_TABLE_TOL, start=start, draws=1,
         n_draws=SEARCH_TABLE_COMBINATIONS, **_table_arguments(layout))
-    scores = mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32, device="cpu"))
+    scores = mixture.log_prob(torch.as_tensor(test_rows, dtype=torch.float32, device="cpu"),
+                              SEARCH_TABLE_COMBINATIONS)
     scores = scores.double().numpy()
     return scores, mixture
 
