@@ -17,6 +17,7 @@ imputation is a random draw, from :class:`~skebm._mixture.FreshDraws`.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -25,8 +26,8 @@ from ._mixture import CommonDraws, FreshDraws
 from ._runtime import make_generator
 
 __all__ = ["CONDITIONAL_MEAN_DRAWS", "INCOMPLETE_ROWS_AT_ONCE", "MISSING_DRAWS",
-           "TRAINING_CANDIDATES", "ConditionalMeanMixin", "MissingCells", "common_generator",
-           "missing_draws", "observed_log_density"]
+           "TRAINING_CANDIDATES", "ConditionalMeanMixin", "KeptCompletions", "MissingCells",
+           "common_generator", "missing_draws", "observed_log_density"]
 
 #: Draws of a row's missing cells from the base's conditional that its
 #: log-density averages over (importance sampling).
@@ -39,6 +40,9 @@ CONDITIONAL_CANDIDATES = 64
 CONDITIONAL_MEAN_DRAWS = 256
 #: Rows with missing cells handled at once (their draws' memory).
 INCOMPLETE_ROWS_AT_ONCE = 64
+#: Most bytes of the completions that validation keeps for every epoch
+#: (:class:`KeptCompletions`); beyond, each epoch draws them again.
+KEPT_COMPLETION_BYTES = 2**26
 
 
 class MissingCells:
@@ -63,12 +67,16 @@ class MissingCells:
         U, log_det = self.latent(Z)
         conditionals = self.base.conditionals(U)
         completed = self.base.complete(conditionals, draws)
-        log_weights = -self.energy(completed.reshape(-1, Z.shape[1])).view(completed.shape[:2])
+        log_weights = self.completion_log_weights(completed)
         if log_constraint is not None:
             constrained = log_weights + log_constraint(completed)
             possible = torch.isfinite(constrained).any(1, keepdim=True)
             log_weights = torch.where(possible, constrained, log_weights)
         return completed, log_weights, conditionals.log_marginal.to(Z.dtype) + log_det
+
+    def completion_log_weights(self, completed):
+        """``-E`` of completions (n_rows, n_draws, n_features) on ``u``."""
+        return -self.energy(completed.reshape(-1, completed.shape[2])).view(completed.shape[:2])
 
     def _conditioning(self, Z):
         """``(Z, log_constraint)``: the rows to complete, and None or a
@@ -86,7 +94,7 @@ class MissingCells:
         conditional with the draws of ``draws`` (a
         :class:`~skebm._mixture.CommonDraws`; exact while ``E = 0``)."""
         _, log_weights, log_observed = self.completions(Z, draws)
-        return log_observed + torch.logsumexp(log_weights, 1) - math.log(draws.n_draws)
+        return _importance_sampled(log_observed, log_weights)
 
     def impute(self, Z, n_candidates, generator, log_constraint=None):
         """Rows ``Z`` with each missing entry drawn from the model's
@@ -201,18 +209,62 @@ def common_generator(seed):
     return make_generator(seed, "cpu")
 
 
-def observed_log_density(module, Z, draws):
+def observed_log_density(module, Z, draws, kept=None):
     """The unnormalized log-density of each row of ``Z`` (standardized) under
     ``module`` (a :class:`MissingCells` model with
     ``unnormalized_log_density``): complete rows as they are, a row with
     missing cells that of its observed ones, from the draws of ``draws`` (a
-    :class:`~skebm._mixture.CommonDraws`)."""
+    :class:`~skebm._mixture.CommonDraws`), or from ``kept``, the
+    :class:`KeptCompletions` of ``Z`` with them."""
     incomplete = torch.isnan(Z).any(1)
     if not incomplete.any():
         return module.unnormalized_log_density(Z)
     value = torch.empty(len(Z), dtype=Z.dtype, device=Z.device)
     value[~incomplete] = module.unnormalized_log_density(Z[~incomplete])
+    if kept is not None:
+        value[incomplete] = kept.log_density(module)
+        return value
     rows = torch.nonzero(incomplete).squeeze(1)
     for block in torch.split(rows, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // draws.n_draws):
         value[block] = module.observed_log_density(Z[block], draws.rows(block))
     return value
+
+
+class KeptCompletions(NamedTuple):
+    """The completions of rows' missing cells from the base's conditional
+    (n_incomplete, n_draws, n_features, on ``u``) and the log-density of
+    their observed cells: all that the density of the observed cells needs
+    but the energy. With a fixed base and common draws they are the same
+    at every epoch, and validation makes them once (R's PD: a twentieth of
+    the fit was making them again)."""
+
+    completed: torch.Tensor
+    log_observed: torch.Tensor
+
+    @classmethod
+    def made(cls, module, Z, draws):
+        """Those of the rows of ``Z`` that miss a cell, from the numbers of
+        ``draws`` (a :class:`~skebm._mixture.CommonDraws`); None where no
+        row misses one, or where they would take more than
+        :data:`KEPT_COMPLETION_BYTES`."""
+        rows = torch.nonzero(torch.isnan(Z).any(1)).squeeze(1)
+        size = 8 * len(rows) * draws.n_draws * Z.shape[1]
+        if not len(rows) or size > KEPT_COMPLETION_BYTES:
+            return None
+        parts = [module.completions(Z[block], draws.rows(block)) for block in torch.split(
+            rows, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // draws.n_draws)]
+        return cls(torch.cat([part[0] for part in parts]), torch.cat([part[2] for part in parts]))
+
+    def log_density(self, module):
+        """The rows' log-density of their observed cells under ``module``'s
+        energy now (as :meth:`MissingCells.observed_log_density`)."""
+        log_weights = torch.cat([module.completion_log_weights(block) for block in
+                                 self.completed.split(INCOMPLETE_ROWS_AT_ONCE)])
+        return _importance_sampled(self.log_observed, log_weights)
+
+
+def _importance_sampled(log_observed, log_weights):
+    """A row's log-density of its observed cells: that of the base, plus the
+    log of the mean of its completions' weights ``exp(-E)`` (the base's
+    conditional the proposal)."""
+    return log_observed + torch.logsumexp(log_weights, 1) - math.log(log_weights.shape[1])

@@ -15,8 +15,8 @@ from ._base import INFERENCE_CHUNK_ROWS, Step, TorchEstimator
 from ._checks import check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (CONDITIONAL_CANDIDATES, INCOMPLETE_ROWS_AT_ONCE, MISSING_DRAWS,
-                       TRAINING_CANDIDATES, ConditionalMeanMixin, common_generator,
-                       missing_draws, observed_log_density)
+                       TRAINING_CANDIDATES, ConditionalMeanMixin, KeptCompletions,
+                       common_generator, missing_draws, observed_log_density)
 from ._mixture import CommonDraws
 from ._nce_model import Cells, NCEModel, Snapshot, cell_offsets, dequantized, inner_cell_width
 from ._rows import RowsWith
@@ -608,19 +608,21 @@ class NCEDensity(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
     def _validation_set(self, module, Z_val):
         """``(proposal draws behind log Z, the rows with one point of each
-        cell)``, drawn once so that epochs are compared on a common
-        footing."""
+        cell, the draws of their missing cells, those cells' completions
+        or None)``, drawn once so that epochs are compared on a common
+        footing (:class:`~skebm._missing.KeptCompletions`)."""
         generator = make_generator(0, Z_val.device)
         draws = module.proposal.sample(_VALIDATION_DRAWS, generator)
-        return draws, dequantized(Z_val, module.cells, generator)
+        Z_val = dequantized(Z_val, module.cells, generator)
+        missing = missing_draws(Z_val, make_generator(1, Z_val.device))
+        return draws, Z_val, missing, KeptCompletions.made(module, Z_val, missing)
 
     def _validation_score(self, module, validation):
         """Mean log-likelihood of the validation rows (standardized space), a
         missing cell's completions drawn alike at every epoch."""
-        draws, Z_val = validation
+        draws, Z_val, missing, kept = validation
         log_z, _ = importance_log_partition(module.log_importance_weights(draws))
-        missing = missing_draws(Z_val, make_generator(1, Z_val.device))
-        return float(observed_log_density(module, Z_val, missing).mean()) - log_z
+        return float(observed_log_density(module, Z_val, missing, kept).mean()) - log_z
 
     def _epoch_diagnostics(self, module):
         if module.snapshot is None:

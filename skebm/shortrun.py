@@ -14,7 +14,7 @@ from ._base import Step, TorchEstimator
 from ._checks import check_n_samples, check_n_steps
 from ._density import LikelihoodDensityMixin
 from ._missing import (CONDITIONAL_CANDIDATES, TRAINING_CANDIDATES, ConditionalMeanMixin,
-                       common_generator, missing_draws, observed_log_density)
+                       KeptCompletions, common_generator, missing_draws, observed_log_density)
 from ._monitors import EpochMonitor
 from ._runtime import make_generator, refuse_beyond_memory
 from ._shortrun_model import ShortRunModel
@@ -616,14 +616,21 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
             module.update_average(self.average_decay)
         return step
 
-    def _validation_score(self, module, Z_val):
+    def _validation_set(self, module, Z_val):
+        """``(the rows, the draws of their missing cells, those cells'
+        completions or None)``, drawn once
+        (:class:`~skebm._missing.KeptCompletions`)."""
+        missing = missing_draws(Z_val, make_generator(1, Z_val.device))
+        return Z_val, missing, KeptCompletions.made(module, Z_val, missing)
+
+    def _validation_score(self, module, validation):
         """Mean log-likelihood of the validation rows (standardized space)
         under the moving average, log Z by importance sampling from the
         base, with the same :data:`_VALIDATION_DRAWS` draws at every
         epoch (and a missing cell's completions drawn alike)."""
+        Z_val, missing, kept = validation
         with module.averaged():
-            missing = missing_draws(Z_val, make_generator(1, Z_val.device))
-            log_density = observed_log_density(module, Z_val, missing)
+            log_density = observed_log_density(module, Z_val, missing, kept)
             return float(log_density.mean()) - module.sampled_log_partition(
                 _VALIDATION_DRAWS, make_generator(0, Z_val.device))
 
