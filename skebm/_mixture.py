@@ -250,10 +250,12 @@ def _category_tallies(responsibilities, codes, n_categories, log_probs=None, ind
 class CategoryIndicators(NamedTuple):
     """Rows' categories as indicators, ``matrix`` (n_rows, sum of
     ``n_categories``), the columns' blocks side by side, none set in a
-    block of a missing entry (-1)."""
+    block of a missing entry (-1); ``shift_cells``: where the shifts (of
+    each column's categories 1, 2, ...) lie among the matrix's columns."""
 
     matrix: torch.Tensor
     n_categories: list
+    shift_cells: torch.Tensor
 
 
 def category_indicators(codes, n_categories, dtype):
@@ -264,10 +266,14 @@ def category_indicators(codes, n_categories, dtype):
     total = sum(n_categories)
     if not n_categories or total > PRODUCT_ADDS_PER_LOOKUP * len(n_categories):
         return None
-    offsets = torch.as_tensor(np.cumsum([0, *n_categories[:-1]]), device=codes.device)
-    cells = torch.where(codes >= 0, codes + offsets, total)  # a missing entry: cut off below
+    offsets = np.cumsum([0, *n_categories[:-1]])
+    cells = torch.where(codes >= 0, codes + torch.as_tensor(offsets, device=codes.device),
+                        total)  # a missing entry: cut off below
     matrix = torch.zeros(len(codes), total + 1, dtype=dtype, device=codes.device)
-    return CategoryIndicators(matrix.scatter_(1, cells, 1.0)[:, :total], list(n_categories))
+    shift_cells = [offset + category for offset, count in zip(offsets, n_categories)
+                   for category in range(1, count)]
+    return CategoryIndicators(matrix.scatter_(1, cells, 1.0)[:, :total], list(n_categories),
+                              torch.as_tensor(shift_cells, dtype=torch.long, device=codes.device))
 
 
 def _shift_index(codes, n_categories):
@@ -293,13 +299,20 @@ def category_shifts(codes, n_categories, shifts, components):
     return _plus_shifts(start, _shift_index(codes, n_categories), shifts, components)
 
 
-def _located_means(shift_index, means, shifts):
+def _located_means(shift_index, means, shifts, indicators=None):
     """``(n_rows, n_components, n_continuous)``: each component's mean of the
     continuous columns given each row's categories, from the rows'
-    :func:`_shift_index`; ``means`` itself when there are no shifts."""
+    :func:`_shift_index`, or from their :func:`category_indicators` (None:
+    none made) by one product; ``means`` itself when there are no shifts."""
     if not shifts.shape[1]:
         return means
-    return _plus_shifts(means[None], shift_index, shifts)
+    if indicators is None:
+        return _plus_shifts(means[None], shift_index, shifts)
+    n_components, _, n_continuous = shifts.shape
+    by_category = shifts.new_zeros(indicators.matrix.shape[1], n_components, n_continuous)
+    by_category.index_copy_(0, indicators.shift_cells, shifts.transpose(0, 1))  # 0: no shift
+    shifted = indicators.matrix @ by_category.view(len(by_category), -1)
+    return means + shifted.view(len(shifted), n_components, n_continuous)
 
 
 def _plus_shifts(total, shift_index, shifts, components=None):
@@ -576,7 +589,8 @@ def _expanded_terms(expansion, parameters, *, with_missing=False):
     completed = X[:, None, :].expand(-1, len(weights), -1)
     missing = None
     if X.shape[1]:
-        located = _located_means(expansion.shift_index, means, shifts)
+        located = _located_means(expansion.shift_index, means, shifts,
+                                 expansion.category_indicators)
         log_density, completed, *missing = gaussian_observed(
             X, located, covariances, with_missing=with_missing, columns=expansion.columns)
         log_joint = log_joint + log_density
@@ -1043,7 +1057,8 @@ def _maximize(expected, expansion, n_categories, ridge):
     else:  # no continuous columns: nothing for the categories to shift
         means = completed.new_zeros(len(counts), 0)
         shifts = completed.new_zeros(len(counts), sum(n - 1 for n in n_categories), 0)
-    centred = completed - _located_means(expansion.shift_index, means, shifts)
+    centred = completed - _located_means(expansion.shift_index, means, shifts,
+                                         expansion.category_indicators)
     n_continuous = completed.shape[2]
     weighted = (responsibilities[:, :, None] * centred).permute(1, 2, 0)  # (k, d, n)
     covariances = (weighted @ centred.transpose(0, 1) + spread) / gaussian_counts[:, None, None]

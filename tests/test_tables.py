@@ -332,11 +332,12 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
     behind every shift, solved here densely from the indicators; the rows'
     fitted means are D's product with the coefficients, for every component
     at once (the E-step's) and for one component a row (a draw's). The
-    dense block's sums made by sums into bins and by products alike
-    (``product_adds``: 0, always sums into bins; 10**6, always products)."""
+    dense block's sums and the means made by lookups and by products of
+    indicators alike (``product_adds``: 0, always lookups; 10**6, always
+    products)."""
     import skebm._mixture
     from skebm._mixture import (SHIFT_PSEUDO_ROWS, _located_means, _location_fit, _shift_index,
-                                category_shifts, location_design)
+                                category_indicators, category_shifts, location_design)
 
     monkeypatch.setattr(skebm._mixture, "PRODUCT_ADDS_PER_LOOKUP", product_adds)
 
@@ -359,7 +360,8 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
         np.testing.assert_allclose(means[c].numpy(), solved[0], atol=1e-10)
         np.testing.assert_allclose(shifts[c].numpy(), solved[1:], atol=1e-10)
         if n_categories:
-            every = _located_means(_shift_index(codes, n_categories), means, shifts)
+            every = _located_means(_shift_index(codes, n_categories), means, shifts,
+                                   category_indicators(codes, n_categories, torch.float64))
             np.testing.assert_allclose(every[:, c].numpy(), D @ solved, atol=1e-10)
     if n_categories:
         own = torch.as_tensor(rng.integers(0, k, n))
