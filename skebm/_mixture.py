@@ -123,6 +123,9 @@ _CHUNK_ELEMENTS = 2**22
 #: indicators and lookups (:func:`category_indicators`,
 #: :func:`_normal_sums`; on two cores of an Intel Xeon: 35, kept below).
 PRODUCT_ADDS_PER_LOOKUP = 16
+#: Most bytes of the category indicators that an expansion keeps
+#: (:func:`category_indicators`); beyond, its rows' categories are looked up.
+INDICATOR_BYTES = 2**28
 
 
 def missing_columns(X):
@@ -262,9 +265,11 @@ def category_indicators(codes, n_categories, dtype):
     """The :class:`CategoryIndicators` of ``codes``, where they are narrow
     enough for products with them to cost less than lookups of each
     column's category (:data:`PRODUCT_ADDS_PER_LOOKUP` categories a
-    column on average at most); None otherwise."""
+    column on average at most) and take at most :data:`INDICATOR_BYTES`;
+    None otherwise."""
     total = sum(n_categories)
-    if not n_categories or total > PRODUCT_ADDS_PER_LOOKUP * len(n_categories):
+    if (not n_categories or total > PRODUCT_ADDS_PER_LOOKUP * len(n_categories)
+            or len(codes) * total * torch.finfo(dtype).bits // 8 > INDICATOR_BYTES):
         return None
     offsets = np.cumsum([0, *n_categories[:-1]])
     cells = torch.where(codes >= 0, codes + torch.as_tensor(offsets, device=codes.device),

@@ -370,12 +370,13 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
             every[torch.arange(n), own].numpy(), atol=1e-12)
 
 
-def test_category_sums_by_indicators_and_by_lookups_agree():
+def test_category_sums_by_indicators_and_by_lookups_agree(monkeypatch):
     """The E-step's category log-likelihoods and the M-step's tallies, made
     by products of the rows' category indicators and by lookups of each
     column's category, against a sum written out: missing entries (-1)
     add 0 and spread by the component's probabilities; a probability of 0
     (-inf) gives -inf, not the NaN of 0 * -inf in a product."""
+    import skebm._mixture
     from skebm._mixture import _category_log_likelihoods, _category_tallies, category_indicators
 
     rng = np.random.default_rng(0)
@@ -408,6 +409,8 @@ def test_category_sums_by_indicators_and_by_lookups_agree():
     assert not torch.isnan(with_zero).any()
     assert torch.isneginf(with_zero[codes[:, 0] == 1, 0]).all()
     assert category_indicators(codes_t, [3, 2, 500], torch.float64) is None  # too wide
+    monkeypatch.setattr(skebm._mixture, "INDICATOR_BYTES", 8 * n * 10 - 1)  # too large
+    assert category_indicators(codes_t, n_categories, torch.float64) is None
 
 
 def test_category_draws_follow_each_components_probabilities():
