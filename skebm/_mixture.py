@@ -432,8 +432,19 @@ class CategoryProposal(NamedTuple):
         cdf = torch.cumsum(log_shares.exp(), 1)
         components = torch.searchsorted(cdf, u[:, :1].contiguous(), right=True).squeeze(1)
         components = components.clamp_(max=cdf.shape[1] - 1)
+        if self.generator is None:
+            # The same numbers for every row: a component's draws are the same
+            # for every row, drawn once (scoring R's PD: a third of the time).
+            n_components = self.log_probs.shape[0]
+            by_component = draw_categories(
+                self.log_probs, torch.arange(n_components, device=codes.device).repeat_interleave(
+                    n_draws), u[:n_draws, 1:].repeat(n_components, 1))
+            drawn = by_component[components * n_draws
+                                 + torch.arange(n_copies, device=codes.device) % n_draws]
+        else:
+            drawn = draw_categories(self.log_probs, components, u[:, 1:])
         missing = codes < 0
-        codes = torch.where(missing, draw_categories(self.log_probs, components, u[:, 1:]), codes)
+        codes = torch.where(missing, drawn, codes)
         log_q = torch.logsumexp(log_shares + _category_log_likelihoods(
             torch.where(missing, codes, -1), self.log_probs), 1)
         return codes, -log_q - math.log(n_draws)

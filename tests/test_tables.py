@@ -434,6 +434,34 @@ def test_category_draws_follow_each_components_probabilities():
     assert not (codes[components == 0, 0] == 1).any() and codes[:, 1].max() <= 1
 
 
+def test_common_numbers_draw_each_components_categories_once():
+    """With the same numbers for every row (scoring), the proposal draws a
+    component's categories once and every row that takes that component at
+    a draw gets them: the categories drawn row by row, from the same
+    numbers, are the same."""
+    from skebm._mixture import (COMMON_COMBINATIONS_SEED, CategoryProposal, _latin_hypercube,
+                                draw_categories)
+
+    generator = torch.Generator().manual_seed(0)
+    n_categories, n_rows, n_draws = [3, 2, 5, 4], 6, 16
+    log_probs = torch.full((3, 4, 5), -torch.inf, dtype=torch.float64)
+    for j, count in enumerate(n_categories):
+        log_probs[:, j, :count] = torch.log_softmax(
+            torch.randn(3, count, generator=generator, dtype=torch.float64), 1)
+    log_shares = torch.log_softmax(torch.randn(n_rows, 3, generator=generator,
+                                               dtype=torch.float64), 1)
+    proposal = CategoryProposal(log_shares, log_probs, None, n_draws)
+    rows = torch.arange(n_rows).repeat_interleave(n_draws)
+    codes = torch.randint(-1, 2, (n_rows, 4), generator=generator)[rows]
+    drawn, _ = proposal.draw(rows, codes)
+    u = _latin_hypercube(1, n_draws, 5, torch.Generator().manual_seed(COMMON_COMBINATIONS_SEED))
+    u = u[0].repeat(n_rows, 1)
+    components = torch.searchsorted(torch.cumsum(log_shares[rows].exp(), 1),
+                                    u[:, :1].contiguous(), right=True).squeeze(1).clamp(max=2)
+    one_by_one = torch.where(codes < 0, draw_categories(log_probs, components, u[:, 1:]), codes)
+    assert torch.equal(drawn, one_by_one) and (drawn >= 0).all()
+
+
 def test_repeated_draws_merge_into_one_row_each_with_their_weights_summed():
     """_merged keeps each (row, combination) once, in the order of sorted
     rows of codes, its copies' weights log-summed: as sorting the rows of
