@@ -75,6 +75,8 @@ NETWORKS = {
         3, (16, 16), activation, generator, fourier_features=6, spectral_norm=True),
     "cnn, spectral norm": lambda activation, generator: ConvEnergy(
         (1, 3, 1), (4, 6), activation, generator, spectral_norm=True),
+    "cnn, three channels": lambda activation, generator: ConvEnergy(
+        (3, 1, 1), (4, 6), activation, generator),
 }
 
 
