@@ -235,8 +235,7 @@ class KeptCompletions(NamedTuple):
     (n_incomplete, n_draws, n_features, on ``u``) and the log-density of
     their observed cells: all that the density of the observed cells needs
     but the energy. With a fixed base and common draws they are the same
-    at every epoch, and validation makes them once (R's PD: a twentieth of
-    the fit was making them again)."""
+    at every epoch, and validation makes them once."""
 
     completed: torch.Tensor
     log_observed: torch.Tensor

@@ -121,7 +121,8 @@ _CHUNK_ELEMENTS = 2**22
 #: Multiply-adds of a product that cost about one lookup of a row's
 #: category or one sum into a bin, for the choice between products of
 #: indicators and lookups (:func:`category_indicators`,
-#: :func:`_normal_sums`; on two cores of an Intel Xeon: 35, kept below).
+#: :func:`_normal_sums`), kept below the ratio measured in
+#: benchmarks/RESULTS.md.
 PRODUCT_ADDS_PER_LOOKUP = 16
 #: Most bytes of the category indicators that an expansion keeps
 #: (:func:`category_indicators`); beyond, its rows' categories are looked up.
@@ -156,9 +157,8 @@ def _gaussian_observed(X, columns, means, precisions, log_dets):
     block = torch.where((padding[:, :, None] & padding[:, None, :])[:, None], eye, block)
     pulled_missing = torch.nn.functional.pad(pulled, (0, 1)).gather(
         2, columns[:, None, :].expand(-1, n_components, -1))
-    # Rows missing no cell (padding only) keep the identity and a shift of 0:
-    # on R's PD, 98% of the expanded rows, whose tiny factorizations were a
-    # sixth of the fit.
+    # Rows missing no cell (padding only) keep the identity and a shift of 0,
+    # with no factorization: most rows, where few continuous cells are missing.
     some = ~padding.all(1)
     factors = eye.expand(n_rows, n_components, width, width).clone()
     factors[some] = torch.linalg.cholesky(block[some])
@@ -434,7 +434,7 @@ class CategoryProposal(NamedTuple):
         components = components.clamp_(max=cdf.shape[1] - 1)
         if self.generator is None:
             # The same numbers for every row: a component's draws are the same
-            # for every row, drawn once (scoring R's PD: a third of the time).
+            # for every row, drawn once.
             n_components = self.log_probs.shape[0]
             by_component = draw_categories(
                 self.log_probs, torch.arange(n_components, device=codes.device).repeat_interleave(
@@ -520,8 +520,8 @@ def _merged(rows, codes, log_weights, n_categories):
     its copies summed: the same sum, in fewer rows (a proposal that knows a
     row well draws the same few combinations again and again). Each copy is
     keyed by one integer, its row and then its categories (+1, a missing one
-    0) as digits, so that one sort of integers finds the repeats (sorting
-    rows of codes took 10x as long); where the digits would pass 62 bits,
+    0) as digits, so that one sort of integers finds the repeats (faster
+    than sorting rows of codes); where the digits would pass 62 bits,
     the key so far is first replaced by its rank. The rows stay in order."""
     key, room = rows, int(rows[-1]) + 1  # key < room
     for column, count in zip(codes.T, n_categories):
@@ -1013,9 +1013,8 @@ def _normal_sums(design, responsibilities, weighted):
     Made by products of ``[D, E]`` where it is narrow (its width squared at
     most :data:`PRODUCT_ADDS_PER_LOOKUP` times the pairs of categorical
     columns), by sums into bins otherwise: a sum into a bin costs as much
-    as tens of a product's multiply-adds (R's PD, 36 bins of 20 columns:
-    the sums 3x faster by products), but a product costs the width squared
-    per row where the sums cost the pairs of columns."""
+    as tens of a product's multiply-adds, but a product costs the width
+    squared per row where the sums cost the pairs of columns."""
     bins, diagonal_bins = design.dense_bins, design.diagonal_bins
     n_dense, n_diagonal = design.n_dense, design.n_diagonal
     (n_rows, n_columns), n_components = bins.shape, responsibilities.shape[1]

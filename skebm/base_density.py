@@ -77,7 +77,7 @@ SEARCH_TABLE_ITERATIONS = 12
 #: Combinations that a candidate's rows of many missing categories are summed
 #: over (drawn, beyond that many), and one draw of them, not the final fit's
 #: two of :data:`~skebm._mixture.COMBINATIONS_PER_ROW`: such rows were most
-#: of a search's rows (R's PD: 3 minutes). A size's later ridges start from
+#: of a search's rows. A size's later ridges start from
 #: a fitted mixture, so their one draw is already from fitted components.
 #: The held-out rows are scored with as many (the choices and times
 #: compared: benchmarks/RESULTS.md).

@@ -347,7 +347,7 @@ class ConvEnergy(nn.Module):
     resolution, each next one halves it (stride 2); a linear layer maps the
     last feature map to the energy. Weights and images are laid out
     channels-last, in which the CPU's convolutions of Langevin's gradients
-    ran about 9% faster on 8x8 digits (benchmarks/RESULTS.md).
+    ran faster (benchmarks/RESULTS.md).
 
     Parameters
     ----------
