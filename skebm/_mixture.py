@@ -560,7 +560,7 @@ class Expansion:
 
     @functools.cached_property
     def location_design(self):
-        return location_design(self.shift_index, self.n_categories)
+        return location_design(self.shift_index, self.n_categories, self.X.dtype)
 
     @functools.cached_property
     def category_indicators(self):
@@ -919,7 +919,10 @@ class LocationDesign(NamedTuple):
     the other columns' shifts the dense part; each part has one bin more,
     for the categories 0 (dropped). ``dense_bins`` (n_rows, 1 + others):
     each row's dense bins; ``cross_cells`` (the same size): their cells in
-    the flattened (dense, diagonal) matrix; ``diagonal_bins`` (n_rows,)."""
+    the flattened (dense, diagonal) matrix; ``diagonal_bins`` (n_rows,);
+    ``indicators``: the bins as indicators ``[D, E]`` (n_rows, n_dense +
+    n_diagonal; the dropped bins left out) where :func:`_normal_sums` makes
+    its sums by products of them, or None."""
 
     dense_bins: torch.Tensor
     cross_cells: torch.Tensor
@@ -929,11 +932,12 @@ class LocationDesign(NamedTuple):
     largest: int
     others: list
     starts: np.ndarray
+    indicators: object
 
 
-def location_design(shift_index, n_categories):
-    """The :class:`LocationDesign` of rows with this :func:`_shift_index`;
-    None without categorical columns."""
+def location_design(shift_index, n_categories, dtype=torch.float64):
+    """The :class:`LocationDesign` of rows with this :func:`_shift_index`
+    (its indicators in ``dtype``); None without categorical columns."""
     if not n_categories:
         return None
     largest = int(np.argmax(n_categories))
@@ -955,8 +959,21 @@ def location_design(shift_index, n_categories):
     index = shift_index[:, largest]
     diagonal_bins = torch.where(index == none, n_diagonal, index - int(starts[largest]))
     cross_cells = (bins * (n_diagonal + 1) + diagonal_bins[:, None]).T.reshape(-1)
+    # Products of [D, E] where it is narrow (its width squared at most
+    # PRODUCT_ADDS_PER_LOOKUP times the pairs of its columns' blocks, the
+    # intercept's among them) and small enough to keep.
+    width, n_rows, n_blocks = n_dense + n_diagonal, len(shift_index), len(n_categories) + 1
+    indicators = None
+    if (width**2 <= PRODUCT_ADDS_PER_LOOKUP * n_blocks * (n_blocks + 1) // 2
+            and n_rows * width * torch.finfo(dtype).bits // 8 <= INDICATOR_BYTES):
+        # The dropped bins go to a last column, cut off.
+        indicators = torch.zeros(n_rows, width + 1, dtype=dtype, device=shift_index.device)
+        indicators.scatter_(1, torch.where(bins == n_dense, width, bins), 1.0)
+        indicators.scatter_(1, torch.where(diagonal_bins == n_diagonal, width,
+                                           n_dense + diagonal_bins)[:, None], 1.0)
+        indicators = indicators[:, :-1]
     return LocationDesign(bins, cross_cells, diagonal_bins, n_dense, n_diagonal, largest, others,
-                          starts)
+                          starts, indicators)
 
 
 def _location_fit(responsibilities, completed, design, n_categories, tiny):
@@ -1010,22 +1027,16 @@ def _normal_sums(design, responsibilities, weighted):
     ``R_k = diag(r_k)`` and ``weighted`` is ``R_k Y_k``, (rows, components,
     continuous columns).
 
-    Made by products of ``[D, E]`` where it is narrow (its width squared at
-    most :data:`PRODUCT_ADDS_PER_LOOKUP` times the pairs of categorical
-    columns), by sums into bins otherwise: a sum into a bin costs as much
-    as tens of a product's multiply-adds, but a product costs the width
-    squared per row where the sums cost the pairs of columns."""
+    Made by products of ``[D, E]`` where the design keeps it (narrow: see
+    :func:`location_design`), by sums into bins otherwise: a sum into a bin
+    costs as much as tens of a product's multiply-adds, but a product costs
+    the width squared per row where the sums cost the pairs of columns."""
     bins, diagonal_bins = design.dense_bins, design.diagonal_bins
     n_dense, n_diagonal = design.n_dense, design.n_diagonal
     (n_rows, n_columns), n_components = bins.shape, responsibilities.shape[1]
-    width = n_dense + n_diagonal
-    if width**2 <= PRODUCT_ADDS_PER_LOOKUP * (n_columns + 1) * (n_columns + 2) // 2:
-        # The dropped bins go to a last column, cut off.
-        indicators = responsibilities.new_zeros(n_rows, width + 1)
-        indicators.scatter_(1, torch.where(bins == n_dense, width, bins), 1.0)
-        indicators.scatter_(1, torch.where(diagonal_bins == n_diagonal, width,
-                                           n_dense + diagonal_bins)[:, None], 1.0)
-        indicators = indicators[:, :-1]
+    indicators = design.indicators
+    if indicators is not None:
+        width = indicators.shape[1]
         chunk = max(1, _CHUNK_ELEMENTS // (n_components * width))
         gram = sum((part.T * part_weights.T[:, None, :]) @ part for part, part_weights in zip(
             torch.split(indicators, chunk), torch.split(responsibilities, chunk)))
