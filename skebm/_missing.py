@@ -225,7 +225,7 @@ def observed_log_density(module, Z, draws, kept=None):
         value[incomplete] = kept.log_density(module)
         return value
     rows = torch.nonzero(incomplete).squeeze(1)
-    for block in torch.split(rows, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // draws.n_draws):
+    for block in _blocks(rows, draws):
         value[block] = module.observed_log_density(Z[block], draws.rows(block))
     return value
 
@@ -250,8 +250,8 @@ class KeptCompletions(NamedTuple):
         size = 8 * len(rows) * draws.n_draws * Z.shape[1]
         if not len(rows) or size > KEPT_COMPLETION_BYTES:
             return None
-        parts = [module.completions(Z[block], draws.rows(block)) for block in torch.split(
-            rows, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // draws.n_draws)]
+        parts = [module.completions(Z[block], draws.rows(block))
+                 for block in _blocks(rows, draws)]
         return cls(torch.cat([part[0] for part in parts]), torch.cat([part[2] for part in parts]))
 
     def log_density(self, module):
@@ -260,6 +260,13 @@ class KeptCompletions(NamedTuple):
         log_weights = torch.cat([module.completion_log_weights(block) for block in
                                  self.completed.split(INCOMPLETE_ROWS_AT_ONCE)])
         return _importance_sampled(self.log_observed, log_weights)
+
+
+def _blocks(rows, draws):
+    """The ``rows`` (indices) in blocks whose completions by ``draws`` take
+    the memory of :data:`INCOMPLETE_ROWS_AT_ONCE` rows of
+    :data:`MISSING_DRAWS` draws."""
+    return torch.split(rows, max(1, INCOMPLETE_ROWS_AT_ONCE * MISSING_DRAWS // draws.n_draws))
 
 
 def _importance_sampled(log_observed, log_weights):
