@@ -142,14 +142,16 @@ def missing_columns(X):
 def _gaussian_observed(X, columns, means, precisions, log_dets):
     n_rows, n_columns = X.shape
     n_components, width = len(precisions), columns.shape[1]
+    if width == 0:  # complete rows, the search's usual case: no block to condition on
+        centred = X[:, None, :] - means
+        pulled = torch.einsum("kde,nke->nkd", precisions[:, :n_columns, :n_columns], centred)
+        log_density = (-0.5 * (centred * pulled).sum(-1) - 0.5 * log_dets
+                       - 0.5 * n_columns * math.log(2 * math.pi))
+        return (log_density, X[:, None, :].expand(-1, n_components, -1),
+                X.new_empty(n_rows, n_components, 0, 0))
     observed = ~torch.isnan(X)
     centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # d, 0 where missing
     pulled = torch.einsum("kde,nke->nkd", precisions[:, :n_columns, :n_columns], centred)  # L d
-    if width == 0:  # complete rows, the search's usual case: no block to condition on
-        log_density = (-0.5 * (centred * pulled).sum(-1) - 0.5 * log_dets
-                       - 0.5 * n_columns * math.log(2 * math.pi))
-        return (log_density, X[:, None, :].expand(-1, n_components, -1).clone(),
-                X.new_empty(n_rows, n_components, 0, 0))
     # L_mm (the identity on the padding) and L_mo d_o, gathered at the missing columns.
     block = precisions.flatten(1)[:, _block_cells(columns, n_columns)].transpose(0, 1)
     padding = columns == n_columns
@@ -234,7 +236,6 @@ def _category_tallies(responsibilities, codes, n_categories, log_probs=None, ind
     categories by the component's probabilities ``log_probs`` (None:
     evenly). ``indicators``: the codes' :func:`category_indicators`, or
     None."""
-    unseen = (codes < 0).to(responsibilities.dtype).T @ responsibilities  # (columns, components)
     if indicators is not None:
         observed = (indicators.matrix.T @ responsibilities).T.split(n_categories, 1)
     else:
@@ -242,6 +243,10 @@ def _category_tallies(responsibilities, codes, n_categories, log_probs=None, ind
                                 device=responsibilities.device).index_add_(
             0, codes[:, j].clamp(min=0), (codes[:, j, None] >= 0) * responsibilities).T
                     for j, count in enumerate(n_categories)]
+    missing = codes < 0
+    if not missing.any():
+        return list(observed)
+    unseen = missing.to(responsibilities.dtype).T @ responsibilities  # (columns, components)
     tallies = []
     for j, count in enumerate(n_categories):
         shares = (torch.full_like(observed[j], 1 / count) if log_probs is None
@@ -570,7 +575,11 @@ class Expansion:
         """The ``responsibilities`` with which the rows count in the fit of
         the components' Gaussians: 0 for the ``summed`` rows, whose
         likelihood their Gaussians do not touch."""
-        return responsibilities * (~self.summed).to(responsibilities.dtype)[:, None]
+        return responsibilities * self._gaussian_rows
+
+    @functools.cached_property
+    def _gaussian_rows(self):
+        return (~self.summed).to(self.X.dtype)[:, None]
 
 
 def expand(X, codes, n_categories, proposal=None):
@@ -1085,10 +1094,9 @@ def _maximize(expected, expansion, n_categories, ridge):
         shifts = completed.new_zeros(len(counts), sum(n - 1 for n in n_categories), 0)
     centred = completed - _located_means(expansion.shift_index, means, shifts,
                                          expansion.category_indicators)
-    n_continuous = completed.shape[2]
     weighted = (responsibilities[:, :, None] * centred).permute(1, 2, 0)  # (k, d, n)
     covariances = (weighted @ centred.transpose(0, 1) + spread) / gaussian_counts[:, None, None]
-    covariances = covariances + ridge * torch.eye(n_continuous, dtype=dtype, device=device)
+    covariances.diagonal(dim1=-2, dim2=-1).add_(ridge)
     most = max(n_categories, default=1)
     log_probs = torch.full((len(counts), len(n_categories), most), -math.inf, dtype=dtype,
                            device=device)
