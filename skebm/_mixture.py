@@ -147,7 +147,7 @@ def _gaussian_observed(X, columns, means, precisions, log_dets):
         pulled = torch.einsum("kde,nke->nkd", precisions[:, :n_columns, :n_columns], centred)
         log_density = (-0.5 * (centred * pulled).sum(-1) - 0.5 * log_dets
                        - 0.5 * n_columns * math.log(2 * math.pi))
-        return (log_density, X[:, None, :].expand(-1, n_components, -1),
+        return (log_density, X[:, None, :].expand(-1, n_components, -1).clone(),
                 X.new_empty(n_rows, n_components, 0, 0))
     observed = ~torch.isnan(X)
     centred = torch.where(observed[:, None, :], X[:, None, :] - means, 0.0)  # d, 0 where missing
