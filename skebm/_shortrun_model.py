@@ -317,11 +317,15 @@ class ShortRunModel(MissingCells, nn.Module):
                              grad_clip=self.grad_clip)
         return rows_of(chains)
 
-    def sampled_log_partition(self, n_draws, generator):
+    def base_draws(self, n_draws, generator):
+        """``n_draws`` rows drawn from the base, in the data's coordinates."""
+        return self.to_data(self.draw_base(n_draws, generator))
+
+    def sampled_log_partition(self, draws):
         """log Z by importance sampling from the base: ``log E_b[exp(-E)]``,
-        from ``n_draws`` draws (cheap and rough: for comparing epochs), which
-        go through the network :data:`DRAWS_AT_ONCE` at a time."""
-        draws = self.to_data(self.draw_base(n_draws, generator))
+        from the base's ``draws`` (:meth:`base_draws`; cheap and rough: for
+        comparing epochs), which go through the network
+        :data:`DRAWS_AT_ONCE` at a time."""
         return importance_log_partition(torch.cat([-self.energy(rows)
                                                    for rows in draws.split(DRAWS_AT_ONCE)]))[0]
 

@@ -618,21 +618,22 @@ class ShortRunEBM(ConditionalMeanMixin, LikelihoodDensityMixin, TorchEstimator):
 
     def _validation_set(self, module, Z_val):
         """``(the rows, the draws of their missing cells, those cells'
-        completions or None)``, drawn once
-        (:class:`~skebm._missing.KeptCompletions`)."""
+        completions or None, the base's draws behind log Z)``, drawn once
+        (:class:`~skebm._missing.KeptCompletions`): the base does not
+        change while the network trains."""
         missing = missing_draws(Z_val, make_generator(1, Z_val.device))
-        return Z_val, missing, KeptCompletions.made(module, Z_val, missing)
+        base_draws = module.base_draws(_VALIDATION_DRAWS, make_generator(0, Z_val.device))
+        return Z_val, missing, KeptCompletions.made(module, Z_val, missing), base_draws
 
     def _validation_score(self, module, validation):
         """Mean log-likelihood of the validation rows (standardized space)
         under the moving average, log Z by importance sampling from the
         base, with the same :data:`_VALIDATION_DRAWS` draws at every
         epoch (and a missing cell's completions drawn alike)."""
-        Z_val, missing, kept = validation
+        Z_val, missing, kept, base_draws = validation
         with module.averaged():
             log_density = observed_log_density(module, Z_val, missing, kept)
-            return float(log_density.mean()) - module.sampled_log_partition(
-                _VALIDATION_DRAWS, make_generator(0, Z_val.device))
+            return float(log_density.mean()) - module.sampled_log_partition(base_draws)
 
     def _after_training(self, module, Z, generator):
         if module.energy.is_zero() and self.early_stopping:

@@ -586,8 +586,8 @@ def test_early_stopping_keeps_the_best_epoch_and_its_criterion_matches_the_grid(
     assert np.argmax(scores) < len(scores) - 1  # it stopped after the best epoch
     module = model._inference_module()
     with torch.no_grad():
-        sampled = module.sampled_log_partition(_VALIDATION_DRAWS,
-                                               torch.Generator(model.device_).manual_seed(0))
+        sampled = module.sampled_log_partition(module.base_draws(
+            _VALIDATION_DRAWS, torch.Generator(model.device_).manual_seed(0)))
     assert abs(sampled - model.log_partition_) < 0.05
 
 
