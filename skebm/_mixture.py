@@ -58,8 +58,9 @@ from torch import special
 from ._em import kmeans_labels
 
 __all__ = ["CommonDraws", "ComponentConditionals", "FreshDraws", "category_counts",
-           "category_shifts", "draw_categories", "expand_categories", "filled_rows",
-           "fit_mixture", "gaussian_observed", "log_density", "missing_covariance_sums"]
+           "category_shifts", "draw_categories", "expand_categories", "expanded_sizes",
+           "filled_rows", "fit_mixture", "gaussian_observed", "log_density",
+           "missing_covariance_sums"]
 
 #: Pseudo-count added to every category of every component in the M-step, so
 #: that no category seen in fit gets probability 0 in a component.
@@ -465,6 +466,24 @@ def _latin_hypercube(n_sets, n_draws, n_columns, generator):
     return (strata + torch.rand(shape, generator=generator, dtype=torch.float64)) / n_draws
 
 
+def _combinations(missing, n_categories):
+    """Each row's number of combinations of the categories of its
+    ``missing`` (a mask) categorical entries, as float64."""
+    log_counts = torch.log(torch.as_tensor(n_categories, dtype=torch.float64,
+                                           device=missing.device))
+    return torch.where(missing, log_counts, 0.0).sum(1).exp().round()
+
+
+def expanded_sizes(X, codes, n_categories):
+    """How many rows each of the rows ``(X, codes)`` becomes in a fit's
+    :func:`expand`: one per combination of its missing categories, up to
+    :data:`COMBINATIONS_PER_ROW`, and one where no continuous entry is
+    observed."""
+    summed = torch.isnan(X).all(1)
+    combinations = _combinations((codes < 0) & ~summed[:, None], n_categories)
+    return combinations.clamp_(max=COMBINATIONS_PER_ROW)
+
+
 def expand_categories(codes, n_categories, summed=None, proposal=None):
     """``(rows, codes, log_weights)``: each row once per combination of the
     categories of its missing (-1) categorical entries, ``rows``
@@ -484,9 +503,7 @@ def expand_categories(codes, n_categories, summed=None, proposal=None):
     log_weights = torch.zeros(len(codes), dtype=torch.float64, device=codes.device)
     if not missing.any():
         return rows, codes, log_weights
-    log_counts = torch.log(torch.as_tensor(n_categories, dtype=torch.float64,
-                                           device=codes.device))
-    combinations = torch.where(missing, log_counts, 0.0).sum(1).exp().round()
+    combinations = _combinations(missing, n_categories)
     sampled, n_draws = torch.zeros_like(summed), COMBINATIONS_PER_ROW
     if proposal is not None:
         n_draws = proposal.n_draws

@@ -23,7 +23,7 @@ from torch import nn
 
 from ._em import fit_gaussian_mixture, mixture_log_density
 from ._mixture import (ComponentConditionals, category_counts, category_shifts,
-                       draw_categories, fit_mixture, log_density)
+                       draw_categories, expanded_sizes, fit_mixture, log_density)
 from ._runtime import cpu_threads, draw_seed, refuse_beyond_memory, thread_limit
 
 __all__ = ["GaussianMixtureDensity", "MarginalGaussianization", "TableLayout", "fit_base",
@@ -98,6 +98,12 @@ KERNEL_BLOCK_ENTRIES = 2**16
 #: cost at most this, whatever the number of training rows.
 SELECTION_ROWS = 5_000
 FIT_ROWS = 200_000
+#: Most rows that the chosen mixture's fit may expand its rows into by their
+#: missing categories (up to :data:`~skebm._mixture.COMBINATIONS_PER_ROW`
+#: each; a random subset of the rows beyond). Its EM runs to convergence on
+#: them; past a few thousand such rows, doubling them doubles the fit's time
+#: for a few hundredths of a nat (benchmarks/RESULTS.md).
+FIT_EXPANDED_ROWS = 1_000_000
 
 
 def _in_float64(tensor):
@@ -896,13 +902,29 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
         transform = transform.to(Z.device)
         with torch.no_grad():
             Z = transform(Z)[0]
-    if len(data) > FIT_ROWS:
-        Z = Z[torch.as_tensor(np.sort(rng.choice(len(data), FIT_ROWS, replace=False)),
-                              device=Z.device)]
+    Z = _fit_rows(Z, layout, rng)
     with thread_limit(1):  # as in the search
         mixture = GaussianMixtureDensity.fit_to(Z, n_components=n_components, ridge=ridge,
                                                 seed=seed, **_table_arguments(layout))
     return transform, mixture, choice
+
+
+def _fit_rows(Z, layout, rng):
+    """The rows of ``Z`` the chosen mixture is fitted to: all of them, or a
+    random subset of at most :data:`FIT_ROWS` rows that expand by their
+    missing categories (:func:`~skebm._mixture.expanded_sizes`) into at
+    most :data:`FIT_EXPANDED_ROWS`."""
+    sizes = torch.ones(len(Z), dtype=torch.float64, device=Z.device)
+    if layout is not None:
+        X, codes = _split(Z, torch.as_tensor(layout.categorical, device=Z.device))
+        sizes = expanded_sizes(X, codes, layout.n_categories)
+    if len(Z) <= FIT_ROWS and float(sizes.sum()) <= FIT_EXPANDED_ROWS:
+        return Z
+    order = torch.as_tensor(rng.permutation(len(Z)), device=Z.device)
+    n_kept = int(torch.searchsorted(torch.cumsum(sizes[order], 0),
+                                    torch.tensor([FIT_EXPANDED_ROWS], dtype=torch.float64,
+                                                 device=Z.device), right=True))
+    return Z[torch.sort(order[:min(n_kept, FIT_ROWS)]).values]
 
 
 def _check_size(n_rows, n_features, max_components):

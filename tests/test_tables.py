@@ -520,6 +520,40 @@ def test_rows_missing_too_many_category_combinations_are_refused():
     assert filled[6].tolist() == [1, 0, 0]
 
 
+def test_the_chosen_mixture_is_fitted_to_rows_that_expand_within_the_budget(monkeypatch):
+    """Rows that expand by their missing categories into more than
+    FIT_EXPANDED_ROWS are fitted by a random subset that stays within it
+    (before, a fit of tens of thousands of such rows was refused after its
+    search); rows within it are all fitted, and a default fit of a table
+    past it completes."""
+    import skebm.base_density as base_density
+    from skebm._mixture import expanded_sizes
+
+    rng = np.random.default_rng(0)
+    n = 200
+    codes = rng.integers(0, 10, (n, 3)).astype(float)
+    codes[:150, :2] = np.nan  # 150 rows of 100 combinations, 50 complete
+    x = rng.normal(size=(n, 1))
+    x[:10] = np.nan  # no continuous entry: not expanded
+    Z = torch.as_tensor(np.hstack([x, codes]))
+    layout = base_density.TableLayout(np.array([False, True, True, True]), (10, 10, 10))
+    sizes = expanded_sizes(Z[:, :1], torch.nan_to_num(Z[:, 1:], -1).long(), [10] * 3)
+    assert sizes.tolist() == [1] * 10 + [100] * 140 + [1] * 50
+    assert base_density._fit_rows(Z, layout, np.random.RandomState(0)) is Z
+    monkeypatch.setattr(base_density, "FIT_EXPANDED_ROWS", 2_000)
+    kept = base_density._fit_rows(Z, layout, np.random.RandomState(0))
+    kept_sizes = expanded_sizes(kept[:, :1], torch.nan_to_num(kept[:, 1:], -1).long(),
+                                [10] * 3)
+    assert 2_000 - 100 < float(kept_sizes.sum()) <= 2_000  # as many as fit
+    observed = kept[:, 0][~kept[:, 0].isnan()]
+    positions = [int(np.flatnonzero(x[:, 0] == value)[0]) for value in observed.tolist()]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    table = pd.DataFrame({"x": x[:, 0], **{f"c{j}": pd.Categorical(codes[:, j])
+                                           for j in range(3)}})
+    model = NCEDensity(max_iter=2, random_state=0).fit(table)
+    assert np.isfinite(model.score_samples(table)).all()
+
+
 def _all_categorical_rows(n_rows=300, seed=0):
     """Rows of three categorical columns (2, 3 and 4 categories), a third
     of their entries missing, and no continuous column."""
