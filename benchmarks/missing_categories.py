@@ -24,10 +24,10 @@ dependency) whose rows miss many categories:
   a synthetic table of the size where rows of drawn combinations reach
   the expansion's limits, two continuous and six ten-valued categorical
   columns, all drawn given one of four hidden classes, four of the
-  categorical columns each missing in 70% of the rows (most rows have
-  hundreds of combinations). Its drawn-rows error is measured on its
-  first 2,000 held-out rows (the reference's expansion stays within the
-  limit).
+  categorical columns each missing in 70% of the rows (two thirds of the
+  rows have a thousand combinations or more). Its drawn-rows error is
+  measured on its first 2,000 held-out rows (the reference's expansion
+  stays within the limit).
 
 For rows summed by importance sampling, the held-out rows are scored again
 with ``--reference`` combinations drawn (default 4,096) and the difference
