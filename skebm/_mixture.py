@@ -8,7 +8,10 @@ the shifts of a row's categories add up). Within a component the categories
 thus move the continuous columns, so that the probability of a category
 given the continuous columns varies with them (linearly in the log-odds, as
 in linear discriminant analysis), where independent factors (a latent class
-model) would keep it constant within the component.
+model) would keep it constant within the component. Only where the
+shifts would cost a solve wider than :data:`DENSE_SHIFTS` (two columns of
+hundreds of categories) do the narrower column's categories stay
+independent of the continuous columns within a component.
 
 A missing entry (NaN) is marginalized exactly: a continuous one through the
 Gaussian of the observed columns, a categorical one by summing over its
@@ -68,6 +71,13 @@ CATEGORY_PSEUDO_COUNT = 0.5
 #: Pseudo-rows at shift 0 behind every category's shift in the M-step: a
 #: category that a component holds few rows of moves its mean little.
 SHIFT_PSEUDO_ROWS = 1.0
+#: Most shifts that the M-step solves for as one dense system (its cost
+#: grows with the cube of their number, per component and step): the
+#: widest column's shifts come apart from it (:func:`_location_fit`), and
+#: the other columns get shifts, narrowest first, while theirs add up to at
+#: most this many. A column left out keeps shifts of 0: within a component
+#: its categories are independent of the continuous columns.
+DENSE_SHIFTS = 512
 
 
 def gaussian_observed(X, means, covariances, *, with_missing=False, columns=None):
@@ -942,7 +952,8 @@ class LocationDesign(NamedTuple):
     parameter changes, so that an EM fit makes it once.
 
     The largest column's shifts are the diagonal part, the intercept and
-    the other columns' shifts the dense part; each part has one bin more,
+    the shifts of the ``others`` (the columns within :data:`DENSE_SHIFTS`)
+    the dense part; each part has one bin more,
     for the categories 0 (dropped). ``dense_bins`` (n_rows, 1 + others):
     each row's dense bins; ``cross_cells`` (the same size): their cells in
     the flattened (dense, diagonal) matrix; ``diagonal_bins`` (n_rows,);
@@ -969,10 +980,15 @@ def location_design(shift_index, n_categories, dtype=torch.float64):
     largest = int(np.argmax(n_categories))
     starts = np.concatenate([[0], np.cumsum(np.asarray(n_categories) - 1)])
     none = int(starts[-1])  # shift_index's entry for a category 0
-    # The dense part: the intercept (bin 0), then the other columns' shifts,
-    # then one bin for their categories 0 (dropped).
-    others = [j for j in range(len(n_categories)) if j != largest]
-    n_dense = 1 + sum(n_categories[j] - 1 for j in others)
+    # The dense part: the intercept (bin 0), then the shifts of the other
+    # columns within DENSE_SHIFTS, then one bin for their categories 0
+    # (dropped).
+    others, n_dense = [], 1
+    for j in sorted(range(len(n_categories)), key=lambda j: n_categories[j]):
+        if j != largest and n_dense - 1 + n_categories[j] - 1 <= DENSE_SHIFTS:
+            others.append(j)
+            n_dense += n_categories[j] - 1
+    others.sort()
     bins = [torch.zeros(len(shift_index), dtype=torch.long, device=shift_index.device)]
     offset = 1
     for j in others:
@@ -988,7 +1004,7 @@ def location_design(shift_index, n_categories, dtype=torch.float64):
     # Products of [D, E] where it is narrow (its width squared at most
     # PRODUCT_ADDS_PER_LOOKUP times the pairs of its columns' blocks, the
     # intercept's among them) and small enough to keep.
-    width, n_rows, n_blocks = n_dense + n_diagonal, len(shift_index), len(n_categories) + 1
+    width, n_rows, n_blocks = n_dense + n_diagonal, len(shift_index), len(others) + 2
     indicators = None
     if (width**2 <= PRODUCT_ADDS_PER_LOOKUP * n_blocks * (n_blocks + 1) // 2
             and n_rows * width * torch.finfo(dtype).bits // 8 <= INDICATOR_BYTES):
@@ -1013,8 +1029,9 @@ def _location_fit(responsibilities, completed, design, n_categories, tiny):
     normal equations ``D^T diag(r_k) D`` is diagonal: the largest column's
     shifts are eliminated through it, and only the intercept and the other
     columns' shifts are solved as a dense system (a column of a thousand
-    categories then costs about what one of two does); the sums:
-    :func:`_normal_sums`."""
+    categories then costs about what one of two does); the columns that
+    would make it wider than :data:`DENSE_SHIFTS` keep shifts of 0. The
+    sums: :func:`_normal_sums`."""
     n_components = responsibilities.shape[1]
     dtype, device = completed.dtype, completed.device
     weighted = responsibilities[:, :, None] * completed
@@ -1032,8 +1049,8 @@ def _location_fit(responsibilities, completed, design, n_categories, tiny):
     solved = torch.linalg.solve(schur, dense_moments
                                 - cross @ (inverse[:, :, None] * diagonal_moments))
     diagonal = inverse[:, :, None] * (diagonal_moments - cross.transpose(1, 2) @ solved)
-    shifts = torch.empty(n_components, int(starts[-1]), completed.shape[2], dtype=dtype,
-                         device=device)
+    shifts = torch.zeros(n_components, int(starts[-1]), completed.shape[2], dtype=dtype,
+                         device=device)  # 0 for the columns the design leaves out
     largest = design.largest
     shifts[:, int(starts[largest]):int(starts[largest + 1])] = diagonal
     offset = 1

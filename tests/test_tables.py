@@ -325,9 +325,11 @@ def test_location_model_with_missing_categories():
 
 
 @pytest.mark.parametrize("product_adds", [0, 10**6])
-@pytest.mark.parametrize("n_categories", [[], [3], [2, 7, 3], [3, 60, 1], [5, 40, 30]])
-def test_location_fit_solves_the_weighted_least_squares(n_categories, product_adds,
-                                                         monkeypatch):
+@pytest.mark.parametrize("n_categories, dense_shifts, left_out", [
+    ([], 512, []), ([3], 512, []), ([2, 7, 3], 512, []), ([3, 60, 1], 512, []),
+    ([5, 40, 30], 512, []), ([5, 40, 30], 4, [2]), ([9, 4, 20, 3], 4, [0, 1])])
+def test_location_fit_solves_the_weighted_least_squares(n_categories, dense_shifts, left_out,
+                                                         product_adds, monkeypatch):
     """The M-step's means and shifts (the largest column eliminated through
     its diagonal block) are each component's weighted least squares of the
     rows on D = [1, category indicators], SHIFT_PSEUDO_ROWS pseudo-rows at 0
@@ -336,12 +338,14 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
     at once (the E-step's) and for one component a row (a draw's). The
     dense block's sums and the means made by lookups and by products of
     indicators alike (``product_adds``: 0, always lookups; 10**6, always
-    products)."""
+    products). Past ``dense_shifts`` (DENSE_SHIFTS) the widest columns but
+    the widest of all are ``left_out`` of D, their shifts 0."""
     import skebm._mixture
     from skebm._mixture import (SHIFT_PSEUDO_ROWS, _located_means, _location_fit, _shift_index,
                                 category_indicators, category_shifts, location_design)
 
     monkeypatch.setattr(skebm._mixture, "PRODUCT_ADDS_PER_LOOKUP", product_adds)
+    monkeypatch.setattr(skebm._mixture, "DENSE_SHIFTS", dense_shifts)
 
     rng = np.random.default_rng(0)
     n, k, d = 400, 3, 2
@@ -351,7 +355,9 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
     completed = torch.as_tensor(rng.normal(size=(n, k, d)))
     design = location_design(_shift_index(codes, n_categories), n_categories)
     means, shifts = _location_fit(responsibilities, completed, design, n_categories, 1e-15)
-    indicators = [np.ones((n, 1))] + [np.eye(c)[codes[:, j].numpy()][:, 1:]
+    # Each column's indicators, zero for a column left out: its shifts solve
+    # to 0 there, held by their pseudo-rows alone.
+    indicators = [np.ones((n, 1))] + [np.eye(c)[codes[:, j].numpy()][:, 1:] * (j not in left_out)
                                       for j, c in enumerate(n_categories)]
     D = np.hstack(indicators)
     for c in range(k):
@@ -365,6 +371,9 @@ def test_location_fit_solves_the_weighted_least_squares(n_categories, product_ad
             every = _located_means(_shift_index(codes, n_categories), means, shifts,
                                    category_indicators(codes, n_categories, torch.float64))
             np.testing.assert_allclose(every[:, c].numpy(), D @ solved, atol=1e-10)
+    for j in left_out:
+        start = sum(n_categories[:j]) - j
+        assert torch.all(shifts[:, start:start + n_categories[j] - 1] == 0)
     if n_categories:
         own = torch.as_tensor(rng.integers(0, k, n))
         np.testing.assert_allclose(
