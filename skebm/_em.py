@@ -23,6 +23,7 @@ References
 import math
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.cluster import kmeans_plusplus
 
 __all__ = ["fit_gaussian_mixture", "kmeans_labels", "mixture_log_density"]
@@ -34,10 +35,12 @@ KMEANS_ITERATIONS, KMEANS_TOL = 300, 1e-4
 
 def kmeans_labels(X, n_clusters, seed):
     """Each row's cluster by k-means from k-means++ seeds (``seed``: an
-    int). Lloyd's iterations stop when no label changes or the centres move
-    less than the tolerance; a cluster left empty keeps its centre."""
+    int), of the rows of ``X`` (numpy or scipy sparse: a distance then
+    costs the row's entries, not its width). Lloyd's iterations stop when
+    no label changes or the centres move less than the tolerance; a
+    cluster left empty keeps its centre."""
     centres, _ = kmeans_plusplus(X, n_clusters, random_state=seed)
-    tol = KMEANS_TOL * X.var(0).mean()
+    tol = KMEANS_TOL * _mean_variance(X)
     labels = None
     for _ in range(KMEANS_ITERATIONS):
         new_labels = _nearest(X, centres)
@@ -99,6 +102,15 @@ def _maximize(X, responsibilities, ridge):
     covariances = weighted.transpose(0, 2, 1) @ centred / counts[:, None, None]
     covariances += ridge * np.eye(X.shape[1])
     return counts / len(X), means, covariances
+
+
+def _mean_variance(X):
+    """The mean over the columns of ``X`` (numpy or scipy sparse) of their
+    variance."""
+    if not sp.issparse(X):
+        return X.var(0).mean()
+    mean = np.asarray(X.mean(0)).ravel()
+    return (np.asarray(X.multiply(X).mean(0)).ravel() - mean**2).mean()
 
 
 def _nearest(X, centres):

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import special
 
@@ -910,14 +911,17 @@ def _kmeans_start(X, codes, n_categories, n_components, seed, expansion):
     """Hard responsibilities from k-means (shared evenly by a row's
     expansions), missing continuous entries at 0 (the mean of standardized
     rows), missing categories spread evenly and no spread: the
-    :class:`Expected` that the first M-step takes."""
+    :class:`Expected` that the first M-step takes. k-means reads the
+    categories one-hot, sparse: a column of thousands of categories costs
+    it a row's one entry, not thousands."""
     n_rows, n_continuous = X.shape
-    filled = torch.nan_to_num(X).cpu().numpy()
-    one_hot = [np.eye(count)[np.maximum(c, 0)] * (c >= 0)[:, None] + (c < 0)[:, None] / count
-               for c, count in zip(codes.T.cpu().numpy(), n_categories)]
-    features = np.hstack([filled, *one_hot]) if one_hot or n_continuous else filled
-    labels = (np.zeros(n_rows, dtype=int) if n_components == 1 else
-              kmeans_labels(features, n_components, seed))
+    labels = np.zeros(n_rows, dtype=int)
+    if n_components > 1:
+        filled = torch.nan_to_num(X).cpu().numpy()
+        one_hot = [_sparse_one_hot(c, count)
+                   for c, count in zip(codes.T.cpu().numpy(), n_categories)]
+        features = sp.hstack([filled, *one_hot], format="csr") if one_hot else filled
+        labels = kmeans_labels(features, n_components, seed)
     rows = expansion.rows
     shares = 1.0 / torch.bincount(rows, minlength=n_rows).to(X.dtype)
     responsibilities = torch.zeros(len(rows), n_components, dtype=X.dtype, device=X.device)
@@ -928,6 +932,21 @@ def _kmeans_start(X, codes, n_categories, n_components, seed, expansion):
     return Expected(responsibilities, completed, spread,
                     _category_tallies(responsibilities, expansion.codes, n_categories,
                                       indicators=expansion.category_indicators))
+
+
+def _sparse_one_hot(codes, n_categories):
+    """``(n_rows, n_categories)`` scipy CSR: each row's category as a 1, or,
+    where it is missing (-1), ``1 / n_categories`` for every category."""
+    missing = codes < 0
+    counts = np.where(missing, n_categories, 1)
+    columns = np.where(missing, 0, codes)
+    # A missing row's entries count up from 0 through its categories.
+    columns = np.repeat(columns, counts) + (np.arange(counts.sum())
+                                            - np.repeat(np.cumsum(counts) - counts, counts)
+                                            ) * np.repeat(missing, counts)
+    values = np.repeat(np.where(missing, 1 / n_categories, 1.0), counts)
+    return sp.csr_matrix((values, columns, np.concatenate([[0], np.cumsum(counts)])),
+                         shape=(len(codes), n_categories))
 
 
 def _expect(X, parameters, expansion):

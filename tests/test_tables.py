@@ -1820,3 +1820,27 @@ def test_a_model_pickled_before_point_masses_loads(counts_model):
     assert isinstance(loaded.module_.cells, Cells)
     np.testing.assert_allclose(loaded.score_samples(X), counts_model.score_samples(X),
                                rtol=1e-10)
+
+
+def test_kmeans_reads_sparse_categories_as_their_dense_one_hot():
+    """The base's k-means start reads the categories one-hot as scipy CSR (a
+    missing category spread over its column's): the same rows as the dense
+    one-hot, and the same labels from them as from the dense rows and as
+    scikit-learn's KMeans."""
+    import scipy.sparse as sp
+    from sklearn.cluster import KMeans
+
+    from skebm._em import kmeans_labels
+    from skebm._mixture import _sparse_one_hot
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-1, 6, 300)
+    one_hot = _sparse_one_hot(codes, 6)
+    dense = np.eye(6)[np.maximum(codes, 0)] * (codes >= 0)[:, None] + (codes < 0)[:, None] / 6
+    np.testing.assert_array_equal(one_hot.toarray(), dense)
+    continuous = rng.normal(size=(300, 2)) + 2 * dense[:, :2]
+    labels = kmeans_labels(sp.hstack([continuous, one_hot], format="csr"), 4, 0)
+    rows = np.hstack([continuous, dense])
+    assert len(np.unique(labels)) == 4
+    np.testing.assert_array_equal(labels, kmeans_labels(rows, 4, 0))
+    np.testing.assert_array_equal(labels, KMeans(4, n_init=1, random_state=0).fit(rows).labels_)
