@@ -266,7 +266,10 @@ class MLPEnergy(nn.Module):
         return not (output.weight.any() or output.bias.any())
 
     def forward(self, x):
-        return self.layers(x).squeeze(-1)
+        layers = self.layers
+        if isinstance(layers[0], OneHotCategories) and isinstance(layers[1], nn.Linear):
+            x, layers = layers[0].into(layers[1], x), layers[2:]
+        return layers(x).squeeze(-1)
 
     def energy_and_gradient(self, x):
         """``(E(x), dE/dx)`` by :func:`energy_and_gradient`. Categorical
@@ -336,6 +339,18 @@ class OneHotCategories(nn.Module):
         return torch.cat([x[:, ~self.categorical]] + [
             nn.functional.one_hot(codes[:, j], count).to(x.dtype)
             for j, count in enumerate(self.n_categories)], 1)
+
+    def into(self, linear, x):
+        """``linear(self(x))`` without the one-hot rows: each category's
+        column of the weight is looked up, so that a column of thousands of
+        categories costs a row one column of the weight, not thousands."""
+        weight = linear.weight  # read once: a spectral norm is recomputed at each read
+        n_continuous = x.shape[1] - len(self.n_categories)
+        offsets = torch.as_tensor(np.cumsum([n_continuous, *self.n_categories[:-1]]),
+                                  device=x.device)
+        looked_up = weight.T[x[:, self.categorical].long() + offsets]  # (rows, columns, out)
+        return (nn.functional.linear(x[:, ~self.categorical], weight[:, :n_continuous],
+                                     linear.bias) + looked_up.sum(1))
 
 
 class ConvEnergy(nn.Module):

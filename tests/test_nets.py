@@ -3,11 +3,12 @@
 import copy
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
 
-from skebm.nets import ACTIVATIONS, ConvEnergy, MLPEnergy
+from skebm.nets import ACTIVATIONS, ConvEnergy, MLPEnergy, OneHotCategories
 
 def test_network_init_uses_only_its_generator():
     state = torch.get_rng_state()
@@ -108,3 +109,28 @@ def test_no_gradient_through_categories():
                     categories=([False, True], [3]))
     with pytest.raises(TypeError, match="OneHotCategories"):
         net.energy_and_gradient(torch.tensor([[0.5, 1.0]]))
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_categories_looked_up_give_the_one_hot_layers_energy(spectral_norm):
+    """A network reads its categories by looking up the first layer's
+    weight (OneHotCategories.into): the energy and every parameter's
+    gradient are those of the one-hot rows through the same layers, to
+    float32 rounding, and no one-hot row is made."""
+    net = MLPEnergy(4, (16, 8), "silu", torch.Generator().manual_seed(0),
+                    spectral_norm=spectral_norm, categories=([False, True, False, True], [3, 5]))
+    twin = copy.deepcopy(net)  # a spectral norm's power iteration runs at each read
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(50, 1, generator=g),
+                   torch.randint(0, 3, (50, 1), generator=g).float(),
+                   torch.randn(50, 1, generator=g),
+                   torch.randint(0, 5, (50, 1), generator=g).float()], 1)
+    with mock.patch.object(OneHotCategories, "forward", side_effect=AssertionError("one-hot")):
+        energy = net(x)
+    expected = twin.layers(x).squeeze(-1)
+    torch.testing.assert_close(energy, expected, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(energy.sum(), list(net.parameters()))
+    expected_grads = torch.autograd.grad(expected.sum(), list(twin.parameters()))
+    for ours, theirs in zip(grads, expected_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert all(grad.abs().max() > 0 for grad in grads[:2])  # the looked-up weight learns
