@@ -278,6 +278,13 @@ class CategoryIndicators(NamedTuple):
     shift_cells: torch.Tensor
 
 
+def _lookups_cost_less(n_categories):
+    """Whether columns of these categories have more than
+    :data:`PRODUCT_ADDS_PER_LOOKUP` of them on average: then a lookup of
+    each row's category costs less than a product of its one-hot row."""
+    return sum(n_categories) > PRODUCT_ADDS_PER_LOOKUP * len(n_categories)
+
+
 def category_indicators(codes, n_categories, dtype):
     """The :class:`CategoryIndicators` of ``codes``, where they are narrow
     enough for products with them to cost less than lookups of each
@@ -285,7 +292,7 @@ def category_indicators(codes, n_categories, dtype):
     column on average at most) and take at most :data:`INDICATOR_BYTES`;
     None otherwise."""
     total = sum(n_categories)
-    if (not n_categories or total > PRODUCT_ADDS_PER_LOOKUP * len(n_categories)
+    if (not n_categories or _lookups_cost_less(n_categories)
             or len(codes) * total * torch.finfo(dtype).bits // 8 > INDICATOR_BYTES):
         return None
     offsets = np.cumsum([0, *n_categories[:-1]])
@@ -912,15 +919,19 @@ def _kmeans_start(X, codes, n_categories, n_components, seed, expansion):
     expansions), missing continuous entries at 0 (the mean of standardized
     rows), missing categories spread evenly and no spread: the
     :class:`Expected` that the first M-step takes. k-means reads the
-    categories one-hot, sparse: a column of thousands of categories costs
-    it a row's one entry, not thousands."""
+    categories one-hot, sparse where lookups cost less: a column of
+    thousands of categories then costs it a row's one entry, not
+    thousands."""
     n_rows, n_continuous = X.shape
     labels = np.zeros(n_rows, dtype=int)
     if n_components > 1:
-        filled = torch.nan_to_num(X).cpu().numpy()
-        one_hot = [_sparse_one_hot(c, count)
-                   for c, count in zip(codes.T.cpu().numpy(), n_categories)]
-        features = sp.hstack([filled, *one_hot], format="csr") if one_hot else filled
+        features = torch.nan_to_num(X).cpu().numpy()
+        if n_categories:
+            features = sp.hstack([features] + [
+                _sparse_one_hot(c, count)
+                for c, count in zip(codes.T.cpu().numpy(), n_categories)], format="csr")
+            if not _lookups_cost_less(n_categories):
+                features = features.toarray()
         labels = kmeans_labels(features, n_components, seed)
     rows = expansion.rows
     shares = 1.0 / torch.bincount(rows, minlength=n_rows).to(X.dtype)

@@ -50,6 +50,11 @@ _ACTIVATION_BACKWARD = {
 #: structure slowly, while on more features they overfit small tables.
 LOW_DIMENSION = 2
 AUTO_FOURIER_FEATURES = 64
+#: Categories per categorical column on average past which a network's
+#: first layer looks up each row's categories in its weight rather than
+#: multiplying one-hot rows (:meth:`OneHotCategories.into`): below, the
+#: product cost less on the CPU (benchmarks/RESULTS.md).
+LOOKUP_CATEGORIES = 128
 
 
 def layer_sizes(value, default=None, *, allow_empty=False):
@@ -267,7 +272,8 @@ class MLPEnergy(nn.Module):
 
     def forward(self, x):
         layers = self.layers
-        if isinstance(layers[0], OneHotCategories) and isinstance(layers[1], nn.Linear):
+        if (isinstance(layers[0], OneHotCategories) and isinstance(layers[1], nn.Linear)
+                and layers[0].is_wide):
             x, layers = layers[0].into(layers[1], x), layers[2:]
         return layers(x).squeeze(-1)
 
@@ -340,6 +346,13 @@ class OneHotCategories(nn.Module):
             nn.functional.one_hot(codes[:, j], count).to(x.dtype)
             for j, count in enumerate(self.n_categories)], 1)
 
+    @property
+    def is_wide(self):
+        """Whether the columns have more than :data:`LOOKUP_CATEGORIES`
+        categories on average, so that :meth:`into` costs less than the
+        product of the one-hot rows."""
+        return sum(self.n_categories) > LOOKUP_CATEGORIES * len(self.n_categories)
+
     def into(self, linear, x):
         """``linear(self(x))`` without the one-hot rows: each category's
         column of the weight is looked up, so that a column of thousands of
@@ -348,7 +361,8 @@ class OneHotCategories(nn.Module):
         n_continuous = x.shape[1] - len(self.n_categories)
         offsets = torch.as_tensor(np.cumsum([n_continuous, *self.n_categories[:-1]]),
                                   device=x.device)
-        looked_up = weight.T[x[:, self.categorical].long() + offsets]  # (rows, columns, out)
+        cells = (x[:, self.categorical].long() + offsets).reshape(-1)
+        looked_up = weight.index_select(1, cells).T.reshape(len(x), len(offsets), -1)
         return (nn.functional.linear(x[:, ~self.categorical], weight[:, :n_continuous],
                                      linear.bias) + looked_up.sum(1))
 

@@ -112,11 +112,14 @@ def test_no_gradient_through_categories():
 
 
 @pytest.mark.parametrize("spectral_norm", [False, True])
-def test_categories_looked_up_give_the_one_hot_layers_energy(spectral_norm):
-    """A network reads its categories by looking up the first layer's
-    weight (OneHotCategories.into): the energy and every parameter's
-    gradient are those of the one-hot rows through the same layers, to
-    float32 rounding, and no one-hot row is made."""
+def test_categories_looked_up_give_the_one_hot_layers_energy(spectral_norm, monkeypatch):
+    """A network of wide categorical columns reads them by looking up the
+    first layer's weight (OneHotCategories.into): the energy and every
+    parameter's gradient are those of the one-hot rows through the same
+    layers, to float32 rounding, and no one-hot row is made."""
+    import skebm.nets
+
+    monkeypatch.setattr(skebm.nets, "LOOKUP_CATEGORIES", 3)  # 3 and 5 categories: wide
     net = MLPEnergy(4, (16, 8), "silu", torch.Generator().manual_seed(0),
                     spectral_norm=spectral_norm, categories=([False, True, False, True], [3, 5]))
     twin = copy.deepcopy(net)  # a spectral norm's power iteration runs at each read
