@@ -17,6 +17,9 @@ __all__ = ["Cells", "NCEModel", "Snapshot", "cell_offsets", "dequantized", "inne
 MALA_STEP_SIZE = 0.1
 #: ``sample``: proposal draws each row is resampled from.
 SIR_CANDIDATES = 32
+#: Rows that a Gibbs sweep over the categories scores at once (a row once
+#: per category of its column).
+GIBBS_ROWS = 2**14
 #: Self-adapting noise: rows in the pool that follows the frozen model, and
 #: Langevin steps that move it at each refresh.
 _POOL_ROWS = 8192
@@ -429,15 +432,29 @@ class NCEModel(MissingCells, nn.Module):
         its row, every category of the column scored."""
         U = U.clone()
         for column, count in self._categorical_columns():
-            given = U[:, column].clone()
-            scores = []
-            for code in range(count):
-                U[:, column] = code
-                scores.append(self.latent_log_density(U))
-            drawn = torch.multinomial(torch.softmax(torch.stack(scores, 1), 1), 1,
-                                      generator=generator).squeeze(1).to(U.dtype)
-            U[:, column] = drawn if free is None else torch.where(free[:, column], drawn, given)
+            rows = (torch.arange(len(U), device=U.device) if free is None
+                    else torch.nonzero(free[:, column]).squeeze(1))
+            if not len(rows):
+                continue
+            scores = self._category_log_densities(U[rows], column, count)
+            U[rows, column] = torch.multinomial(torch.softmax(scores, 1), 1,
+                                                generator=generator).squeeze(1).to(U.dtype)
         return U
+
+    def _category_log_densities(self, U, column, count):
+        """``(n_rows, count)``: the log-density of each row of ``U`` with its
+        categorical ``column`` set to each category, about
+        :data:`GIBBS_ROWS` rows a call: a column of thousands of categories
+        costs few calls."""
+        per_call = max(1, GIBBS_ROWS // len(U))
+        scores = []
+        for start in range(0, count, per_call):
+            codes = torch.arange(start, min(count, start + per_call), dtype=U.dtype,
+                                 device=U.device)
+            rows = U.repeat(len(codes), 1)  # each category's copy of the rows in turn
+            rows[:, column] = codes.repeat_interleave(len(U))
+            scores.append(self.latent_log_density(rows).view(len(codes), len(U)))
+        return torch.cat(scores).T
 
     # -- rows with missing entries (the rest in :class:`MissingCells`) ----------
     def complete(self, Z, free, n_candidates, n_steps, generator):

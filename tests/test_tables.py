@@ -100,6 +100,33 @@ def test_samples_have_valid_categories_in_the_right_proportions(fitted, table):
     assert np.median(np.abs(a.x2 / 10 - (a.x1**2 - 1))) < 0.5
 
 
+def test_gibbs_scores_every_category_of_a_column_in_few_calls(fitted, monkeypatch):
+    """A Gibbs sweep scores each row with its categorical column set to each
+    category, in calls of about GIBBS_ROWS rows (here 4 rows, so a
+    category's copies of the 3 rows straddle calls): the scores are the
+    model's log-density of each such row, and a sweep redraws only the free
+    rows' categories."""
+    import skebm._nce_model
+
+    module = fitted.module_
+    [(column, count)] = module._categorical_columns()
+    U = module.base.sample(3, torch.Generator().manual_seed(0))
+    U[:, column] = torch.tensor([0.0, 2.0, 1.0], dtype=U.dtype)
+    monkeypatch.setattr(skebm._nce_model, "GIBBS_ROWS", 4)
+    scores = module._category_log_densities(U, column, count)
+    assert scores.shape == (3, count)
+    for code in range(count):
+        rows = U.clone()
+        rows[:, column] = code
+        torch.testing.assert_close(scores[:, code], module.latent_log_density(rows),
+                                   rtol=1e-5, atol=1e-5)
+    free = torch.zeros_like(U, dtype=torch.bool)
+    free[1, column] = True
+    swept = module._gibbs_categories(U, free, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(swept[[0, 2]], U[[0, 2]], rtol=0, atol=0)
+    torch.testing.assert_close(swept[1, :column], U[1, :column], rtol=0, atol=0)
+
+
 def test_sample_conditional_keeps_known_cells_and_follows_the_model(fitted, table):
     test = table[1].copy()
     hidden = test.copy()
