@@ -20,7 +20,6 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from ._mixture import CommonDraws, FreshDraws
 from ._runtime import make_generator
@@ -125,8 +124,8 @@ class MissingCells:
         rows = rows.view(completed.shape)
         filled = (weights * rows).sum(1)
         for column, count in self._categorical_columns():
-            one_hot = nn.functional.one_hot(rows[:, :, column].long(), count).to(Z.dtype)
-            probabilities = (weights * one_hot).sum(1)
+            probabilities = weights.new_zeros(len(Z), count).scatter_add_(
+                1, rows[:, :, column].long(), weights[:, :, 0])
             if column in levels:  # within the values' range, whatever the rounding
                 values = levels[column]
                 filled[:, column] = (probabilities @ values).clamp(values.min(), values.max())
