@@ -362,7 +362,7 @@ class OneHotCategories(nn.Module):
         offsets = torch.as_tensor(np.cumsum([n_continuous, *self.n_categories[:-1]]),
                                   device=x.device)
         cells = (x[:, self.categorical].long() + offsets).reshape(-1)
-        looked_up = weight.index_select(1, cells).T.reshape(len(x), len(offsets), -1)
+        looked_up = weight.T.contiguous().index_select(0, cells).view(len(x), len(offsets), -1)
         return (nn.functional.linear(x[:, ~self.categorical], weight[:, :n_continuous],
                                      linear.bias) + looked_up.sum(1))
 
