@@ -110,18 +110,22 @@ def gaussian_observed(X, means, covariances, *, with_missing=False, columns=None
     precisions = torch.nn.functional.pad(torch.cholesky_inverse(factor), (0, 1, 0, 1))
     if columns is None:
         columns = missing_columns(X)
-    width = columns.shape[1]
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, len(covariances) * max(n_columns, width**2)))
-    if len(X) <= chunk:
-        log_density, conditional_mean, factors = _gaussian_observed(X, columns, means, precisions,
-                                                                    log_dets)
-    else:
+    some = (columns < n_columns).any(1)  # rows missing a continuous entry
+    if some.all() or not some.any():
+        log_density, conditional_mean, factors = _in_chunks(X, columns, means, precisions,
+                                                            log_dets)
+    else:  # the complete rows (those of rows missing only categories, say) condition on nothing
         by_row = means.dim() == 3
-        chunks = zip(torch.split(X, chunk), torch.split(columns, chunk),
-                     torch.split(means, chunk) if by_row else itertools.repeat(means))
-        parts = [_gaussian_observed(rows, row_columns, row_means, precisions, log_dets)
-                 for rows, row_columns, row_means in chunks]
-        log_density, conditional_mean, factors = (torch.cat(outputs) for outputs in zip(*parts))
+        parts = [_in_chunks(X[rows], columns[rows, :width], means[rows] if by_row else means,
+                            precisions, log_dets)
+                 for rows, width in ((~some, 0), (some, columns.shape[1]))]
+        log_density = X.new_empty(len(X), len(covariances))
+        conditional_mean = X.new_empty(len(X), len(covariances), n_columns)
+        factors = torch.eye(columns.shape[1], dtype=X.dtype, device=X.device).repeat(
+            len(X), len(covariances), 1, 1)  # the identity for a row missing no cell
+        for rows, (part_density, part_mean, part_factors) in zip((~some, some), parts):
+            log_density[rows], conditional_mean[rows] = part_density, part_mean
+        factors[some] = parts[1][2]
     if not with_missing:
         return log_density.to(dtype), conditional_mean.to(dtype)
     return log_density.to(dtype), conditional_mean.to(dtype), (columns, factors)
@@ -149,6 +153,20 @@ def missing_columns(X):
     width = int(missing.sum(1).max()) if len(X) else 0
     padded_index = torch.where(missing, torch.arange(n_columns, device=X.device), n_columns)
     return torch.sort(padded_index, dim=1).values[:, :width]
+
+
+def _in_chunks(X, columns, means, precisions, log_dets):
+    """:func:`_gaussian_observed` on chunks of rows of bounded memory."""
+    n_columns, width = X.shape[1], columns.shape[1]
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, len(precisions) * max(n_columns, width**2)))
+    if len(X) <= chunk:
+        return _gaussian_observed(X, columns, means, precisions, log_dets)
+    by_row = means.dim() == 3
+    chunks = zip(torch.split(X, chunk), torch.split(columns, chunk),
+                 torch.split(means, chunk) if by_row else itertools.repeat(means))
+    parts = [_gaussian_observed(rows, row_columns, row_means, precisions, log_dets)
+             for rows, row_columns, row_means in chunks]
+    return tuple(torch.cat(outputs) for outputs in zip(*parts))
 
 
 def _gaussian_observed(X, columns, means, precisions, log_dets):

@@ -263,6 +263,36 @@ def test_missing_values_of_a_mixture_only_model_are_exact():
         assert score == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("by_row", [False, True])
+def test_gaussian_observed_of_mixed_rows_is_each_rows_own(by_row):
+    """Complete rows go apart from rows missing continuous cells (they have
+    no block to condition on): each row's log-density, conditional mean and
+    factors (the identity past its own missing block) are those it gets
+    alone, with one mean per component or one per row and component."""
+    from skebm._mixture import gaussian_observed
+
+    rng = np.random.default_rng(0)
+    means = torch.as_tensor(rng.normal(size=(2, 3)))
+    if by_row:
+        means = means + torch.as_tensor(rng.normal(size=(6, 2, 3)))
+    A = rng.normal(size=(2, 3, 3))
+    covariances = torch.as_tensor(A @ A.transpose(0, 2, 1) + np.eye(3))
+    X = torch.as_tensor(rng.normal(size=(6, 3)))
+    X[1, 0] = X[3, 1] = X[3, 2] = X[4, 2] = float("nan")
+    log_density, conditional_mean, (_, factors) = gaussian_observed(X, means, covariances,
+                                                                    with_missing=True)
+    assert factors.shape == (6, 2, 2, 2)
+    for i in range(6):
+        density, mean, (_, own) = gaussian_observed(
+            X[i:i + 1], means[i:i + 1] if by_row else means, covariances, with_missing=True)
+        torch.testing.assert_close(log_density[i], density[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(conditional_mean[i], mean[0], rtol=1e-12, atol=1e-12)
+        width = own.shape[2]
+        torch.testing.assert_close(factors[i, :, :width, :width], own[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(factors[i, :, width:, width:],
+                                   torch.eye(2 - width, dtype=X.dtype).expand(2, -1, -1))
+
+
 def test_em_with_missing_cells_matches_the_complete_data_fit():
     """EM on rows with 10% of cells missing lands near the complete-data
     maximum likelihood, and with no cell missing equals it."""
