@@ -64,7 +64,7 @@ class MissingCells:
         (:meth:`_conditioning`) adds to the log weights, unless it rules out
         every completion of a row."""
         U, log_det = self.latent(Z)
-        conditionals = self.base.conditionals(U)
+        conditionals = self.base.conditionals(U, draws.combination_generator)
         completed = self.base.complete(conditionals, draws)
         log_weights = self.completion_log_weights(completed)
         if log_constraint is not None:

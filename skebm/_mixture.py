@@ -497,9 +497,10 @@ def _latin_hypercube(n_sets, n_draws, n_columns, generator):
     stratified: one number in each of ``n_draws`` equal intervals, in random
     order. Each number is uniform, so an estimate stays unbiased; the spread
     of a sum over the draws shrinks."""
+    options = dict(generator=generator, dtype=torch.float64, device=generator.device)
     shape = (n_sets, n_draws, n_columns)
-    strata = torch.argsort(torch.rand(shape, generator=generator, dtype=torch.float64), dim=1)
-    return (strata + torch.rand(shape, generator=generator, dtype=torch.float64)) / n_draws
+    strata = torch.argsort(torch.rand(shape, **options), dim=1)
+    return (strata + torch.rand(shape, **options)) / n_draws
 
 
 def _combinations(missing, n_categories):
@@ -710,14 +711,16 @@ class ComponentConditionals:
     entries.
 
     ``log_marginal`` is each row's log-density of its observed entries (an
-    estimate where its combinations are drawn).
+    estimate where its combinations are drawn). The combinations are drawn
+    from ``generator``, or, None, from the numbers common to every row
+    (:class:`CategoryProposal`).
     """
 
-    def __init__(self, parameters, X, codes):
+    def __init__(self, parameters, X, codes, generator=None):
         self.X, self.log_probs, self.shifts = X, parameters[3], parameters[4]
         self.n_categories = category_counts(self.log_probs)
         expansion = expand(X, codes, self.n_categories,
-                           CategoryProposal.of_mixture(parameters, codes))
+                           CategoryProposal.of_mixture(parameters, codes, generator))
         self.rows, self.codes = expansion.rows, expansion.codes
         log_joint, self.means, missing = _expanded_terms(expansion, parameters, with_missing=True)
         self.columns, self.factors = missing if missing is not None else (None, None)
@@ -771,6 +774,15 @@ class FreshDraws:
     def __init__(self, n_draws, generator):
         self.n_draws, self.generator = n_draws, generator
 
+    @property
+    def combination_generator(self):
+        """Where a row summed by importance sampling draws its combinations
+        of missing categories from (:class:`ComponentConditionals`): this
+        generator, new ones at every call. Training imputes its rows so;
+        with the common combinations the energy would learn those few as
+        data and the scores, which sum over the same ones, would follow."""
+        return self.generator
+
     def choose(self, probabilities):
         """``(n_rows, n_draws)``: indices drawn from each row's
         ``probabilities`` (n_rows, n_choices)."""
@@ -821,6 +833,12 @@ class CommonDraws:
     @property
     def n_draws(self):
         return self.uniforms.shape[-1]
+
+    @property
+    def combination_generator(self):
+        """None: a row's combinations of missing categories are the common
+        ones (:class:`CategoryProposal`), as its other numbers are."""
+        return None
 
     def by_copy(self, n_rows):
         """The numbers of ``n_draws`` copies of each of ``n_rows`` rows (a

@@ -316,13 +316,16 @@ class GaussianMixtureDensity(nn.Module):
             return Z, Z[:, :0].long()
         return _split(Z, self.categorical)
 
-    def conditionals(self, Z):
+    def conditionals(self, Z, generator=None):
         """Each row's distribution of its missing (NaN) entries given the
         others: a :class:`~skebm._mixture.ComponentConditionals`, whose
-        ``sample`` this mixture's :meth:`complete` turns back into rows."""
+        ``sample`` this mixture's :meth:`complete` turns back into rows (the
+        combinations of a row of many missing categories drawn from
+        ``generator``, None: the numbers common to every row)."""
         X, codes = self._split(Z)
         # In float64: float32 factors of a covariance with a 1e-6 ridge fail.
-        return ComponentConditionals(self.mixture_parameters(), X.to(torch.float64), codes)
+        return ComponentConditionals(self.mixture_parameters(), X.to(torch.float64), codes,
+                                     generator)
 
     def complete(self, conditionals, draws):
         """``(n_rows, n_draws, n_features)``: completions of each row drawn

@@ -811,6 +811,36 @@ def test_a_row_missing_most_of_many_categories_is_fitted_scored_and_filled(conti
     assert np.isfinite(filled[0, 0]) and (np.isnan(continuous) or filled[0, 0] == continuous)
 
 
+def test_training_completes_rows_of_many_categories_from_combinations_of_their_own():
+    """A row of more combinations of missing categories than
+    COMBINATIONS_PER_ROW is completed, in training and by
+    ``sample_conditional``'s starts (fresh numbers), from combinations drawn
+    for it at that call, not from the ones common to every row that its
+    score sums over: else training would take those few combinations for
+    data, and the scores that sum over them would follow."""
+    from skebm._runtime import make_generator
+
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (300, 30)).astype(float)
+    X = np.column_stack([rng.normal(size=300) + bits[:, 0], bits])
+    model = NCEDensity(**{**QUICK, "max_iter": 2}).fit(X)
+    module = model._inference_module()
+    Z = module.base.sample(1, make_generator(0, "cpu")).to(torch.float64).repeat(400, 1)
+    Z[:, 2:] = torch.nan  # 2**29 combinations, the continuous cell observed
+    U, _ = module.latent(Z)
+    common = module.base.conditionals(U)
+    common_codes = common.codes[common.rows == 0]  # every row's: the same numbers
+    assert torch.equal(common.codes[common.rows == 399], common_codes)
+    assert len(common_codes) <= 256
+    with torch.no_grad():
+        completed, _, _ = module.completions(Z, FreshDraws(1, make_generator(1, "cpu")))
+    drawn = completed[:, 0, module.base.categorical].long()
+    assert (drawn[:, 0] == Z[0, 1]).all()
+    in_common = (drawn[:, None, :] == common_codes[None]).all(2).any(1)
+    assert in_common.float().mean() < 0.05
+    assert len(torch.unique(drawn, dim=0)) > 390
+
+
 def _rows_of_many_combinations(n_rows, seed, count=5, n_categorical=6):
     """Two continuous columns shifted by ``n_categorical`` categorical ones
     of ``count`` categories, the categories mostly following a latent
