@@ -97,6 +97,52 @@ def test_base_is_chosen_by_held_out_likelihood():
     assert marginals is not None and choice[0]
 
 
+def test_the_searchs_ridge_is_checked_on_the_rows_the_mixture_is_fitted_to(monkeypatch):
+    """Where the search saw a subset of the rows (more than SELECTION_ROWS),
+    the chosen ridge is checked on the rows the mixture is fitted to: a
+    direction of variance 1e-3, which the search's 0.1 would blur, takes a
+    smaller ridge; a choice given (a refit) is kept as it is."""
+    import skebm.base_density as base_density
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=6000)
+    data = torch.as_tensor(np.column_stack([x, x + 0.03 * rng.normal(size=6000)]))
+    data = ((data - data.mean(0)) / data.std(0)).float()
+    monkeypatch.setattr(base_density, "select_base", lambda *args: ((False, 1, 0.1), None))
+    generator = torch.Generator().manual_seed(0)
+    _, mixture, choice = fit_base("gaussian_mixture", data, max_components=4, marginals="none",
+                                  generator=generator)
+    assert choice[:2] == (False, 1) and choice[2] <= 1e-3
+    covariance = mixture.cholesky[0] @ mixture.cholesky[0].T
+    assert torch.linalg.eigvalsh(covariance.double())[0] < 0.01
+    _, _, given = fit_base("gaussian_mixture", data, max_components=4, marginals="none",
+                           generator=generator, choice=(False, 1, 0.1))
+    assert given == (False, 1, 0.1)
+
+
+def test_the_ridge_check_stops_at_the_first_smaller_ridge_that_scores_worse(monkeypatch):
+    """The smaller ridges are tried from the largest down, each from the
+    last one's fit, and the first that scores worse ends the check; none
+    below ``min_ridge``."""
+    import skebm.base_density as base_density
+
+    scores = {1e-1: -2.0, 1e-2: -1.0, 1e-3: -1.5, 1e-6: 0.0}
+    tried = []
+
+    def held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=None):
+        tried.append((ridge, start))
+        return np.full(len(test_rows), scores[ridge]), ridge
+
+    monkeypatch.setattr(base_density, "_held_out_scores", held_out_scores)
+    rng = np.random.RandomState(0)
+    rows = torch.zeros(30, 2)
+    assert base_density._ridge_for_the_fit(rows, 2, 1e-1, None, rng, 0.0) == 1e-2
+    assert tried == [(1e-1, None), (1e-2, 1e-1), (1e-3, 1e-2)]
+    tried.clear()
+    assert base_density._ridge_for_the_fit(rows, 2, 1e-1, None, rng, 5e-2) == 1e-1
+    assert tried == []
+
+
 @pytest.fixture(scope="module", params=["bounded", "skewed", "rounded"])
 def marginal_map(request):
     """A map fitted to one feature: uniform, exponential, or rounded (ties)."""
