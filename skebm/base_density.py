@@ -99,8 +99,9 @@ KERNEL_BLOCK_ENTRIES = 2**16
 SELECTION_ROWS = 5_000
 FIT_ROWS = 200_000
 #: Most rows that the chosen ridge is checked again on, where the search saw
-#: a subset (:func:`_ridge_for_the_fit`): two thirds fitted, one scored.
-RIDGE_CHECK_ROWS = 15_000
+#: a subset (:func:`_ridge_for_the_fit`): two thirds fitted, one scored;
+#: and the gain (nats per held-out row) a smaller ridge must bring there.
+RIDGE_CHECK_ROWS, RIDGE_CHECK_GAIN = 10_000, 0.01
 #: Most rows that the chosen mixture's fit may expand its rows into by their
 #: missing categories (up to :data:`~skebm._mixture.COMBINATIONS_PER_ROW`
 #: each; a random subset of the rows beyond). Its EM runs to convergence on
@@ -921,13 +922,15 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
 def _ridge_for_the_fit(Z, n_components, ridge, layout, rng, min_ridge):
     """The ridge of the chosen mixture for its fit to the rows ``Z``: the
     search's ``ridge``, or a smaller one of :data:`RIDGE_GRID` (from
-    ``min_ridge`` on) that scores better on a held-out third of ``Z`` (at
-    most :data:`RIDGE_CHECK_ROWS` of them), tried from the largest down
-    until one scores worse. Where the search saw a subset, its fits saw two
-    thirds of :data:`SELECTION_ROWS` rows, and the ridge a mixture needs
-    shrinks with its rows: a categorical column's shifts, known better,
-    leave smaller residuals (R's ``baseball``: the search's 0.1 against
-    0.01, 2.5 nats a row on held-out rows; benchmarks/RESULTS.md)."""
+    ``min_ridge`` on) that scores better by :data:`RIDGE_CHECK_GAIN` on a
+    held-out third of ``Z`` (at most :data:`RIDGE_CHECK_ROWS` of them),
+    tried from the largest down until one does not. Where the search saw a
+    subset, its fits saw two thirds of :data:`SELECTION_ROWS` rows, and the
+    ridge a mixture needs shrinks with its rows: a categorical column's
+    shifts, known better, leave smaller residuals (R's ``baseball``: the
+    search's 0.1 against 0.01, 2.5 nats a row on held-out rows). A gain of
+    less is not worth its slower fit (a survey table's 0.004 nats: 30 s more;
+    benchmarks/RESULTS.md)."""
     smaller = [candidate for candidate in RIDGE_GRID if min_ridge <= candidate < ridge]
     if not smaller:
         return ridge
@@ -940,7 +943,7 @@ def _ridge_for_the_fit(Z, n_components, ridge, layout, rng, min_ridge):
         for candidate in reversed(smaller):
             scores, fit = _held_out_scores(train_rows, test_rows, n_components, candidate,
                                            layout, fit)
-            if np.mean(scores) <= best_score:
+            if np.mean(scores) <= best_score + RIDGE_CHECK_GAIN:
                 break
             best_score, best_ridge = np.mean(scores), candidate
     return best_ridge

@@ -120,13 +120,14 @@ def test_the_searchs_ridge_is_checked_on_the_rows_the_mixture_is_fitted_to(monke
     assert given == (False, 1, 0.1)
 
 
-def test_the_ridge_check_stops_at_the_first_smaller_ridge_that_scores_worse(monkeypatch):
+def test_the_ridge_check_stops_at_the_first_smaller_ridge_that_gains_too_little(monkeypatch):
     """The smaller ridges are tried from the largest down, each from the
-    last one's fit, and the first that scores worse ends the check; none
-    below ``min_ridge``."""
+    last one's fit, and the first that scores less than RIDGE_CHECK_GAIN
+    better ends the check; none below ``min_ridge``."""
     import skebm.base_density as base_density
 
-    scores = {1e-1: -2.0, 1e-2: -1.0, 1e-3: -1.5, 1e-6: 0.0}
+    gain = base_density.RIDGE_CHECK_GAIN
+    scores = {1e-1: -2.0, 1e-2: -1.0, 1e-3: -1.0 + gain / 2, 1e-6: 0.0}
     tried = []
 
     def held_out_scores(train_rows, test_rows, n_components, ridge, layout, start=None):
