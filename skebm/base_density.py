@@ -880,9 +880,10 @@ def fit_base(name, Z, *, max_components, marginals, generator, choice=None, layo
     to ``max_components``); ``marginals``: ``"auto"`` (with or without
     :class:`MarginalGaussianization`, whichever cross-validates better),
     ``"kde"`` or ``"none"``. The choice ``(marginals or not, components,
-    ridge)`` is made by :func:`select_base` unless given; then the map and
-    the mixture are fitted (the mixture by EM, to at most :data:`FIT_ROWS`
-    of the rows). ``layout`` (a :class:`TableLayout`): the rows are a table
+    ridge)`` is made by :func:`select_base` unless given (its ridge checked
+    on the rows the mixture is fitted to where the search saw a subset:
+    :func:`_ridge_for_the_fit`); then the map and the mixture are fitted
+    (the mixture by EM, to at most :data:`FIT_ROWS` of the rows). ``layout`` (a :class:`TableLayout`): the rows are a table
     with categorical columns; the map then leaves them as they are.
     ``progress``: called with a short note after each step of the work
     (a map's column, a candidate's fits), or None. ``min_ridge``: the
