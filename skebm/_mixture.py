@@ -121,11 +121,12 @@ def gaussian_observed(X, means, covariances, *, with_missing=False, columns=None
                  for rows, width in ((~some, 0), (some, columns.shape[1]))]
         log_density = X.new_empty(len(X), len(covariances))
         conditional_mean = X.new_empty(len(X), len(covariances), n_columns)
-        factors = torch.eye(columns.shape[1], dtype=X.dtype, device=X.device).repeat(
-            len(X), len(covariances), 1, 1)  # the identity for a row missing no cell
         for rows, (part_density, part_mean, _) in zip((~some, some), parts):
             log_density[rows], conditional_mean[rows] = part_density, part_mean
-        factors[some] = parts[1][2]
+        if with_missing:  # the identity for a row missing no cell
+            factors = torch.eye(columns.shape[1], dtype=X.dtype, device=X.device).repeat(
+                len(X), len(covariances), 1, 1)
+            factors[some] = parts[1][2]
     if not with_missing:
         return log_density.to(dtype), conditional_mean.to(dtype)
     return log_density.to(dtype), conditional_mean.to(dtype), (columns, factors)
